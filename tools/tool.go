@@ -1,0 +1,169 @@
+// Package tools defines keyhole's brokered tools and their kinds (http, s3):
+// argument validation, normalization into a policy.Request, execution with an
+// injected credential, response shaping and secret scrubbing. It never
+// decides whether a call is allowed; package policy does.
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+
+	"github.com/keyhole-dev/keyhole/policy"
+)
+
+// Config is one entry of the tools: section of keyhole.yaml. Which fields
+// apply depends on Kind; Compile rejects fields of another kind.
+type Config struct {
+	Kind        string     `yaml:"kind" json:"kind"`
+	Description string     `yaml:"description" json:"description,omitempty"`
+	Credential  Credential `yaml:"credential" json:"credential"`
+	Timeout     string     `yaml:"timeout" json:"timeout,omitempty"` // Go duration, default 30s
+	Response    Response   `yaml:"response" json:"response,omitempty"`
+
+	// Network policy (http and s3).
+	AllowPrivateNetwork bool   `yaml:"allow_private_network" json:"allow_private_network,omitempty"`
+	AllowMetadata       bool   `yaml:"allow_metadata" json:"allow_metadata,omitempty"`
+	AllowInsecureHTTP   bool   `yaml:"allow_insecure_http" json:"allow_insecure_http,omitempty"`
+	CAFile              string `yaml:"ca_file" json:"ca_file,omitempty"`
+	Proxy               string `yaml:"proxy" json:"proxy,omitempty"`
+
+	// http
+	BaseURL         string         `yaml:"base_url" json:"base_url,omitempty"`
+	Method          string         `yaml:"method" json:"method,omitempty"`                     // templated tools
+	Path            string         `yaml:"path" json:"path,omitempty"`                         // templated tools: /repos/{owner}/{repo}/issues
+	InputSchema     map[string]any `yaml:"input_schema" json:"input_schema,omitempty"`         // templated tools
+	FollowRedirects string         `yaml:"follow_redirects" json:"follow_redirects,omitempty"` // "" / none | same_origin
+	AWS             *AWS           `yaml:"aws" json:"aws,omitempty"`                           // http + inject aws_sigv4
+
+	// s3
+	Bucket    string `yaml:"bucket" json:"bucket,omitempty"`
+	Region    string `yaml:"region" json:"region,omitempty"`
+	Endpoint  string `yaml:"endpoint" json:"endpoint,omitempty"`
+	PathStyle bool   `yaml:"path_style" json:"path_style,omitempty"`
+	MaxKeys   int    `yaml:"max_keys" json:"max_keys,omitempty"`
+}
+
+// Credential says which vault secret a tool uses and how it is injected.
+type Credential struct {
+	Secret string `yaml:"secret" json:"secret"`
+	Inject string `yaml:"inject" json:"inject"`           // bearer | header | basic | query | aws_sigv4
+	Header string `yaml:"header" json:"header,omitempty"` // inject: header
+	Prefix string `yaml:"prefix" json:"prefix,omitempty"` // inject: header, optional ("Token ")
+	Param  string `yaml:"param" json:"param,omitempty"`   // inject: query
+}
+
+// Response shapes what of an upstream response reaches the agent.
+type Response struct {
+	MaxBytes int      `yaml:"max_bytes" json:"max_bytes,omitempty"` // default 262144
+	Fields   []string `yaml:"fields" json:"fields,omitempty"`       // gjson paths; only these reach the agent
+}
+
+// AWS names the service and region an http tool signs for with SigV4.
+type AWS struct {
+	Service string `yaml:"service" json:"service"`
+	Region  string `yaml:"region" json:"region"`
+}
+
+// Tool is a compiled tool: everything parsed and compiled once at load, so a
+// call only evaluates.
+type Tool interface {
+	// Name is the tool's key in keyhole.yaml.
+	Name() string
+	// Kind is "http" or "s3".
+	Kind() string
+	// Description is the configured description, or a default one.
+	Description() string
+	// SecretName is the vault secret the tool injects.
+	SecretName() string
+	// InputSchema is the JSON Schema of the tool's arguments, as shown in tools/list.
+	InputSchema() json.RawMessage
+	// Info is what policy needs to know about the tool to compile grants for it.
+	Info() policy.ToolInfo
+	// Prepare validates raw arguments against the input schema and
+	// normalizes them into a Call. Invalid or unsafe arguments return an
+	// *ArgError whose message is safe to show the agent.
+	Prepare(args json.RawMessage) (*Call, error)
+	// Execute performs a prepared, allowed call with the secret injected.
+	// Everything it returns (result and error text) is already scrubbed of
+	// every form of secret.
+	Execute(ctx context.Context, call *Call, secret []byte) (*Result, error)
+}
+
+// Call is a validated, normalized call, ready for policy and execution.
+type Call struct {
+	// Request is what policy decides on and what Execute sends.
+	Request policy.Request
+	// Args are the arguments for the audit record (not yet scrubbed of secrets
+	// the agent might have pasted; the audit scrubs them).
+	Args json.RawMessage
+	// Recheck, when set by the caller, re-authorizes a follow-up request
+	// the tool would make for this call (a same-origin redirect hop). A
+	// non-nil error stops the call there.
+	Recheck func(policy.Request) error
+	// kind-specific, unexported: built by Prepare and used by Execute.
+	http *httpCall
+	s3   *s3Call
+}
+
+// Result is the shaped, scrubbed outcome of an executed call.
+type Result struct {
+	// Structured is the structured content: {status, headers, body, truncated}
+	// for http, the S3 result for s3. It marshals to JSON.
+	Structured any
+	// Text is the same content as text, for clients that read only text.
+	Text string
+	// Status is the upstream HTTP status (0 if none).
+	Status int
+	// BytesIn is the number of response body bytes read from upstream.
+	BytesIn int64
+	// BytesOut is the number of request body bytes sent upstream.
+	BytesOut int64
+	// Scrubbed says a secret had to be removed from the response.
+	Scrubbed bool
+	// Truncated says the body was cut at response.max_bytes.
+	Truncated bool
+}
+
+// ArgError is a call the tool refuses to build: invalid, unsafe or
+// malformed arguments. Its message names what is wrong without echoing the
+// offending value.
+type ArgError struct {
+	Msg string
+}
+
+func (e *ArgError) Error() string { return e.Msg }
+
+// Env is what tools take from their surroundings rather than from config.
+// The zero Env uses the system resolver.
+type Env struct {
+	// Resolve looks up a host's addresses; nil uses the system resolver.
+	// Tests inject one to stand in for hostile DNS.
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	// SelfAddrs returns the broker's own listening addresses, which no
+	// tool may dial. nil means none.
+	SelfAddrs func() []netip.AddrPort
+}
+
+// ExecError is a call that was allowed but failed on its way to or from the
+// upstream. Msg is safe to show the agent; Detail is for the audit record.
+// Both are already scrubbed of every secret.
+type ExecError struct {
+	Msg    string
+	Detail string
+}
+
+func (e *ExecError) Error() string { return e.Msg }
+
+// Compile checks one tool's configuration and compiles it. Errors are
+// *policy.FieldError with paths under "tools.<name>".
+func Compile(name string, c Config, env Env) (Tool, []error) {
+	switch c.Kind {
+	case "http":
+		return compileHTTP(name, c, env)
+	case "s3":
+		return compileS3(name, c, env)
+	default:
+		return nil, []error{&policy.FieldError{Path: "tools." + name + ".kind", Msg: `must be "http" or "s3"`}}
+	}
+}
