@@ -55,4 +55,8 @@ type ToolInfo struct {
 	// just the tool.
 	Method string
 	Path   string
+	// Host (http) and Bucket (s3) say where the tool's calls go, for
+	// summaries and the audit; policy never matches on them.
+	Host   string
+	Bucket string
 }

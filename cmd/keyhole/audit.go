@@ -1,0 +1,297 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/audit"
+)
+
+func (a *App) auditCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "audit",
+		Short: "Review, verify and export the per-call audit log",
+	}
+	c.AddCommand(a.auditTailCmd(), a.auditShowCmd(), a.auditVerifyCmd(), a.auditExportCmd())
+	return c
+}
+
+// withAudit opens the audit log of the data dir read-only. It needs no
+// lock: reading is safe while a keyhole process serves calls.
+func (a *App) withAudit(fn func(l *audit.Log) error) error {
+	rt, err := server.OpenAuditReader(a.dataDir(), a.keySource())
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	return fn(rt.Audit)
+}
+
+type filterFlags struct {
+	session, scope, tool, decision string
+	since, until                   string
+}
+
+func (f *filterFlags) register(c *cobra.Command, until bool) {
+	c.Flags().StringVar(&f.session, "session", "", "only this session id")
+	c.Flags().StringVar(&f.scope, "scope", "", "only this scope")
+	c.Flags().StringVar(&f.tool, "tool", "", "only this tool")
+	c.Flags().StringVar(&f.decision, "decision", "", "only this decision: allow, deny, error, interrupted")
+	c.Flags().StringVar(&f.since, "since", "", "only records newer than this (duration like 1h, or RFC 3339 time)")
+	if until {
+		c.Flags().StringVar(&f.until, "until", "", "only records older than this (duration or RFC 3339 time)")
+	}
+}
+
+func (f *filterFlags) filter() (audit.Filter, error) {
+	flt := audit.Filter{Session: f.session, Scope: f.scope, Tool: f.tool, Decision: audit.Decision(f.decision)}
+	switch f.decision {
+	case "", "allow", "deny", "error", "interrupted":
+	default:
+		return flt, &usageError{fmt.Errorf("--decision %q: want allow, deny, error or interrupted", f.decision)}
+	}
+	var err error
+	if flt.Since, err = parseWhen(f.since); err != nil {
+		return flt, &usageError{fmt.Errorf("--since: %w", err)}
+	}
+	if flt.Until, err = parseWhen(f.until); err != nil {
+		return flt, &usageError{fmt.Errorf("--until: %w", err)}
+	}
+	return flt, nil
+}
+
+// parseWhen reads "1h" as one hour ago, or an RFC 3339 time.
+func parseWhen(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := server.ParseRetention(s); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a duration (1h, 7d) nor an RFC 3339 time", s)
+	}
+	return t, nil
+}
+
+func (a *App) auditTailCmd() *cobra.Command {
+	var ff filterFlags
+	var n int
+	var follow, asJSON bool
+	c := &cobra.Command{
+		Use:   "tail",
+		Short: "Show the latest audit records (a table, or --json lines)",
+		Example: `  keyhole audit tail --session ses_abc --decision deny
+  keyhole audit tail -n 100 --tool github --since 1h --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			flt, err := ff.filter()
+			if err != nil {
+				return err
+			}
+			flt.Limit = n
+			return a.withAudit(func(l *audit.Log) error {
+				recs, err := l.Query(flt)
+				if err != nil {
+					return err
+				}
+				pr := a.recordPrinter(asJSON)
+				if err := pr.print(recs); err != nil {
+					return err
+				}
+				if !follow {
+					return nil
+				}
+				last := uint64(0)
+				if len(recs) > 0 {
+					last = recs[len(recs)-1].Seq
+				}
+				tick := time.NewTicker(500 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-cmd.Context().Done():
+						return nil
+					case <-tick.C:
+					}
+					flt.Limit, flt.AfterSeq = 0, last
+					recs, err := l.Query(flt)
+					if err != nil {
+						return err
+					}
+					if len(recs) > 0 {
+						last = recs[len(recs)-1].Seq
+						if err := pr.print(recs); err != nil {
+							return err
+						}
+					}
+				}
+			})
+		},
+	}
+	ff.register(c, false)
+	c.Flags().IntVarP(&n, "lines", "n", 20, "how many records")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
+	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	return c
+}
+
+// recordPrinter prints records as a table for people or JSON lines.
+type recordPrinter struct {
+	w      io.Writer
+	asJSON bool
+	color  bool
+	header bool
+}
+
+func (a *App) recordPrinter(asJSON bool) *recordPrinter {
+	color := false
+	if f, ok := a.stdout.(*os.File); ok {
+		color = term.IsTerminal(int(f.Fd()))
+	}
+	return &recordPrinter{w: a.stdout, asJSON: asJSON, color: color}
+}
+
+func (p *recordPrinter) print(recs []audit.Record) error {
+	if p.asJSON {
+		return writeJSONLines(p.w, recs)
+	}
+	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
+	if !p.header {
+		fmt.Fprintln(tw, "SEQ\tTIME\tSESSION\tTOOL\tMETHOD\tPATH\tDECISION\tSTATUS\tDURATION")
+		p.header = true
+	}
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			r.Seq, r.Time.Local().Format("15:04:05.000"), r.Session, r.Tool,
+			orDash(firstNonEmpty(r.Method, r.Action)), orDash(firstNonEmpty(r.Path, r.Key)),
+			p.decision(r.Decision), status(r.Status), r.Duration.Round(time.Microsecond))
+	}
+	return tw.Flush()
+}
+
+func (p *recordPrinter) decision(d audit.Decision) string {
+	if !p.color {
+		return string(d)
+	}
+	switch d {
+	case "allow":
+		return "\x1b[32m" + string(d) + "\x1b[0m"
+	case "deny":
+		return "\x1b[31m" + string(d) + "\x1b[0m"
+	default:
+		return "\x1b[33m" + string(d) + "\x1b[0m"
+	}
+}
+
+func status(s int) string {
+	if s == 0 {
+		return "-"
+	}
+	return strconv.Itoa(s)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func (a *App) auditShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show SEQ",
+		Short: "Show one whole audit record",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			seq, err := strconv.ParseUint(args[0], 10, 64)
+			if err != nil {
+				return &usageError{fmt.Errorf("SEQ %q is not a record number", args[0])}
+			}
+			return a.withAudit(func(l *audit.Log) error {
+				r, err := l.Get(seq)
+				if err != nil {
+					return err
+				}
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			})
+		},
+	}
+}
+
+func (a *App) auditVerifyCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "verify",
+		Short: "Check the audit log's hash chain; exit 1 on any edit, deletion, reordering or truncation",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.withAudit(func(l *audit.Log) error {
+				rep, err := l.Verify()
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					if err := json.NewEncoder(a.stdout).Encode(rep); err != nil {
+						return err
+					}
+				} else if rep.OK {
+					fmt.Fprintf(a.stdout, "audit log ok: %d entries, head %d, chain intact\n", rep.Entries, rep.Head)
+				} else {
+					fmt.Fprintf(a.stdout, "audit log TAMPERED: %d problem(s)\n", len(rep.Problems))
+					for _, p := range rep.Problems {
+						fmt.Fprintf(a.stdout, "  seq %d: %s: %s\n", p.Seq, p.Kind, p.Detail)
+					}
+				}
+				if !rep.OK {
+					return &silentError{code: 1}
+				}
+				return nil
+			})
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return c
+}
+
+func (a *App) auditExportCmd() *cobra.Command {
+	var ff filterFlags
+	var format string
+	c := &cobra.Command{
+		Use:   "export",
+		Short: "Export audit records for a SIEM (jsonl or csv)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "jsonl" && format != "csv" {
+				return &usageError{fmt.Errorf("--format %q: want jsonl or csv", format)}
+			}
+			flt, err := ff.filter()
+			if err != nil {
+				return err
+			}
+			return a.withAudit(func(l *audit.Log) error { return l.Export(a.stdout, format, flt) })
+		},
+	}
+	ff.register(c, true)
+	c.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
+	return c
+}

@@ -1,0 +1,185 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Decision is the outcome of one call's check. The zero Decision denies;
+// every Decision a function of this package returns has a Reason.
+type Decision struct {
+	Allow bool
+	// Code is "" when allowed, else one of the Code constants.
+	Code string
+	// Reason is for the person reading the audit and for the agent: what
+	// was denied and what the scope grants instead, or what allowed it.
+	Reason string
+	// Grant is the grant that matched, as text ("github: GET
+	// /repos/acme/api/issues/*"), when allowed.
+	Grant string
+}
+
+// Denial codes of a Decision.
+const (
+	CodeNotGranted     = "not_granted"
+	CodeUnknownTool    = "unknown_tool"
+	CodeSessionExpired = "session_expired"
+	CodeSessionRevoked = "session_revoked"
+	CodeSessionEnded   = "session_ended"
+	CodeMaxCalls       = "max_calls"
+	CodeRateLimited    = "rate_limited"
+	CodeTripwire       = "too_many_denials"
+)
+
+// ErrTTLTooLong is returned by Scope.SessionTTL for a session ttl longer
+// than its scope allows.
+var ErrTTLTooLong = errors.New("policy: session ttl exceeds the scope's ttl")
+
+// Name returns the scope's name in keyhole.yaml.
+func (s *Scope) Name() string { return s.name }
+
+// Description returns the scope's configured description.
+func (s *Scope) Description() string { return s.description }
+
+// TTL returns the longest a session of this scope may live.
+func (s *Scope) TTL() time.Duration { return s.ttl }
+
+// MaxCalls returns the most calls a session may make; 0 is unlimited.
+func (s *Scope) MaxCalls() int { return s.maxCalls }
+
+// MaxDenials returns the denials after which a session ends; 0 is never.
+func (s *Scope) MaxDenials() int { return s.maxDenials }
+
+// SessionTTL returns the ttl of a new session that asked for requested: 0
+// means the scope's ttl; a shorter positive ttl is kept; a longer one is
+// ErrTTLTooLong.
+func (s *Scope) SessionTTL(requested time.Duration) (time.Duration, error) {
+	switch {
+	case requested == 0:
+		return s.ttl, nil
+	case requested < 0:
+		return 0, fmt.Errorf("policy: session ttl %s must be positive", requested)
+	case requested > s.ttl:
+		return 0, fmt.Errorf("%w: %s asked, scope %s allows at most %s", ErrTTLTooLong, requested, s.name, s.ttl)
+	}
+	return requested, nil
+}
+
+// Tools returns the names of the tools the scope grants, sorted.
+func (s *Scope) Tools() []string { return slices.Clone(s.toolNames) }
+
+// HasTool reports whether the scope grants anything on tool.
+func (s *Scope) HasTool(tool string) bool {
+	_, ok := s.tools[tool]
+	return ok
+}
+
+// Summary returns what the scope allows on tool, one line per method and
+// path ("GET /repos/acme/api/issues/*") or action and prefix ("list
+// reports/2026/"), in config order. It is nil for a tool the scope does
+// not grant.
+func (s *Scope) Summary(tool string) []string {
+	if tg, ok := s.tools[tool]; ok {
+		return slices.Clone(tg.summary)
+	}
+	return nil
+}
+
+// Decide matches req against the scope's grants. It is pure: no counters,
+// no clock (Session.Decide adds those). An allowed call does not allocate;
+// a denied one allocates its Reason once, from strings built at Compile.
+func (s *Scope) Decide(req Request) Decision {
+	tg, ok := s.tools[req.Tool]
+	if !ok {
+		return Decision{Code: CodeUnknownTool, Reason: "tool " + strconv.Quote(req.Tool) + s.unknownSuffix}
+	}
+	if tg.kind == "s3" {
+		return tg.decideS3(s.name, req)
+	}
+	return tg.decideHTTP(s.name, req)
+}
+
+func (tg *toolGrants) decideHTTP(scope string, req Request) Decision {
+	if req.Action != "" {
+		return Decision{Code: CodeNotGranted, Reason: "s3 action " + strconv.Quote(req.Action) + tg.deniedSuffix}
+	}
+	mi := methodIndex(req.Method)
+	if mi < 0 {
+		return Decision{Code: CodeNotGranted, Reason: "method " + strconv.Quote(req.Method) + tg.deniedSuffix}
+	}
+	if !canonicalSegments(req.Segments) {
+		// Never echo a path that broke the request contract.
+		return Decision{Code: CodeNotGranted, Reason: req.Method + " request refused by scope " + scope + ": its path has an empty, \".\", \"..\" or unsafe segment"}
+	}
+	if ri := tg.first(uint8(1)<<mi, req.Segments); ri >= 0 {
+		r := &tg.http[ri]
+		return Decision{Allow: true, Reason: r.reason[mi], Grant: r.text[mi]}
+	}
+	return Decision{Code: CodeNotGranted, Reason: httpReason(req.Method, req.Segments, tg.deniedSuffix)}
+}
+
+func (tg *toolGrants) decideS3(scope string, req Request) Decision {
+	ai := actionIndex(req.Action)
+	if ai < 0 {
+		return Decision{Code: CodeNotGranted, Reason: "action " + strconv.Quote(req.Action) + tg.deniedSuffix}
+	}
+	if !canonicalKey(req.Key) {
+		return Decision{Code: CodeNotGranted, Reason: req.Action + " request refused by scope " + scope + ": its key has a \".\" or \"..\" segment or a control character"}
+	}
+	bit := uint8(1) << ai
+	for i := range tg.s3 {
+		r := &tg.s3[i]
+		if r.actions&bit != 0 && strings.HasPrefix(req.Key, r.prefix) {
+			return Decision{Allow: true, Reason: r.reason[ai], Grant: r.text[ai]}
+		}
+	}
+	return Decision{Code: CodeNotGranted, Reason: req.Action + " " + describePrefix(req.Key) + tg.deniedSuffix}
+}
+
+// httpReason builds "METHOD /seg/seg" + suffix with one allocation.
+func httpReason(method string, segs []string, suffix string) string {
+	n := len(method) + 2 + len(suffix)
+	for _, s := range segs {
+		n += len(s) + 1
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString(method)
+	b.WriteByte(' ')
+	if len(segs) == 0 {
+		b.WriteByte('/')
+	}
+	for _, s := range segs {
+		b.WriteByte('/')
+		b.WriteString(s)
+	}
+	b.WriteString(suffix)
+	return b.String()
+}
+
+// canonicalKey reports whether an S3 key is one a tool may send: no
+// control bytes and no "." or ".." segment, which S3-compatible stores
+// may normalize away.
+func canonicalKey(key string) bool {
+	start := 0
+	for i := 0; i <= len(key); i++ {
+		if i < len(key) {
+			c := key[i]
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+			if c != '/' {
+				continue
+			}
+		}
+		if seg := key[start:i]; seg == "." || seg == ".." {
+			return false
+		}
+		start = i + 1
+	}
+	return true
+}

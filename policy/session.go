@@ -1,0 +1,203 @@
+package policy
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// State is where a session is in its life.
+type State string
+
+// Session states. Only an active session's calls are checked against its
+// scope; the others are final.
+const (
+	StateActive  State = "active"
+	StateExpired State = "expired"
+	StateRevoked State = "revoked"
+	StateEnded   State = "ended"
+)
+
+// SessionInfo is a session's exportable state: what the server persists
+// and lists, and what RestoreSession takes back.
+type SessionInfo struct {
+	ID      string    `json:"id"`
+	Scope   string    `json:"scope"`
+	Label   string    `json:"label,omitempty"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	State   State     `json:"state"`
+	// Calls counts every call Decide checked while the session was live.
+	Calls int `json:"calls"`
+	// Denials counts what the tripwire counts: calls the scope refused,
+	// plus NoteDenial and NoteScrubbed. Rate and max_calls refusals are
+	// limits, not probing, and are not counted.
+	Denials   int       `json:"denials"`
+	LastCall  time.Time `json:"last_call,omitzero"`
+	EndReason string    `json:"end_reason,omitempty"`
+}
+
+// Session is one run of one agent under one scope. Its methods are safe
+// for concurrent use. Time is always passed in: expiry is decided by the
+// caller's clock, never by a store's TTL.
+type Session struct {
+	scope   *Scope
+	limiter *rate.Limiter // nil: no rate limit
+
+	mu   sync.Mutex
+	info SessionInfo
+}
+
+// NewSession starts an active session of scope at now. ttl 0, negative,
+// or longer than the scope's ttl gives the scope's ttl: a session never
+// outlives its scope's limit (use Scope.SessionTTL to refuse instead).
+func NewSession(id string, scope *Scope, now time.Time, ttl time.Duration, label string) *Session {
+	if ttl <= 0 || ttl > scope.ttl {
+		ttl = scope.ttl
+	}
+	return RestoreSession(SessionInfo{
+		ID:      id,
+		Scope:   scope.name,
+		Label:   label,
+		Created: now,
+		Expires: now.Add(ttl),
+		State:   StateActive,
+	}, scope)
+}
+
+// RestoreSession rebuilds a persisted session under scope. Counters and
+// state are kept; the rate limiter starts full. An empty State is active.
+func RestoreSession(info SessionInfo, scope *Scope) *Session {
+	if info.State == "" {
+		info.State = StateActive
+	}
+	info.Scope = scope.name
+	s := &Session{scope: scope, info: info}
+	if scope.limit.burst > 0 {
+		s.limiter = rate.NewLimiter(scope.limit.every, scope.limit.burst)
+	}
+	return s
+}
+
+// ID returns the session's id.
+func (s *Session) ID() string { return s.info.ID }
+
+// Scope returns the scope the session runs under.
+func (s *Session) Scope() *Scope { return s.scope }
+
+// Info returns the session's state as of now. An active session shows as
+// expired once now >= Expires, and stays expired from then on even if the
+// clock goes back.
+func (s *Session) Info(now time.Time) SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkExpiry(now)
+	return s.info
+}
+
+// Decide is the full per-call check, in order: the session's state
+// (revoked or ended is denied), expiry (now >= Expires is
+// session_expired, permanently), max_calls (every call that gets this far
+// counts, allowed or not), rate, then the scope's grants. A call the scope
+// refuses counts as a denial; when denials reach the scope's max_denials
+// the session ends and that call's code is too_many_denials.
+func (s *Session) Decide(now time.Time, req Request) Decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, live := s.liveLocked(now); !live {
+		return d
+	}
+	s.info.Calls++
+	s.info.LastCall = now
+	if max := s.scope.maxCalls; max > 0 && s.info.Calls > max {
+		return Decision{Code: CodeMaxCalls, Reason: "session " + s.info.ID + " has used all " + strconv.Itoa(max) + " calls of scope " + s.scope.name}
+	}
+	if s.limiter != nil && !s.limiter.AllowN(now, 1) {
+		return Decision{Code: CodeRateLimited, Reason: "scope " + s.scope.name + " allows " + s.scope.limit.text + "; slow down and retry"}
+	}
+	d := s.scope.Decide(req)
+	if !d.Allow && s.denyLocked() {
+		d.Code = CodeTripwire
+		d.Reason += "; session " + s.info.ID + " ended by " + s.info.EndReason
+	}
+	return d
+}
+
+// NoteScrubbed records that a result of this session had a secret
+// scrubbed from it. It counts as a denial toward the tripwire.
+func (s *Session) NoteScrubbed(now time.Time) { s.note(now) }
+
+// NoteDenial records a call refused before Decide (invalid arguments). It
+// counts as a denial toward the tripwire.
+func (s *Session) NoteDenial(now time.Time) { s.note(now) }
+
+func (s *Session) note(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, live := s.liveLocked(now); live {
+		s.denyLocked()
+	}
+}
+
+// Revoke ends a live session by an operator's decision; its next call is
+// session_revoked. A session already expired, revoked or ended keeps its
+// state.
+func (s *Session) Revoke(reason string) { s.finish(StateRevoked, reason) }
+
+// End ends a live session (the run is over, or a tripwire fired); its
+// next call is session_ended. A session already expired, revoked or ended
+// keeps its state.
+func (s *Session) End(reason string) { s.finish(StateEnded, reason) }
+
+func (s *Session) finish(st State, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.info.State == StateActive {
+		s.info.State, s.info.EndReason = st, reason
+	}
+}
+
+// checkExpiry marks an active session expired once now >= Expires.
+func (s *Session) checkExpiry(now time.Time) {
+	if s.info.State == StateActive && !now.Before(s.info.Expires) {
+		s.info.State = StateExpired
+	}
+}
+
+// liveLocked reports whether the session may make a call at now, and
+// the denial if not.
+func (s *Session) liveLocked(now time.Time) (Decision, bool) {
+	s.checkExpiry(now)
+	switch s.info.State {
+	case StateActive:
+		return Decision{}, true
+	case StateExpired:
+		return Decision{Code: CodeSessionExpired, Reason: "session " + s.info.ID + " expired at " + s.info.Expires.UTC().Format(time.RFC3339) + "; start a new session"}, false
+	case StateRevoked:
+		return Decision{Code: CodeSessionRevoked, Reason: "session " + s.info.ID + " was revoked" + because(s.info.EndReason)}, false
+	default:
+		return Decision{Code: CodeSessionEnded, Reason: "session " + s.info.ID + " has ended" + because(s.info.EndReason)}, false
+	}
+}
+
+// denyLocked counts a denial and reports whether it tripped the tripwire,
+// ending the session.
+func (s *Session) denyLocked() bool {
+	s.info.Denials++
+	max := s.scope.maxDenials
+	if max <= 0 || s.info.Denials < max {
+		return false
+	}
+	s.info.State = StateEnded
+	s.info.EndReason = "tripwire: " + strconv.Itoa(s.info.Denials) + " denials reached max_denials " + strconv.Itoa(max) + " of scope " + s.scope.name
+	return true
+}
+
+func because(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return ": " + reason
+}

@@ -1,0 +1,390 @@
+// Package audit is keyhole's append-only, hash-chained, durable per-call
+// audit log, kept in a buntdb file. It records; it decides nothing.
+//
+// # Entries and records
+//
+// The chain is over entries. Every entry has a sequence number (from 1, no
+// gaps), the hex MAC of the entry before it (prev) and its own MAC:
+// HMAC-SHA256, keyed by the 32-byte audit key, over the entry's canonical
+// JSON encoding, which includes seq and prev. An entry is one of:
+//
+//   - call: a complete call that never went upstream (denied, or failed
+//     before the upstream saw a byte). Written by [Log.Write].
+//   - intent: an allowed call about to go upstream. Written by [Log.Begin],
+//     which returns only after the entry is fsynced.
+//   - outcome: the result of an intent, naming the intent's seq (of).
+//     Written by [Pending.Finish]. On [Open], every intent that has no
+//     outcome (the process died mid-call) gets an outcome with decision
+//     "interrupted", as a new, chained entry.
+//
+// Readers ([Log.Query], [Log.Get], [Log.Export]) merge an intent and its
+// outcome into one [Record], so every call reads as exactly one record. A
+// record's Seq is the seq of the call's first entry; its Prev and MAC are
+// those of the entry that completed it. An intent still in flight in this
+// process reads as [Running]; one without an outcome that is not in flight
+// reads as [Interrupted].
+//
+// # Durability
+//
+// One writer goroutine commits whatever entries are queued together as one
+// buntdb transaction (one write(2)), then fsyncs the file once for the
+// whole batch (group commit). Write and Finish return once their batch is
+// written to the OS; Begin returns once its batch is fsynced. buntdb runs
+// with SyncPolicy Never and never shrinks: the fsync is done by this package
+// on its own descriptor of the same file, outside buntdb's lock, so readers
+// are never blocked behind a disk flush and an fsync error is seen (buntdb's
+// SyncPolicy Always ignores it). After a failed fsync the Log refuses every
+// further write, since what reached the disk is unknown; reopen it.
+//
+// # Tamper evidence
+//
+// After each fsynced batch the head of the chain (seq and MAC, itself MAC'd)
+// is written through the [Checkpointer] into the vault file, so cutting the
+// tail of the audit file is detected: [Log.Verify] reports it, and a
+// writable [Open] refuses a log that is behind its checkpoint
+// ([ErrTampered]). With a nil Checkpointer, truncation of the tail cannot be
+// detected. [Log.Prune] deletes a prefix of the chain and stores a MAC'd
+// anchor (seq and MAC of the last deleted entry), so the chain still
+// verifies from the oldest kept entry.
+//
+// To inspect or verify a file offline (another process's log, a copy, a
+// tampered file), open it with Options.ReadOnly: the file is loaded into
+// memory, nothing is ever written to it, and writes fail with ErrReadOnly.
+package audit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tidwall/buntdb"
+)
+
+// Decision is what became of a call.
+type Decision string
+
+// Decisions. Allow, Deny and Error are given by the caller; Interrupted is
+// written by Open for a call whose process died before its outcome was
+// recorded; Running is how a reader sees a call still in flight.
+const (
+	Allow       Decision = "allow"
+	Deny        Decision = "deny"
+	Error       Decision = "error"
+	Interrupted Decision = "interrupted"
+	Running     Decision = "running"
+)
+
+// Record is one call as the audit log shows it.
+type Record struct {
+	Seq         uint64          `json:"seq"`
+	Time        time.Time       `json:"time"`
+	Session     string          `json:"session"`
+	Scope       string          `json:"scope"`
+	Client      string          `json:"client,omitempty"` // "name/version"
+	Tool        string          `json:"tool"`
+	Kind        string          `json:"kind,omitempty"`
+	Method      string          `json:"method,omitempty"`
+	Host        string          `json:"host,omitempty"`
+	Path        string          `json:"path,omitempty"`
+	QueryNames  []string        `json:"query_names,omitempty"`
+	Bucket      string          `json:"bucket,omitempty"`
+	Action      string          `json:"action,omitempty"`
+	Key         string          `json:"key,omitempty"`
+	Args        json.RawMessage `json:"args,omitempty"`
+	ArgsSHA256  string          `json:"args_sha256,omitempty"`
+	Decision    Decision        `json:"decision"`
+	Code        string          `json:"code,omitempty"`   // denial code
+	Reason      string          `json:"reason,omitempty"` // denial reason or error detail
+	Grant       string          `json:"grant,omitempty"`
+	Credential  string          `json:"credential,omitempty"`
+	CredVersion int             `json:"credential_version,omitempty"`
+	Status      int             `json:"status,omitempty"`
+	BytesIn     int64           `json:"bytes_in,omitempty"`
+	BytesOut    int64           `json:"bytes_out,omitempty"`
+	Duration    time.Duration   `json:"duration_ns"`
+	Scrubbed    bool            `json:"scrubbed,omitempty"`
+	Prev        string          `json:"prev"` // hex MAC of the entry before the completing entry
+	MAC         string          `json:"mac"`  // hex MAC of the entry that completed the record
+}
+
+// Argument modes for Options.Arguments.
+const (
+	// ArgsFull stores the arguments (as the server passes them, already
+	// scrubbed); arguments longer than MaxArgs are stored as a JSON string
+	// of their first MaxArgs bytes. ArgsSHA256 is the hash of the whole.
+	ArgsFull = "full"
+	// ArgsHashed stores only ArgsSHA256.
+	ArgsHashed = "hashed"
+	// ArgsNone stores neither.
+	ArgsNone = "none"
+)
+
+// MaxArgs is the size above which stored arguments are truncated.
+const MaxArgs = 4096
+
+// CheckpointName is the record name under which the head checkpoint is
+// kept through the Checkpointer.
+const CheckpointName = "audit.checkpoint"
+
+// Options configures Open.
+type Options struct {
+	// Path is the buntdb file. It is created with mode 0600.
+	Path string
+	// Key is the 32-byte audit key.
+	Key []byte
+	// Checkpoint keeps the head of the chain outside the audit file. It may
+	// be nil: then truncation of the tail is not detectable.
+	Checkpoint Checkpointer
+	// Arguments is ArgsFull (the default when empty), ArgsHashed or ArgsNone.
+	Arguments string
+	// Mirror, if set, is a file to which every entry is appended as one
+	// JSON line, exactly as stored (so a mirror can be checked too). It is
+	// written to the OS with each batch but not fsynced.
+	Mirror string
+	// Now is the clock for records written without a time; nil is time.Now.
+	Now func() time.Time
+	// MaxBatchDelay is how long the group committer lingers for more
+	// entries after the first; 0 commits whatever is queued at once.
+	MaxBatchDelay time.Duration
+	// ReadOnly loads the file into memory and never writes to it, nor to
+	// the Checkpointer: for offline inspection and verification. Open does
+	// not refuse a tampered log in this mode, and Begin, Write and Prune
+	// return ErrReadOnly.
+	ReadOnly bool
+}
+
+// Checkpointer stores small named records outside the audit file (the vault
+// does). GetRecord returns an error wrapping a not-found sentinel when the
+// record is absent.
+type Checkpointer interface {
+	PutRecord(name string, data []byte) error
+	GetRecord(name string) ([]byte, error)
+}
+
+// Sentinel errors.
+var (
+	// ErrNotFound is returned by Get for a seq the log does not hold.
+	ErrNotFound = errors.New("audit: record not found")
+	// ErrClosed is returned by every method of a closed Log.
+	ErrClosed = errors.New("audit: log closed")
+	// ErrReadOnly is returned by writes to a Log opened ReadOnly.
+	ErrReadOnly = errors.New("audit: log opened read-only")
+	// ErrTampered is returned by a writable Open when the file does not
+	// agree with its checkpoint (its tail was cut, or its head or the
+	// checkpoint was altered). Open it ReadOnly and Verify it to see what.
+	ErrTampered = errors.New("audit: log does not match its checkpoint")
+)
+
+// Log is an open audit log. Its methods are safe for concurrent use.
+type Log struct {
+	db       *buntdb.DB
+	keyed    macKey
+	cp       Checkpointer
+	args     string
+	now      func() time.Time
+	delay    time.Duration
+	readOnly bool
+
+	sync   *os.File // own descriptor of the db file, for fsync
+	mirror *os.File
+
+	// queue feeds the writer goroutine; closing guards sends against Close.
+	queue   chan *op
+	closing sync.RWMutex
+	closed  bool
+	done    chan struct{}
+
+	// head is owned by the writer goroutine (and Open before it starts).
+	head link
+
+	mu       sync.Mutex
+	inflight map[uint64]struct{} // intents committed, outcome not yet
+	failed   error               // sticky: set after a failed fsync
+
+	maint sync.Mutex // serializes Verify and Prune
+}
+
+// link is a position in the chain: a seq and the hex MAC of its entry.
+type link struct {
+	Seq uint64 `json:"seq"`
+	MAC string `json:"mac"`
+}
+
+// Open opens (creating if needed) the audit log at opts.Path, checks its
+// head against the checkpoint, and records every dangling intent as
+// interrupted before it returns.
+func Open(opts Options) (*Log, error) {
+	switch opts.Arguments {
+	case "":
+		opts.Arguments = ArgsFull
+	case ArgsFull, ArgsHashed, ArgsNone:
+	default:
+		return nil, fmt.Errorf("audit: arguments mode %q: want %q, %q or %q", opts.Arguments, ArgsFull, ArgsHashed, ArgsNone)
+	}
+	if len(opts.Key) != 32 {
+		return nil, fmt.Errorf("audit: key is %d bytes, want 32", len(opts.Key))
+	}
+	if opts.Path == "" {
+		return nil, errors.New("audit: no path")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	l := &Log{
+		keyed:    newMACKey(opts.Key),
+		cp:       opts.Checkpoint,
+		args:     opts.Arguments,
+		now:      opts.Now,
+		delay:    opts.MaxBatchDelay,
+		readOnly: opts.ReadOnly,
+		queue:    make(chan *op, 1024),
+		done:     make(chan struct{}),
+		inflight: make(map[uint64]struct{}),
+	}
+	var err error
+	if opts.ReadOnly {
+		err = l.openReadOnly(opts.Path)
+	} else {
+		err = l.openWritable(opts.Path, opts.Mirror)
+	}
+	if err != nil {
+		l.release()
+		return nil, err
+	}
+	if opts.ReadOnly {
+		close(l.done)
+		return l, nil
+	}
+	go l.writer()
+	if err := l.interruptDangling(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) openReadOnly(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	defer f.Close()
+	if l.db, err = buntdb.Open(":memory:"); err != nil {
+		return fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	// A file that ends mid-entry (a crash mid-write) loads up to the last
+	// whole entry, as buntdb does when it opens the file itself.
+	if err := l.db.Load(f); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("audit: load %s: %w", path, err)
+	}
+	if err := l.prepare(); err != nil {
+		return err
+	}
+	// A tampered file still loads: reading and verifying it is the point.
+	if _, err := l.loadHead(); err != nil && !errors.Is(err, ErrTampered) {
+		return err
+	}
+	return nil
+}
+
+func (l *Log) openWritable(path, mirror string) error {
+	// buntdb creates files 0666; the log holds arguments, so create it 0600.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	l.sync = f
+	if l.db, err = buntdb.Open(path); err != nil {
+		return fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	if err := l.prepare(); err != nil {
+		return err
+	}
+	empty, err := l.loadHead()
+	if err != nil {
+		return err
+	}
+	if err := l.checkCheckpoint(empty); err != nil {
+		return err
+	}
+	if mirror != "" {
+		if l.mirror, err = os.OpenFile(mirror, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
+			return fmt.Errorf("audit: open mirror %s: %w", mirror, err)
+		}
+	}
+	return nil
+}
+
+// prepare configures buntdb and builds the indexes.
+func (l *Log) prepare() error {
+	err := l.db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true})
+	if err != nil {
+		return fmt.Errorf("audit: configure store: %w", err)
+	}
+	for name, field := range map[string]string{
+		idxSession: "session", idxTool: "tool", idxTime: "time", idxOf: "of",
+	} {
+		if err := l.db.CreateIndex(name, entryPattern, buntdb.IndexJSONCaseSensitive(field)); err != nil {
+			return fmt.Errorf("audit: index %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// release closes whatever a failed Open opened.
+func (l *Log) release() {
+	if l.db != nil {
+		l.db.Close()
+	}
+	if l.sync != nil {
+		l.sync.Close()
+	}
+	if l.mirror != nil {
+		l.mirror.Close()
+	}
+}
+
+// Close commits and fsyncs every queued entry, then closes the file. A
+// second Close returns ErrClosed.
+func (l *Log) Close() error {
+	l.closing.Lock()
+	if l.closed {
+		l.closing.Unlock()
+		return ErrClosed
+	}
+	l.closed = true
+	if !l.readOnly {
+		close(l.queue)
+	}
+	l.closing.Unlock()
+	<-l.done
+	var errs []error
+	if l.sync != nil {
+		if err := l.sync.Sync(); err != nil {
+			errs = append(errs, fmt.Errorf("audit: fsync: %w", err))
+		}
+		if err := l.sync.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("audit: close: %w", err))
+		}
+	}
+	if l.mirror != nil {
+		if err := l.mirror.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("audit: close mirror: %w", err))
+		}
+	}
+	if err := l.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("audit: close store: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// isClosed reports whether Close has begun.
+func (l *Log) isClosed() bool {
+	l.closing.RLock()
+	defer l.closing.RUnlock()
+	return l.closed
+}

@@ -1,0 +1,294 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/buntdb"
+)
+
+// maxBatch bounds the entries of one group commit.
+const maxBatch = 4096
+
+// op is one entry on its way through the group committer.
+type op struct {
+	e       *entry
+	durable bool // wake only after fsync (intents)
+	done    chan result
+}
+
+// result is what the writer reports for an op.
+type result struct {
+	seq       uint64
+	err       error
+	committed bool // the entry is in the file even though err is set
+}
+
+// Pending is an intent awaiting its outcome.
+type Pending struct {
+	l      *Log
+	seq    uint64
+	intent *entry
+	done   atomic.Bool
+}
+
+// Seq returns the seq of the intent: the call's seq.
+func (p *Pending) Seq() uint64 { return p.seq }
+
+// Begin writes the intent entry of an allowed call and returns once it is
+// fsynced. rec.Decision must be Allow; a zero rec.Time is the Log's clock.
+// The context is checked only before the entry is queued: once queued, the
+// entry is written and Begin waits for it, so an intent is never left
+// behind without its caller knowing.
+func (l *Log) Begin(ctx context.Context, rec Record) (*Pending, error) {
+	if rec.Decision != Allow {
+		return nil, fmt.Errorf("audit: begin: decision %q, want %q", rec.Decision, Allow)
+	}
+	e := l.entryFrom(typeIntent, &rec)
+	res := l.submit(ctx, e, true)
+	if res.err != nil {
+		if res.committed {
+			// The intent is in the file but not known durable: close it
+			// so the call reads as failed, not in flight. Best effort:
+			// the caller already fails the call.
+			l.submit(context.Background(), outcomeOf(e, res.seq, &Record{
+				Decision: Error, Code: "audit_failed", Reason: "the audit log could not make this intent durable; the call was not made",
+			}), false)
+		}
+		return nil, res.err
+	}
+	return &Pending{l: l, seq: res.seq, intent: e}, nil
+}
+
+// Finish writes the outcome of the intent: its decision (Allow, Deny or
+// Error), code, reason, status, bytes, duration and whether scrubbing
+// fired; the other fields of outcome are ignored. It returns once the
+// entry is written to the OS; the fsync follows in the group commit. A
+// second Finish returns an error.
+func (p *Pending) Finish(ctx context.Context, outcome Record) error {
+	if err := checkFinal(outcome.Decision); err != nil {
+		return fmt.Errorf("audit: finish %d: %w", p.seq, err)
+	}
+	if !p.done.CompareAndSwap(false, true) {
+		return fmt.Errorf("audit: finish %d: outcome already written", p.seq)
+	}
+	res := p.l.submit(ctx, outcomeOf(p.intent, p.seq, &outcome), false)
+	if res.err != nil && !res.committed {
+		p.done.Store(false) // nothing was written: the caller may retry
+	}
+	return res.err
+}
+
+// Write writes one complete record, a call that never went upstream, and
+// returns its seq once it is written to the OS; the fsync follows in the
+// group commit. rec.Decision must be Allow, Deny or Error; a zero rec.Time
+// is the Log's clock.
+func (l *Log) Write(ctx context.Context, rec Record) (uint64, error) {
+	if err := checkFinal(rec.Decision); err != nil {
+		return 0, fmt.Errorf("audit: write: %w", err)
+	}
+	res := l.submit(ctx, l.entryFrom(typeCall, &rec), false)
+	return res.seq, res.err
+}
+
+func checkFinal(d Decision) error {
+	switch d {
+	case Allow, Deny, Error:
+		return nil
+	}
+	return fmt.Errorf("decision %q, want %q, %q or %q", d, Allow, Deny, Error)
+}
+
+func (l *Log) entryFrom(t string, rec *Record) *entry {
+	if rec.Time.IsZero() {
+		rec.Time = l.now()
+	}
+	e := fromRecord(t, rec)
+	e.Args, e.ArgsSHA256 = applyArgs(l.args, rec.Args)
+	return e
+}
+
+// submit queues e and waits for the writer's result.
+func (l *Log) submit(ctx context.Context, e *entry, synced bool) result {
+	if l.readOnly {
+		return result{err: ErrReadOnly}
+	}
+	if err := ctx.Err(); err != nil {
+		return result{err: fmt.Errorf("audit: %w", err)}
+	}
+	o := &op{e: e, durable: synced, done: make(chan result, 1)}
+	l.closing.RLock()
+	if l.closed {
+		l.closing.RUnlock()
+		return result{err: ErrClosed}
+	}
+	l.queue <- o
+	l.closing.RUnlock()
+	return <-o.done
+}
+
+// writer is the group committer: it commits whatever is queued as one
+// transaction and one fsync, until the queue is closed.
+func (l *Log) writer() {
+	defer close(l.done)
+	batch := make([]*op, 0, 64)
+	for o := range l.queue {
+		batch = append(batch[:0], o)
+		batch = l.gather(batch)
+		l.commit(batch)
+	}
+}
+
+// gather adds queued ops to batch, lingering up to MaxBatchDelay.
+func (l *Log) gather(batch []*op) []*op {
+	var deadline <-chan time.Time
+	if l.delay > 0 {
+		t := time.NewTimer(l.delay)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for len(batch) < maxBatch {
+		select {
+		case o, ok := <-l.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, o)
+			continue
+		default:
+		}
+		if deadline == nil {
+			return batch
+		}
+		select {
+		case o, ok := <-l.queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, o)
+		case <-deadline:
+			return batch
+		}
+	}
+	return batch
+}
+
+// commit writes one batch: seal, one buntdb transaction, mirror, wake the
+// writers, fsync, checkpoint, wake the durable waiters.
+func (l *Log) commit(batch []*op) {
+	l.mu.Lock()
+	failed := l.failed
+	l.mu.Unlock()
+	if failed != nil {
+		wake(batch, all, failed, false)
+		return
+	}
+	head := l.head
+	values := make([]string, len(batch))
+	var intents, outcomes []uint64
+	for i, o := range batch {
+		o.e.Seq, o.e.Prev = head.Seq+1, head.MAC
+		v, mac, err := l.keyed.seal(o.e)
+		if err != nil {
+			// Cannot happen for entries built by this package; refuse
+			// the whole batch rather than leave a hole in the chain.
+			wake(batch, all, err, false)
+			return
+		}
+		values[i], head = v, link{Seq: o.e.Seq, MAC: mac}
+		switch o.e.Type {
+		case typeIntent:
+			intents = append(intents, o.e.Seq)
+		case typeOutcome:
+			outcomes = append(outcomes, o.e.Of)
+		}
+	}
+	// Mark intents in flight before readers can see them.
+	l.setInflight(intents, true)
+	if err := l.db.Update(func(tx *buntdb.Tx) error { return put(tx, batch, values) }); err != nil {
+		l.setInflight(intents, false)
+		wake(batch, all, fmt.Errorf("audit: write: %w", err), false)
+		return
+	}
+	l.head = head
+	l.setInflight(outcomes, false)
+	if l.mirror != nil {
+		if _, err := l.mirror.WriteString(strings.Join(values, "\n") + "\n"); err != nil {
+			wake(batch, all, fmt.Errorf("audit: write mirror: %w", err), true)
+			return
+		}
+	}
+	wake(batch, written, nil, true)
+	err := l.sync.Sync()
+	if err != nil {
+		err = fmt.Errorf("audit: fsync: %w", err)
+		l.mu.Lock()
+		l.failed = err
+		l.mu.Unlock()
+	} else if l.cp != nil {
+		if cerr := l.cp.PutRecord(CheckpointName, l.keyed.encodeLink(checkpointDomain, head)); cerr != nil {
+			err = fmt.Errorf("audit: write checkpoint: %w", cerr)
+		}
+	}
+	wake(batch, durable, err, true)
+}
+
+// put stores a batch of sealed entries, maintaining the pending markers.
+func put(tx *buntdb.Tx, batch []*op, values []string) error {
+	for i, o := range batch {
+		if _, _, err := tx.Set(entryKey(o.e.Seq), values[i], nil); err != nil {
+			return err
+		}
+		switch o.e.Type {
+		case typeIntent:
+			if _, _, err := tx.Set(pendingKey(o.e.Seq), "", nil); err != nil {
+				return err
+			}
+		case typeOutcome:
+			if _, err := tx.Delete(pendingKey(o.e.Of)); err != nil && !errors.Is(err, buntdb.ErrNotFound) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Selectors of the ops a wake reports to.
+func all(*op) bool       { return true }
+func durable(o *op) bool { return o.durable }
+func written(o *op) bool { return !o.durable }
+
+// wake reports a result to the ops of batch that which selects.
+func wake(batch []*op, which func(*op) bool, err error, committed bool) {
+	for _, o := range batch {
+		if which(o) {
+			o.done <- result{seq: o.e.Seq, err: err, committed: committed}
+		}
+	}
+}
+
+func (l *Log) setInflight(seqs []uint64, on bool) {
+	if len(seqs) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range seqs {
+		if on {
+			l.inflight[s] = struct{}{}
+		} else {
+			delete(l.inflight, s)
+		}
+	}
+}
+
+func (l *Log) isInflight(seq uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.inflight[seq]
+	return ok
+}

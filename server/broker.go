@@ -1,0 +1,323 @@
+// Package server wires keyhole together: the config file, the MCP server
+// (mark3labs/mcp-go) over stdio and streamable HTTP, sessions bound to MCP
+// connections, and the call pipeline that takes one tools/call through
+// validation, policy, the vault, execution and the audit log.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/tools"
+	"github.com/keyhole-dev/keyhole/tools/scrub"
+	"github.com/keyhole-dev/keyhole/vault"
+)
+
+// Secrets is what the broker needs from a secret store; *vault.Vault is one.
+type Secrets interface {
+	Get(name string) (vault.Secret, error)
+	Meta(name string) (vault.Meta, error)
+	Touch(name string, t time.Time) error
+}
+
+// AuditLog is what the broker needs from the audit log.
+type AuditLog interface {
+	// Begin durably records the intent of an allowed call before any byte
+	// goes upstream.
+	Begin(ctx context.Context, rec audit.Record) (PendingRecord, error)
+	// Write records a complete call that never went upstream.
+	Write(ctx context.Context, rec audit.Record) (uint64, error)
+}
+
+// PendingRecord is an intent awaiting its outcome.
+type PendingRecord interface {
+	Finish(ctx context.Context, outcome audit.Record) error
+}
+
+// AuditAdapter makes an *audit.Log an AuditLog.
+type AuditAdapter struct{ *audit.Log }
+
+// Begin implements AuditLog.
+func (a AuditAdapter) Begin(ctx context.Context, rec audit.Record) (PendingRecord, error) {
+	p, err := a.Log.Begin(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+var _ AuditLog = AuditAdapter{}
+
+// Broker runs the call pipeline for every session it serves.
+type Broker struct {
+	cfg     atomic.Pointer[Loaded]
+	secrets Secrets
+	audit   AuditLog
+	log     *slog.Logger
+	now     func() time.Time
+	// lastUsed throttles vault writes of a secret's last use to one a minute.
+	lastUsed sync.Map // secret name -> time.Time
+	metrics  *Metrics
+}
+
+// Options configures a Broker.
+type Options struct {
+	Config  *Loaded
+	Secrets Secrets
+	Audit   AuditLog
+	Logger  *slog.Logger
+	// Now is the broker's clock; sessions expire by it. nil is time.Now.
+	Now func() time.Time
+	// Metrics, if set, counts calls.
+	Metrics *Metrics
+}
+
+// NewBroker returns a broker for a loaded config.
+func NewBroker(o Options) *Broker {
+	b := &Broker{secrets: o.Secrets, audit: o.Audit, log: o.Logger, now: o.Now, metrics: o.Metrics}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	b.cfg.Store(o.Config)
+	return b
+}
+
+// Config returns the config new sessions start with.
+func (b *Broker) Config() *Loaded { return b.cfg.Load() }
+
+// SetConfig replaces the config for new sessions; running sessions keep the
+// one they started with.
+func (b *Broker) SetConfig(c *Loaded) { b.cfg.Store(c) }
+
+// Session is one run of one agent under one scope, bound to the config it
+// started with.
+type Session struct {
+	*policy.Session
+	cfg    *Loaded
+	client atomic.Value // string: "name/version" from MCP initialize
+}
+
+// NewSession starts a session of the named scope under the current config.
+func (b *Broker) NewSession(id, scope string, ttl time.Duration, label string) (*Session, error) {
+	cfg := b.cfg.Load()
+	sc, ok := cfg.Policy.Scope(scope)
+	if !ok {
+		return nil, fmt.Errorf("server: scope %q is not defined in %s (defined: %v)", scope, cfg.Path, cfg.Policy.ScopeNames())
+	}
+	return &Session{Session: policy.NewSession(id, sc, b.now(), ttl, label), cfg: cfg}, nil
+}
+
+// SetClient records the MCP client's name and version for the audit.
+func (s *Session) SetClient(name, version string) {
+	s.client.Store(name + "/" + version)
+}
+
+// Client returns "name/version" of the MCP client, or "".
+func (s *Session) Client() string {
+	c, _ := s.client.Load().(string)
+	return c
+}
+
+// Call takes one tools/call through the pipeline and returns what the agent
+// sees. It never returns a Go error for a denied or failed call: those are
+// tool results with isError set.
+func (b *Broker) Call(ctx context.Context, s *Session, name string, args json.RawMessage) *Outcome {
+	start := b.now()
+	rec := audit.Record{
+		Time:    start.UTC(),
+		Session: s.ID(),
+		Scope:   s.Scope().Name(),
+		Client:  s.Client(),
+		Tool:    name,
+	}
+	out := b.call(ctx, s, name, args, &rec)
+	b.metrics.observe(name, string(out.Decision), b.now().Sub(start))
+	return out
+}
+
+// Outcome is what a call produced: the agent's result or denial.
+type Outcome struct {
+	Decision audit.Decision
+	// Message is the denial or error text shown to the agent.
+	Message string
+	// Result is set for a successful call.
+	Result *tools.Result
+}
+
+func denied(msg string) *Outcome {
+	return &Outcome{Decision: audit.Decision("deny"), Message: msg}
+}
+
+func failed(msg string) *Outcome {
+	return &Outcome{Decision: audit.Decision("error"), Message: msg}
+}
+
+func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) *Outcome {
+	tool, ok := s.cfg.Tools[name]
+	if !ok || !scopeHasTool(s.Scope(), name) {
+		// Counted and audited like any denial; shown as an unknown tool.
+		d := s.Decide(b.now(), policy.Request{Tool: name})
+		rec.Code, rec.Reason = d.Code, d.Reason
+		return b.deny(ctx, rec, fmt.Sprintf("unknown tool %q", name))
+	}
+	rec.Kind = tool.Kind()
+	rec.Credential = tool.SecretName()
+	rec.Args = args
+
+	call, err := tool.Prepare(args)
+	if err != nil {
+		// A probing agent's malformed calls count toward its tripwire.
+		s.NoteDenial(b.now())
+		var ae *tools.ArgError
+		msg := "invalid arguments"
+		if errors.As(err, &ae) {
+			msg = "invalid arguments: " + ae.Msg
+		}
+		rec.Code, rec.Reason = "invalid_arguments", msg
+		return b.deny(ctx, rec, msg)
+	}
+	describe(rec, tool, call)
+
+	d := s.Decide(b.now(), call.Request)
+	if !d.Allow {
+		rec.Code, rec.Reason = d.Code, d.Reason
+		return b.deny(ctx, rec, "denied: "+d.Reason)
+	}
+	rec.Grant = d.Grant
+	rec.Decision = audit.Decision("allow")
+
+	secret, err := b.secrets.Get(tool.SecretName())
+	if err != nil {
+		b.log.Error("secret unavailable", LogTool, name, LogSecret, tool.SecretName(), LogError, err)
+		rec.Decision, rec.Code = audit.Decision("error"), "secret_unavailable"
+		rec.Reason = fmt.Sprintf("secret %q unavailable: %v", tool.SecretName(), err)
+		return b.write(ctx, rec, failed(fmt.Sprintf("keyhole cannot use the credential of tool %q; an operator must fix it (keyhole secret set %s)", name, tool.SecretName())))
+	}
+	if m, err := b.secrets.Meta(tool.SecretName()); err == nil {
+		rec.CredVersion = m.Version
+	}
+	scrubber := scrub.New(secret.Bytes())
+	rec.Args, _ = scrubber.Bytes(args)
+
+	pending, err := b.audit.Begin(ctx, *rec)
+	if err != nil {
+		b.log.Error("audit intent failed; call not made", LogTool, name, LogError, err)
+		return failed("keyhole could not record this call in its audit log, so it was not made")
+	}
+	call.Recheck = func(r policy.Request) error {
+		if d := s.Decide(b.now(), r); !d.Allow {
+			return errors.New(d.Reason)
+		}
+		return nil
+	}
+	result, execErr := tool.Execute(ctx, call, secret.Bytes())
+	b.touch(tool.SecretName())
+
+	outcome := *rec
+	outcome.Duration = b.now().Sub(rec.Time)
+	var out *Outcome
+	if execErr != nil {
+		var ee *tools.ExecError
+		msg, detail := "upstream call failed", ""
+		if errors.As(execErr, &ee) {
+			msg, detail = ee.Msg, ee.Detail
+		}
+		// Belt and braces: the tool scrubs its errors; scrub again with the
+		// secret in hand before anything is stored or shown.
+		msg, _ = scrubber.String(msg)
+		detail, _ = scrubber.String(detail)
+		outcome.Decision, outcome.Code, outcome.Reason = audit.Decision("error"), "upstream_error", detail
+		out = failed(msg)
+	} else {
+		outcome.Status = result.Status
+		outcome.BytesIn, outcome.BytesOut = result.BytesIn, result.BytesOut
+		outcome.Scrubbed = result.Scrubbed
+		if result.Scrubbed {
+			s.NoteScrubbed(b.now())
+		}
+		out = &Outcome{Decision: audit.Decision("allow"), Result: result}
+	}
+	if err := pending.Finish(ctx, outcome); err != nil {
+		b.log.Error("audit outcome failed; result withheld", LogTool, name, LogError, err)
+		return failed("keyhole could not record the outcome of this call in its audit log, so its result is withheld")
+	}
+	return out
+}
+
+func (b *Broker) deny(ctx context.Context, rec *audit.Record, msg string) *Outcome {
+	rec.Decision = audit.Decision("deny")
+	return b.write(ctx, rec, denied(msg))
+}
+
+// write records a call that never went upstream. If the record cannot be
+// written the agent gets an error, not the denial's detail.
+func (b *Broker) write(ctx context.Context, rec *audit.Record, out *Outcome) *Outcome {
+	rec.Duration = b.now().Sub(rec.Time)
+	if _, err := b.audit.Write(ctx, *rec); err != nil {
+		b.log.Error("audit write failed", LogTool, rec.Tool, LogError, err)
+		return failed("keyhole could not record this call in its audit log")
+	}
+	b.log.Debug("call", LogSession, rec.Session, LogTool, rec.Tool, "decision", rec.Decision, "code", rec.Code)
+	return out
+}
+
+// touch records a secret's last use, at most once a minute per secret.
+func (b *Broker) touch(name string) {
+	now := b.now()
+	if v, ok := b.lastUsed.Load(name); ok && now.Sub(v.(time.Time)) < time.Minute {
+		return
+	}
+	b.lastUsed.Store(name, now)
+	if err := b.secrets.Touch(name, now); err != nil {
+		b.log.Warn("record secret last use", LogSecret, name, LogError, err)
+	}
+}
+
+// describe copies the canonical request into the audit record.
+func describe(rec *audit.Record, tool tools.Tool, call *tools.Call) {
+	r := call.Request
+	if r.Action != "" {
+		rec.Action, rec.Key = r.Action, r.Key
+		rec.Bucket = tool.Info().Bucket
+		return
+	}
+	rec.Method, rec.Path = r.Method, r.Path()
+	rec.Host = tool.Info().Host
+	rec.QueryNames = queryNames(call.Args)
+}
+
+// queryNames lists the names (never values) of an http call's query.
+func queryNames(args json.RawMessage) []string {
+	var a struct {
+		Query map[string]json.RawMessage `json:"query"`
+	}
+	if json.Unmarshal(args, &a) != nil || len(a.Query) == 0 {
+		return nil
+	}
+	names := sortedKeys(a.Query)
+	for i, n := range names {
+		names[i] = url.QueryEscape(n)
+	}
+	return names
+}
+
+func scopeHasTool(sc *policy.Scope, name string) bool {
+	for _, t := range sc.Tools() {
+		if t == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,259 @@
+package server
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v5"
+	"gopkg.in/yaml.v3"
+
+	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/tools"
+)
+
+// Schema is the JSON Schema of keyhole.yaml, as `keyhole config schema`
+// prints it.
+//
+//go:embed keyhole.schema.json
+var Schema []byte
+
+// maxConfigBytes caps the config file: a config is hand-written text.
+const maxConfigBytes = 4 << 20
+
+// Config is keyhole.yaml as written. The server owns the top level and the
+// audit: section; tools and policy own the types of their sections.
+type Config struct {
+	Version int                           `yaml:"version"`
+	Tools   map[string]tools.Config       `yaml:"tools"`
+	Scopes  map[string]policy.ScopeConfig `yaml:"scopes"`
+	Audit   AuditConfig                   `yaml:"audit"`
+}
+
+// AuditConfig is the audit: section of keyhole.yaml.
+type AuditConfig struct {
+	Arguments string `yaml:"arguments"` // full (default) | hashed | none
+	Retention string `yaml:"retention"` // Go duration or days ("90d"); "" keeps everything
+	Mirror    string `yaml:"mirror"`    // optional JSON-lines copy of every record
+}
+
+// Loaded is a checked and compiled configuration.
+type Loaded struct {
+	Path      string
+	Config    Config
+	Tools     map[string]tools.Tool
+	Policy    *policy.Policy
+	Retention time.Duration
+
+	listCache sync.Map // scope name -> []mcp.Tool, built on first use
+}
+
+// ConfigError is every problem found in one config file, each located at
+// file:line:column and a key path.
+type ConfigError struct {
+	Path     string
+	Problems []ConfigProblem
+}
+
+// ConfigProblem is one located problem of a config file.
+type ConfigProblem struct {
+	Line, Column int
+	Key          string
+	Msg          string
+}
+
+func (p ConfigProblem) format(file string) string {
+	loc := file
+	if p.Line > 0 {
+		loc = fmt.Sprintf("%s:%d:%d", file, p.Line, p.Column)
+	}
+	if p.Key == "" {
+		return loc + ": " + p.Msg
+	}
+	return loc + ": " + p.Key + ": " + p.Msg
+}
+
+func (e *ConfigError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.format(e.Path)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// compiledSchema is the config schema, compiled once per process on first use.
+func compileSchema() (*jsonschema.Schema, error) {
+	c := jsonschema.NewCompiler()
+	c.Draft = jsonschema.Draft2020
+	if err := c.AddResource("keyhole.schema.json", bytes.NewReader(Schema)); err != nil {
+		return nil, fmt.Errorf("server: config schema: %w", err)
+	}
+	s, err := c.Compile("keyhole.schema.json")
+	if err != nil {
+		return nil, fmt.Errorf("server: config schema: %w", err)
+	}
+	return s, nil
+}
+
+// LoadConfig reads, validates and compiles the config file at path. Every
+// problem is reported at once in a *ConfigError; a config with any problem
+// is not returned.
+func LoadConfig(path string, env tools.Env) (*Loaded, error) {
+	data, err := readConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseConfig(path, data, env)
+}
+
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("server: no config at %s (create one with `keyhole init`, or pass --config): %w", path, err)
+		}
+		return nil, fmt.Errorf("server: read config: %w", err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(ioLimit(f, maxConfigBytes+1)); err != nil {
+		return nil, fmt.Errorf("server: read config %s: %w", path, err)
+	}
+	if buf.Len() > maxConfigBytes {
+		return nil, fmt.Errorf("server: config %s is larger than %d bytes", path, maxConfigBytes)
+	}
+	return buf.Bytes(), nil
+}
+
+// ParseConfig is LoadConfig on bytes already read; path names them in errors.
+func ParseConfig(path string, data []byte, env tools.Env) (*Loaded, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{yamlProblem(err)}}
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{{Msg: "empty config; start from `keyhole init`"}}}
+	}
+	root := doc.Content[0]
+
+	value, err := nodeValue(root, 0)
+	if err != nil {
+		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{*err}}
+	}
+	schema, serr := compileSchema()
+	if serr != nil {
+		return nil, serr
+	}
+	var problems []ConfigProblem
+	if verr := schema.Validate(value); verr != nil {
+		var ve *jsonschema.ValidationError
+		if !errors.As(verr, &ve) {
+			return nil, fmt.Errorf("server: validate config: %w", verr)
+		}
+		problems = schemaProblems(root, ve)
+	}
+
+	var cfg Config
+	if err := root.Decode(&cfg); err != nil {
+		if len(problems) > 0 {
+			// The schema already said why the shape is wrong.
+			return nil, &ConfigError{Path: path, Problems: problems}
+		}
+		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{yamlProblem(err)}}
+	}
+	// Semantic checks run even when the schema found problems, so a
+	// person sees every problem at once; a key the schema already
+	// reported is not reported twice.
+	loaded, errs := compileConfig(cfg, env)
+	problems = mergeProblems(problems, locate(root, errs))
+	if len(problems) > 0 {
+		return nil, &ConfigError{Path: path, Problems: problems}
+	}
+	loaded.Path = path
+	return loaded, nil
+}
+
+// mergeProblems adds semantic problems whose key no schema problem covers.
+func mergeProblems(schema, semantic []ConfigProblem) []ConfigProblem {
+	if len(schema) == 0 {
+		return semantic
+	}
+	covered := make(map[string]bool, len(schema))
+	for _, p := range schema {
+		covered[p.Key] = true
+	}
+	out := schema
+	for _, p := range semantic {
+		if !covered[p.Key] {
+			out = append(out, p)
+		}
+	}
+	return sortProblems(out)
+}
+
+// compileConfig runs each package's own checks over its section.
+func compileConfig(cfg Config, env tools.Env) (*Loaded, []error) {
+	var errs []error
+	l := &Loaded{Config: cfg, Tools: make(map[string]tools.Tool, len(cfg.Tools))}
+	infos := make(map[string]policy.ToolInfo, len(cfg.Tools))
+	for _, name := range sortedKeys(cfg.Tools) {
+		t, terrs := tools.Compile(name, cfg.Tools[name], env)
+		errs = append(errs, terrs...)
+		if t != nil {
+			l.Tools[name] = t
+			infos[name] = t.Info()
+		} else {
+			// Still let policy check grants against the tool's kind.
+			infos[name] = policy.ToolInfo{Kind: cfg.Tools[name].Kind, Method: cfg.Tools[name].Method, Path: cfg.Tools[name].Path}
+		}
+	}
+	p, perrs := policy.Compile(cfg.Scopes, infos)
+	errs = append(errs, perrs...)
+	l.Policy = p
+	switch cfg.Audit.Arguments {
+	case "", "full", "hashed", "none":
+	default:
+		errs = append(errs, &policy.FieldError{Path: "audit.arguments", Msg: `must be "full", "hashed" or "none"`})
+	}
+	if cfg.Audit.Retention != "" {
+		d, err := ParseRetention(cfg.Audit.Retention)
+		if err != nil {
+			errs = append(errs, &policy.FieldError{Path: "audit.retention", Msg: err.Error()})
+		}
+		l.Retention = d
+	}
+	return l, errs
+}
+
+// ParseRetention parses a retention period: a Go duration or a number of
+// days ("90d").
+func ParseRetention(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("%q is not a number of days like 90d", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration like 720h or 90d", s)
+	}
+	return d, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

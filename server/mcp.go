@@ -1,0 +1,148 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/tools"
+)
+
+// Version is keyhole's version, set by the linker for releases.
+var Version = "dev"
+
+type sessionKey struct{}
+
+// WithSession binds an MCP request context to a keyhole session.
+func WithSession(ctx context.Context, s *Session) context.Context {
+	return context.WithValue(ctx, sessionKey{}, s)
+}
+
+// SessionFrom returns the session a request context is bound to.
+func SessionFrom(ctx context.Context) (*Session, bool) {
+	s, ok := ctx.Value(sessionKey{}).(*Session)
+	return s, ok && s != nil
+}
+
+// MCPServer returns an MCP server that serves the broker's tools. Every
+// request must carry a session (WithSession): tools/list shows only the
+// tools the session's scope grants, each described with what the scope
+// allows, and a call to any other tool is refused as unknown.
+func (b *Broker) MCPServer() *mcpserver.MCPServer {
+	hooks := &mcpserver.Hooks{}
+	hooks.AddAfterInitialize(func(ctx context.Context, _ any, req *mcp.InitializeRequest, _ *mcp.InitializeResult) {
+		if s, ok := SessionFrom(ctx); ok {
+			s.SetClient(req.Params.ClientInfo.Name, req.Params.ClientInfo.Version)
+		}
+	})
+	// Calls to tools that do not exist, or that the scope does not grant,
+	// are refused by mcp-go before a handler runs; they are still calls,
+	// so they are counted and audited here.
+	hooks.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, msg any, err error) {
+		if method != mcp.MethodToolsCall || !errors.Is(err, mcpserver.ErrToolNotFound) {
+			return
+		}
+		s, ok := SessionFrom(ctx)
+		if !ok {
+			return
+		}
+		name := ""
+		if req, ok := msg.(*mcp.CallToolRequest); ok {
+			name = req.Params.Name
+		}
+		b.Call(ctx, s, name, nil)
+	})
+
+	srv := mcpserver.NewMCPServer("keyhole", Version,
+		mcpserver.WithToolCapabilities(false),
+		mcpserver.WithRecovery(),
+		mcpserver.WithHooks(hooks),
+		mcpserver.WithInstructions("keyhole brokers API credentials. Call the listed tools; each tool's description says what this session may do. You never hold a credential; denied calls explain what was denied."),
+		mcpserver.WithToolFilter(func(ctx context.Context, all []mcp.Tool) []mcp.Tool {
+			s, ok := SessionFrom(ctx)
+			if !ok {
+				return nil
+			}
+			return s.cfg.scopeTools(s.Scope())
+		}),
+	)
+	cfg := b.cfg.Load()
+	for _, name := range sortedKeys(cfg.Tools) {
+		srv.AddTool(mcpTool(cfg.Tools[name], nil), b.handler(name))
+	}
+	return srv
+}
+
+// handler is the mcp-go handler of one tool name.
+func (b *Broker) handler(name string) mcpserver.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		s, ok := SessionFrom(ctx)
+		if !ok {
+			return mcp.NewToolResultError("no keyhole session is bound to this connection"), nil
+		}
+		args := req.Params.RawArguments
+		if len(args) == 0 {
+			if req.Params.Arguments == nil {
+				args = json.RawMessage("{}")
+			} else if raw, err := json.Marshal(req.Params.Arguments); err == nil {
+				args = raw
+			}
+		}
+		return toolResult(b.Call(ctx, s, name, args)), nil
+	}
+}
+
+// toolResult turns an outcome into what the agent sees. This is the one
+// place a denial or failure becomes an MCP tool error.
+func toolResult(o *Outcome) *mcp.CallToolResult {
+	if o.Result == nil {
+		return mcp.NewToolResultError(o.Message)
+	}
+	return mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
+}
+
+// scopeTools is the tool list a scope's sessions see, built once per config
+// and scope.
+func (l *Loaded) scopeTools(sc *policy.Scope) []mcp.Tool {
+	if v, ok := l.listCache.Load(sc.Name()); ok {
+		return v.([]mcp.Tool)
+	}
+	names := sc.Tools()
+	list := make([]mcp.Tool, 0, len(names))
+	for _, n := range names {
+		if t, ok := l.Tools[n]; ok {
+			list = append(list, mcpTool(t, sc.Summary(n)))
+		}
+	}
+	v, _ := l.listCache.LoadOrStore(sc.Name(), list)
+	return v.([]mcp.Tool)
+}
+
+// mcpTool describes a tool to the model, with what the scope allows on it.
+func mcpTool(t tools.Tool, allowed []string) mcp.Tool {
+	desc := t.Description()
+	if len(allowed) > 0 {
+		desc = fmt.Sprintf("%s\n\nThis session may only: %s. Anything else is denied.", desc, strings.Join(allowed, "; "))
+	}
+	tool := mcp.NewToolWithRawSchema(t.Name(), desc, t.InputSchema())
+	readOnly := true
+	for _, line := range allowed {
+		if !strings.HasPrefix(line, "GET ") && !strings.HasPrefix(line, "HEAD ") && !isS3Read(line) {
+			readOnly = false
+		}
+	}
+	tool.Annotations.ReadOnlyHint = &readOnly
+	open := true
+	tool.Annotations.OpenWorldHint = &open
+	return tool
+}
+
+func isS3Read(line string) bool {
+	return strings.HasPrefix(line, "list ") || strings.HasPrefix(line, "get ") || strings.HasPrefix(line, "head ")
+}
