@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/tools"
@@ -67,6 +69,9 @@ type Broker struct {
 	// lastUsed throttles vault writes of a secret's last use to one a minute.
 	lastUsed sync.Map // secret name -> time.Time
 	metrics  *Metrics
+
+	mcpOnce sync.Once
+	mcpSrv  *mcpserver.MCPServer
 }
 
 // Options configures a Broker.
@@ -98,8 +103,11 @@ func NewBroker(o Options) *Broker {
 func (b *Broker) Config() *Loaded { return b.cfg.Load() }
 
 // SetConfig replaces the config for new sessions; running sessions keep the
-// one they started with.
-func (b *Broker) SetConfig(c *Loaded) { b.cfg.Store(c) }
+// one they started with (pinned).
+func (b *Broker) SetConfig(c *Loaded) {
+	b.cfg.Store(c)
+	b.registerTools(b.mcp(), c)
+}
 
 // Session is one run of one agent under one scope, bound to the config it
 // started with.
@@ -107,6 +115,15 @@ type Session struct {
 	*policy.Session
 	cfg    *Loaded
 	client atomic.Value // string: "name/version" from MCP initialize
+	// persist stores the session's state after each call; nil for a
+	// session that lives only as long as its process (standalone stdio).
+	persist func(policy.SessionInfo)
+}
+
+func (s *Session) save(now time.Time) {
+	if s.persist != nil {
+		s.persist(s.Info(now))
+	}
 }
 
 // NewSession starts a session of the named scope under the current config.
@@ -139,11 +156,16 @@ func (b *Broker) Call(ctx context.Context, s *Session, name string, args json.Ra
 		Time:    start.UTC(),
 		Session: s.ID(),
 		Scope:   s.Scope().Name(),
-		Client:  s.Client(),
+		Client:  clientOf(ctx, s),
 		Tool:    name,
 	}
 	out := b.call(ctx, s, name, args, &rec)
-	b.metrics.observe(name, string(out.Decision), b.now().Sub(start))
+	s.save(b.now())
+	label := name
+	if _, ok := s.cfg.Tools[name]; !ok {
+		label = "(unknown)" // an agent must not grow the metric's label set
+	}
+	b.metrics.observe(label, string(out.Decision), b.now().Sub(start))
 	return out
 }
 

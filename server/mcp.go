@@ -30,6 +30,23 @@ func SessionFrom(ctx context.Context) (*Session, bool) {
 	return s, ok && s != nil
 }
 
+// mcp returns the broker's MCP server, built on first use.
+func (b *Broker) mcp() *mcpserver.MCPServer {
+	b.mcpOnce.Do(func() { b.mcpSrv = b.MCPServer() })
+	return b.mcpSrv
+}
+
+// registerTools adds a handler for every tool of cfg the MCP server does
+// not know yet. Handlers look tools up in the calling session's own
+// config, so a session keeps the tools it started with across reloads.
+func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *Loaded) {
+	for _, name := range sortedKeys(cfg.Tools) {
+		if srv.GetTool(name) == nil {
+			srv.AddTool(mcpTool(cfg.Tools[name], nil), b.handler(name))
+		}
+	}
+}
+
 // MCPServer returns an MCP server that serves the broker's tools. Every
 // request must carry a session (WithSession): tools/list shows only the
 // tools the session's scope grants, each described with what the scope
@@ -72,11 +89,21 @@ func (b *Broker) MCPServer() *mcpserver.MCPServer {
 			return s.cfg.scopeTools(s.Scope())
 		}),
 	)
-	cfg := b.cfg.Load()
-	for _, name := range sortedKeys(cfg.Tools) {
-		srv.AddTool(mcpTool(cfg.Tools[name], nil), b.handler(name))
-	}
+	b.registerTools(srv, b.cfg.Load())
 	return srv
+}
+
+// clientOf names the MCP client of a request: from the MCP session (set by
+// initialize, or per request in the stateless protocol), else the session's.
+func clientOf(ctx context.Context, s *Session) string {
+	if cs := mcpserver.ClientSessionFromContext(ctx); cs != nil {
+		if ci, ok := cs.(mcpserver.SessionWithClientInfo); ok {
+			if info := ci.GetClientInfo(); info.Name != "" {
+				return info.Name + "/" + info.Version
+			}
+		}
+	}
+	return s.Client()
 }
 
 // handler is the mcp-go handler of one tool name.

@@ -14,10 +14,11 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 )
 
-// MaxMessageBytes caps one JSON-RPC message from a client. A longer line is
+// MaxMessageBytes caps one JSON-RPC message from a client (tool arguments
+// have their own, smaller cap and a precise error). A longer line is
 // dropped and answered with a JSON-RPC parse error; the server keeps
 // serving.
-const MaxMessageBytes = 4 << 20
+const MaxMessageBytes = 16 << 20
 
 // NewSessionID returns a fresh random session id ("ses_" + 20 base32 chars).
 func NewSessionID() string {
@@ -40,7 +41,7 @@ func (b *Broker) ServeStdio(ctx context.Context, scope string, in io.Reader, out
 	b.metrics.sessionDelta(1)
 	defer b.metrics.sessionDelta(-1)
 
-	stdio := mcpserver.NewStdioServer(b.MCPServer())
+	stdio := mcpserver.NewStdioServer(b.mcp())
 	stdio.SetErrorLogger(log.New(slogWriter{b.log}, "", 0))
 	stdio.SetContextFunc(func(ctx context.Context) context.Context { return WithSession(ctx, s) })
 	err = stdio.Listen(ctx, capLines(in, MaxMessageBytes), out)

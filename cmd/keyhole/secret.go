@@ -50,10 +50,30 @@ func (a *App) passphrase(prompt string) ([]byte, error) {
 	return p, nil
 }
 
-// withVault opens the data dir and its vault for one admin command.
+// runtimeOptions are the paths and keys every command shares.
+func (a *App) runtimeOptions() server.RuntimeOptions {
+	return server.RuntimeOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Keys: a.keySource(), Logger: a.log}
+}
+
+// withAdmin runs fn against the data dir: through the running broker's
+// socket when one owns it, else in-process.
+func (a *App) withAdmin(fn func(ad server.Admin) error) error {
+	ad, err := server.OpenAdmin(a.runtimeOptions())
+	if err != nil {
+		return err
+	}
+	defer ad.Close()
+	return fn(ad)
+}
+
+// withVault opens the data dir and its vault in-process, for the commands
+// that a running broker cannot do for them (rekey).
 func (a *App) withVault(fn func(v *vault.Vault) error) error {
 	dd, err := server.OpenDataDir(a.dataDir())
 	if err != nil {
+		if errors.Is(err, server.ErrDataDirInUse) {
+			return fmt.Errorf("%w; stop the broker (keyhole serve) before this command", err)
+		}
 		return err
 	}
 	defer dd.Close()
@@ -159,8 +179,8 @@ func (a *App) secretSetCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			return a.withVault(func(v *vault.Vault) error {
-				if _, err := v.Meta(name); err == nil {
+			return a.withAdmin(func(v server.Admin) error {
+				if _, err := v.SecretMeta(name); err == nil {
 					return fmt.Errorf("secret %q already exists: use `keyhole secret rotate %s` to replace its value", name, name)
 				}
 				value, err := vf.read(a, name)
@@ -168,7 +188,7 @@ func (a *App) secretSetCmd() *cobra.Command {
 					return err
 				}
 				defer clear(value)
-				if err := v.Set(name, value, desc); err != nil {
+				if err := v.SecretSet(name, value, desc); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "stored secret %s (version 1)\n", name)
@@ -189,8 +209,8 @@ func (a *App) secretRotateCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			return a.withVault(func(v *vault.Vault) error {
-				if _, err := v.Meta(name); err != nil {
+			return a.withAdmin(func(v server.Admin) error {
+				if _, err := v.SecretMeta(name); err != nil {
 					return err
 				}
 				value, err := vf.read(a, name)
@@ -198,7 +218,7 @@ func (a *App) secretRotateCmd() *cobra.Command {
 					return err
 				}
 				defer clear(value)
-				m, err := v.Rotate(name, value)
+				m, err := v.SecretRotate(name, value)
 				if err != nil {
 					return err
 				}
@@ -218,8 +238,8 @@ func (a *App) secretListCmd() *cobra.Command {
 		Short: "List secrets (metadata only; values are never shown)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withVault(func(v *vault.Vault) error {
-				metas, err := v.List()
+			return a.withAdmin(func(v server.Admin) error {
+				metas, err := v.SecretList()
 				if err != nil {
 					return err
 				}
@@ -249,8 +269,8 @@ func (a *App) secretRmCmd() *cobra.Command {
 		Short: "Delete a secret",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withVault(func(v *vault.Vault) error {
-				if err := v.Delete(args[0]); err != nil {
+			return a.withAdmin(func(v server.Admin) error {
+				if err := v.SecretDelete(args[0]); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "deleted secret %s\n", args[0])

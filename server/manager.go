@@ -1,0 +1,210 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/sessions"
+)
+
+// Sessions are the phantom-token sessions a broker serves: created by an
+// operator (`keyhole session new`) or by a local stdio client, persisted in
+// the data dir, and kept live in memory while the broker runs, so a
+// session's counters and limiter hold across reconnects and revocation
+// takes effect on the next call.
+type Sessions struct {
+	broker *Broker
+	store  *sessions.Store
+
+	mu   sync.Mutex
+	live map[string]*Session // by session id
+}
+
+// NewSessions manages the sessions of store for broker.
+func NewSessions(b *Broker, store *sessions.Store) *Sessions {
+	return &Sessions{broker: b, store: store, live: map[string]*Session{}}
+}
+
+// ErrSessionDead is returned for a token whose session is expired, revoked
+// or ended.
+var ErrSessionDead = errors.New("session is not active")
+
+// Create starts a session of scope and returns its info and phantom
+// token. A ttl longer than the scope allows is refused.
+func (m *Sessions) Create(scope string, ttl time.Duration, label string) (policy.SessionInfo, string, error) {
+	cfg := m.broker.Config()
+	sc, ok := cfg.Policy.Scope(scope)
+	if !ok {
+		return policy.SessionInfo{}, "", fmt.Errorf("keyhole: scope %q is not defined in %s (defined: %v)", scope, cfg.Path, cfg.Policy.ScopeNames())
+	}
+	if ttl != 0 {
+		if _, err := sc.SessionTTL(ttl); err != nil {
+			return policy.SessionInfo{}, "", err
+		}
+	}
+	s := &Session{Session: policy.NewSession(NewSessionID(), sc, m.broker.now(), ttl, label), cfg: cfg}
+	info := s.Info(m.broker.now())
+	tok, err := m.store.Create(info)
+	if err != nil {
+		return policy.SessionInfo{}, "", err
+	}
+	m.track(s)
+	return info, tok, nil
+}
+
+func (m *Sessions) track(s *Session) {
+	s.persist = func(info policy.SessionInfo) {
+		if err := m.store.Save(info); err != nil {
+			m.broker.log.Warn("save session", LogSession, info.ID, LogError, err)
+		}
+	}
+	m.mu.Lock()
+	m.live[s.ID()] = s
+	m.mu.Unlock()
+}
+
+// Authenticate returns the live session a phantom token names. Unknown
+// tokens get sessions.ErrUnknownToken; a session that is no longer active
+// gets ErrSessionDead.
+func (m *Sessions) Authenticate(tok string) (*Session, error) {
+	rec, err := m.store.Lookup(tok)
+	if err != nil {
+		return nil, err
+	}
+	s, err := m.get(rec)
+	if err != nil {
+		return nil, err
+	}
+	if st := s.Info(m.broker.now()).State; st != policy.StateActive {
+		return nil, fmt.Errorf("%w: %s", ErrSessionDead, st)
+	}
+	return s, nil
+}
+
+// get returns the live session of a stored record, restoring it under the
+// current config when this broker has not served it yet.
+func (m *Sessions) get(rec sessions.Record) (*Session, error) {
+	m.mu.Lock()
+	s, ok := m.live[rec.ID]
+	m.mu.Unlock()
+	if ok {
+		return s, nil
+	}
+	cfg := m.broker.Config()
+	sc, ok := cfg.Policy.Scope(rec.Scope)
+	if !ok {
+		return nil, fmt.Errorf("%w: scope %s is no longer defined", ErrSessionDead, rec.Scope)
+	}
+	s = &Session{Session: policy.RestoreSession(rec.SessionInfo, sc), cfg: cfg}
+	m.mu.Lock()
+	if existing, ok := m.live[rec.ID]; ok {
+		m.mu.Unlock()
+		return existing, nil
+	}
+	m.mu.Unlock()
+	m.track(s)
+	return s, nil
+}
+
+// List returns every session's current state, oldest first. Without all,
+// only active sessions.
+func (m *Sessions) List(all bool) ([]policy.SessionInfo, error) {
+	recs, err := m.store.List()
+	if err != nil {
+		return nil, err
+	}
+	now := m.broker.now()
+	var out []policy.SessionInfo
+	for _, r := range recs {
+		info := r.SessionInfo
+		m.mu.Lock()
+		if s, ok := m.live[r.ID]; ok {
+			info = s.Info(now)
+		}
+		m.mu.Unlock()
+		if info.State == policy.StateActive && !now.Before(info.Expires) {
+			info.State = policy.StateExpired
+		}
+		if all || info.State == policy.StateActive {
+			out = append(out, info)
+		}
+	}
+	return out, nil
+}
+
+// Show returns one session's state.
+func (m *Sessions) Show(id string) (policy.SessionInfo, error) {
+	rec, err := m.store.Get(id)
+	if err != nil {
+		return policy.SessionInfo{}, fmt.Errorf("keyhole: no session %s (see `keyhole session list --all`): %w", id, err)
+	}
+	s, err := m.get(rec)
+	if err != nil {
+		return rec.SessionInfo, nil
+	}
+	return s.Info(m.broker.now()), nil
+}
+
+// Revoke revokes the sessions that match: one id, every session of a
+// scope, or all. It returns the ids revoked. The next call of a revoked
+// session, even on an open connection, is denied.
+func (m *Sessions) Revoke(id, scope string, all bool, reason string) ([]string, error) {
+	recs, err := m.store.List()
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, r := range recs {
+		if !(all || (id != "" && r.ID == id) || (scope != "" && r.Scope == scope)) {
+			continue
+		}
+		s, err := m.get(r)
+		if err != nil {
+			continue
+		}
+		if s.Info(m.broker.now()).State != policy.StateActive {
+			continue
+		}
+		s.Revoke(reason)
+		s.save(m.broker.now())
+		done = append(done, r.ID)
+	}
+	if id != "" && len(done) == 0 {
+		if _, err := m.store.Get(id); err != nil {
+			return nil, fmt.Errorf("keyhole: no session %s: %w", id, err)
+		}
+	}
+	return done, nil
+}
+
+// End ends a session (its client is gone).
+func (m *Sessions) End(id, reason string) error {
+	rec, err := m.store.Get(id)
+	if err != nil {
+		return err
+	}
+	s, err := m.get(rec)
+	if err != nil {
+		return nil
+	}
+	s.End(reason)
+	s.save(m.broker.now())
+	return nil
+}
+
+// ActiveCount is the number of active sessions this broker holds.
+func (m *Sessions) ActiveCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.broker.now()
+	n := 0
+	for _, s := range m.live {
+		if s.Info(now).State == policy.StateActive {
+			n++
+		}
+	}
+	return n
+}

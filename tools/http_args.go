@@ -1,0 +1,379 @@
+package tools
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v5"
+	"golang.org/x/net/http/httpguts"
+)
+
+const (
+	// httpMaxArgBytes caps the raw arguments of one call.
+	httpMaxArgBytes = 1 << 20
+	// httpMaxDepth caps JSON nesting of the arguments.
+	httpMaxDepth = 64
+	// httpMaxQuery caps the number of query parameter values.
+	httpMaxQuery = 100
+	// httpMaxHeaders caps the number of headers the agent may set.
+	httpMaxHeaders = 32
+)
+
+// httpMethods is the exact, upper-case method allowlist.
+var httpMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true}
+
+// httpAgentForbidden are request headers the agent may never set: they
+// carry credentials, route the request or frame the message. Accept-Encoding
+// is among them because a compressed body could not be scrubbed.
+var httpAgentForbidden = map[string]bool{
+	"authorization": true, "cookie": true, "host": true, "connection": true,
+	"keep-alive": true, "transfer-encoding": true, "content-length": true,
+	"te": true, "trailer": true, "upgrade": true, "accept-encoding": true,
+}
+
+func httpArgErr(msg string) error { return &ArgError{Msg: msg} }
+
+// Prepare validates the arguments and normalizes them into a Call. The raw
+// arguments are capped at 1 MiB and 64 levels of nesting and may not repeat
+// an object key; keys match exactly (no case folding). Then they must
+// satisfy the tool's compiled schema, and the path, query, headers and body
+// must be safe to send as they are: anything else is an *ArgError whose
+// message never echoes the offending value.
+func (t *httpTool) Prepare(args json.RawMessage) (*Call, error) {
+	if len(args) > httpMaxArgBytes {
+		return nil, httpArgErr("arguments: larger than 1 MiB")
+	}
+	if len(bytes.TrimSpace(args)) == 0 {
+		args = json.RawMessage("{}")
+	}
+	v, err := httpDecodeJSON(args)
+	if err != nil {
+		return nil, err
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, httpArgErr("arguments: must be a JSON object")
+	}
+	if err := t.schema.Validate(obj); err != nil {
+		return nil, httpArgErr(httpSchemaMessage(err))
+	}
+	call := &Call{Args: append(json.RawMessage(nil), args...), http: &httpCall{}}
+	call.Request.Tool = t.name
+	if t.templated() {
+		err = t.prepareTemplated(obj, call)
+	} else {
+		err = t.prepareGeneric(obj, call)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return call, nil
+}
+
+// prepareGeneric normalizes {method, path, query?, headers?, body?}.
+func (t *httpTool) prepareGeneric(obj map[string]any, call *Call) error {
+	method, _ := obj["method"].(string)
+	if !httpMethods[method] {
+		return httpArgErr("method: must be one of GET, HEAD, POST, PUT, PATCH, DELETE (upper case)")
+	}
+	path, _ := obj["path"].(string)
+	segs, err := httpCanonicalPath(path, false)
+	if err != nil {
+		return err
+	}
+	call.Request.Method, call.Request.Segments = method, segs
+
+	q := url.Values{}
+	if m, ok := obj["query"].(map[string]any); ok {
+		if len(m) > httpMaxQuery {
+			return httpArgErr("query: more than 100 parameters")
+		}
+		for k, v := range m {
+			s, _ := v.(string)
+			q.Add(k, s)
+		}
+	}
+	if err := t.checkQuery(q); err != nil {
+		return err
+	}
+	call.http.query = q
+
+	h, err := t.checkHeaders(obj["headers"])
+	if err != nil {
+		return err
+	}
+	call.http.header = h
+
+	body, present := obj["body"]
+	if !present {
+		return nil
+	}
+	if method == http.MethodGet || method == http.MethodHead {
+		return httpArgErr("body: not allowed with " + method)
+	}
+	call.http.hasBody = true
+	if s, ok := body.(string); ok {
+		call.http.body = []byte(s)
+		return nil
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return httpArgErr("body: cannot be encoded as JSON")
+	}
+	call.http.body = b
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/json")
+	}
+	return nil
+}
+
+// prepareTemplated renders the tool's path template with the arguments,
+// each parameter one segment, and sends the other schema properties as
+// query parameters.
+func (t *httpTool) prepareTemplated(obj map[string]any, call *Call) error {
+	segs := make([]string, 0, len(t.tmpl))
+	for _, s := range t.tmpl {
+		if s.param == "" {
+			segs = append(segs, s.lit)
+			continue
+		}
+		v, ok := httpScalar(obj[s.param], false)
+		if !ok {
+			return httpArgErr("path parameter " + s.param + ": must be a string or number")
+		}
+		if msg := httpSegmentProblem(v); msg != "" {
+			return httpArgErr("path parameter " + s.param + ": " + msg)
+		}
+		segs = append(segs, v)
+	}
+	call.Request.Method, call.Request.Segments = t.method, segs
+
+	q := url.Values{}
+	for _, p := range t.queryProps {
+		switch v := obj[p].(type) {
+		case nil:
+		case []any:
+			for _, e := range v {
+				s, ok := httpScalar(e, true)
+				if !ok {
+					return httpArgErr("query parameter " + p + ": array items must be strings, numbers or booleans")
+				}
+				q.Add(p, s)
+			}
+		default:
+			s, ok := httpScalar(v, true)
+			if !ok {
+				return httpArgErr("query parameter " + p + ": must be a string, number, boolean or array of them")
+			}
+			q.Set(p, s)
+		}
+	}
+	if err := t.checkQuery(q); err != nil {
+		return err
+	}
+	call.http.query = q
+	call.http.header = http.Header{}
+	return nil
+}
+
+// httpScalar returns a string or number argument (or, with allowBool, a
+// boolean) as text.
+func httpScalar(v any, allowBool bool) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case json.Number:
+		return v.String(), true
+	case bool:
+		return strconv.FormatBool(v), allowBool
+	}
+	return "", false
+}
+
+// checkQuery refuses too many parameters, control bytes, and any parameter
+// that shadows the credential's query parameter (case-insensitively).
+func (t *httpTool) checkQuery(q url.Values) error {
+	n := 0
+	for k, vs := range q {
+		n += len(vs)
+		if n > httpMaxQuery {
+			return httpArgErr("query: more than 100 parameters")
+		}
+		if k == "" {
+			return httpArgErr("query: a parameter name is empty")
+		}
+		if httpHasControl(k) {
+			return httpArgErr("query: a parameter name contains a control character")
+		}
+		for _, v := range vs {
+			if httpHasControl(v) {
+				return httpArgErr("query: a parameter value contains a control character")
+			}
+		}
+		if t.cred.Inject == "query" && strings.EqualFold(k, t.cred.Param) {
+			return httpArgErr("query: parameter " + t.cred.Param + " is set by keyhole")
+		}
+	}
+	return nil
+}
+
+// checkHeaders turns the agent's headers into an http.Header, refusing
+// invalid names and values, headers the agent may not set (never merging
+// them), a header given twice in different case, and more than 32.
+func (t *httpTool) checkHeaders(v any) (http.Header, error) {
+	h := http.Header{}
+	m, _ := v.(map[string]any)
+	if len(m) > httpMaxHeaders {
+		return nil, httpArgErr("headers: more than 32 headers")
+	}
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if !httpguts.ValidHeaderFieldName(name) {
+			return nil, httpArgErr("headers: a header name is not a valid HTTP token")
+		}
+		canon := http.CanonicalHeaderKey(name)
+		if msg := t.headerForbidden(name); msg != "" {
+			return nil, httpArgErr("headers: " + canon + " " + msg)
+		}
+		val, _ := m[name].(string)
+		if !httpguts.ValidHeaderFieldValue(val) {
+			return nil, httpArgErr("headers: the value of " + canon + " contains invalid characters")
+		}
+		if _, dup := h[canon]; dup {
+			return nil, httpArgErr("headers: " + canon + " is given twice")
+		}
+		h.Set(canon, val)
+	}
+	return h, nil
+}
+
+// headerForbidden says why the agent may not set header name, or "".
+func (t *httpTool) headerForbidden(name string) string {
+	lower := strings.ToLower(name)
+	switch {
+	case t.cred.Inject == "header" && strings.EqualFold(name, t.cred.Header):
+		return "is set by keyhole"
+	case httpAgentForbidden[lower] || strings.HasPrefix(lower, "proxy-"):
+		return "may not be set by the agent"
+	case t.cred.Inject == "aws_sigv4":
+		for _, s := range awsSignedHeaders {
+			if strings.EqualFold(name, s) {
+				return "is set by keyhole"
+			}
+		}
+	}
+	return ""
+}
+
+// httpDecodeJSON decodes arguments into maps, slices, strings, json.Number,
+// bools and nil, refusing nesting deeper than httpMaxDepth, a key repeated
+// in one object, and trailing data. Map keys are kept exactly as sent.
+func httpDecodeJSON(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	v, err := httpDecodeValue(dec, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, httpArgErr("arguments: unexpected data after the JSON value")
+	}
+	return v, nil
+}
+
+func httpDecodeValue(dec *json.Decoder, depth int) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, httpArgErr("arguments: not valid JSON")
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil
+	}
+	if depth >= httpMaxDepth {
+		return nil, httpArgErr("arguments: nested deeper than 64 levels")
+	}
+	switch delim {
+	case '{':
+		m := map[string]any{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, httpArgErr("arguments: not valid JSON")
+			}
+			k, _ := kt.(string)
+			if _, dup := m[k]; dup {
+				return nil, httpArgErr("arguments: an object repeats a key")
+			}
+			if m[k], err = httpDecodeValue(dec, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := dec.Token(); err != nil {
+			return nil, httpArgErr("arguments: not valid JSON")
+		}
+		return m, nil
+	case '[':
+		a := []any{}
+		for dec.More() {
+			v, err := httpDecodeValue(dec, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+		if _, err := dec.Token(); err != nil {
+			return nil, httpArgErr("arguments: not valid JSON")
+		}
+		return a, nil
+	}
+	return nil, httpArgErr("arguments: not valid JSON")
+}
+
+// httpSchemaMessage reports a schema violation by location and keyword,
+// without the instance value some jsonschema messages quote.
+func httpSchemaMessage(err error) string {
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return "arguments: do not match the input schema"
+	}
+	leaf := ve
+	for len(leaf.Causes) > 0 {
+		leaf = leaf.Causes[0]
+	}
+	kw := leaf.KeywordLocation[strings.LastIndexByte(leaf.KeywordLocation, '/')+1:]
+	msg := leaf.Message
+	switch kw {
+	case "format":
+		msg = "is not valid " + msg[strings.LastIndex(msg, " is not valid ")+len(" is not valid "):]
+	case "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum":
+		msg, _, _ = strings.Cut(msg, " but found")
+	case "multipleOf":
+		msg = "is not a multiple of " + msg[strings.LastIndex(msg, "multipleOf ")+len("multipleOf "):]
+	case "additionalProperties":
+		msg = "has a property the schema does not allow"
+	}
+	return "arguments" + httpPrintable(leaf.InstanceLocation, 120) + ": " + msg
+}
+
+// httpPrintable quotes control and non-ASCII bytes of s and cuts it at max
+// bytes, so an agent-chosen key cannot inject lines into an error.
+func httpPrintable(s string, max int) string {
+	q := strconv.QuoteToASCII(s)
+	q = q[1 : len(q)-1]
+	if len(q) > max {
+		q = q[:max] + "..."
+	}
+	return q
+}

@@ -1,0 +1,222 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keyhole-dev/keyhole/tools/scrub"
+)
+
+// httpMaxResponseHeaders caps the header fields of an upstream response.
+const httpMaxResponseHeaders = 100
+
+// httpResponseHeaders are the response headers the agent may see; so are
+// those starting with "x-ratelimit-" or "ratelimit-". Set-Cookie,
+// authentication and hop-by-hop headers never pass.
+var httpResponseHeaders = map[string]bool{
+	"content-type": true, "content-length": true, "etag": true, "last-modified": true,
+	"link": true, "location": true, "retry-after": true, "x-request-id": true, "cache-control": true,
+}
+
+// httpView is the structured result of an http call, as the agent sees it.
+//
+// Body is the body's JSON value when the body is complete JSON; otherwise
+// the body as a string, base64-encoded (BodyEncoding "base64") when it is
+// not UTF-8. With response.fields, Body is the projection (see project) and
+// a body that is not complete JSON is withheld (null, with Note).
+type httpView struct {
+	Status       int               `json:"status"`
+	Headers      map[string]string `json:"headers"`
+	Body         any               `json:"body"`
+	BodyEncoding string            `json:"body_encoding,omitempty"`
+	Truncated    bool              `json:"truncated"`
+	Note         string            `json:"note,omitempty"`
+}
+
+// shape reads at most max_bytes of the (decompressed) body and builds the
+// scrubbed result.
+func (t *httpTool) shape(ctx context.Context, resp *http.Response, sc *scrub.Scrubber, bytesOut int64) (*Result, error) {
+	n := 0
+	for _, vs := range resp.Header {
+		n += len(vs)
+	}
+	if n > httpMaxResponseHeaders {
+		return nil, &ExecError{
+			Msg:    fmt.Sprintf("upstream response has more than %d header fields", httpMaxResponseHeaders),
+			Detail: fmt.Sprintf("%d header fields, status %d", n, resp.StatusCode),
+		}
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(t.maxBytes)+1))
+	if err != nil {
+		return nil, t.execError(ctx, sc, err)
+	}
+	res := &Result{Status: resp.StatusCode, BytesIn: int64(len(raw)), BytesOut: bytesOut}
+	if len(raw) > t.maxBytes {
+		raw, res.Truncated = raw[:t.maxBytes], true
+	}
+	view := httpView{Status: resp.StatusCode, Truncated: res.Truncated}
+	var hit bool
+	view.Headers, hit = httpShapeHeaders(resp.Header, sc)
+	body, bodyHit := sc.Bytes(raw)
+	projHit := t.shapeBody(&view, body, resp.Header.Get("Content-Type"), sc)
+	text, textHit := sc.String(view.text(t.maxBytes))
+
+	res.Structured, res.Text = view, text
+	res.Scrubbed = hit || bodyHit || projHit || textHit
+	return res, nil
+}
+
+// httpShapeHeaders keeps the allowlisted headers, lower-cased, values of a
+// repeated header joined with ", ", names and values scrubbed.
+func httpShapeHeaders(h http.Header, sc *scrub.Scrubber) (map[string]string, bool) {
+	out := map[string]string{}
+	hit := false
+	for k, vs := range h {
+		name := strings.ToLower(k)
+		if !httpResponseHeaders[name] && !strings.HasPrefix(name, "x-ratelimit-") && !strings.HasPrefix(name, "ratelimit-") {
+			continue
+		}
+		name, h1 := sc.String(name)
+		val, h2 := sc.String(strings.Join(vs, ", "))
+		out[name] = val
+		hit = hit || h1 || h2
+	}
+	return out, hit
+}
+
+// shapeBody sets view.Body from the scrubbed body and reports whether the
+// projection needed scrubbing.
+func (t *httpTool) shapeBody(view *httpView, body []byte, contentType string, sc *scrub.Scrubber) bool {
+	if len(body) == 0 {
+		view.Body = ""
+		return false
+	}
+	isJSON := !view.Truncated && json.Valid(body)
+	if len(t.fields) > 0 {
+		if !isJSON {
+			view.Note = "body withheld: only response.fields may be returned and the body is not complete JSON"
+			return false
+		}
+		proj, hit := sc.Bytes(t.project(body))
+		view.Body = json.RawMessage(proj)
+		return hit
+	}
+	mt, _, _ := mime.ParseMediaType(contentType)
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	switch {
+	case isJSON && (strings.Contains(mt, "json") || trimmed[0] == '{' || trimmed[0] == '['):
+		view.Body = json.RawMessage(body)
+	case utf8.Valid(body):
+		view.Body = string(body)
+	default:
+		view.Body = base64.StdEncoding.EncodeToString(body)
+		view.BodyEncoding = "base64"
+	}
+	return false
+}
+
+// project keeps only the configured response fields of a JSON body.
+//
+// When every field is a "#." path ("#.number", "#.user.login"), the body
+// must be an array and becomes an array with one object per element, keyed
+// by the path without "#." ({"number": 1, "user.login": "x"}); a body that
+// is not an array projects to null. Otherwise the result is one object
+// keyed by the full path ({"total_count": 3, "items.#.title": [...]}).
+// A path that matches nothing is left out.
+func (t *httpTool) project(body []byte) []byte {
+	var b bytes.Buffer
+	if !t.eachFields {
+		httpWriteFields(&b, gjson.ParseBytes(body), t.fields, 0)
+		return b.Bytes()
+	}
+	root := gjson.ParseBytes(body)
+	if !root.IsArray() {
+		return []byte("null")
+	}
+	b.WriteByte('[')
+	first := true
+	root.ForEach(func(_, el gjson.Result) bool {
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		httpWriteFields(&b, el, t.fields, len("#."))
+		return true
+	})
+	b.WriteByte(']')
+	return b.Bytes()
+}
+
+// httpWriteFields writes an object of the fields found in v, each path
+// with its first strip bytes removed.
+func httpWriteFields(b *bytes.Buffer, v gjson.Result, fields []string, strip int) {
+	b.WriteByte('{')
+	n := 0
+	for _, f := range fields {
+		path := f[strip:]
+		r := v.Get(path)
+		if !r.Exists() {
+			continue
+		}
+		raw := r.Raw
+		if raw == "" {
+			enc, err := json.Marshal(r.Value())
+			if err != nil {
+				continue
+			}
+			raw = string(enc)
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		n++
+		key, _ := json.Marshal(path)
+		b.Write(key)
+		b.WriteByte(':')
+		b.WriteString(raw)
+	}
+	b.WriteByte('}')
+}
+
+// text renders the view for clients that read only text:
+// "HTTP 200\ncontent-type: ...\n\n<body>".
+func (v httpView) text(maxBytes int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "HTTP %d\n", v.Status)
+	names := make([]string, 0, len(v.Headers))
+	for k := range v.Headers {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(&b, "%s: %s\n", k, v.Headers[k])
+	}
+	b.WriteByte('\n')
+	switch body := v.Body.(type) {
+	case json.RawMessage:
+		b.Write(body)
+	case string:
+		if v.BodyEncoding != "" {
+			fmt.Fprintf(&b, "(body is %s-encoded)\n", v.BodyEncoding)
+		}
+		b.WriteString(body)
+	}
+	if v.Note != "" {
+		fmt.Fprintf(&b, "(%s)", v.Note)
+	}
+	if v.Truncated {
+		fmt.Fprintf(&b, "\n[truncated at %d bytes]", maxBytes)
+	}
+	return b.String()
+}
