@@ -98,6 +98,9 @@ The model never holds a credential.`,
 		a.stdioCmd(),
 		a.auditCmd(),
 		a.mcpConfigCmd(),
+		a.serveCmd(),
+		a.reloadCmd(),
+		a.sessionCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyhole-dev/keyhole/server"
+)
+
+func (a *App) serveCmd() *cobra.Command {
+	var o server.ServeOptions
+	c := &cobra.Command{
+		Use:   "serve [--http 127.0.0.1:7777]",
+		Short: "Run the broker: owns the data dir, serves local clients and phantom-token sessions",
+		Long: `serve is the broker. It owns the data dir, listens on a unix socket in it
+(mode 0600) for local stdio clients and admin commands, and with --http serves
+MCP over streamable HTTP at /mcp for agents holding a phantom session token
+(keyhole session new). SIGHUP or keyhole reload re-reads keyhole.yaml for new
+sessions; SIGTERM stops accepting, lets in-flight calls finish and flushes the
+audit log.`,
+		Example: `  keyhole serve --http 127.0.0.1:7777
+  keyhole serve --http 0.0.0.0:7777 --tls-cert cert.pem --tls-key key.pem --metrics 127.0.0.1:9464`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.RuntimeOptions = a.runtimeOptions()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reload := make(chan struct{}, 1)
+			go func() {
+				for range hup {
+					select {
+					case reload <- struct{}{}:
+					default:
+					}
+				}
+			}()
+			o.Reload = reload
+			o.Ready = func(sock, http net.Addr) {
+				if http != nil {
+					a.log.Info("MCP over streamable HTTP", "url", fmt.Sprintf("http%s://%s/mcp", map[bool]string{true: "s"}[o.TLSCert != ""], http))
+				}
+			}
+			return server.Serve(cmd.Context(), o)
+		},
+	}
+	c.Flags().StringVar(&o.HTTPAddr, "http", "", "also serve MCP over streamable HTTP on this address (phantom tokens)")
+	c.Flags().StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus /metrics on this address (always on the unix socket)")
+	c.Flags().StringVar(&o.TLSCert, "tls-cert", "", "TLS certificate for --http")
+	c.Flags().StringVar(&o.TLSKey, "tls-key", "", "TLS key for --http")
+	c.Flags().BoolVar(&o.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback --http address")
+	c.Flags().StringSliceVar(&o.AllowedOrigins, "allowed-origin", nil, "extra Origin allowed on a loopback listener (repeatable)")
+	c.Flags().DurationVar(&o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")
+	c.Flags().DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
+	return c
+}
+
+func (a *App) reloadCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reload",
+		Short: "Re-read keyhole.yaml in the running broker (running sessions keep their scope)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ad, err := server.DialAdmin(a.dataDir())
+			if err != nil {
+				return fmt.Errorf("%w for %s; a new one reads keyhole.yaml when it starts", server.ErrNoBroker, a.dataDir())
+			}
+			defer ad.Close()
+			if err := ad.Reload(); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, "reloaded keyhole.yaml; new sessions use it, running ones keep their scope")
+			return nil
+		},
+	}
+}
