@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// countingUpstream counts the requests it receives.
+func countingUpstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `[{"number":1,"title":"ok"}]`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &n
+}
+
+// brokerHome is a home with a config whose tool calls up.
+func brokerHome(t *testing.T, upstream string) *home {
+	h := newHome(t)
+	h.ok("", "init")
+	h.ok(cliSecret, "secret", "set", "github_token")
+	cfg := fmt.Sprintf(`version: 1
+tools:
+  tracker:
+    kind: http
+    base_url: %s
+    allow_private_network: true
+    credential: {secret: github_token, inject: bearer}
+scopes:
+  triage:
+    ttl: 1h
+    grants:
+      - {tool: tracker, methods: [GET], paths: [/issues, /issues/*]}
+`, upstream)
+	if err := os.WriteFile(filepath.Join(h.dir, "keyhole.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// stdioClient launches `keyhole stdio` in h as an MCP client would.
+func (h *home) stdioClient(t *testing.T, extra ...string) *client.Client {
+	t.Helper()
+	args := append([]string{"stdio", "--scope", "triage"}, extra...)
+	c, err := client.NewStdioMCPClientWithOptions(binary, h.env, args, transport.WithCommandFunc(func(ctx context.Context, cmd string, env, args []string) (*exec.Cmd, error) {
+		c := exec.CommandContext(ctx, cmd, args...)
+		c.Env, c.Dir = env, h.dir
+		return c, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcp.Implementation{Name: "editor", Version: "1"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Initialize(ctx, init); err != nil {
+		t.Fatalf("initialize: %v", err)
+	}
+	return c
+}
+
+func call(c *client.Client, path string) (*mcp.CallToolResult, error) {
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "tracker"
+	req.Params.Arguments = map[string]any{"method": "GET", "path": path}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return c.CallTool(ctx, req)
+}
+
+// brokerPID reads the pid of the process that owns the data dir.
+func (h *home) brokerPID(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", "keyhole.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("lock file holds %q", b)
+	}
+	return pid
+}
+
+type auditLine struct {
+	Seq      uint64 `json:"seq"`
+	Session  string `json:"session"`
+	Decision string `json:"decision"`
+	Status   int    `json:"status"`
+}
+
+func (h *home) auditRecords(t *testing.T) []auditLine {
+	t.Helper()
+	r := h.ok("", "audit", "tail", "-n", "100000", "--json")
+	var out []auditLine
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if line == "" {
+			continue
+		}
+		var a auditLine
+		if err := json.Unmarshal([]byte(line), &a); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func TestThreeEditorsShareOneBroker(t *testing.T) {
+	up, hits := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	t.Cleanup(func() {
+		if pid := h.brokerPIDOrZero(); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+
+	clients := make([]*client.Client, 3)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			clients[i] = h.stdioClient(t)
+		}(i)
+	}
+	wg.Wait()
+	pid := h.brokerPID(t)
+	for i, c := range clients {
+		for j := 0; j < 2; j++ {
+			res, err := call(c, fmt.Sprintf("/issues/%d", i*10+j))
+			if err != nil || res.IsError {
+				t.Fatalf("editor %d call %d: %v %+v", i, j, err, res)
+			}
+		}
+	}
+	if got := hits.Load(); got != 6 {
+		t.Fatalf("upstream received %d requests, want 6", got)
+	}
+	if h.brokerPID(t) != pid {
+		t.Fatal("a second broker took over the data dir")
+	}
+	recs := h.auditRecords(t)
+	sessions := map[string]int{}
+	for _, r := range recs {
+		sessions[r.Session]++
+	}
+	if len(recs) != 6 || len(sessions) != 3 {
+		t.Fatalf("audit has %d records over %d sessions, want 6 over 3 (one per editor)", len(recs), len(sessions))
+	}
+	if r := h.ok("", "audit", "verify"); !strings.Contains(r.stdout, "chain intact") {
+		t.Fatalf("audit verify: %s", r.stdout)
+	}
+
+	// Killing the broker makes the editors fail clearly...
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	res, err := call(clients[0], "/issues/99")
+	if err == nil && !res.IsError {
+		t.Fatal("a call succeeded after the broker was killed")
+	}
+	if err != nil && !strings.Contains(err.Error(), "broker") && !strings.Contains(err.Error(), "closed") && !strings.Contains(err.Error(), "EOF") {
+		t.Fatalf("call after broker death failed unclearly: %v", err)
+	}
+	// ...and the next editor starts a new broker.
+	c := h.stdioClient(t)
+	if res, err := call(c, "/issues/100"); err != nil || res.IsError {
+		t.Fatalf("call through a new broker: %v %+v", err, res)
+	}
+	if h.brokerPID(t) == pid {
+		t.Fatal("no new broker was started")
+	}
+	for _, c := range append(clients, c) {
+		c.Close()
+	}
+	if r := h.ok("", "audit", "verify"); !strings.Contains(r.stdout, "chain intact") {
+		t.Fatalf("audit verify after the broker was replaced: %s", r.stdout)
+	}
+}
+
+func (h *home) brokerPIDOrZero() int {
+	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", "keyhole.lock"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if err := syscall.Kill(pid, 0); err != nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("process %d did not exit", pid)
+}
+
+func TestServeGracefulShutdownLosesNoRecord(t *testing.T) {
+	up, hits := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	serve := exec.Command(binary, "serve", "--http", "127.0.0.1:0")
+	serve.Dir, serve.Env = h.dir, h.env
+	stderr, _ := serve.StderrPipe()
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { serve.Process.Kill(); serve.Wait() })
+	url := waitForURL(t, stderr)
+
+	tok := strings.TrimSpace(h.ok("", "session", "new", "--scope", "triage").stdout)
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := client.NewStreamableHttpClient(url, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
+			if err != nil || c.Start(context.Background()) != nil {
+				return
+			}
+			defer c.Close()
+			init := mcp.InitializeRequest{}
+			init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
+			if _, err := c.Initialize(context.Background(), init); err != nil {
+				return
+			}
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if res, err := call(c, fmt.Sprintf("/issues/%d", i*1000+j)); err == nil && !res.IsError {
+					ok.Add(1)
+				} else {
+					return
+				}
+			}
+		}(i)
+	}
+	time.Sleep(300 * time.Millisecond)
+	serve.Process.Signal(syscall.SIGTERM)
+	serve.Wait()
+	close(stop)
+	wg.Wait()
+
+	recs := h.auditRecords(t)
+	allowed := 0
+	for _, r := range recs {
+		if r.Decision == "allow" && r.Status == 200 {
+			allowed++
+		}
+		if r.Decision == "interrupted" {
+			t.Errorf("record %d is interrupted after a graceful shutdown", r.Seq)
+		}
+	}
+	if ok.Load() == 0 {
+		t.Fatal("no call succeeded before shutdown")
+	}
+	if int64(allowed) < ok.Load() || int64(allowed) != hits.Load() {
+		t.Fatalf("clients got %d results, upstream saw %d requests, audit has %d complete records", ok.Load(), hits.Load(), allowed)
+	}
+	if r := h.ok("", "audit", "verify"); !strings.Contains(r.stdout, "chain intact") {
+		t.Fatalf("audit verify: %s", r.stdout)
+	}
+}
+
+// waitForURL reads the broker's log until it names its MCP URL.
+func waitForURL(t *testing.T, stderr io.Reader) string {
+	t.Helper()
+	found := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		var acc strings.Builder
+		for {
+			n, err := stderr.Read(buf)
+			acc.Write(buf[:n])
+			if i := strings.Index(acc.String(), "url=http://"); i >= 0 {
+				rest := acc.String()[i+4:]
+				if j := strings.IndexAny(rest, " \n"); j > 0 {
+					found <- rest[:j]
+					io.Copy(io.Discard, stderr)
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case u := <-found:
+		return u
+	case <-time.After(20 * time.Second):
+		t.Fatal("broker did not report its URL")
+		return ""
+	}
+}
