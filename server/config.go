@@ -88,8 +88,8 @@ func (e *ConfigError) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// compiledSchema is the config schema, compiled once per process on first use.
-func compileSchema() (*jsonschema.Schema, error) {
+// compiledSchema is the config schema, compiled once per process.
+var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 	c := jsonschema.NewCompiler()
 	c.Draft = jsonschema.Draft2020
 	if err := c.AddResource("keyhole.schema.json", bytes.NewReader(Schema)); err != nil {
@@ -100,7 +100,7 @@ func compileSchema() (*jsonschema.Schema, error) {
 		return nil, fmt.Errorf("server: config schema: %w", err)
 	}
 	return s, nil
-}
+})
 
 // LoadConfig reads, validates and compiles the config file at path. Every
 // problem is reported at once in a *ConfigError; a config with any problem
@@ -147,7 +147,7 @@ func ParseConfig(path string, data []byte, env tools.Env) (*Loaded, error) {
 	if err != nil {
 		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{*err}}
 	}
-	schema, serr := compileSchema()
+	schema, serr := compiledSchema()
 	if serr != nil {
 		return nil, serr
 	}

@@ -66,7 +66,7 @@ type recorded struct {
 	Body                         string
 }
 
-func newUpstream(t *testing.T, h http.HandlerFunc) *upstream {
+func newUpstream(t testing.TB, h http.HandlerFunc) *upstream {
 	u := &upstream{}
 	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -115,7 +115,7 @@ func issueTracker(w http.ResponseWriter, r *http.Request) {
 
 // env is one keyhole under test: data dir, vault, audit, config, broker.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	up       *upstream
 	vault    *vault.Vault
@@ -191,7 +191,6 @@ scopes:
   triage:
     description: Triage acme/api issues.
     ttl: 1h
-    max_calls: 1000
     grants:
       - tool: github
         methods: [GET]
@@ -209,7 +208,7 @@ scopes:
       - {tool: github, methods: [GET], paths: [/repos/acme/api/issues]}
 `
 
-func newEnv(t *testing.T, cfgText string) *env {
+func newEnv(t testing.TB, cfgText string) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), logs: &syncBuffer{}, clock: &fakeClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}}
 	e.up = newUpstream(t, issueTracker)

@@ -1,0 +1,86 @@
+package server
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/keyhole-dev/keyhole/tools"
+)
+
+// TestConfigFixtures loads every fixture in testdata/config and asserts
+// the exact problems reported: position, key path and message.
+func TestConfigFixtures(t *testing.T) {
+	cases := map[string][]string{
+		"valid.yaml":           nil,
+		"unknown_key.yaml":     {"7:5: tools.github.retries: unknown key"},
+		"wrong_type.yaml":      {"5:16: scopes.triage.max_calls: expected integer, but got string"},
+		"bad_duration.yaml":    {"9:10: scopes.triage.ttl: does not match pattern"},
+		"missing_tool.yaml":    {"11:16: scopes.triage.grants[1].tool: "},
+		"broad_write.yaml":     {"12:17: scopes.triage.grants[0].paths[0]: "},
+		"template_param.yaml":  {"tools.issues.path: "},
+		"bad_secret_name.yaml": {"tools.github.credential.secret: "},
+		"bad_rate.yaml":        {"9:11: scopes.triage.rate: does not match pattern"},
+		"many_problems.yaml":   {"7:5: tools.github.colour: unknown key", "11:16: scopes.triage.grants[0].tool: tool \"nope\" is not defined"},
+		"syntax.yaml":          {"keyhole.yaml"},
+		"duplicate_key.yaml":   {"4:1: "},
+	}
+	for file, want := range cases {
+		t.Run(file, func(t *testing.T) {
+			path := filepath.Join("testdata", "config", file)
+			_, err := LoadConfig(path, tools.Env{})
+			if want == nil {
+				if err != nil {
+					t.Fatalf("LoadConfig(%s) = %v, want no error", file, err)
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("LoadConfig(%s) = %v, want a *ConfigError", file, err)
+			}
+			got := ce.Error()
+			if file == "syntax.yaml" {
+				want = []string{path + ":"}
+			}
+			for _, w := range want {
+				if !strings.Contains(got, w) {
+					t.Errorf("LoadConfig(%s) problems:\n%s\nwant one containing %q", file, got, w)
+				}
+			}
+			if len(ce.Problems) != len(want) {
+				t.Errorf("LoadConfig(%s) reported %d problems, want %d:\n%s", file, len(ce.Problems), len(want), got)
+			}
+			for _, line := range strings.Split(got, "\n") {
+				if !strings.HasPrefix(line, path+":") {
+					t.Errorf("problem %q does not start with the file name", line)
+				}
+			}
+		})
+	}
+}
+
+func TestStarterConfigIsValid(t *testing.T) {
+	if _, err := ParseConfig("starter.yaml", StarterConfig, tools.Env{}); err != nil {
+		t.Fatalf("the config keyhole init writes does not load: %v", err)
+	}
+}
+
+// FuzzLoadConfig feeds arbitrary bytes to the config loader: it must
+// return a config or an error, never panic.
+func FuzzLoadConfig(f *testing.F) {
+	entries, _ := os.ReadDir(filepath.Join("testdata", "config"))
+	for _, e := range entries {
+		b, _ := os.ReadFile(filepath.Join("testdata", "config", e.Name()))
+		f.Add(b)
+	}
+	f.Add(StarterConfig)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig("fuzz.yaml", data, tools.Env{})
+		if (cfg == nil) == (err == nil) {
+			t.Fatalf("ParseConfig returned config %v and error %v", cfg != nil, err)
+		}
+	})
+}
