@@ -101,6 +101,7 @@ The model never holds a credential.`,
 		a.serveCmd(),
 		a.reloadCmd(),
 		a.sessionCmd(),
+		a.demoCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -166,39 +165,9 @@ func (p *recordPrinter) print(recs []audit.Record) error {
 	if p.asJSON {
 		return writeJSONLines(p.w, recs)
 	}
-	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
-	if !p.header {
-		fmt.Fprintln(tw, "SEQ\tTIME\tSESSION\tTOOL\tMETHOD\tPATH\tDECISION\tSTATUS\tDURATION")
-		p.header = true
-	}
-	for _, r := range recs {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			r.Seq, r.Time.Local().Format("15:04:05.000"), r.Session, r.Tool,
-			orDash(firstNonEmpty(r.Method, r.Action)), orDash(firstNonEmpty(r.Path, r.Key)),
-			p.decision(r.Decision), status(r.Status), r.Duration.Round(time.Microsecond))
-	}
-	return tw.Flush()
-}
-
-func (p *recordPrinter) decision(d audit.Decision) string {
-	if !p.color {
-		return string(d)
-	}
-	switch d {
-	case "allow":
-		return "\x1b[32m" + string(d) + "\x1b[0m"
-	case "deny":
-		return "\x1b[31m" + string(d) + "\x1b[0m"
-	default:
-		return "\x1b[33m" + string(d) + "\x1b[0m"
-	}
-}
-
-func status(s int) string {
-	if s == 0 {
-		return "-"
-	}
-	return strconv.Itoa(s)
+	err := audit.WriteTable(p.w, recs, "", !p.header, p.color)
+	p.header = true
+	return err
 }
 
 func orDash(s string) string {
@@ -206,13 +175,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (a *App) auditShowCmd() *cobra.Command {
