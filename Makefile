@@ -4,7 +4,7 @@ BIN      := bin/keyhole
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all build test lint fuzz bench demo run clean
+.PHONY: all build test test-clients lint fuzz bench demo run clean
 
 all: build
 
@@ -16,6 +16,12 @@ build:
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+# The official MCP clients (TypeScript SDK over stdio and streamable HTTP,
+# MCP Inspector CLI) against the built binary; versions pinned in
+# clients/package-lock.json. Needs node and npm.
+test-clients: build
+	cd clients && npm ci --no-audit --no-fund --ignore-scripts && node run.mjs ../$(BIN)
 
 # govulncheck runs when it is installed (go install golang.org/x/vuln/cmd/govulncheck@v1.9.0)
 # and its database is reachable; a machine without network skips it with a note.
@@ -38,8 +44,18 @@ fuzz:
 		done; \
 	done
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+# Micro-benchmarks of the hot path's pieces, then the end-to-end comparison
+# of direct, bare MCP and keyhole (cmd/keyhole-bench), printed as one table.
+# BENCHTIME sets each micro-benchmark's time; BENCH_ARGS passes flags to
+# keyhole-bench (e.g. BENCH_ARGS='--rounds 3 --duration 500ms'). See BENCHMARKS.md.
+BENCHTIME  ?= 200ms
+BENCH_ARGS ?=
+bench: build
+	@echo "micro-benchmarks (-benchtime $(BENCHTIME))" >&2
+	@$(GO) test -run '^$$' -bench '^(BenchmarkDecide|BenchmarkCanonicalPath|BenchmarkProjection|BenchmarkScrub|BenchmarkAppend)$$' \
+		-benchmem -benchtime $(BENCHTIME) -count 1 ./policy ./tools ./tools/scrub ./server/audit > bin/bench-micro.txt \
+		|| { cat bin/bench-micro.txt; exit 1; }
+	@$(GO) run ./cmd/keyhole-bench --keyhole $(BIN) --micro bin/bench-micro.txt $(BENCH_ARGS)
 
 demo: build
 	./$(BIN) demo
