@@ -80,14 +80,23 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte) (*Res
 	return t.shape(ctx, resp, sc, int64(len(call.http.body)))
 }
 
+// minUserScrub is the shortest basic-auth user name scrubbed on its own:
+// APIs such as Stripe put the key in the user name, but a short one
+// ("admin") is a word, not a key, and would redact ordinary text.
+const minUserScrub = 8
+
 // scrubValues lists every value whose forms must not reach the agent: the
-// secret itself and, for basic, the password alone; for aws_sigv4, each
-// credential field.
+// secret itself and, for basic, the password alone and a key-length user
+// name alone; for aws_sigv4, each credential field.
 func (t *httpTool) scrubValues(secret []byte) [][]byte {
 	switch t.cred.Inject {
 	case "basic":
 		if i := bytes.IndexByte(secret, ':'); i >= 0 {
-			return [][]byte{secret, secret[i+1:]}
+			vals := [][]byte{secret, secret[i+1:]}
+			if i >= minUserScrub {
+				vals = append(vals, secret[:i])
+			}
+			return vals
 		}
 	case "aws_sigv4":
 		return awsSecretValues(secret)

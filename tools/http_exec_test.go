@@ -522,3 +522,29 @@ func TestHTTPEgressRefused(t *testing.T) {
 	}
 	assertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
 }
+
+// TestHTTPBasicKeyInUserNameIsScrubbed: APIs such as Stripe take the key as
+// the basic-auth user name with an empty password; an upstream echoing the
+// user name alone must not hand the key to the agent.
+func TestHTTPBasicKeyInUserNameIsScrubbed(t *testing.T) {
+	const key = "rk_live_51HxYzAbCdEfGhIjKlMnOp"
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		user, _, _ := r.BasicAuth()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"error":"key %s is restricted"}`, user)
+	})
+	tool := compileTest(t, Config{BaseURL: up.URL, Credential: Credential{Inject: "basic"}})
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/customers"}`), []byte(key+":"))
+	if err != nil {
+		t.Fatalf("Execute = %v", err)
+	}
+	req := http.Request{Header: up.received()[0].Header}
+	if user, _, ok := req.BasicAuth(); !ok || user != key {
+		t.Fatalf("upstream basic-auth user = %q, want the key", user)
+	}
+	view := agentView(t, res)
+	assertNoSecret(t, "result", view, key)
+	if !res.Scrubbed || !strings.Contains(view, "[REDACTED]") {
+		t.Fatalf("result = %s, want the echoed key redacted", view)
+	}
+}
