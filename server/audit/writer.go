@@ -132,15 +132,113 @@ func (l *Log) submit(ctx context.Context, e *entry, synced bool) result {
 }
 
 // writer is the group committer: it commits whatever is queued as one
-// transaction and one fsync, until the queue is closed.
+// transaction and hands the batch to the syncer, so the next batch is
+// written while the previous one is being fsynced.
 func (l *Log) writer() {
-	defer close(l.done)
+	syncs := make(chan synced, 64)
+	syncerDone := make(chan struct{})
+	go l.syncer(syncs, syncerDone)
+	defer func() {
+		close(syncs)
+		<-syncerDone
+		close(l.done)
+	}()
 	batch := make([]*op, 0, 64)
 	for o := range l.queue {
 		batch = append(batch[:0], o)
 		batch = l.gather(batch)
-		l.commit(batch)
+		if s, ok := l.commit(batch); ok {
+			syncs <- s
+			batch = make([]*op, 0, 64) // the syncer owns the old one now
+		}
 	}
+}
+
+// synced is a written batch awaiting its fsync.
+type synced struct {
+	batch []*op
+	head  link
+}
+
+// syncer fsyncs written batches: every batch waiting when an fsync starts
+// is covered by it, so under load one fsync serves many batches. After the
+// fsync it wakes the durable waiters and passes the head on to be
+// checkpointed in the vault.
+func (l *Log) syncer(in <-chan synced, done chan<- struct{}) {
+	heads := make(chan link, 1)
+	cpDone := make(chan struct{})
+	go l.checkpointer(heads, cpDone)
+	defer func() {
+		close(heads)
+		<-cpDone
+		close(done)
+	}()
+	for s := range in {
+		pending := []synced{s}
+	drain:
+		for {
+			select {
+			case more, ok := <-in:
+				if !ok {
+					break drain
+				}
+				pending = append(pending, more)
+			default:
+				break drain
+			}
+		}
+		err := l.sync.Sync()
+		if err != nil {
+			l.fail(fmt.Errorf("audit: fsync: %w", err))
+		}
+		for _, p := range pending {
+			wake(p.batch, durable, l.failure(), true)
+		}
+		if err == nil && l.cp != nil {
+			// Hand the newest durable head to the checkpointer, replacing
+			// one it has not taken yet.
+			head := pending[len(pending)-1].head
+			select {
+			case heads <- head:
+			default:
+				select {
+				case <-heads:
+				default:
+				}
+				heads <- head
+			}
+		}
+	}
+}
+
+// checkpointer writes the newest durable head to the vault. The entries are
+// already durable in the log; the checkpoint only guards against a cut
+// tail, so it does not hold callers up and may lag by a batch (it only ever
+// names an entry the log holds). If it cannot be written the log fails
+// closed from the next write on.
+func (l *Log) checkpointer(heads <-chan link, done chan<- struct{}) {
+	defer close(done)
+	for head := range heads {
+		if err := l.cp.PutRecord(CheckpointName, l.keyed.encodeLink(checkpointDomain, head)); err != nil {
+			l.fail(fmt.Errorf("audit: write checkpoint: %w", err))
+		}
+	}
+}
+
+// fail makes the log refuse every write from now on.
+func (l *Log) fail(err error) {
+	l.mu.Lock()
+	if l.failed == nil {
+		l.failed = err
+	}
+	l.mu.Unlock()
+}
+
+// failure is the error that made the log refuse writes, or nil.
+func (l *Log) failure() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
 }
 
 // gather adds queued ops to batch, lingering up to MaxBatchDelay.
@@ -178,14 +276,11 @@ func (l *Log) gather(batch []*op) []*op {
 }
 
 // commit writes one batch: seal, one buntdb transaction, mirror, wake the
-// writers, fsync, checkpoint, wake the durable waiters.
-func (l *Log) commit(batch []*op) {
-	l.mu.Lock()
-	failed := l.failed
-	l.mu.Unlock()
-	if failed != nil {
+// writers. It reports whether the batch is in the file and awaits its fsync.
+func (l *Log) commit(batch []*op) (synced, bool) {
+	if failed := l.failure(); failed != nil {
 		wake(batch, all, failed, false)
-		return
+		return synced{}, false
 	}
 	head := l.head
 	values := make([]string, len(batch))
@@ -197,7 +292,7 @@ func (l *Log) commit(batch []*op) {
 			// Cannot happen for entries built by this package; refuse
 			// the whole batch rather than leave a hole in the chain.
 			wake(batch, all, err, false)
-			return
+			return synced{}, false
 		}
 		values[i], head = v, link{Seq: o.e.Seq, MAC: mac}
 		switch o.e.Type {
@@ -212,29 +307,18 @@ func (l *Log) commit(batch []*op) {
 	if err := l.db.Update(func(tx *buntdb.Tx) error { return put(tx, batch, values) }); err != nil {
 		l.setInflight(intents, false)
 		wake(batch, all, fmt.Errorf("audit: write: %w", err), false)
-		return
+		return synced{}, false
 	}
 	l.head = head
 	l.setInflight(outcomes, false)
 	if l.mirror != nil {
 		if _, err := l.mirror.WriteString(strings.Join(values, "\n") + "\n"); err != nil {
 			wake(batch, all, fmt.Errorf("audit: write mirror: %w", err), true)
-			return
+			return synced{}, false
 		}
 	}
 	wake(batch, written, nil, true)
-	err := l.sync.Sync()
-	if err != nil {
-		err = fmt.Errorf("audit: fsync: %w", err)
-		l.mu.Lock()
-		l.failed = err
-		l.mu.Unlock()
-	} else if l.cp != nil {
-		if cerr := l.cp.PutRecord(CheckpointName, l.keyed.encodeLink(checkpointDomain, head)); cerr != nil {
-			err = fmt.Errorf("audit: write checkpoint: %w", cerr)
-		}
-	}
-	wake(batch, durable, err, true)
+	return synced{batch: batch, head: head}, true
 }
 
 // put stores a batch of sealed entries, maintaining the pending markers.
