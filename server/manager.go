@@ -19,13 +19,15 @@ type Sessions struct {
 	broker *Broker
 	store  *sessions.Store
 
-	mu   sync.Mutex
-	live map[string]*Session // by session id
+	mu     sync.Mutex
+	live   map[string]*Session // by session id
+	byHash map[string]*Session // by token hash, so a request needs no store read
+	dirty  map[string]*Session // counters changed since the last Flush
 }
 
 // NewSessions manages the sessions of store for broker.
 func NewSessions(b *Broker, store *sessions.Store) *Sessions {
-	return &Sessions{broker: b, store: store, live: map[string]*Session{}}
+	return &Sessions{broker: b, store: store, live: map[string]*Session{}, byHash: map[string]*Session{}, dirty: map[string]*Session{}}
 }
 
 // ErrSessionDead is returned for a token whose session is expired, revoked
@@ -51,32 +53,66 @@ func (m *Sessions) Create(scope string, ttl time.Duration, label string) (policy
 	if err != nil {
 		return policy.SessionInfo{}, "", err
 	}
-	m.track(s)
+	m.track(s, sessions.Hash(tok))
 	return info, tok, nil
 }
 
-func (m *Sessions) track(s *Session) {
-	s.persist = func(info policy.SessionInfo) {
-		if err := m.store.Save(info); err != nil {
-			m.broker.log.Warn("save session", LogSession, info.ID, LogError, err)
-		}
+// track makes s live. Its counters are marked dirty after each call and
+// written by Flush, so a call costs no store write; a state change
+// (revoke, end) is written at once.
+func (m *Sessions) track(s *Session, tokenHash string) {
+	s.persist = func(policy.SessionInfo) {
+		m.mu.Lock()
+		m.dirty[s.ID()] = s
+		m.mu.Unlock()
 	}
 	m.mu.Lock()
 	m.live[s.ID()] = s
+	m.byHash[tokenHash] = s
 	m.mu.Unlock()
+}
+
+// Flush writes the counters of every session that served calls since the
+// last Flush. The broker flushes every second and on shutdown, so a crash
+// loses at most a second of counts.
+func (m *Sessions) Flush() {
+	m.mu.Lock()
+	dirty := m.dirty
+	m.dirty = map[string]*Session{}
+	m.mu.Unlock()
+	now := m.broker.now()
+	for _, s := range dirty {
+		if err := m.store.Save(s.Info(now)); err != nil {
+			m.broker.log.Warn("save session", LogSession, s.ID(), LogError, err)
+		}
+	}
+}
+
+// saveNow writes one session's state immediately.
+func (m *Sessions) saveNow(s *Session) {
+	if err := m.store.Save(s.Info(m.broker.now())); err != nil {
+		m.broker.log.Warn("save session", LogSession, s.ID(), LogError, err)
+	}
 }
 
 // Authenticate returns the live session a phantom token names. Unknown
 // tokens get sessions.ErrUnknownToken; a session that is no longer active
 // gets ErrSessionDead.
 func (m *Sessions) Authenticate(tok string) (*Session, error) {
-	rec, err := m.store.Lookup(tok)
-	if err != nil {
-		return nil, err
+	if !sessions.WellFormed(tok) {
+		return nil, sessions.ErrUnknownToken
 	}
-	s, err := m.get(rec)
-	if err != nil {
-		return nil, err
+	m.mu.Lock()
+	s, ok := m.byHash[sessions.Hash(tok)]
+	m.mu.Unlock()
+	if !ok {
+		rec, err := m.store.Lookup(tok)
+		if err != nil {
+			return nil, err
+		}
+		if s, err = m.get(rec); err != nil {
+			return nil, err
+		}
 	}
 	if st := s.Info(m.broker.now()).State; st != policy.StateActive {
 		return nil, fmt.Errorf("%w: %s", ErrSessionDead, st)
@@ -105,7 +141,7 @@ func (m *Sessions) get(rec sessions.Record) (*Session, error) {
 		return existing, nil
 	}
 	m.mu.Unlock()
-	m.track(s)
+	m.track(s, rec.TokenHash)
 	return s, nil
 }
 
@@ -169,7 +205,7 @@ func (m *Sessions) Revoke(id, scope string, all bool, reason string) ([]string, 
 			continue
 		}
 		s.Revoke(reason)
-		s.save(m.broker.now())
+		m.saveNow(s)
 		done = append(done, r.ID)
 	}
 	if id != "" && len(done) == 0 {
@@ -191,7 +227,7 @@ func (m *Sessions) End(id, reason string) error {
 		return nil
 	}
 	s.End(reason)
-	s.save(m.broker.now())
+	m.saveNow(s)
 	return nil
 }
 

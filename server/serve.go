@@ -139,10 +139,15 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		defer t.Stop()
 		idle = t.C
 	}
+	flush := time.NewTicker(time.Second)
+	defer flush.Stop()
+	defer m.Flush()
 	var serveErr error
 loop:
 	for {
 		select {
+		case <-flush.C:
+			m.Flush()
 		case <-ctx.Done():
 			break loop
 		case err := <-errc:
