@@ -208,14 +208,14 @@ func (b *Broker) call(ctx context.Context, s *Session, name string, args json.Ra
 			msg = "invalid arguments: " + ae.Msg
 		}
 		rec.Code, rec.Reason = "invalid_arguments", msg
-		return b.deny(ctx, rec, msg)
+		return b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	describe(rec, tool, call)
 
 	d := s.Decide(b.now(), call.Request)
 	if !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
-		return b.deny(ctx, rec, "denied: "+d.Reason)
+		return b.denyScrubbed(ctx, rec, tool, "denied: "+d.Reason)
 	}
 	rec.Grant = d.Grant
 	rec.Decision = audit.Decision("allow")
@@ -231,7 +231,7 @@ func (b *Broker) call(ctx context.Context, s *Session, name string, args json.Ra
 		rec.CredVersion = m.Version
 	}
 	scrubber := scrub.New(secret.Bytes())
-	rec.Args, _ = scrubber.Bytes(args)
+	scrubRecord(rec, scrubber)
 
 	pending, err := b.audit.Begin(ctx, *rec)
 	if err != nil {
@@ -276,6 +276,33 @@ func (b *Broker) call(ctx context.Context, s *Session, name string, args json.Ra
 		return failed("keyhole could not record the outcome of this call in its audit log, so its result is withheld")
 	}
 	return out
+}
+
+// denyScrubbed denies a call to a known tool. The agent chose the
+// arguments, path, query names and object key, and the reason quotes them,
+// so every form of the tool's secret is removed from the record and the
+// message before either is kept or shown; the secret is decrypted for that
+// alone. If it cannot be had, there is nothing to scrub with and the
+// record is written as it is.
+func (b *Broker) denyScrubbed(ctx context.Context, rec *audit.Record, tool tools.Tool, msg string) *Outcome {
+	if secret, err := b.secrets.Get(tool.SecretName()); err == nil {
+		sc := scrub.New(secret.Bytes())
+		scrubRecord(rec, sc)
+		msg, _ = sc.String(msg)
+	}
+	return b.deny(ctx, rec, msg)
+}
+
+// scrubRecord removes every form of a secret from the fields of rec that
+// hold what the agent sent.
+func scrubRecord(rec *audit.Record, sc *scrub.Scrubber) {
+	rec.Args, _ = sc.Bytes(rec.Args)
+	rec.Path, _ = sc.String(rec.Path)
+	rec.Key, _ = sc.String(rec.Key)
+	rec.Reason, _ = sc.String(rec.Reason)
+	for i, n := range rec.QueryNames {
+		rec.QueryNames[i], _ = sc.String(n)
+	}
 }
 
 func (b *Broker) deny(ctx context.Context, rec *audit.Record, msg string) *Outcome {

@@ -1,0 +1,185 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/keyhole-dev/keyhole/server/audit"
+)
+
+// redactionConfig adds to baseConfig two query-injected tools: one whose
+// upstream fails with the key echoed in a 500 body, one whose upstream is
+// not listening (Go's *url.Error then quotes the URL, key included).
+const redactionConfig = `version: 1
+tools:
+  github:
+    kind: http
+    base_url: %UPSTREAM%
+    allow_private_network: true
+    credential: {secret: github_token, inject: bearer}
+    timeout: 5s
+  keyed:
+    kind: http
+    base_url: %ECHO%
+    allow_private_network: true
+    credential: {secret: github_token, inject: query, param: api_key}
+    timeout: 5s
+  dead:
+    kind: http
+    base_url: %DEAD%
+    allow_private_network: true
+    credential: {secret: github_token, inject: query, param: api_key}
+    timeout: 5s
+scopes:
+  triage:
+    ttl: 1h
+    grants:
+      - {tool: github, methods: [GET], paths: [/repos/acme/api/issues, /repos/acme/api/issues/*]}
+      - {tool: github, methods: [POST], paths: [/repos/acme/api/issues/*/comments]}
+      - {tool: keyed, methods: [GET, POST], paths: [/fail]}
+      - {tool: dead, methods: [GET], paths: [/x]}
+`
+
+// echo500 fails every request with a 500 whose body quotes the key it was
+// sent, raw, base64 and in a JSON error.
+func echo500(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Query().Get("api_key")
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("WWW-Authenticate", `Key realm="x", key="`+key+`"`)
+	w.WriteHeader(http.StatusInternalServerError)
+	json.NewEncoder(w).Encode(map[string]string{
+		"error": "internal error processing " + r.URL.String(),
+		"b64":   base64.StdEncoding.EncodeToString([]byte(key)),
+	})
+}
+
+// closedAddr returns a loopback address that nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestInvariant1_AuditHoldsNoSecretInAnyForm: an agent that sends the
+// secret in its arguments (path, query name and value, body, an unknown
+// argument, a denied call) and upstreams that echo the query-injected key
+// in a 500 or fail with a URL carrying it leave no form of the secret in
+// the audit records, the audit file on disk, the logs or anything the agent
+// received, with arguments stored in full or hashed.
+func TestInvariant1_AuditHoldsNoSecretInAnyForm(t *testing.T) {
+	calls := []struct {
+		name     string
+		tool     string
+		args     map[string]any
+		decision audit.Decision
+		status   int
+	}{
+		{"secret as query value", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"q": testSecret}}, audit.Allow, 200},
+		{"secret as query name", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{testSecret: "1"}}, audit.Allow, 200},
+		{"secret in path", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues/" + testSecret}, audit.Allow, 200},
+		{"secret in body", "github", map[string]any{"method": "POST", "path": "/repos/acme/api/issues/7/comments", "body": map[string]any{"body": "token is " + testSecret}}, audit.Allow, 201},
+		{"secret base64 in body", "github", map[string]any{"method": "POST", "path": "/repos/acme/api/issues/7/comments", "body": base64.StdEncoding.EncodeToString([]byte(testSecret))}, audit.Allow, 201},
+		{"secret in a denied call", "github", map[string]any{"method": "GET", "path": "/admin", "query": map[string]any{"k": testSecret}}, audit.Deny, 0},
+		{"secret in a denied path", "github", map[string]any{"method": "DELETE", "path": "/repos/acme/api/issues/" + testSecret}, audit.Deny, 0},
+		{"secret in an unknown argument", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "url": testSecret}, audit.Deny, 0},
+		{"key echoed in a 500", "keyed", map[string]any{"method": "GET", "path": "/fail"}, audit.Allow, 500},
+		{"key echoed in a 500 with the secret sent", "keyed", map[string]any{"method": "POST", "path": "/fail", "body": testSecret}, audit.Allow, 500},
+		{"key in a dial error", "dead", map[string]any{"method": "GET", "path": "/x"}, audit.Error, 0},
+	}
+	for _, mode := range []string{audit.ArgsFull, audit.ArgsHashed} {
+		t.Run(mode, func(t *testing.T) {
+			echo := newUpstream(t, echo500)
+			cfg := strings.NewReplacer("%ECHO%", echo.URL, "%DEAD%", "http://"+closedAddr(t)).Replace(redactionConfig)
+			e := newEnv(t, cfg)
+			e.useArgsMode(mode)
+			c, wire := e.connect("triage")
+			for _, tc := range calls {
+				res := callTool(t, c, tc.tool, tc.args)
+				if res.IsError != (tc.decision != audit.Allow) {
+					t.Fatalf("%s: result isError=%v: %s", tc.name, res.IsError, resultText(res))
+				}
+			}
+			if got := echo.requests(); len(got) != 2 || !strings.Contains(got[0].Query, "api_key=") {
+				t.Fatalf("echo upstream received %+v, want two requests carrying the injected key", got)
+			}
+
+			recs := e.records()
+			if len(recs) != len(calls) {
+				t.Fatalf("audit has %d records for %d calls", len(recs), len(calls))
+			}
+			for i, tc := range calls {
+				r := recs[i]
+				if r.Decision != tc.decision || r.Status != tc.status {
+					t.Errorf("%s: record decision %s status %d, want %s %d", tc.name, r.Decision, r.Status, tc.decision, tc.status)
+				}
+				switch mode {
+				case audit.ArgsFull:
+					if len(r.Args) == 0 || r.ArgsSHA256 == "" {
+						t.Errorf("%s: full mode record has args %q, sha256 %q; want both", tc.name, r.Args, r.ArgsSHA256)
+					}
+				case audit.ArgsHashed:
+					if len(r.Args) != 0 || r.ArgsSHA256 == "" {
+						t.Errorf("%s: hashed mode record has args %q, sha256 %q; want only the hash", tc.name, r.Args, r.ArgsSHA256)
+					}
+				}
+			}
+			if dial := recs[len(recs)-1]; !strings.Contains(dial.Reason, "[REDACTED]") {
+				t.Errorf("dial error record reason %q does not show the key redacted from the URL", dial.Reason)
+			}
+			for i, r := range recs {
+				raw, _ := json.Marshal(r)
+				if f := secretFormIn(raw); f != "" {
+					t.Errorf("%s: audit record holds the secret (%s): %s", calls[i].name, f, raw)
+				}
+			}
+			if t.Failed() {
+				t.FailNow()
+			}
+			file, err := os.ReadFile(e.dataDir.File(AuditFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertNoSecret(t, "audit file on disk", file)
+			assertNoSecret(t, "logs", []byte(e.logs.String()))
+			assertNoSecret(t, "bytes the agent received", wire.Bytes())
+		})
+	}
+}
+
+// useArgsMode reopens e's audit log with the given arguments mode and
+// points the broker at it.
+func (e *env) useArgsMode(mode string) {
+	e.t.Helper()
+	if err := e.audit.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	al, err := audit.Open(audit.Options{Path: e.dataDir.File(AuditFile), Key: e.vault.DeriveKey(auditKeyLabel), Checkpoint: e.vault, Arguments: mode})
+	if err != nil {
+		e.t.Fatal(fmt.Errorf("reopen audit in %s mode: %w", mode, err))
+	}
+	e.t.Cleanup(func() { al.Close() })
+	e.audit, e.auditLog = al, AuditAdapter{al}
+	e.broker.audit = e.auditLog
+}
+
+// secretFormIn names the first form of testSecret found in b, or "".
+func secretFormIn(b []byte) string {
+	names := []string{"raw", "base64", "base64url", "hex", "url-encoded", "middle"}
+	for i, f := range secretForms(testSecret) {
+		if strings.Contains(string(b), f) {
+			return names[i]
+		}
+	}
+	return ""
+}
