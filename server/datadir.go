@@ -65,6 +65,23 @@ func readPID(f *os.File) string {
 	return "unknown"
 }
 
+// ownerAlive reports whether a live process other than this one owns the
+// data dir, by the pid its lock file names. It never takes the lock, so it
+// cannot make a keyhole that is starting find the data dir in use. A stale
+// pid that the system has given to another process reads as alive.
+func ownerAlive(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, lockFile))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
 // File returns the path of a file in the data dir.
 func (d *DataDir) File(name string) string { return filepath.Join(d.Path, name) }
 

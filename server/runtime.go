@@ -109,7 +109,9 @@ func (rt *Runtime) Close() error {
 // OpenAuditReader opens the audit log of a data dir read-only, for the
 // admin commands that review and verify it: it never writes to the log or
 // the vault, so it is safe beside a running keyhole that owns the data dir.
-// Close releases what it opened.
+// It reads the file as it is when opened; a call without an outcome reads
+// as running while the keyhole owning the data dir is alive, interrupted
+// otherwise. Close releases what it opened.
 func OpenAuditReader(dir string, keys vault.KeySource) (*Runtime, error) {
 	v, err := vault.Open(filepath.Join(dir, VaultFile), keys)
 	if err != nil {
@@ -118,7 +120,11 @@ func OpenAuditReader(dir string, keys vault.KeySource) (*Runtime, error) {
 		}
 		return nil, err
 	}
-	log, err := audit.Open(audit.Options{Path: filepath.Join(dir, AuditFile), Key: v.DeriveKey(auditKeyLabel), Checkpoint: v, ReadOnly: true})
+	log, err := audit.Open(audit.Options{
+		Path: filepath.Join(dir, AuditFile), Key: v.DeriveKey(auditKeyLabel), Checkpoint: v, ReadOnly: true,
+		// A call in flight in the keyhole that owns the data dir is running, not interrupted.
+		WriterAlive: func() bool { return ownerAlive(dir) },
+	})
 	if err != nil {
 		v.Close()
 		if errors.Is(err, os.ErrNotExist) {

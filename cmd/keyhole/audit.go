@@ -1,10 +1,14 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -44,7 +48,7 @@ func (f *filterFlags) register(c *cobra.Command, until bool) {
 	c.Flags().StringVar(&f.session, "session", "", "only this session id")
 	c.Flags().StringVar(&f.scope, "scope", "", "only this scope")
 	c.Flags().StringVar(&f.tool, "tool", "", "only this tool")
-	c.Flags().StringVar(&f.decision, "decision", "", "only this decision: allow, deny, error, interrupted")
+	c.Flags().StringVar(&f.decision, "decision", "", "only this decision: allow, deny, error, interrupted, running")
 	c.Flags().StringVar(&f.since, "since", "", "only records newer than this (duration like 1h, or RFC 3339 time)")
 	if until {
 		c.Flags().StringVar(&f.until, "until", "", "only records older than this (duration or RFC 3339 time)")
@@ -54,9 +58,9 @@ func (f *filterFlags) register(c *cobra.Command, until bool) {
 func (f *filterFlags) filter() (audit.Filter, error) {
 	flt := audit.Filter{Session: f.session, Scope: f.scope, Tool: f.tool, Decision: audit.Decision(f.decision)}
 	switch f.decision {
-	case "", "allow", "deny", "error", "interrupted":
+	case "", "allow", "deny", "error", "interrupted", "running":
 	default:
-		return flt, &usageError{fmt.Errorf("--decision %q: want allow, deny, error or interrupted", f.decision)}
+		return flt, &usageError{fmt.Errorf("--decision %q: want allow, deny, error, interrupted or running", f.decision)}
 	}
 	var err error
 	if flt.Since, err = parseWhen(f.since); err != nil {
@@ -99,43 +103,19 @@ func (a *App) auditTailCmd() *cobra.Command {
 				return err
 			}
 			flt.Limit = n
-			return a.withAudit(func(l *audit.Log) error {
-				recs, err := l.Query(flt)
+			pr := a.recordPrinter(asJSON)
+			var recs []audit.Record
+			err = a.withAudit(func(l *audit.Log) error {
+				recs, err = l.Query(flt)
 				if err != nil {
 					return err
 				}
-				pr := a.recordPrinter(asJSON)
-				if err := pr.print(recs); err != nil {
-					return err
-				}
-				if !follow {
-					return nil
-				}
-				last := uint64(0)
-				if len(recs) > 0 {
-					last = recs[len(recs)-1].Seq
-				}
-				tick := time.NewTicker(500 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					select {
-					case <-cmd.Context().Done():
-						return nil
-					case <-tick.C:
-					}
-					flt.Limit, flt.AfterSeq = 0, last
-					recs, err := l.Query(flt)
-					if err != nil {
-						return err
-					}
-					if len(recs) > 0 {
-						last = recs[len(recs)-1].Seq
-						if err := pr.print(recs); err != nil {
-							return err
-						}
-					}
-				}
+				return pr.print(recs)
 			})
+			if err != nil || !follow {
+				return err
+			}
+			return a.followAudit(cmd.Context(), pr, flt, recs)
 		},
 	}
 	ff.register(c, false)
@@ -143,6 +123,76 @@ func (a *App) auditTailCmd() *cobra.Command {
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
 	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return c
+}
+
+// followAudit prints the records matching flt that come after shown, until
+// ctx ends. A read-only log is a snapshot of the file, so the file is read
+// again whenever it changes. A call shown as running is shown again once
+// its outcome is written.
+func (a *App) followAudit(ctx context.Context, pr *recordPrinter, flt audit.Filter, shown []audit.Record) error {
+	path := filepath.Join(a.dataDir(), server.AuditFile)
+	var last uint64
+	running := map[uint64]bool{}
+	note := func(recs []audit.Record) {
+		for _, r := range recs {
+			last = max(last, r.Seq)
+			if r.Decision == audit.Running {
+				running[r.Seq] = true
+			}
+		}
+	}
+	note(shown)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("audit: follow %s: %w", path, err)
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		now, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("audit: follow %s: %w", path, err)
+		}
+		// While a call shows as running, read again even if the file is
+		// unchanged: if its broker dies, the call now reads as interrupted.
+		if now.Size() == fi.Size() && now.ModTime().Equal(fi.ModTime()) && len(running) == 0 {
+			continue
+		}
+		fi = now
+		err = a.withAudit(func(l *audit.Log) error {
+			var done []audit.Record
+			for seq := range running {
+				r, err := l.Get(seq)
+				if err != nil {
+					return err
+				}
+				if r.Decision == audit.Running {
+					continue
+				}
+				delete(running, seq)
+				if flt.Decision == "" || r.Decision == flt.Decision {
+					done = append(done, r)
+				}
+			}
+			slices.SortFunc(done, func(x, y audit.Record) int { return cmp.Compare(x.Seq, y.Seq) })
+			f := flt
+			f.Limit, f.AfterSeq = 0, last
+			recs, err := l.Query(f)
+			if err != nil {
+				return err
+			}
+			note(recs)
+			return pr.print(append(done, recs...))
+		})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // recordPrinter prints records as a table for people or JSON lines.

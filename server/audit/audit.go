@@ -21,8 +21,9 @@
 // outcome into one [Record], so every call reads as exactly one record. A
 // record's Seq is the seq of the call's first entry; its Prev and MAC are
 // those of the entry that completed it. An intent still in flight in this
-// process reads as [Running]; one without an outcome that is not in flight
-// reads as [Interrupted].
+// process (or, for a read-only Log, in the live process writing the file)
+// reads as [Running]; one without an outcome that is not in flight reads
+// as [Interrupted].
 //
 // # Durability
 //
@@ -155,6 +156,11 @@ type Options struct {
 	// not refuse a tampered log in this mode, and Begin, Write and Prune
 	// return ErrReadOnly.
 	ReadOnly bool
+	// WriterAlive, with ReadOnly, reports whether another process holds
+	// the file open for writing. While it does, an intent without an
+	// outcome is that process's call in flight and reads as Running;
+	// otherwise (or when WriterAlive is nil) it reads as Interrupted.
+	WriterAlive func() bool
 }
 
 // Checkpointer stores small named records outside the audit file (the vault
@@ -188,6 +194,7 @@ type Log struct {
 	now      func() time.Time
 	delay    time.Duration
 	readOnly bool
+	alive    func() bool // read-only: is the file's writer running?
 
 	sync   *os.File // own descriptor of the db file, for fsync
 	mirror *os.File
@@ -241,6 +248,7 @@ func Open(opts Options) (*Log, error) {
 		now:      opts.Now,
 		delay:    opts.MaxBatchDelay,
 		readOnly: opts.ReadOnly,
+		alive:    opts.WriterAlive,
 		queue:    make(chan *op, 1024),
 		done:     make(chan struct{}),
 		inflight: make(map[uint64]struct{}),
@@ -288,7 +296,8 @@ func (l *Log) openReadOnly(path string) error {
 	if _, err := l.loadHead(); err != nil && !errors.Is(err, ErrTampered) {
 		return err
 	}
-	return nil
+	// Only the in-memory copy is indexed: the file is never written.
+	return l.reindexTail()
 }
 
 func (l *Log) openWritable(path, mirror string) error {
@@ -311,6 +320,9 @@ func (l *Log) openWritable(path, mirror string) error {
 	if err := l.checkCheckpoint(empty); err != nil {
 		return err
 	}
+	if err := l.reindexTail(); err != nil {
+		return err
+	}
 	if mirror != "" {
 		if l.mirror, err = os.OpenFile(mirror, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
 			return fmt.Errorf("audit: open mirror %s: %w", mirror, err)
@@ -319,18 +331,12 @@ func (l *Log) openWritable(path, mirror string) error {
 	return nil
 }
 
-// prepare configures buntdb and builds the indexes.
+// prepare configures buntdb. It builds no buntdb index: readers use the
+// index keys written with the entries (see ixSession).
 func (l *Log) prepare() error {
 	err := l.db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true})
 	if err != nil {
 		return fmt.Errorf("audit: configure store: %w", err)
-	}
-	for name, field := range map[string]string{
-		idxSession: "session", idxTool: "tool", idxTime: "time", idxOf: "of",
-	} {
-		if err := l.db.CreateIndex(name, entryPattern, buntdb.IndexJSONCaseSensitive(field)); err != nil {
-			return fmt.Errorf("audit: index %s: %w", name, err)
-		}
 	}
 	return nil
 }

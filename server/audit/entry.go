@@ -19,28 +19,28 @@ const (
 	typeOutcome = "outcome"
 )
 
-// Keys and indexes in the buntdb file. Entries are "e:" + a 20-digit seq,
-// so key order is seq order. "p:" + seq marks an intent awaiting its
-// outcome (a hint for recovery, outside the chain); anchorKey holds the
-// prune anchor.
+// Keys in the buntdb file. Entries are "e:" + a 20-digit seq, so key order
+// is seq order. "p:" + seq marks an intent awaiting its outcome (a hint for
+// recovery, outside the chain); anchorKey holds the prune anchor; "ix/"
+// keys index the entries (see ixSession).
 const (
-	entryPattern = "e:*"
-	entryPrefix  = "e:"
-	entryEnd     = "e;" // the first key after every "e:" key
-	pendingGlob  = "p:*"
-	anchorKey    = "anchor"
-
-	idxSession = "session"
-	idxTool    = "tool"
-	idxTime    = "time"
-	idxOf      = "of"
+	entryPrefix = "e:"
+	entryEnd    = "e;" // the first key after every "e:" key
+	pendingGlob = "p:*"
+	anchorKey   = "anchor"
 )
 
-// timeLayout is fixed-width so the time index orders by string compare.
+// timeLayout is fixed-width so time index keys order by string compare.
 const timeLayout = "2006-01-02T15:04:05.000000000Z"
 
-func entryKey(seq uint64) string   { return fmt.Sprintf("e:%020d", seq) }
-func pendingKey(seq uint64) string { return fmt.Sprintf("p:%020d", seq) }
+func entryKey(seq uint64) string   { return seqKey(entryPrefix, seq) }
+func pendingKey(seq uint64) string { return seqKey("p:", seq) }
+
+// seqKey is prefix + the 20-digit seq.
+func seqKey(prefix string, seq uint64) string {
+	var b [16 + seqDigits]byte
+	return string(appendSeq(append(b[:0], prefix...), seq))
+}
 
 // seqOf parses the seq of an "e:" or "p:" key.
 func seqOf(key string) (uint64, bool) {
@@ -223,8 +223,8 @@ func fromRecord(t string, r *Record) *entry {
 }
 
 // outcomeOf builds the outcome entry of intent from the caller's outcome.
-// It repeats the intent's time, session, scope and tool so that the
-// indexes find both halves of a call.
+// It repeats the intent's time, session, scope and tool so that an
+// outcome entry read on its own (in the mirror or the file) names its call.
 func outcomeOf(intent *entry, intentSeq uint64, o *Record) *entry {
 	return &entry{
 		Type: typeOutcome, Of: intentSeq, Time: intent.Time,

@@ -263,20 +263,6 @@ func TestQueryFilters(t *testing.T) {
 	}
 }
 
-func TestQueryIndexesExist(t *testing.T) {
-	f := newFixture(t)
-	l := f.open()
-	defer l.Close()
-	got, err := l.db.Indexes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{idxOf, idxSession, idxTime, idxTool}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("indexes = %v, want %v", got, want)
-	}
-}
-
 func TestBeginFailsWhenStoreFails(t *testing.T) {
 	tests := map[string]func(l *Log){
 		"store closed underneath": func(l *Log) { l.db.Close() },

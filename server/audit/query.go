@@ -36,9 +36,10 @@ func (f *Filter) match(r *Record) bool {
 }
 
 // Query returns the records that match f, one per call, in ascending seq.
-// A session or tool filter reads only that session's or tool's entries
-// (through an index); otherwise a time bound reads only that time range;
-// otherwise the log is read from its end, stopping at Limit or AfterSeq.
+// A session or tool filter reads only that session's or tool's calls
+// (through their index keys); otherwise a time bound reads only that time
+// range; otherwise the log is read from its end, stopping at Limit or
+// AfterSeq.
 func (l *Log) Query(f Filter) ([]Record, error) {
 	if l.isClosed() {
 		return nil, ErrClosed
@@ -47,9 +48,9 @@ func (l *Log) Query(f Filter) ([]Record, error) {
 	err := l.db.View(func(tx *buntdb.Tx) error {
 		switch {
 		case f.Session != "":
-			return tx.DescendEqual(idxSession, pivot("session", f.Session), c.visit)
+			return c.valueRange(tx, ixSession, f.Session)
 		case f.Tool != "":
-			return tx.DescendEqual(idxTool, pivot("tool", f.Tool), c.visit)
+			return c.valueRange(tx, ixTool, f.Tool)
 		case !f.Since.IsZero() || !f.Until.IsZero():
 			return c.timeRange(tx)
 		default:
@@ -66,12 +67,6 @@ func (l *Log) Query(f Filter) ([]Record, error) {
 	return c.recs, nil
 }
 
-// pivot is a JSON document for an index lookup on one string field.
-func pivot(field, value string) string {
-	b, _ := json.Marshal(map[string]string{field: value})
-	return string(b)
-}
-
 // collector turns entries, visited in descending seq, into records.
 type collector struct {
 	l        *Log
@@ -83,6 +78,26 @@ type collector struct {
 
 func (c *collector) visit(_, v string) bool {
 	e, err := decode(v)
+	if err != nil {
+		c.err = err
+		return false
+	}
+	return c.add(e)
+}
+
+// visitCall adds the call whose first entry is seq, with its outcome. An
+// index key whose entry is gone (tampering) is skipped.
+func (c *collector) visitCall(tx *buntdb.Tx, seq uint64) bool {
+	e, err := getEntry(tx, seq)
+	if errors.Is(err, ErrNotFound) {
+		return true
+	}
+	if err == nil && e.Type == typeIntent {
+		var out *entry
+		if out, err = outcomeFor(tx, seq); out != nil {
+			c.outcomes[seq] = out
+		}
+	}
 	if err != nil {
 		c.err = err
 		return false
@@ -108,44 +123,39 @@ func (c *collector) add(e *entry) bool {
 	return c.f.Limit <= 0 || len(c.recs) < c.f.Limit
 }
 
-// timeRange reads the entries in [Since, Until) through the time index.
-// The index orders by time, not seq, so the range is read whole and then
-// visited in descending seq.
+// valueRange reads the calls of one session or tool, in descending seq.
+func (c *collector) valueRange(tx *buntdb.Tx, prefix, value string) error {
+	lo, hi := valueRange(prefix, value)
+	return tx.DescendRange("", hi, lo, func(k, _ string) bool {
+		seq, ok := indexSeq(k)
+		return !ok || c.visitCall(tx, seq)
+	})
+}
+
+// timeRange reads the calls in [Since, Until) through the time keys. They
+// order by time, not seq, so the range's seqs are read whole, then their
+// calls are visited in descending seq.
 func (c *collector) timeRange(tx *buntdb.Tx) error {
-	var entries []*entry
-	collect := func(_, v string) bool {
-		e, err := decode(v)
-		if err != nil {
-			c.err = err
-			return false
+	lo, hi := ixTime, ixTimeEnd
+	if !c.f.Since.IsZero() {
+		lo = ixTime + formatTime(c.f.Since)
+	}
+	if !c.f.Until.IsZero() {
+		hi = ixTime + formatTime(c.f.Until)
+	}
+	var calls []uint64
+	err := tx.AscendRange("", lo, hi, func(k, _ string) bool {
+		if seq, ok := indexSeq(k); ok {
+			calls = append(calls, seq)
 		}
-		entries = append(entries, e)
 		return true
-	}
-	since, until := pivot("time", formatTime(c.f.Since)), pivot("time", formatTime(c.f.Until))
-	var err error
-	switch {
-	case c.f.Until.IsZero():
-		err = tx.AscendGreaterOrEqual(idxTime, since, collect)
-	case c.f.Since.IsZero():
-		err = tx.AscendLessThan(idxTime, until, collect)
-	default:
-		err = tx.AscendRange(idxTime, since, until, collect)
-	}
-	if err != nil || c.err != nil {
+	})
+	if err != nil {
 		return err
 	}
-	slices.SortFunc(entries, func(a, b *entry) int {
-		switch {
-		case a.Seq > b.Seq:
-			return -1
-		case a.Seq < b.Seq:
-			return 1
-		}
-		return 0
-	})
-	for _, e := range entries {
-		if !c.add(e) {
+	slices.Sort(calls)
+	for _, seq := range slices.Backward(calls) {
+		if !c.visitCall(tx, seq) {
 			break
 		}
 	}
@@ -198,20 +208,6 @@ func getEntry(tx *buntdb.Tx, seq uint64) (*entry, error) {
 		return nil, err
 	}
 	return decode(v)
-}
-
-// outcomeFor finds the outcome of intent seq through the "of" index, or nil.
-func outcomeFor(tx *buntdb.Tx, seq uint64) (*entry, error) {
-	var out *entry
-	var derr error
-	err := tx.AscendEqual(idxOf, `{"of":`+strconv.FormatUint(seq, 10)+`}`, func(_, v string) bool {
-		out, derr = decode(v)
-		return false
-	})
-	if err == nil {
-		err = derr
-	}
-	return out, err
 }
 
 // Export writes the records that match f to w as "jsonl" (one JSON record

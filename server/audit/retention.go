@@ -41,13 +41,13 @@ func (l *Log) Prune(before time.Time) (int, error) {
 
 // prunable is an entry of the prefix Prune may delete.
 type prunable struct {
-	seq  uint64
-	mac  string
-	call bool // the first entry of a call
+	ix  indexed // its index keys go with it
+	mac string
 }
 
 // prune deletes the prefix of entries older than limit (a formatted time),
-// up to the first call still without an outcome, and moves the anchor.
+// up to the first call still without an outcome, with their index keys,
+// and moves the anchor.
 func (l *Log) prune(tx *buntdb.Tx, limit string) (int, error) {
 	var prefix []prunable
 	open := map[uint64]bool{}
@@ -69,7 +69,7 @@ func (l *Log) prune(tx *buntdb.Tx, limit string) (int, error) {
 		case typeOutcome:
 			delete(open, e.Of)
 		}
-		prefix = append(prefix, prunable{seq: e.Seq, mac: e.MAC, call: e.Type != typeOutcome})
+		prefix = append(prefix, prunable{ix: indexedOf(e), mac: e.MAC})
 		return true
 	})
 	if err == nil {
@@ -79,22 +79,26 @@ func (l *Log) prune(tx *buntdb.Tx, limit string) (int, error) {
 		return 0, err
 	}
 	if cut == 0 && len(prefix) > 0 {
-		cut = prefix[len(prefix)-1].seq + 1
+		cut = prefix[len(prefix)-1].ix.Seq + 1
 	}
 	for s := range open {
 		cut = min(cut, s)
 	}
 	var anchor link
 	removed := 0
-	for _, p := range prefix {
-		if p.seq >= cut {
+	for i := range prefix {
+		p := &prefix[i]
+		if p.ix.Seq >= cut {
 			break
 		}
-		if _, err := tx.Delete(entryKey(p.seq)); err != nil {
+		if _, err := tx.Delete(entryKey(p.ix.Seq)); err != nil {
 			return 0, err
 		}
-		anchor = link{Seq: p.seq, MAC: p.mac}
-		if p.call {
+		if err := deleteIndex(tx, &p.ix); err != nil {
+			return 0, err
+		}
+		anchor = link{Seq: p.ix.Seq, MAC: p.mac}
+		if p.ix.Type != typeOutcome {
 			removed++
 		}
 	}

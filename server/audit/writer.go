@@ -321,10 +321,15 @@ func (l *Log) commit(batch []*op) (synced, bool) {
 	return synced{batch: batch, head: head}, true
 }
 
-// put stores a batch of sealed entries, maintaining the pending markers.
+// put stores a batch of sealed entries with their index keys, maintaining
+// the pending markers.
 func put(tx *buntdb.Tx, batch []*op, values []string) error {
 	for i, o := range batch {
 		if _, _, err := tx.Set(entryKey(o.e.Seq), values[i], nil); err != nil {
+			return err
+		}
+		x := indexedOf(o.e)
+		if err := setIndex(tx, &x); err != nil {
 			return err
 		}
 		switch o.e.Type {
@@ -370,7 +375,12 @@ func (l *Log) setInflight(seqs []uint64, on bool) {
 	}
 }
 
+// isInflight reports whether the intent seq awaits its outcome in a live
+// process: this one, or for a read-only Log the file's writer.
 func (l *Log) isInflight(seq uint64) bool {
+	if l.readOnly {
+		return l.alive != nil && l.alive()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	_, ok := l.inflight[seq]
