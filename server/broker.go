@@ -179,20 +179,32 @@ type Outcome struct {
 }
 
 func denied(msg string) *Outcome {
-	return &Outcome{Decision: audit.Decision("deny"), Message: msg}
+	return &Outcome{Decision: audit.Deny, Message: msg}
 }
 
 func failed(msg string) *Outcome {
-	return &Outcome{Decision: audit.Decision("error"), Message: msg}
+	return &Outcome{Decision: audit.Error, Message: msg}
 }
 
+// call checks a call and, if it is allowed, executes it. Every path writes
+// exactly one audit record.
 func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) *Outcome {
+	tool, call, out := b.authorize(ctx, s, name, args, rec)
+	if out != nil {
+		return out
+	}
+	return b.execute(ctx, s, tool, call, rec)
+}
+
+// authorize resolves the tool, validates and normalizes the arguments and
+// asks policy. A refused call is audited here and its Outcome returned.
+func (b *Broker) authorize(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) (tools.Tool, *tools.Call, *Outcome) {
 	tool, ok := s.cfg.Tools[name]
-	if !ok || !scopeHasTool(s.Scope(), name) {
+	if !ok || !s.Scope().HasTool(name) {
 		// Counted and audited like any denial; shown as an unknown tool.
 		d := s.Decide(b.now(), policy.Request{Tool: name})
 		rec.Code, rec.Reason = d.Code, d.Reason
-		return b.deny(ctx, rec, fmt.Sprintf("unknown tool %q", name))
+		return nil, nil, b.deny(ctx, rec, fmt.Sprintf("unknown tool %q", name))
 	}
 	rec.Kind = tool.Kind()
 	rec.Credential = tool.SecretName()
@@ -208,22 +220,35 @@ func (b *Broker) call(ctx context.Context, s *Session, name string, args json.Ra
 			msg = "invalid arguments: " + ae.Msg
 		}
 		rec.Code, rec.Reason = "invalid_arguments", msg
-		return b.denyScrubbed(ctx, rec, tool, msg)
+		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	describe(rec, tool, call)
 
 	d := s.Decide(b.now(), call.Request)
 	if !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
-		return b.denyScrubbed(ctx, rec, tool, "denied: "+d.Reason)
+		return nil, nil, b.denyScrubbed(ctx, rec, tool, "denied: "+d.Reason)
 	}
 	rec.Grant = d.Grant
-	rec.Decision = audit.Decision("allow")
+	rec.Decision = audit.Allow
+	call.Recheck = func(r policy.Request) error {
+		if d := s.Decide(b.now(), r); !d.Allow {
+			return errors.New(d.Reason)
+		}
+		return nil
+	}
+	return tool, call, nil
+}
 
+// execute runs an allowed call: the secret is decrypted, the intent made
+// durable, the upstream called, and the outcome recorded before the agent
+// sees anything.
+func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call *tools.Call, rec *audit.Record) *Outcome {
+	name := tool.Name()
 	secret, err := b.secrets.Get(tool.SecretName())
 	if err != nil {
 		b.log.Error("secret unavailable", LogTool, name, LogSecret, tool.SecretName(), LogError, err)
-		rec.Decision, rec.Code = audit.Decision("error"), "secret_unavailable"
+		rec.Decision, rec.Code = audit.Error, "secret_unavailable"
 		rec.Reason = fmt.Sprintf("secret %q unavailable: %v", tool.SecretName(), err)
 		return b.write(ctx, rec, failed(fmt.Sprintf("keyhole cannot use the credential of tool %q; an operator must fix it (keyhole secret set %s)", name, tool.SecretName())))
 	}
@@ -237,12 +262,6 @@ func (b *Broker) call(ctx context.Context, s *Session, name string, args json.Ra
 	if err != nil {
 		b.log.Error("audit intent failed; call not made", LogTool, name, LogError, err)
 		return failed("keyhole could not record this call in its audit log, so it was not made")
-	}
-	call.Recheck = func(r policy.Request) error {
-		if d := s.Decide(b.now(), r); !d.Allow {
-			return errors.New(d.Reason)
-		}
-		return nil
 	}
 	result, execErr := tool.Execute(ctx, call, secret.Bytes())
 	b.touch(tool.SecretName())
@@ -260,7 +279,7 @@ func (b *Broker) call(ctx context.Context, s *Session, name string, args json.Ra
 		// secret in hand before anything is stored or shown.
 		msg, _ = scrubber.String(msg)
 		detail, _ = scrubber.String(detail)
-		outcome.Decision, outcome.Code, outcome.Reason = audit.Decision("error"), "upstream_error", detail
+		outcome.Decision, outcome.Code, outcome.Reason = audit.Error, "upstream_error", detail
 		out = failed(msg)
 	} else {
 		outcome.Status = result.Status
@@ -269,7 +288,7 @@ func (b *Broker) call(ctx context.Context, s *Session, name string, args json.Ra
 		if result.Scrubbed {
 			s.NoteScrubbed(b.now())
 		}
-		out = &Outcome{Decision: audit.Decision("allow"), Result: result}
+		out = &Outcome{Decision: audit.Allow, Result: result}
 	}
 	if err := pending.Finish(ctx, outcome); err != nil {
 		b.log.Error("audit outcome failed; result withheld", LogTool, name, LogError, err)
@@ -306,7 +325,7 @@ func scrubRecord(rec *audit.Record, sc *scrub.Scrubber) {
 }
 
 func (b *Broker) deny(ctx context.Context, rec *audit.Record, msg string) *Outcome {
-	rec.Decision = audit.Decision("deny")
+	rec.Decision = audit.Deny
 	return b.write(ctx, rec, denied(msg))
 }
 
@@ -360,13 +379,4 @@ func queryNames(args json.RawMessage) []string {
 		names[i] = url.QueryEscape(n)
 	}
 	return names
-}
-
-func scopeHasTool(sc *policy.Scope, name string) bool {
-	for _, t := range sc.Tools() {
-		if t == name {
-			return true
-		}
-	}
-	return false
 }
