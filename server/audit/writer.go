@@ -174,19 +174,7 @@ func (l *Log) syncer(in <-chan synced, done chan<- struct{}) {
 		close(done)
 	}()
 	for s := range in {
-		pending := []synced{s}
-	drain:
-		for {
-			select {
-			case more, ok := <-in:
-				if !ok {
-					break drain
-				}
-				pending = append(pending, more)
-			default:
-				break drain
-			}
-		}
+		pending := l.gatherSyncs(in, []synced{s})
 		err := l.sync.Sync()
 		if err != nil {
 			l.fail(fmt.Errorf("audit: fsync: %w", err))
@@ -209,6 +197,61 @@ func (l *Log) syncer(in <-chan synced, done chan<- struct{}) {
 			}
 		}
 	}
+}
+
+// lazySync is how long a batch that nobody waits on (outcomes, denials:
+// already in the file, to be fsynced "within a few milliseconds") may wait
+// for the next batch, so that one fsync covers both. An intent never waits.
+const lazySync = 2 * time.Millisecond
+
+// gatherSyncs adds to pending every batch already waiting and, while none
+// of them has a caller waiting on its fsync, lingers up to lazySync for one
+// that has.
+func (l *Log) gatherSyncs(in <-chan synced, pending []synced) []synced {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case more, ok := <-in:
+			if !ok {
+				return pending
+			}
+			pending = append(pending, more)
+			continue
+		default:
+		}
+		if waited(pending) {
+			return pending
+		}
+		if timer == nil {
+			timer = time.NewTimer(lazySync)
+		}
+		select {
+		case more, ok := <-in:
+			if !ok {
+				return pending
+			}
+			pending = append(pending, more)
+		case <-timer.C:
+			return pending
+		}
+	}
+}
+
+// waited reports whether a caller waits on the fsync of any of the batches.
+func waited(pending []synced) bool {
+	for _, p := range pending {
+		for _, o := range p.batch {
+			if o.durable {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // checkpointer writes the newest durable head to the vault. The entries are
