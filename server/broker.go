@@ -255,7 +255,8 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 	if m, err := b.secrets.Meta(tool.SecretName()); err == nil {
 		rec.CredVersion = m.Version
 	}
-	scrubber := scrub.New(secret.Bytes())
+	scrubber := tool.Scrubber(secret.Bytes())
+	call.Scrubber = scrubber
 	scrubRecord(rec, scrubber)
 
 	pending, err := b.audit.Begin(ctx, *rec)
@@ -305,7 +306,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 // record is written as it is.
 func (b *Broker) denyScrubbed(ctx context.Context, rec *audit.Record, tool tools.Tool, msg string) *Outcome {
 	if secret, err := b.secrets.Get(tool.SecretName()); err == nil {
-		sc := scrub.New(secret.Bytes())
+		sc := tool.Scrubber(secret.Bytes())
 		scrubRecord(rec, sc)
 		msg, _ = sc.String(msg)
 	}

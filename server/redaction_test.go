@@ -183,3 +183,42 @@ func secretFormIn(b []byte) string {
 	}
 	return ""
 }
+
+// TestInvariant1_AuditScrubsEveryPartOfTheCredential: for a basic-auth
+// tool the password alone is a secret too; an agent that sends it, in an
+// allowed or a denied call, leaves no form of it in the audit.
+func TestInvariant1_AuditScrubsEveryPartOfTheCredential(t *testing.T) {
+	const password = "Pa55w0rd-basic-Zq9x7Y"
+	e := newEnv(t, strings.Replace(baseConfig, "  admin:\n", `  basicapi:
+    kind: http
+    base_url: %UPSTREAM%
+    allow_private_network: true
+    credential: {secret: basic_cred, inject: basic}
+  admin:
+`, 1)+`  basic:
+    grants:
+      - {tool: basicapi, methods: [GET], paths: [/repos/acme/api/issues]}
+`)
+	if err := e.vault.Set("basic_cred", []byte("svc:"+password), "test"); err != nil {
+		t.Fatal(err)
+	}
+	c, wire := e.connect("basic")
+	allowed := callTool(t, c, "basicapi", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"p": password}})
+	denied := callTool(t, c, "basicapi", map[string]any{"method": "GET", "path": "/admin/" + password})
+	if allowed.IsError || !denied.IsError {
+		t.Fatalf("allowed call: %s; denied call: %s", resultText(allowed), resultText(denied))
+	}
+	recs := e.records()
+	if len(recs) != 2 {
+		t.Fatalf("audit has %d records, want 2", len(recs))
+	}
+	raw, _ := json.Marshal(recs)
+	for _, form := range []string{password, base64.StdEncoding.EncodeToString([]byte(password))} {
+		if strings.Contains(string(raw), form) {
+			t.Fatalf("audit records hold the password (%q): %s", form, raw)
+		}
+		if strings.Contains(string(wire.Bytes()), "/admin/"+form) {
+			t.Fatalf("the denial shown to the agent quotes the password: %s", wire.Bytes())
+		}
+	}
+}

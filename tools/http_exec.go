@@ -47,7 +47,10 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte) (*Res
 	if len(secret) == 0 {
 		return nil, &ExecError{Msg: "credential is empty", Detail: "secret " + t.cred.Secret + " is empty"}
 	}
-	sc := scrub.New(t.scrubValues(secret)...)
+	sc := call.Scrubber
+	if sc == nil {
+		sc = t.Scrubber(secret)
+	}
 	ctx, cancel := t.callContext(ctx)
 	defer cancel()
 
@@ -78,6 +81,11 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte) (*Res
 	}
 	defer resp.Body.Close()
 	return t.shape(ctx, resp, sc, int64(len(call.http.body)))
+}
+
+// Scrubber implements Tool.
+func (t *httpTool) Scrubber(secret []byte) *scrub.Scrubber {
+	return scrub.New(t.scrubValues(secret)...)
 }
 
 // minUserScrub is the shortest basic-auth user name scrubbed on its own:

@@ -74,6 +74,11 @@ func (s *s3Scrubber) bytes(v []byte) []byte {
 	return out
 }
 
+// Scrubber implements Tool.
+func (t *s3Tool) Scrubber(secret []byte) *scrub.Scrubber {
+	return scrub.New(awsSecretValues(secret)...)
+}
+
 // Execute performs a prepared list, get or head on the tool's bucket,
 // signed with the aws_sigv4 credentials in secret. The result and every
 // error are scrubbed of the access key id, the secret access key and the
@@ -82,7 +87,11 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte) (*Resul
 	if call == nil || call.s3 == nil || call.Request.Tool != t.name {
 		return nil, &ExecError{Msg: "internal error: the call was not prepared by this tool"}
 	}
-	s := &s3Scrubber{sc: scrub.New(awsSecretValues(secret)...)}
+	sc := call.Scrubber
+	if sc == nil {
+		sc = t.Scrubber(secret)
+	}
+	s := &s3Scrubber{sc: sc}
 	creds, err := parseAWSSecret(secret)
 	if err != nil {
 		return nil, &ExecError{

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/tools/scrub"
 )
 
 // Config is one entry of the tools: section of keyhole.yaml. Which fields
@@ -88,6 +89,10 @@ type Tool interface {
 	// Everything it returns (result and error text) is already scrubbed of
 	// every form of secret.
 	Execute(ctx context.Context, call *Call, secret []byte) (*Result, error)
+	// Scrubber returns a scrubber for every value of secret whose forms
+	// must never be shown or kept: the secret itself and, by injection
+	// mode, its parts (a basic-auth password, each AWS key field).
+	Scrubber(secret []byte) *scrub.Scrubber
 }
 
 // Call is a validated, normalized call, ready for policy and execution.
@@ -97,6 +102,9 @@ type Call struct {
 	// Args are the arguments for the audit record (not yet scrubbed of secrets
 	// the agent might have pasted; the audit scrubs them).
 	Args json.RawMessage
+	// Scrubber, when set by the caller from Tool.Scrubber, is used by
+	// Execute instead of building its own.
+	Scrubber *scrub.Scrubber
 	// Recheck, when set by the caller, re-authorizes a follow-up request
 	// the tool would make for this call (a same-origin redirect hop). A
 	// non-nil error stops the call there.
