@@ -280,3 +280,47 @@ func TestBroker100ConcurrentSessions(t *testing.T) {
 		t.Fatalf("verify after concurrent sessions: %+v %v", rep, err)
 	}
 }
+
+func TestMetricsCountCallsAndSessions(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	metrics := NewMetrics()
+	e.broker.metrics = metrics
+	store, err := sessions.Open(e.dataDir.File(SessionsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	m := NewSessions(e.broker, store)
+	metrics.CountSessions(m.ActiveCount)
+	srv := httptest.NewServer(e.broker.SocketHandler(m, e.vault, func() error { return nil }, metrics))
+	t.Cleanup(srv.Close)
+	h := &httpEnv{env: e, sessions: m, srv: srv}
+	c, err := h.client(h.token("triage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
+	callTool(t, c, "github", map[string]any{"method": "DELETE", "path": "/repos/acme/api/issues/1"})
+	unknown := mcp.CallToolRequest{}
+	unknown.Params.Name = "nonsense"
+	if _, err := c.CallTool(context.Background(), unknown); err == nil {
+		t.Fatal("a call to a tool that does not exist succeeded")
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`keyhole_calls_total{decision="allow",tool="github"} 1`,
+		`keyhole_calls_total{decision="deny",tool="github"} 1`,
+		`keyhole_calls_total{decision="deny",tool="(unknown)"} 1`,
+		`keyhole_call_duration_seconds_count{decision="allow"} 1`,
+		`keyhole_active_sessions 1`,
+	} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
+	}
+}

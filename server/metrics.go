@@ -11,7 +11,6 @@ type Metrics struct {
 	Registry *prometheus.Registry
 	calls    *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	sessions prometheus.Gauge
 }
 
 // NewMetrics registers keyhole's metrics in a new registry.
@@ -25,11 +24,8 @@ func NewMetrics() *Metrics {
 			Name: "keyhole_call_duration_seconds", Help: "Tool call latency, decision included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"decision"}),
-		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "keyhole_active_sessions", Help: "Sessions currently connected.",
-		}),
 	}
-	m.Registry.MustRegister(m.calls, m.latency, m.sessions)
+	m.Registry.MustRegister(m.calls, m.latency)
 	return m
 }
 
@@ -41,9 +37,10 @@ func (m *Metrics) observe(tool, decision string, d time.Duration) {
 	m.latency.WithLabelValues(decision).Observe(d.Seconds())
 }
 
-func (m *Metrics) sessionDelta(n float64) {
-	if m == nil {
-		return
-	}
-	m.sessions.Add(n)
+// CountSessions reports active sessions as the keyhole_active_sessions
+// gauge, read from count at each scrape.
+func (m *Metrics) CountSessions(count func() int) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyhole_active_sessions", Help: "Sessions that are active (not expired, revoked or ended).",
+	}, func() float64 { return float64(count()) }))
 }

@@ -69,6 +69,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	defer store.Close()
 	b := rt.Broker
 	m := NewSessions(b, store)
+	o.Metrics.CountSessions(m.ActiveCount)
 	reload := func() error { return reloadConfig(b, rt.Audit, o.ConfigPath, o.Env) }
 
 	activity := &idleTracker{last: time.Now()}

@@ -38,8 +38,6 @@ func (b *Broker) ServeStdio(ctx context.Context, scope string, in io.Reader, out
 		return err
 	}
 	b.log.Info("session started", LogSession, s.ID(), LogScope, scope, "expires", s.Info(b.now()).Expires)
-	b.metrics.sessionDelta(1)
-	defer b.metrics.sessionDelta(-1)
 
 	stdio := mcpserver.NewStdioServer(b.mcp())
 	stdio.SetErrorLogger(log.New(slogWriter{b.log}, "", 0))
