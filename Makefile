@@ -8,8 +8,10 @@ FUZZTIME ?= 20s
 
 all: build
 
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/keyhole
+	$(GO) build -ldflags "-X github.com/keyhole-dev/keyhole/server.Version=$(VERSION)" -o $(BIN) ./cmd/keyhole
 
 # The whole suite under the race detector: unit, fuzz seed corpora (run as
 # ordinary tests), and end-to-end tests that build and drive the real binary.

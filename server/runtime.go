@@ -126,11 +126,20 @@ func OpenAuditReader(dir string, keys vault.KeySource) (*Runtime, error) {
 		WriterAlive: func() bool { return ownerAlive(dir) },
 	})
 	if err != nil {
-		v.Close()
+		defer v.Close()
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("keyhole: no audit log in %s yet: it is written on the first call", dir)
+			// No log and no checkpoint: nothing was ever recorded. A
+			// checkpoint without its log means the log was deleted.
+			if _, cerr := v.GetRecord(audit.CheckpointName); cerr == nil {
+				return nil, fmt.Errorf("keyhole: the audit log %s is missing, but the vault holds its checkpoint: the log was deleted", filepath.Join(dir, AuditFile))
+			}
+			return nil, fmt.Errorf("keyhole: %w in %s: it is written on the first call", ErrNoAuditLog, dir)
 		}
 		return nil, err
 	}
 	return &Runtime{Vault: v, Audit: log}, nil
 }
+
+// ErrNoAuditLog is returned by OpenAuditReader for a data dir in which no
+// call was ever recorded.
+var ErrNoAuditLog = errors.New("no audit log yet")

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,10 +29,26 @@ func (a *App) auditCmd() *cobra.Command {
 	return c
 }
 
+// errNoRecords says no call was ever recorded in the data dir; listing
+// commands print nothing and succeed.
+var errNoRecords = errors.New("no calls recorded yet")
+
+// orEmpty turns errNoRecords into success, with a note on stderr.
+func (a *App) orEmpty(err error, note string) error {
+	if errors.Is(err, errNoRecords) {
+		fmt.Fprintln(a.stderr, note)
+		return nil
+	}
+	return err
+}
+
 // withAudit opens the audit log of the data dir read-only. It needs no
 // lock: reading is safe while a keyhole process serves calls.
 func (a *App) withAudit(fn func(l *audit.Log) error) error {
 	rt, err := server.OpenAuditReader(a.dataDir(), a.keySource())
+	if errors.Is(err, server.ErrNoAuditLog) {
+		return errNoRecords
+	}
 	if err != nil {
 		return err
 	}
@@ -113,7 +130,7 @@ func (a *App) auditTailCmd() *cobra.Command {
 				return pr.print(recs)
 			})
 			if err != nil || !follow {
-				return err
+				return a.orEmpty(err, "no calls recorded yet")
 			}
 			return a.followAudit(cmd.Context(), pr, flt, recs)
 		},
@@ -257,28 +274,33 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 		Short: "Check the audit log's hash chain; exit 1 on any edit, deletion, reordering or truncation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withAudit(func(l *audit.Log) error {
-				rep, err := l.Verify()
-				if err != nil {
+			var rep audit.Report
+			err := a.withAudit(func(l *audit.Log) (err error) {
+				rep, err = l.Verify()
+				return err
+			})
+			if errors.Is(err, errNoRecords) {
+				rep, err = audit.Report{OK: true}, nil // nothing recorded, nothing to doubt
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := json.NewEncoder(a.stdout).Encode(rep); err != nil {
 					return err
 				}
-				if asJSON {
-					if err := json.NewEncoder(a.stdout).Encode(rep); err != nil {
-						return err
-					}
-				} else if rep.OK {
-					fmt.Fprintf(a.stdout, "audit log ok: %d entries, head %d, chain intact\n", rep.Entries, rep.Head)
-				} else {
-					fmt.Fprintf(a.stdout, "audit log TAMPERED: %d problem(s)\n", len(rep.Problems))
-					for _, p := range rep.Problems {
-						fmt.Fprintf(a.stdout, "  seq %d: %s: %s\n", p.Seq, p.Kind, p.Detail)
-					}
+			} else if rep.OK {
+				fmt.Fprintf(a.stdout, "audit log ok: %d entries, head %d, chain intact\n", rep.Entries, rep.Head)
+			} else {
+				fmt.Fprintf(a.stdout, "audit log TAMPERED: %d problem(s)\n", len(rep.Problems))
+				for _, p := range rep.Problems {
+					fmt.Fprintf(a.stdout, "  seq %d: %s: %s\n", p.Seq, p.Kind, p.Detail)
 				}
-				if !rep.OK {
-					return &silentError{code: 1}
-				}
-				return nil
-			})
+			}
+			if !rep.OK {
+				return &silentError{code: 1}
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
@@ -300,7 +322,7 @@ func (a *App) auditExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withAudit(func(l *audit.Log) error { return l.Export(a.stdout, format, flt) })
+			return a.orEmpty(a.withAudit(func(l *audit.Log) error { return l.Export(a.stdout, format, flt) }), "no calls recorded yet")
 		},
 	}
 	ff.register(c, true)
