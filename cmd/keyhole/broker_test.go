@@ -2,9 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -304,7 +313,7 @@ func waitForURL(t *testing.T, stderr io.Reader) string {
 		for {
 			n, err := stderr.Read(buf)
 			acc.Write(buf[:n])
-			if i := strings.Index(acc.String(), "url=http://"); i >= 0 {
+			if i := strings.Index(acc.String(), "url=http"); i >= 0 {
 				rest := acc.String()[i+4:]
 				if j := strings.IndexAny(rest, " \n"); j > 0 {
 					found <- rest[:j]
@@ -323,5 +332,85 @@ func waitForURL(t *testing.T, stderr io.Reader) string {
 	case <-time.After(20 * time.Second):
 		t.Fatal("broker did not report its URL")
 		return ""
+	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and its key as PEM files.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "keyhole test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func TestServeOverTLSAndRefusesClearTextOnAPublicAddress(t *testing.T) {
+	up, hits := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	if r := h.run("", "serve", "--http", "0.0.0.0:0"); r.code != 1 || !strings.Contains(r.stderr, "--tls-cert") {
+		t.Fatalf("serve on 0.0.0.0 without TLS = exit %d %q, want a refusal naming --tls-cert", r.code, r.stderr)
+	}
+	certFile, keyFile, pool := selfSigned(t, h.dir)
+	serve := exec.Command(binary, "serve", "--http", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile)
+	serve.Dir, serve.Env = h.dir, h.env
+	stderr, _ := serve.StderrPipe()
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { serve.Process.Kill(); serve.Wait() })
+	url := waitForURL(t, stderr)
+	if !strings.HasPrefix(url, "https://") {
+		t.Fatalf("broker URL %q is not https", url)
+	}
+	tok := strings.TrimSpace(h.ok("", "session", "new", "--scope", "triage").stdout)
+	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	c, err := client.NewStreamableHttpClient(url, transport.WithHTTPBasicClient(httpc), transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		t.Fatalf("initialize over TLS: %v", err)
+	}
+	if res, err := call(c, "/issues/1"); err != nil || res.IsError {
+		t.Fatalf("call over TLS: %v %+v", err, res)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("upstream received %d requests, want 1", hits.Load())
+	}
+	// A client that does not trust the certificate gets nowhere.
+	resp, err := http.Get(strings.Replace(url, "/mcp", "/healthz", 1))
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a client without the CA reached the TLS listener")
 	}
 }
