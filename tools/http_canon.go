@@ -70,12 +70,9 @@ func httpDecodeSegment(raw string, i int) (string, error) {
 			return "", httpPathErr(fmt.Sprintf("segment %d contains a control character", i))
 		}
 	}
-	seg := raw
-	if strings.IndexByte(raw, '%') >= 0 {
-		var ok bool
-		if seg, ok = httpPercentDecode(raw); !ok {
-			return "", httpPathErr(fmt.Sprintf("segment %d contains a malformed percent-escape", i))
-		}
+	seg, err := url.PathUnescape(raw) // exactly once
+	if err != nil {
+		return "", httpPathErr(fmt.Sprintf("segment %d contains a malformed percent-escape", i))
 	}
 	if msg := httpSegmentProblem(seg); msg != "" {
 		return "", httpPathErr(fmt.Sprintf("segment %d %s", i, msg))
@@ -106,42 +103,6 @@ func httpSegmentProblem(seg string) string {
 		return "is not valid UTF-8"
 	}
 	return ""
-}
-
-// httpPercentDecode decodes every %XX of s once; ok is false on a
-// malformed escape.
-func httpPercentDecode(s string) (string, bool) {
-	var b strings.Builder
-	b.Grow(len(s))
-	for k := 0; k < len(s); k++ {
-		if s[k] != '%' {
-			b.WriteByte(s[k])
-			continue
-		}
-		if k+2 >= len(s) {
-			return "", false
-		}
-		hi, ok1 := httpUnhex(s[k+1])
-		lo, ok2 := httpUnhex(s[k+2])
-		if !ok1 || !ok2 {
-			return "", false
-		}
-		b.WriteByte(hi<<4 | lo)
-		k += 2
-	}
-	return b.String(), true
-}
-
-func httpUnhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 func httpPathErr(msg string) error { return &ArgError{Msg: "path: " + msg} }
