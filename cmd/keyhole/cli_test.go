@@ -280,3 +280,39 @@ func TestCLIConfigCheck(t *testing.T) {
 		t.Fatalf("config schema is not a JSON Schema: %v", err)
 	}
 }
+
+func TestCLISessionsWithoutABroker(t *testing.T) {
+	h := newHome(t)
+	h.ok("", "init")
+	r := h.ok("", "session", "new", "--scope", "triage", "--label", "nightly", "--json")
+	var s struct {
+		ID, Scope, Label, Token, State string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || !strings.HasPrefix(s.Token, "khs_") || s.State != "active" || s.Label != "nightly" {
+		t.Fatalf("session new --json = %q (%v)", r.stdout, err)
+	}
+	list := h.ok("", "session", "list").stdout
+	if !strings.Contains(list, s.ID) || strings.Contains(list, s.Token) {
+		t.Fatalf("session list = %q, want the id and never the token", list)
+	}
+	if r := h.run("", "session", "new", "--scope", "nope"); r.code != 1 || !strings.Contains(r.stderr, `scope "nope" is not defined`) {
+		t.Fatalf("session new with an unknown scope = exit %d %q", r.code, r.stderr)
+	}
+	if r := h.run("", "session", "new", "--scope", "triage", "--ttl", "48h"); r.code != 1 {
+		t.Fatalf("session new with a ttl longer than the scope's = exit %d %q, want 1", r.code, r.stderr)
+	}
+	if r := h.ok("", "session", "revoke", s.ID); !strings.Contains(r.stdout, "revoked "+s.ID) {
+		t.Fatalf("revoke = %q", r.stdout)
+	}
+	if r := h.run("", "session", "revoke"); r.code != 2 {
+		t.Fatalf("revoke with nothing named = exit %d, want 2", r.code)
+	}
+	all := h.ok("", "session", "list", "--all", "--json").stdout
+	if !strings.Contains(all, `"state":"revoked"`) {
+		t.Fatalf("session list --all = %q, want the session revoked", all)
+	}
+	data, _ := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", "sessions.db"))
+	if len(data) == 0 || bytes.Contains(data, []byte(s.Token)) {
+		t.Fatal("the session store is missing or holds the token")
+	}
+}
