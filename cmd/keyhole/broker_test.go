@@ -414,3 +414,86 @@ func TestServeOverTLSAndRefusesClearTextOnAPublicAddress(t *testing.T) {
 		t.Fatal("a client without the CA reached the TLS listener")
 	}
 }
+
+// TestCLIAgainstALiveBroker drives the review and admin commands while a
+// broker owns the data dir: they go through its socket, or read the audit
+// log beside it.
+func TestCLIAgainstALiveBroker(t *testing.T) {
+	up, _ := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	serve := exec.Command(binary, "serve", "--http", "127.0.0.1:0")
+	serve.Dir, serve.Env = h.dir, h.env
+	stderr, _ := serve.StderrPipe()
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { serve.Process.Kill(); serve.Wait() })
+	url := waitForURL(t, stderr)
+
+	var s struct{ ID, Token string }
+	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.NewStreamableHttpClient(url, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + s.Token}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Start(context.Background())
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		t.Fatal(err)
+	}
+	call(c, "/issues/1")
+	call(c, "/admin")
+
+	var rec struct {
+		Seq      uint64 `json:"seq"`
+		Decision string `json:"decision"`
+		Path     string `json:"path"`
+	}
+	if err := json.Unmarshal([]byte(h.ok("", "audit", "show", "1").stdout), &rec); err != nil || rec.Decision != "allow" || rec.Path != "/issues/1" {
+		t.Fatalf("audit show 1 = %+v (%v)", rec, err)
+	}
+	if r := h.run("", "audit", "show", "999"); r.code != 1 {
+		t.Fatalf("audit show of a missing record = exit %d", r.code)
+	}
+	if lines := strings.Split(strings.TrimSpace(h.ok("", "audit", "export", "--format", "jsonl").stdout), "\n"); len(lines) != 2 {
+		t.Fatalf("export jsonl = %d lines, want 2", len(lines))
+	}
+	csv := h.ok("", "audit", "export", "--format", "csv").stdout
+	if rows := strings.Split(strings.TrimSpace(csv), "\n"); len(rows) != 3 || !strings.Contains(rows[0], "decision") {
+		t.Fatalf("export csv = %q, want a header and 2 rows", csv)
+	}
+	if r := h.ok("", "audit", "tail", "--decision", "deny"); !strings.Contains(r.stdout, "/admin") || strings.Contains(r.stdout, "/issues/1") {
+		t.Fatalf("audit tail --decision deny = %q", r.stdout)
+	}
+	var info struct {
+		Calls int    `json:"calls"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(h.ok("", "session", "show", s.ID).stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
+		t.Fatalf("session show = %+v (%v), want 2 calls, active", info, err)
+	}
+	if r := h.ok("", "reload"); !strings.Contains(r.stdout, "reloaded") {
+		t.Fatalf("reload = %q", r.stdout)
+	}
+
+	// Secrets through the broker, from the environment and from a file.
+	h.env = append(h.env, "NEW_TOKEN=from-env-value-123456")
+	h.ok("", "secret", "set", "env_token", "--from-env", "NEW_TOKEN")
+	file := filepath.Join(h.dir, "tok.txt")
+	os.WriteFile(file, []byte("from-file-value-123456\n"), 0o600)
+	h.ok("", "secret", "set", "file_token", "--from-file", file)
+	list := h.ok("", "secret", "list").stdout
+	if !strings.Contains(list, "env_token") || !strings.Contains(list, "file_token") || strings.Contains(list, "from-") {
+		t.Fatalf("secret list = %q", list)
+	}
+	if r := h.run("", "secret", "rekey"); r.code != 1 || !strings.Contains(r.stderr, "stop the broker") {
+		t.Fatalf("rekey beside a broker = exit %d %q", r.code, r.stderr)
+	}
+	if r := h.ok("", "completion", "bash"); !strings.Contains(r.stdout, "bash completion") {
+		t.Fatal("completion bash printed no script")
+	}
+}
