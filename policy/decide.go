@@ -89,6 +89,44 @@ func (s *Scope) Summary(tool string) []string {
 	return nil
 }
 
+// S3Grant is what one or more s3 grants of a scope allow on a tool: the
+// actions (list, get, head) on keys under each prefix ("" is the whole
+// bucket).
+type S3Grant struct {
+	Actions  []string
+	Prefixes []string
+}
+
+// S3Grants returns what the scope grants on the s3 tool called tool, one
+// S3Grant per distinct set of actions, in config order. It is nil for a
+// tool the scope does not grant or that is not an s3 tool.
+func (s *Scope) S3Grants(tool string) []S3Grant {
+	tg, ok := s.tools[tool]
+	if !ok || tg.kind != "s3" {
+		return nil
+	}
+	var out []S3Grant
+	at := map[uint8]int{}
+	for _, r := range tg.s3 {
+		i, seen := at[r.actions]
+		if !seen {
+			var actions []string
+			for j, a := range s3Actions {
+				if r.actions&(1<<j) != 0 {
+					actions = append(actions, a)
+				}
+			}
+			i = len(out)
+			at[r.actions] = i
+			out = append(out, S3Grant{Actions: actions})
+		}
+		if !slices.Contains(out[i].Prefixes, r.prefix) {
+			out[i].Prefixes = append(out[i].Prefixes, r.prefix)
+		}
+	}
+	return out
+}
+
 // Decide matches req against the scope's grants. It is pure: no counters,
 // no clock (Session.Decide adds those). An allowed call does not allocate;
 // a denied one allocates its Reason once, from strings built at Compile.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -215,5 +216,28 @@ func TestDenialReasonListsAtMostTenGrants(t *testing.T) {
 	want := "GET /x is not granted to scope s; granted: GET /pa, GET /pb, GET /pc, GET /pd, GET /pe, GET /pf, GET /pg, GET /ph, GET /pi, GET /pj, and 2 more"
 	if got != want {
 		t.Fatalf("Decide(GET /x).Reason =\n %s\nwant\n %s", got, want)
+	}
+}
+
+func TestScopeS3Grants(t *testing.T) {
+	p := mustCompile(t, map[string]ScopeConfig{"s": {Grants: []GrantConfig{
+		{Tool: "archive", Actions: []string{"get", "list"}, Prefixes: []string{"a/", "b/"}},
+		{Tool: "archive", Actions: []string{"head"}, Prefixes: []string{"c/"}},
+		{Tool: "archive", Actions: []string{"list", "get"}, Prefixes: []string{"b/", "d/"}},
+		{Tool: "github", Methods: []string{"GET"}, Paths: []string{"/x"}},
+	}}})
+	s, _ := p.Scope("s")
+	got := s.S3Grants("archive")
+	want := []S3Grant{
+		{Actions: []string{"list", "get"}, Prefixes: []string{"a/", "b/", "d/"}},
+		{Actions: []string{"head"}, Prefixes: []string{"c/"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("S3Grants(archive) = %v, want %v", got, want)
+	}
+	for _, tool := range []string{"github", "unknown"} {
+		if got := s.S3Grants(tool); got != nil {
+			t.Fatalf("S3Grants(%s) = %v, want nil", tool, got)
+		}
 	}
 }

@@ -264,6 +264,10 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		b.log.Error("audit intent failed; call not made", LogTool, name, LogError, err)
 		return failed("keyhole could not record this call in its audit log, so it was not made")
 	}
+	if tool.Kind() == "s3" {
+		// A role secret is assumed per session, limited to these grants.
+		call.Session = &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: s.Scope().S3Grants(name)}
+	}
 	result, execErr := tool.Execute(ctx, call, secret.Bytes())
 	b.touch(tool.SecretName())
 

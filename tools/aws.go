@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 
 // ErrAWSSecret is returned (wrapped) when the secret of an aws_sigv4 tool is
 // not the JSON object {"access_key_id", "secret_access_key",
-// "session_token"?}. The wrapping error says what is wrong with it and never
+// "session_token"?} (s3 tools also accept "role_arn", see
+// s3Tool.assume). The wrapping error says what is wrong with it and never
 // quotes any part of the secret.
 var ErrAWSSecret = errors.New(`tools: aws_sigv4 secret must be JSON {"access_key_id": ..., "secret_access_key": ..., "session_token"?: ...}`)
 
@@ -26,8 +28,11 @@ var ErrAWSSecret = errors.New(`tools: aws_sigv4 secret must be JSON {"access_key
 // tokens are a few KiB.
 const maxAWSSecretBytes = 64 << 10
 
-// awsSecret is the JSON form of an aws_sigv4 secret in the vault.
+// awsSecret is the JSON form of an aws_sigv4 secret in the vault. RoleARN
+// is set in a role secret, which s3 tools alone accept: its keys are used
+// only to assume that role (see s3Tool.assume).
 type awsSecret struct {
+	RoleARN         string `json:"role_arn"`
 	AccessKeyID     string `json:"access_key_id"`
 	SecretAccessKey string `json:"secret_access_key"`
 	SessionToken    string `json:"session_token"`
@@ -35,10 +40,25 @@ type awsSecret struct {
 
 // parseAWSSecret decodes an aws_sigv4 secret into SDK credentials. Errors
 // wrap ErrAWSSecret and name the problem, never a value: a decoder error
-// would quote bytes of the secret, so it is not kept.
+// would quote bytes of the secret, so it is not kept. A role secret is
+// refused: only s3 tools assume roles.
 func parseAWSSecret(secret []byte) (aws.Credentials, error) {
-	bad := func(reason string) (aws.Credentials, error) {
-		return aws.Credentials{}, fmt.Errorf("%w: %s", ErrAWSSecret, reason)
+	creds, role, err := parseAWSRoleSecret(secret)
+	if err == nil && role != "" {
+		return aws.Credentials{}, fmt.Errorf("%w: role_arn is accepted by s3 tools only", ErrAWSSecret)
+	}
+	return creds, err
+}
+
+// awsRoleARNRE is an IAM role ARN in any partition.
+var awsRoleARNRE = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$`)
+
+// parseAWSRoleSecret decodes an aws_sigv4 secret that may name a role: it
+// returns the credentials and the role ARN ("" for plain credentials).
+// Errors are as parseAWSSecret's.
+func parseAWSRoleSecret(secret []byte) (aws.Credentials, string, error) {
+	bad := func(reason string) (aws.Credentials, string, error) {
+		return aws.Credentials{}, "", fmt.Errorf("%w: %s", ErrAWSSecret, reason)
 	}
 	if len(secret) > maxAWSSecretBytes {
 		return bad("it is larger than 64 KiB")
@@ -61,13 +81,15 @@ func parseAWSSecret(secret []byte) (aws.Credentials, error) {
 		return bad("access_key_id holds characters an access key id cannot hold")
 	case s.SessionToken != "" && !awsToken(s.SessionToken, ""):
 		return bad("session_token holds non-printable characters")
+	case s.RoleARN != "" && !awsRoleARNRE.MatchString(s.RoleARN):
+		return bad("role_arn is not an IAM role ARN (arn:aws:iam::123456789012:role/name)")
 	}
 	return aws.Credentials{
 		AccessKeyID:     s.AccessKeyID,
 		SecretAccessKey: s.SecretAccessKey,
 		SessionToken:    s.SessionToken,
 		Source:          "keyhole",
-	}, nil
+	}, s.RoleARN, nil
 }
 
 // awsToken reports whether s is printable ASCII without any byte of deny,
@@ -91,7 +113,7 @@ func awsToken(s, deny string) bool {
 // Use it as scrub.New(awsSecretValues(secret)...).
 func awsSecretValues(secret []byte) [][]byte {
 	vals := [][]byte{secret}
-	creds, err := parseAWSSecret(secret)
+	creds, _, err := parseAWSRoleSecret(secret)
 	if err != nil {
 		return vals
 	}

@@ -130,6 +130,7 @@ func (c *httpCompiler) otherKindFields(cfg Config) {
 		{cfg.Endpoint != "", "endpoint"},
 		{cfg.PathStyle, "path_style"},
 		{cfg.MaxKeys != 0, "max_keys"},
+		{cfg.STSEndpoint != "", "sts_endpoint"},
 	} {
 		if f.set {
 			c.fail(f.name, "applies only to s3 tools")

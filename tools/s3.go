@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
 	"github.com/keyhole-dev/keyhole/policy"
@@ -44,6 +45,9 @@ type s3Tool struct {
 	maxBytes    int64
 	timeout     time.Duration
 	client      *s3.Client
+	sts         *sts.Client
+	roles       s3RoleCache
+	now         func() time.Time
 	schema      *jsonschema.Schema
 	inputSchema json.RawMessage
 }
@@ -98,6 +102,8 @@ func compileS3(name string, c Config, env Env) (Tool, []error) {
 		maxBytes:    set.maxBytes,
 		timeout:     set.timeout,
 		client:      newS3Client(c.Region, set.endpoint, c.PathStyle, httpClient),
+		sts:         newSTSClient(c.Region, set.sts, httpClient),
+		now:         time.Now,
 		schema:      schema,
 		inputSchema: raw,
 	}, nil
@@ -108,28 +114,33 @@ func compileS3(name string, c Config, env Env) (Tool, []error) {
 // per call), no endpoint overrides, no profile.
 func newS3Client(region string, endpoint *string, pathStyle bool, hc *http.Client) *s3.Client {
 	return s3.New(s3.Options{
-		Region:       region,
-		BaseEndpoint: endpoint,
-		UsePathStyle: pathStyle,
-		HTTPClient:   hc,
-		HTTPSignerV4: s3FreshSigner{},
-		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
-			o.MaxAttempts = s3MaxAttempts
-			// An address the egress policy refused stays refused.
-			o.Retryables = append([]retry.IsErrorRetryable{
-				retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-					if errors.Is(err, egress.ErrRefused) {
-						return aws.FalseTernary
-					}
-					return aws.UnknownTernary
-				}),
-			}, o.Retryables...)
-		}),
+		Region:                      region,
+		BaseEndpoint:                endpoint,
+		UsePathStyle:                pathStyle,
+		HTTPClient:                  hc,
+		HTTPSignerV4:                s3FreshSigner{},
+		Retryer:                     awsRetryer(),
 		DisableS3ExpressSessionAuth: aws.Bool(true),
 		RequestChecksumCalculation:  aws.RequestChecksumCalculationWhenRequired,
 		// A capped read never reaches the end of the body, where a
 		// checksum would be checked; do not ask for one.
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+}
+
+// awsRetryer retries a failed request once, but not one the egress policy
+// refused: an address refused stays refused.
+func awsRetryer() aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = s3MaxAttempts
+		o.Retryables = append([]retry.IsErrorRetryable{
+			retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				if errors.Is(err, egress.ErrRefused) {
+					return aws.FalseTernary
+				}
+				return aws.UnknownTernary
+			}),
+		}, o.Retryables...)
 	})
 }
 

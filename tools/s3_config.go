@@ -24,6 +24,7 @@ var (
 // s3Settings are an s3 tool's checked settings, defaults applied.
 type s3Settings struct {
 	endpoint *string // nil: AWS's own endpoint for the region
+	sts      *string // nil: AWS STS for the region
 	maxKeys  int32
 	maxBytes int64
 	timeout  time.Duration
@@ -46,7 +47,7 @@ func (k *s3ConfigCheck) fail(field, format string, args ...any) {
 func checkS3Config(name string, c Config) (s3Settings, []error) {
 	k := &s3ConfigCheck{name: name}
 	k.foreignFields(c)
-	set := s3Settings{endpoint: k.upstream(c)}
+	set := s3Settings{endpoint: k.upstream(c), sts: k.stsEndpoint(c)}
 	set.maxKeys, set.maxBytes, set.timeout = k.limits(c)
 	set.tls, set.proxy = k.network(c)
 	return set, k.errs
@@ -100,6 +101,19 @@ func (k *s3ConfigCheck) upstream(c Config) *string {
 		return nil
 	}
 	return aws.String(strings.TrimSuffix(c.Endpoint, "/"))
+}
+
+// stsEndpoint checks sts_endpoint, where a role secret is assumed, and
+// returns it (nil for AWS STS in the tool's region).
+func (k *s3ConfigCheck) stsEndpoint(c Config) *string {
+	if c.STSEndpoint == "" {
+		return nil
+	}
+	if msg := s3EndpointProblem(c.STSEndpoint, c.AllowPrivateNetwork || c.AllowInsecureHTTP); msg != "" {
+		k.fail("sts_endpoint", "%s", msg)
+		return nil
+	}
+	return aws.String(strings.TrimSuffix(c.STSEndpoint, "/"))
 }
 
 // limits checks max_keys, response.max_bytes and timeout, applying their

@@ -80,9 +80,12 @@ func (t *s3Tool) Scrubber(secret []byte) *scrub.Scrubber {
 }
 
 // Execute performs a prepared list, get or head on the tool's bucket,
-// signed with the aws_sigv4 credentials in secret. The result and every
-// error are scrubbed of the access key id, the secret access key and the
-// session token. Failures are *ExecError.
+// signed with the aws_sigv4 credentials in secret. When secret names a
+// role ("role_arn"), the call is signed instead with credentials of that
+// role assumed for call.Session (see assume), which the call must have.
+// The result and every error are scrubbed of the access key id, the
+// secret access key and the session token, assumed ones included.
+// Failures are *ExecError.
 func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte) (*Result, error) {
 	if call == nil || call.s3 == nil || call.Request.Tool != t.name {
 		return nil, &ExecError{Msg: "internal error: the call was not prepared by this tool"}
@@ -92,7 +95,7 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte) (*Resul
 		sc = t.Scrubber(secret)
 	}
 	s := &s3Scrubber{sc: sc}
-	creds, err := parseAWSSecret(secret)
+	creds, role, err := parseAWSRoleSecret(secret)
 	if err != nil {
 		return nil, &ExecError{
 			Msg:    fmt.Sprintf("the credential of tool %s is malformed; an operator must fix secret %s", t.name, t.secret),
@@ -112,6 +115,16 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte) (*Resul
 	// The deadline covers reading the object body too.
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	if role != "" {
+		// The role secret's keys only assume the role; the call is signed
+		// with the session's credentials, and they are scrubbed too.
+		var sc *scrub.Scrubber
+		creds, sc, err = t.assume(ctx, call.Session, role, creds, secret, s)
+		if err != nil {
+			return nil, err
+		}
+		s = &s3Scrubber{sc: sc}
+	}
 
 	var res *Result
 	switch req.Action {

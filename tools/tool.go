@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"time"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/tools/scrub"
@@ -43,6 +44,9 @@ type Config struct {
 	Endpoint  string `yaml:"endpoint" json:"endpoint,omitempty"`
 	PathStyle bool   `yaml:"path_style" json:"path_style,omitempty"`
 	MaxKeys   int    `yaml:"max_keys" json:"max_keys,omitempty"`
+	// STSEndpoint is where an s3 tool whose secret names a role calls
+	// AssumeRole; empty means AWS STS in Region.
+	STSEndpoint string `yaml:"sts_endpoint" json:"sts_endpoint,omitempty"`
 }
 
 // Credential says which vault secret a tool uses and how it is injected.
@@ -109,9 +113,24 @@ type Call struct {
 	// the tool would make for this call (a same-origin redirect hop). A
 	// non-nil error stops the call there.
 	Recheck func(policy.Request) error
+	// Session, set by the caller, is the session the call runs in. s3
+	// tools whose secret names a role need it: they assume the role once
+	// per session, limited to its grants and lifetime.
+	Session *CallSession
 	// kind-specific, unexported: built by Prepare and used by Execute.
 	http *httpCall
 	s3   *s3Call
+}
+
+// CallSession is what a tool may know of the session a call runs in.
+type CallSession struct {
+	// ID is the session id.
+	ID string
+	// Expires is when the session ends.
+	Expires time.Time
+	// S3 is what the session's scope grants on the called tool, when it
+	// is an s3 tool.
+	S3 []policy.S3Grant
 }
 
 // Result is the shaped, scrubbed outcome of an executed call.
