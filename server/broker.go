@@ -295,7 +295,9 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		}
 		out = &Outcome{Decision: audit.Allow, Result: result}
 	}
-	if err := pending.Finish(ctx, outcome); err != nil {
+	// The outcome is recorded even when the caller gave up: a cancelled call
+	// is still a call, and it must not read as running or interrupted.
+	if err := pending.Finish(context.WithoutCancel(ctx), outcome); err != nil {
 		b.log.Error("audit outcome failed; result withheld", LogTool, name, LogError, err)
 		return failed("keyhole could not record the outcome of this call in its audit log, so its result is withheld")
 	}
@@ -338,7 +340,7 @@ func (b *Broker) deny(ctx context.Context, rec *audit.Record, msg string) *Outco
 // written the agent gets an error, not the denial's detail.
 func (b *Broker) write(ctx context.Context, rec *audit.Record, out *Outcome) *Outcome {
 	rec.Duration = b.now().Sub(rec.Time)
-	if _, err := b.audit.Write(ctx, *rec); err != nil {
+	if _, err := b.audit.Write(context.WithoutCancel(ctx), *rec); err != nil {
 		b.log.Error("audit write failed", LogTool, rec.Tool, LogError, err)
 		return failed("keyhole could not record this call in its audit log")
 	}

@@ -497,3 +497,51 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 		t.Fatal("completion bash printed no script")
 	}
 }
+
+// TestCancellationCrossesTheRelay: an editor that gives up on a call sends
+// notifications/cancelled; through the stdio relay and the broker it ends
+// the upstream request, and the call is recorded as failed, not allowed.
+func TestCancellationCrossesTheRelay(t *testing.T) {
+	cancelled := make(chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(15 * time.Second):
+			io.WriteString(w, "too late")
+		}
+	}))
+	t.Cleanup(slow.Close)
+	h := brokerHome(t, slow.URL)
+	t.Cleanup(func() {
+		if pid := h.brokerPIDOrZero(); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	c := h.stdioClient(t)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "tracker"
+	req.Params.Arguments = map[string]any{"method": "GET", "path": "/issues/1"}
+	if _, err := c.CallTool(ctx, req); err == nil {
+		t.Fatal("the call returned before it was cancelled")
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream request was not cancelled")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs := h.auditRecords(t)
+		if len(recs) == 1 && recs[0].Decision == "error" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("audit = %+v, want one error record for the cancelled call", recs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
