@@ -77,9 +77,6 @@ func newHome(ctx context.Context, bin, dir, upstream string) (*home, error) {
 	return h, nil
 }
 
-// DataDir is the home's keyhole data dir.
-func (h *home) DataDir() string { return filepath.Join(h.dir, "data", "keyhole") }
-
 func (h *home) command(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, h.bin, args...)
 	cmd.Dir, cmd.Env = h.dir, h.env

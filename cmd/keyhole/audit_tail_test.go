@@ -45,7 +45,7 @@ func TestAuditTailFollowsALiveBroker(t *testing.T) {
 	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &sess); err != nil {
 		t.Fatal(err)
 	}
-	c, err := crashClient(url, sess.Token, 0)
+	c, err := httpClient(url, sess.Token, "tail-agent")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -235,14 +235,7 @@ func waitGone(t *testing.T, pid int) {
 func TestServeGracefulShutdownLosesNoRecord(t *testing.T) {
 	up, hits := countingUpstream(t)
 	h := brokerHome(t, up.URL)
-	serve := exec.Command(binary, "serve", "--http", "127.0.0.1:0")
-	serve.Dir, serve.Env = h.dir, h.env
-	stderr, _ := serve.StderrPipe()
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { serve.Process.Kill(); serve.Wait() })
-	url := waitForURL(t, stderr)
+	serve, url := startServe(t, h)
 
 	tok := strings.TrimSpace(h.ok("", "session", "new", "--scope", "triage").stdout)
 	var ok atomic.Int64
@@ -252,16 +245,11 @@ func TestServeGracefulShutdownLosesNoRecord(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c, err := client.NewStreamableHttpClient(url, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
-			if err != nil || c.Start(context.Background()) != nil {
+			c, err := httpClient(url, tok, "agent")
+			if err != nil {
 				return
 			}
 			defer c.Close()
-			init := mcp.InitializeRequest{}
-			init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
-			if _, err := c.Initialize(context.Background(), init); err != nil {
-				return
-			}
 			for j := 0; ; j++ {
 				select {
 				case <-stop:
@@ -375,32 +363,17 @@ func TestServeOverTLSAndRefusesClearTextOnAPublicAddress(t *testing.T) {
 		t.Fatalf("serve on 0.0.0.0 without TLS = exit %d %q, want a refusal naming --tls-cert", r.code, r.stderr)
 	}
 	certFile, keyFile, pool := selfSigned(t, h.dir)
-	serve := exec.Command(binary, "serve", "--http", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile)
-	serve.Dir, serve.Env = h.dir, h.env
-	stderr, _ := serve.StderrPipe()
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { serve.Process.Kill(); serve.Wait() })
-	url := waitForURL(t, stderr)
+	_, url := startServe(t, h, "--tls-cert", certFile, "--tls-key", keyFile)
 	if !strings.HasPrefix(url, "https://") {
 		t.Fatalf("broker URL %q is not https", url)
 	}
 	tok := strings.TrimSpace(h.ok("", "session", "new", "--scope", "triage").stdout)
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	c, err := client.NewStreamableHttpClient(url, transport.WithHTTPBasicClient(httpc), transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}))
+	c, err := httpClient(url, tok, "tls-agent", transport.WithHTTPBasicClient(httpc))
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
-	if _, err := c.Initialize(context.Background(), init); err != nil {
 		t.Fatalf("initialize over TLS: %v", err)
 	}
+	defer c.Close()
 	if res, err := call(c, "/issues/1"); err != nil || res.IsError {
 		t.Fatalf("call over TLS: %v %+v", err, res)
 	}
@@ -421,30 +394,17 @@ func TestServeOverTLSAndRefusesClearTextOnAPublicAddress(t *testing.T) {
 func TestCLIAgainstALiveBroker(t *testing.T) {
 	up, _ := countingUpstream(t)
 	h := brokerHome(t, up.URL)
-	serve := exec.Command(binary, "serve", "--http", "127.0.0.1:0")
-	serve.Dir, serve.Env = h.dir, h.env
-	stderr, _ := serve.StderrPipe()
-	if err := serve.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { serve.Process.Kill(); serve.Wait() })
-	url := waitForURL(t, stderr)
+	_, url := startServe(t, h)
 
 	var s struct{ ID, Token string }
 	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &s); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.NewStreamableHttpClient(url, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + s.Token}))
+	c, err := httpClient(url, s.Token, "admin-test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.Start(context.Background())
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
-	if _, err := c.Initialize(context.Background(), init); err != nil {
-		t.Fatal(err)
-	}
 	call(c, "/issues/1")
 	call(c, "/admin")
 

@@ -233,7 +233,7 @@ func crashOnce(t *testing.T, h *home, up *markerUpstream, round, clients int, ne
 		done.Add(1)
 		go func() {
 			defer done.Done()
-			c, err := crashClient(url, sess.Token, i)
+			c, err := httpClient(url, sess.Token, "crash-agent-"+strconv.Itoa(i))
 			ready.Done()
 			if err != nil {
 				t.Errorf("round %d client %d: %v", round, i, err)
@@ -274,11 +274,12 @@ func crashOnce(t *testing.T, h *home, up *markerUpstream, round, clients int, ne
 	return rd
 }
 
-// startServe starts `keyhole serve --http` in h and returns it with its MCP
-// URL. The process is killed at cleanup if the test has not ended it.
-func startServe(t *testing.T, h *home) (*exec.Cmd, string) {
+// startServe starts `keyhole serve --http 127.0.0.1:0 [extra…]` in h and
+// returns it with its MCP URL. The process is killed at cleanup if the test
+// has not ended it.
+func startServe(t *testing.T, h *home, extra ...string) (*exec.Cmd, string) {
 	t.Helper()
-	serve := exec.Command(binary, "serve", "--http", "127.0.0.1:0")
+	serve := exec.Command(binary, append([]string{"serve", "--http", "127.0.0.1:0"}, extra...)...)
 	serve.Dir, serve.Env = h.dir, h.env
 	stderr, err := serve.StderrPipe()
 	if err != nil {
@@ -296,12 +297,15 @@ func startServe(t *testing.T, h *home) (*exec.Cmd, string) {
 	return serve, waitForURL(t, stderr)
 }
 
-// crashClient connects one streamable-HTTP MCP client holding token.
-func crashClient(url, token string, i int) (*client.Client, error) {
-	c, err := client.NewStreamableHttpClient(url,
+// httpClient connects one initialized streamable-HTTP MCP client holding
+// token, named name; opts add transport options (a TLS client, say).
+func httpClient(url, token, name string, opts ...transport.StreamableHTTPCOption) (*client.Client, error) {
+	opts = append([]transport.StreamableHTTPCOption{
 		transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}),
-		// Its complaints that a killed broker refused the session's DELETE are expected.
-		transport.WithHTTPLogger(slog.New(slog.DiscardHandler)))
+		// Complaints that a killed broker refused the session's DELETE are expected.
+		transport.WithHTTPLogger(slog.New(slog.DiscardHandler)),
+	}, opts...)
+	c, err := client.NewStreamableHttpClient(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("new client: %w", err)
 	}
@@ -312,7 +316,7 @@ func crashClient(url, token string, i int) (*client.Client, error) {
 	}
 	init := mcp.InitializeRequest{}
 	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcp.Implementation{Name: "crash-agent", Version: strconv.Itoa(i)}
+	init.Params.ClientInfo = mcp.Implementation{Name: name, Version: "1"}
 	if _, err := c.Initialize(ctx, init); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("initialize: %w", err)

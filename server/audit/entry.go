@@ -267,11 +267,3 @@ func record(first, outcome *entry, inflight bool) Record {
 	r.Prev, r.MAC = outcome.Prev, outcome.MAC
 	return r
 }
-
-// callSeq is the seq of the call an entry belongs to.
-func (e *entry) callSeq() uint64 {
-	if e.Type == typeOutcome {
-		return e.Of
-	}
-	return e.Seq
-}
