@@ -70,6 +70,11 @@ func compileS3(name string, c Config, env Env) (Tool, []error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
+	return buildS3(name, c, env, set)
+}
+
+// buildS3 builds an s3 tool from its checked settings.
+func buildS3(name string, c Config, env Env, set s3Settings) (Tool, []error) {
 	schema, raw, err := compileS3Schema(set.maxKeys)
 	if err != nil {
 		// The schema is a constant: this is a bug, reported where it shows.
@@ -88,7 +93,7 @@ func compileS3(name string, c Config, env Env) (Tool, []error) {
 	httpClient := &http.Client{
 		Transport: s3BodyCap{
 			next: egress.NewTransport(dialer, set.tls, set.proxy, set.timeout),
-			max:  max(s3MaxResponseBytes, set.maxBytes+1),
+			max:  set.bodyCap,
 		},
 		// S3 answers a wrong region with a redirect; never follow one.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

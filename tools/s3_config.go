@@ -27,9 +27,11 @@ type s3Settings struct {
 	sts      *string // nil: AWS STS for the region
 	maxKeys  int32
 	maxBytes int64
-	timeout  time.Duration
-	tls      *tls.Config
-	proxy    *url.URL
+	// bodyCap caps every response body the SDK reads, list pages included.
+	bodyCap int64
+	timeout time.Duration
+	tls     *tls.Config
+	proxy   *url.URL
 }
 
 // s3ConfigCheck collects every problem of one tool's configuration.
@@ -49,6 +51,7 @@ func checkS3Config(name string, c Config) (s3Settings, []error) {
 	k.foreignFields(c)
 	set := s3Settings{endpoint: k.upstream(c), sts: k.stsEndpoint(c)}
 	set.maxKeys, set.maxBytes, set.timeout = k.limits(c)
+	set.bodyCap = max(s3MaxResponseBytes, set.maxBytes+1)
 	set.tls, set.proxy = k.network(c)
 	return set, k.errs
 }

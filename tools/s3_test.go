@@ -871,6 +871,7 @@ func TestS3HostileUpstream(t *testing.T) {
 	tests := map[string]struct {
 		handler  http.HandlerFunc
 		timeout  string
+		bodyCap  int64 // when set, the tool's response body cap
 		args     string
 		wantKeys []string
 		wantMsg  string
@@ -887,13 +888,19 @@ func TestS3HostileUpstream(t *testing.T) {
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "application/xml")
 				io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>`)
-				chunk := bytes.Repeat([]byte("a"), 1<<20)
-				for range 20 {
+				chunk := bytes.Repeat([]byte("a"), 16<<10)
+				// Endless: only the byte cap can end this response.
+				for {
 					if _, err := w.Write(chunk); err != nil {
 						return
 					}
 				}
 			},
+			// A deadline far beyond any machine's pace, so the cap on bytes
+			// is what trips, however slow the machine; a small cap keeps
+			// the race-instrumented XML decoder's work short.
+			timeout: "10m",
+			bodyCap: 256 << 10,
 			args:    `{"action":"list","prefix":"reports/2026/"}`,
 			wantMsg: "the upstream response is too large",
 		},
@@ -949,6 +956,16 @@ func TestS3HostileUpstream(t *testing.T) {
 				cfg.Timeout = tt.timeout
 			}
 			tool := compileS3Test(t, cfg)
+			if tt.bodyCap != 0 {
+				set, errs := checkS3Config("archive_bucket", cfg)
+				if len(errs) > 0 {
+					t.Fatalf("checkS3Config = %v", errs)
+				}
+				set.bodyCap = tt.bodyCap
+				if tool, errs = buildS3("archive_bucket", cfg, Env{}, set); len(errs) > 0 {
+					t.Fatalf("buildS3 = %v", errs)
+				}
+			}
 			res, err := executeS3(t, tool, tt.args, testAWSSecret(t, testAWSKeyID, testAWSSecretKey, testAWSToken))
 			if tt.wantMsg != "" {
 				var ee *ExecError

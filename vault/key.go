@@ -217,12 +217,22 @@ type kdfParams struct {
 
 const kdfArgon2id = "argon2id"
 
-// newKDFParams returns the RFC 9106 second recommended Argon2id parameters
-// (t=3, m=64 MiB, p=4) with a fresh 16-byte salt.
+// rfc9106Cost is the RFC 9106 second recommended Argon2id cost (t=3,
+// m=64 MiB, p=4).
+var rfc9106Cost = kdfParams{Alg: kdfArgon2id, Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
+
+// kdfCost is the cost new passphrase vaults get. Only this package's
+// tests lower it (to the least parseKDFParams accepts), to keep the suite
+// fast under the race detector; nothing outside the package can.
+var kdfCost = rfc9106Cost
+
+// newKDFParams returns kdfCost with a fresh 16-byte salt.
 func newKDFParams() *kdfParams {
 	salt := make([]byte, 16)
 	_, _ = rand.Read(salt)
-	return &kdfParams{Alg: kdfArgon2id, Time: 3, MemoryKiB: 64 * 1024, Threads: 4, Salt: salt}
+	p := kdfCost
+	p.Salt = salt
+	return &p
 }
 
 // parseKDFParams decodes stored parameters, refusing values outside sane

@@ -68,27 +68,79 @@ scopes:
 	return h
 }
 
-// stdioClient launches `keyhole stdio` in h as an MCP client would.
-func (h *home) stdioClient(t *testing.T, extra ...string) *client.Client {
-	t.Helper()
+// startStdio launches `keyhole stdio` in h as an MCP client would and
+// initializes it. It may run on any goroutine: it reports, never fails t.
+func (h *home) startStdio(extra ...string) (*client.Client, error) {
 	args := append([]string{"stdio", "--scope", "triage"}, extra...)
+	var stderr strings.Builder
+	var mu sync.Mutex
 	c, err := client.NewStdioMCPClientWithOptions(binary, h.env, args, transport.WithCommandFunc(func(ctx context.Context, cmd string, env, args []string) (*exec.Cmd, error) {
 		c := exec.CommandContext(ctx, cmd, args...)
 		c.Env, c.Dir = env, h.dir
 		return c, nil
 	}))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
+	}
+	if r, ok := client.GetStderr(c); ok {
+		go func() {
+			b, _ := io.ReadAll(r)
+			mu.Lock()
+			stderr.Write(b)
+			mu.Unlock()
+		}()
 	}
 	init := mcp.InitializeRequest{}
 	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
 	init.Params.ClientInfo = mcp.Implementation{Name: "editor", Version: "1"}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := c.Initialize(ctx, init); err != nil {
-		t.Fatalf("initialize: %v", err)
+		c.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		return nil, fmt.Errorf("initialize: %w (stderr: %s)", err, stderr.String())
+	}
+	return c, nil
+}
+
+// stdioClient is startStdio on the test's goroutine.
+func (h *home) stdioClient(t *testing.T, extra ...string) *client.Client {
+	t.Helper()
+	c, err := h.startStdio(extra...)
+	if err != nil {
+		t.Fatalf("keyhole stdio: %v", err)
 	}
 	return c
+}
+
+// startStdioClients starts n `keyhole stdio` clients at once and fails t
+// (on its own goroutine) unless every one is served.
+func (h *home) startStdioClients(t *testing.T, n int) []*client.Client {
+	t.Helper()
+	clients := make([]*client.Client, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			clients[i], errs[i] = h.startStdio()
+		}(i)
+	}
+	wg.Wait()
+	for i, c := range clients {
+		if c != nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		if errs[i] != nil {
+			t.Errorf("client %d of %d started at once: %v", i, n, errs[i])
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	return clients
 }
 
 func call(c *client.Client, path string) (*mcp.CallToolResult, error) {
@@ -147,16 +199,7 @@ func TestThreeEditorsShareOneBroker(t *testing.T) {
 		}
 	})
 
-	clients := make([]*client.Client, 3)
-	var wg sync.WaitGroup
-	for i := range clients {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			clients[i] = h.stdioClient(t)
-		}(i)
-	}
-	wg.Wait()
+	clients := h.startStdioClients(t, 3)
 	pid := h.brokerPID(t)
 	for i, c := range clients {
 		for j := 0; j < 2; j++ {
@@ -209,6 +252,37 @@ func TestThreeEditorsShareOneBroker(t *testing.T) {
 	}
 	if r := h.ok("", "audit", "verify"); !strings.Contains(r.stdout, "chain intact") {
 		t.Fatalf("audit verify after the broker was replaced: %s", r.stdout)
+	}
+}
+
+// TestBrokerStartRace_TwentyClientsOnAFreshDataDirAreAllServed: editors
+// started together on a fresh data dir race to start the broker; losing
+// that race is not a failure, and every one of them is served by the one
+// broker that won.
+func TestBrokerStartRace_TwentyClientsOnAFreshDataDirAreAllServed(t *testing.T) {
+	up, hits := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	t.Cleanup(func() {
+		if pid := h.brokerPIDOrZero(); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	const n = 20
+	clients := h.startStdioClients(t, n)
+	for i, c := range clients {
+		if res, err := call(c, fmt.Sprintf("/issues/%d", i)); err != nil || res.IsError {
+			t.Fatalf("client %d: call = %v %+v", i, err, res)
+		}
+	}
+	if got := hits.Load(); got != n {
+		t.Fatalf("upstream received %d requests, want %d", got, n)
+	}
+	sessions := map[string]bool{}
+	for _, r := range h.auditRecords(t) {
+		sessions[r.Session] = true
+	}
+	if len(sessions) != n {
+		t.Fatalf("audit names %d sessions, want %d (one per client)", len(sessions), n)
 	}
 }
 
@@ -503,5 +577,22 @@ func TestCancellationCrossesTheRelay(t *testing.T) {
 			t.Fatalf("audit = %+v, want one error record for the cancelled call", recs)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStdioReportsABrokerThatCannotStart: a broker that fails for a
+// reason of its own (here, a config with a problem) is reported by the
+// stdio client that started it, with the broker's own last words.
+func TestStdioReportsABrokerThatCannotStart(t *testing.T) {
+	h := brokerHome(t, "http://127.0.0.1:1")
+	cfg := filepath.Join(h.dir, "keyhole.yaml")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfg, append(b, "  unknown_key: 1\n"...), 0o600)
+	r := h.run("", "stdio", "--scope", "triage")
+	if r.code != 1 || !strings.Contains(r.stderr, "the broker exited") || !strings.Contains(r.stderr, "unknown_key") {
+		t.Fatalf("stdio with a broken config = exit %d, stderr %q; want exit 1 naming the broker's exit and the bad key", r.code, r.stderr)
 	}
 }

@@ -52,6 +52,9 @@ func newHome(t *testing.T) *home {
 		"XDG_CONFIG_HOME=" + filepath.Join(dir, "config"),
 		"XDG_DATA_HOME=" + filepath.Join(dir, "data"),
 		"PATH=" + os.Getenv("PATH"),
+		// The binary is built with -race; without this every exit of it
+		// sleeps a second.
+		"GORACE=atexit_sleep_ms=0",
 	}
 	return h
 }

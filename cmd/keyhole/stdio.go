@@ -1,14 +1,7 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -41,7 +34,12 @@ and one audit log. --standalone serves in-process instead (one client only).`,
 				defer rt.Close()
 				return rt.Broker.ServeStdio(cmd.Context(), scope, a.stdin, a.stdout)
 			}
-			if err := a.ensureBroker(cmd.Context()); err != nil {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			start := server.StartOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Exe: exe, Logger: a.log}
+			if err := server.EnsureBroker(cmd.Context(), start); err != nil {
 				return err
 			}
 			return server.Relay(cmd.Context(), a.dataDir(), scope, a.stdin, a.stdout, a.log)
@@ -51,80 +49,4 @@ and one audit log. --standalone serves in-process instead (one client only).`,
 	c.Flags().BoolVar(&standalone, "standalone", false, "serve in-process instead of through the shared broker")
 	c.MarkFlagRequired("scope")
 	return c
-}
-
-// brokerStartTimeout bounds how long stdio waits for a broker to come up.
-const brokerStartTimeout = 15 * time.Second
-
-// ensureBroker makes sure a broker owns the data dir, starting one in the
-// background when none runs. Several stdio processes may race here: one
-// broker wins the data dir's lock, the others exit, and every stdio
-// process ends up talking to the winner.
-func (a *App) ensureBroker(ctx context.Context) error {
-	dir := a.dataDir()
-	if ad, err := server.DialAdmin(dir); err == nil {
-		return ad.Close()
-	}
-	cfg, err := filepath.Abs(a.configPath())
-	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(cfg); err != nil {
-		return fmt.Errorf("no config at %s: create one with `keyhole init`, or set KEYHOLE_CONFIG", cfg)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	logPath := filepath.Join(dir, "broker.log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	cmd := exec.Command(exe, "serve", "--idle-exit", "10m", "--data-dir", dir, "--config", cfg, "--log-format", "json")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives this client
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start a broker: %w", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	a.log.Info("started a broker", "pid", cmd.Process.Pid, "log", logPath)
-
-	deadline := time.After(brokerStartTimeout)
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if ad, err := server.DialAdmin(dir); err == nil {
-			return ad.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-exited:
-			// Another stdio process's broker may have won the lock; keep
-			// waiting for its socket unless ours failed for another reason.
-			if tail := lastLine(logPath); !strings.Contains(tail, "in use by pid") {
-				return fmt.Errorf("the broker exited (%v): %s (full log: %s)", err, tail, logPath)
-			}
-			exited = nil
-		case <-deadline:
-			return fmt.Errorf("no broker answered on %s within %s (see %s)", filepath.Join(dir, server.SocketFile), brokerStartTimeout, logPath)
-		case <-tick.C:
-		}
-	}
-}
-
-// lastLine returns the last non-empty line of a log file.
-func lastLine(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return lines[len(lines)-1]
 }
