@@ -214,5 +214,6 @@ func (t *s3Tool) SecretName() string { return t.secret }
 // InputSchema returns the JSON Schema of the tool's arguments.
 func (t *s3Tool) InputSchema() json.RawMessage { return t.inputSchema }
 
-// Info tells policy this is an s3 tool: grants name actions and prefixes.
-func (t *s3Tool) Info() policy.ToolInfo { return policy.ToolInfo{Kind: "s3"} }
+// Info tells policy this is an s3 tool (grants name actions and prefixes)
+// and which bucket its calls go to, for the audit.
+func (t *s3Tool) Info() policy.ToolInfo { return policy.ToolInfo{Kind: "s3", Bucket: t.bucket} }
