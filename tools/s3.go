@@ -60,7 +60,10 @@ var _ Tool = (*s3Tool)(nil)
 type s3Call struct {
 	delimiter string
 	maxKeys   int32
-	token     string
+	// token is a continuation token keyhole did not issue, passed on as it
+	// is; at is where one of keyhole's resumes (see s3TokenPrefix).
+	token string
+	at    s3Position
 }
 
 // compileS3 checks an s3 tool's configuration, reporting every problem at

@@ -105,6 +105,13 @@ func (t *s3Tool) Prepare(args json.RawMessage) (*Call, error) {
 		if err := s3CheckText("continuation_token", sc.token); err != nil {
 			return nil, err
 		}
+		at, ours, err := s3DecodeToken(sc.token)
+		if err != nil {
+			return nil, err
+		}
+		if ours {
+			sc.token, sc.at = "", at
+		}
 	default: // get, head: the schema allows nothing else
 		for _, name := range []string{"prefix", "delimiter", "max_keys", "continuation_token"} {
 			if _, ok := m[name]; ok {
