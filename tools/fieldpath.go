@@ -47,36 +47,30 @@ const fieldPlainHelp = `; response.fields takes plain paths: keys, array indexes
 // parseFieldPath parses a response.fields path, or returns an error that
 // names the construct it refuses and where.
 func parseFieldPath(path string) ([]fieldStep, error) {
-	refuse := func(at int, what string) ([]fieldStep, error) {
-		return nil, fmt.Errorf("%s at offset %d is not allowed%s", what, at, fieldPlainHelp)
-	}
 	switch {
 	case path == "":
 		return nil, fmt.Errorf("is empty")
 	case !utf8.ValidString(path):
 		return nil, fmt.Errorf("is not valid UTF-8")
 	case strings.HasPrefix(path, ".."):
-		return refuse(0, `a JSON-lines path ".."`)
+		return nil, fieldRefusal(0, `a JSON-lines path ".."`)
 	}
 	var steps []fieldStep
 	var key []byte
 	start := 0 // offset of the component being read
-	escaped := false
-	end := func(at int) error {
-		comp := path[start:at]
-		switch {
-		case comp == "":
-			return fmt.Errorf("has an empty component at offset %d (a leading, trailing or doubled \".\")%s", at, fieldPlainHelp)
-		case comp == "#":
-			steps = append(steps, fieldStep{all: true})
-		default:
-			steps = append(steps, fieldStep{name: string(key)})
+	for i := 0; i <= len(path); i++ {
+		if i == len(path) || path[i] == '.' {
+			switch comp := path[start:i]; comp {
+			case "":
+				return nil, fmt.Errorf("has an empty component at offset %d (a leading, trailing or doubled \".\")%s", i, fieldPlainHelp)
+			case "#":
+				steps = append(steps, fieldStep{all: true})
+			default:
+				steps = append(steps, fieldStep{name: string(key)})
+			}
+			key, start = key[:0], i+1
+			continue
 		}
-		key, escaped = key[:0], false
-		start = at + 1
-		return nil
-	}
-	for i := 0; i < len(path); i++ {
 		c := path[i]
 		switch {
 		case c == '\\':
@@ -85,46 +79,50 @@ func parseFieldPath(path string) ([]fieldStep, error) {
 			}
 			i++
 			key = append(key, path[i])
-			escaped = true
-			continue
-		case c == '.':
-			if err := end(i); err != nil {
+		case c == '#' && i == start && (i+1 == len(path) || path[i+1] == '.'):
+			// "#" alone: every element of an array.
+		default:
+			if err := fieldSpecial(path, i); err != nil {
 				return nil, err
 			}
-			continue
-		case c == '#':
-			switch {
-			case i+1 < len(path) && (path[i+1] == '(' || path[i+1] == '['):
-				return refuse(i, fmt.Sprintf("a query %q", string(path[i])+string(path[i+1])+"…"+closing(path[i+1])))
-			case i != start || escaped || i+1 < len(path) && path[i+1] != '.':
-				return nil, fmt.Errorf(`has a "#" at offset %d inside a component; "#" stands alone for every element of an array (write "\#" for the character)%s`, i, fieldPlainHelp)
-			}
-			continue
-		case c == '@':
-			name := path[i+1:]
-			if n := strings.IndexAny(name, ".|:,}]) "); n >= 0 {
-				name = name[:n]
-			}
-			return refuse(i, fmt.Sprintf("a modifier %q", "@"+name))
-		case c == '{' || c == '[':
-			return refuse(i, fmt.Sprintf("a multipath %q", string(c)+"…"+closing(c)))
-		case c == '*' || c == '?':
-			return refuse(i, fmt.Sprintf("a wildcard %q", string(c)))
-		case c == '|':
-			return refuse(i, `a pipe "|" (write ".")`)
-		case c == '!':
-			return refuse(i, `a literal "!"`)
-		case c == '(' || c == ')' || c == '}' || c == ']':
-			return refuse(i, fmt.Sprintf("a bracket %q of a query or multipath", string(c)))
-		case c <= ' ' || c == 0x7f:
-			return nil, fmt.Errorf("must not contain spaces or control characters")
+			key = append(key, c)
 		}
-		key = append(key, c)
-	}
-	if err := end(len(path)); err != nil {
-		return nil, err
 	}
 	return steps, nil
+}
+
+// fieldSpecial refuses path[i] when it is a character of gjson's syntax
+// that a plain path does not use unescaped.
+func fieldSpecial(path string, i int) error {
+	switch c := path[i]; {
+	case c == '#' && i+1 < len(path) && (path[i+1] == '(' || path[i+1] == '['):
+		return fieldRefusal(i, fmt.Sprintf("a query %q", path[i:i+2]+"…"+closing(path[i+1])))
+	case c == '#':
+		return fmt.Errorf(`has a "#" at offset %d inside a component; "#" stands alone for every element of an array (write "\#" for the character)%s`, i, fieldPlainHelp)
+	case c == '@':
+		name := path[i+1:]
+		if n := strings.IndexAny(name, ".|:,}]) "); n >= 0 {
+			name = name[:n]
+		}
+		return fieldRefusal(i, fmt.Sprintf("a modifier %q", "@"+name))
+	case c == '{' || c == '[':
+		return fieldRefusal(i, fmt.Sprintf("a multipath %q", string(c)+"…"+closing(c)))
+	case c == '*' || c == '?':
+		return fieldRefusal(i, fmt.Sprintf("a wildcard %q", string(c)))
+	case c == '|':
+		return fieldRefusal(i, `a pipe "|" (write ".")`)
+	case c == '!':
+		return fieldRefusal(i, `a literal "!"`)
+	case c == '(' || c == ')' || c == '}' || c == ']':
+		return fieldRefusal(i, fmt.Sprintf("a bracket %q of a query or multipath", string(c)))
+	case c <= ' ' || c == 0x7f:
+		return fmt.Errorf("must not contain spaces or control characters")
+	}
+	return nil
+}
+
+func fieldRefusal(at int, what string) error {
+	return fmt.Errorf("%s at offset %d is not allowed%s", what, at, fieldPlainHelp)
 }
 
 func closing(open byte) string {

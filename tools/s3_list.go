@@ -88,9 +88,8 @@ type s3Entry struct {
 // holds at most the asked max_keys entries (objects and common prefixes
 // together, as S3 counts them) and its JSON at most response.max_bytes,
 // whatever the upstream sent: a store that ignores max-keys cannot flood
-// the agent. When keyhole cuts the page, the result is truncated with a
-// continuation token of its own, which resumes after the last entry
-// returned (see s3TokenPrefix).
+// the agent. A page that goes on carries a continuation token of keyhole's
+// (see s3TokenPrefix).
 func (t *s3Tool) list(ctx context.Context, s *s3Scrubber, prefix string, c *s3Call, opt func(*s3.Options)) (*Result, error) {
 	in := &s3.ListObjectsV2Input{Bucket: aws.String(t.bucket), MaxKeys: aws.Int32(min(c.maxKeys, t.maxKeys))}
 	if prefix != "" {
@@ -99,18 +98,28 @@ func (t *s3Tool) list(ctx context.Context, s *s3Scrubber, prefix string, c *s3Ca
 	if c.delimiter != "" {
 		in.Delimiter = aws.String(c.delimiter)
 	}
-	if c.token != "" {
+	switch {
+	case c.token != "":
 		in.ContinuationToken = aws.String(c.token)
-	}
-	if c.at.upstream != "" {
+	case c.at.upstream != "":
 		in.ContinuationToken = aws.String(c.at.upstream)
-	} else if c.at.after != "" {
+	case c.at.after != "":
 		in.StartAfter = aws.String(c.at.after)
 	}
 	out, err := t.client.ListObjectsV2(ctx, in, opt)
 	if err != nil {
 		return nil, err
 	}
+	r, cut, err := t.page(s, out, prefix, c)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Structured: r, Status: s3Status(out.ResultMetadata), BytesIn: s3BytesIn(out.ResultMetadata), Truncated: cut}, nil
+}
+
+// page shapes one list response into the result the agent gets, and says
+// whether keyhole cut it.
+func (t *s3Tool) page(s *s3Scrubber, out *s3.ListObjectsV2Output, prefix string, c *s3Call) (S3ListResult, bool, error) {
 	entries := s3Entries(out, prefix, c.at.after)
 	upstreamMore := aws.ToBool(out.IsTruncated)
 	// The upstream's token, when it can be passed on in one of keyhole's.
@@ -130,18 +139,11 @@ func (t *s3Tool) list(ctx context.Context, s *s3Scrubber, prefix string, c *s3Ca
 	}
 	r := S3ListResult{Objects: []S3Object{}, CommonPrefixes: []string{}}
 	size, n := s3ListEnvelope, 0
-	for i, e := range entries {
+	for i := range entries {
 		if n == int(c.maxKeys) {
 			break
 		}
-		var js []byte
-		if e.prefix {
-			e.name = s.str(e.name)
-			js, _ = json.Marshal(e.name)
-		} else {
-			e.obj.Key, e.obj.ETag = s.str(e.obj.Key), s.str(e.obj.ETag)
-			js, _ = json.Marshal(e.obj)
-		}
+		e, js := s3Render(s, entries[i])
 		add := len(js)
 		if n > 0 {
 			add++ // the comma
@@ -153,7 +155,7 @@ func (t *s3Tool) list(ctx context.Context, s *s3Scrubber, prefix string, c *s3Ca
 		}
 		if int64(need) > t.maxBytes {
 			if n == 0 {
-				return nil, &ExecError{
+				return r, false, &ExecError{
 					Msg:    fmt.Sprintf("the first entry of this list page does not fit in response.max_bytes (%d bytes); an operator must raise it", t.maxBytes),
 					Detail: fmt.Sprintf("s3 list on bucket %s: entry of %d bytes", t.bucket, len(js)),
 				}
@@ -168,7 +170,6 @@ func (t *s3Tool) list(ctx context.Context, s *s3Scrubber, prefix string, c *s3Ca
 		}
 		n++
 	}
-	cut := n < len(entries)
 	switch {
 	case n > 0:
 		r.NextContinuationToken = next(n - 1)
@@ -181,7 +182,19 @@ func (t *s3Tool) list(ctx context.Context, s *s3Scrubber, prefix string, c *s3Ca
 	// there is more but gives no token and nothing new cannot be paged
 	// (some stores also send a token with the last page; it leads nowhere).
 	r.Truncated = r.NextContinuationToken != ""
-	return &Result{Structured: r, Status: s3Status(out.ResultMetadata), BytesIn: s3BytesIn(out.ResultMetadata), Truncated: cut}, nil
+	return r, n < len(entries), nil
+}
+
+// s3Render scrubs an entry and returns it with its JSON in the result.
+func s3Render(s *s3Scrubber, e s3Entry) (s3Entry, []byte) {
+	if e.prefix {
+		e.name = s.str(e.name)
+		js, _ := json.Marshal(e.name)
+		return e, js
+	}
+	e.obj.Key, e.obj.ETag = s.str(e.obj.Key), s.str(e.obj.ETag)
+	js, _ := json.Marshal(e.obj)
+	return e, js
 }
 
 // s3Entries returns the objects and common prefixes of a list response
