@@ -211,3 +211,24 @@ func TestS3ListNeverReachesBeyondGet(t *testing.T) {
 		}
 	}
 }
+
+func TestS3DecideAllowedDoesNotAllocate(t *testing.T) {
+	p := mustCompile(t, map[string]ScopeConfig{"s": {Grants: []GrantConfig{
+		{Tool: "archive", Actions: []string{"list", "get"}, Prefixes: []string{"exports/", "logs*", "reports/2026"}},
+	}}})
+	sc, _ := p.Scope("s")
+	for _, req := range []Request{
+		{Tool: "archive", Action: "get", Key: "reports/2026/01.csv"},
+		{Tool: "archive", Action: "get", Key: "reports/2026"},
+		{Tool: "archive", Action: "list", Key: "reports/2026/q1/"},
+		{Tool: "archive", Action: "list", Key: "logs-2026"},
+	} {
+		if n := testing.AllocsPerRun(100, func() {
+			if !sc.Decide(req).Allow {
+				t.Fatalf("Decide(%s) denied", req)
+			}
+		}); n != 0 {
+			t.Errorf("Decide(%s) allocates %v times, want 0", req, n)
+		}
+	}
+}
