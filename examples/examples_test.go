@@ -217,12 +217,15 @@ func TestArchiveReportScope(t *testing.T) {
 		{"read an export", "archive_bucket", `{"action":"get","key":"reports/2026/01.csv"}`, deny},
 		{"list all reports", "archive_bucket", `{"action":"list","prefix":"reports/"}`, deny},
 		{"list 2025", "archive_bucket", `{"action":"list","prefix":"reports/2025/"}`, deny},
+		{"list a sibling of the prefix", "archive_bucket", `{"action":"list","prefix":"reports/2026-secret/"}`, deny},
+		{"list beside the prefix", "archive_bucket", `{"action":"list","prefix":"reports/2026"}`, deny},
 		{"list the bucket", "archive_bucket", `{"action":"list"}`, deny},
 
 		{"delete", "archive_bucket", `{"action":"delete","key":"reports/2026/01.csv"}`, refuse},
 		{"put", "archive_bucket", `{"action":"put","key":"reports/2026/01.csv"}`, refuse},
 		{"another bucket", "archive_bucket", `{"action":"list","bucket":"acme-prod-db-backups"}`, refuse},
 		{"dot-dot key", "archive_bucket", `{"action":"get","key":"reports/2026/../payroll.csv"}`, refuse},
+		{"backslash prefix", "archive_bucket", `{"action":"list","prefix":"reports/2026/..\\..\\private/"}`, refuse},
 	})
 }
 

@@ -75,10 +75,10 @@ type httpRule struct {
 	reason [len(httpMethods)]string
 }
 
-// s3Rule allows the actions in a bit set on keys under one prefix.
+// s3Rule allows the actions in a bit set on the keys one prefix grants.
 type s3Rule struct {
 	actions uint8
-	prefix  string
+	prefix  S3Prefix
 	// text and reason per action, as for httpRule.
 	text   [len(s3Actions)]string
 	reason [len(s3Actions)]string
@@ -316,40 +316,27 @@ func (tg *toolGrants) addS3(at string, g GrantConfig) []error {
 		errs = append(errs, fieldErr(at+".prefixes", `required for s3 tool %s: name the key prefixes this grant allows, or "" for the whole bucket`, g.Tool))
 	}
 	for j, px := range g.Prefixes {
-		if err := checkPrefix(px); err != nil {
+		p, err := parseS3Prefix(px)
+		if err != nil {
 			errs = append(errs, fieldErr(fmt.Sprintf("%s.prefixes[%d]", at, j), "%v", err))
 			continue
 		}
-		tg.s3 = append(tg.s3, newS3Rule(tg.scope, g.Tool, mask, px))
+		tg.s3 = append(tg.s3, newS3Rule(tg.scope, g.Tool, mask, p))
 		for _, a := range g.Actions {
 			if actionIndex(a) >= 0 {
-				tg.summary = append(tg.summary, a+" "+describePrefix(px))
+				tg.summary = append(tg.summary, a+" "+p.Meaning())
 			}
 		}
 	}
 	return errs
 }
 
-func checkPrefix(px string) error {
-	switch {
-	case strings.HasPrefix(px, "/"):
-		return fmt.Errorf("%q starts with \"/\"; S3 keys have no leading slash (write %q)", px, strings.TrimLeft(px, "/"))
-	case hasControl(px):
-		return fmt.Errorf("%q contains a control character, which no key holds", px)
-	}
-	for _, seg := range strings.Split(px, "/") {
-		if seg == "." || seg == ".." {
-			return fmt.Errorf("%q has a %q segment; keys with one are refused, name the prefix itself", px, seg)
-		}
-	}
-	return nil
-}
-
-func describePrefix(px string) string {
-	if px == "" {
+// describeKey shows a requested key or list prefix in a reason.
+func describeKey(key string) string {
+	if key == "" {
 		return `"" (the whole bucket)`
 	}
-	return px
+	return key
 }
 
 // notS3 reports s3-only fields set on an http grant.
@@ -415,11 +402,11 @@ func newHTTPRule(scope, tool string, methods uint8, shape, path *pattern) httpRu
 }
 
 // newS3Rule builds a rule with the grant text of every action it allows.
-func newS3Rule(scope, tool string, actions uint8, prefix string) s3Rule {
+func newS3Rule(scope, tool string, actions uint8, prefix S3Prefix) s3Rule {
 	r := s3Rule{actions: actions, prefix: prefix}
 	for i, a := range s3Actions {
 		if actions&(1<<i) != 0 {
-			r.text[i] = tool + ": " + a + " " + describePrefix(prefix)
+			r.text[i] = tool + ": " + a + " " + describeKey(prefix.Text)
 			r.reason[i] = "granted to scope " + scope + " by " + r.text[i]
 		}
 	}

@@ -90,11 +90,10 @@ func (s *Scope) Summary(tool string) []string {
 }
 
 // S3Grant is what one or more s3 grants of a scope allow on a tool: the
-// actions (list, get, head) on keys under each prefix ("" is the whole
-// bucket).
+// actions (list, get, head) on the keys each prefix grants (see S3Prefix).
 type S3Grant struct {
 	Actions  []string
-	Prefixes []string
+	Prefixes []S3Prefix
 }
 
 // S3Grants returns what the scope grants on the s3 tool called tool, one
@@ -129,7 +128,7 @@ func (s *Scope) S3Grants(tool string) []S3Grant {
 
 // Decide matches req against the scope's grants. It is pure: no counters,
 // no clock (Session.Decide adds those). An allowed call does not allocate;
-// a denied one allocates its Reason once, from strings built at Compile.
+// a denied one allocates its Reason, from strings built at Compile.
 func (s *Scope) Decide(req Request) Decision {
 	tg, ok := s.tools[req.Tool]
 	if !ok {
@@ -166,16 +165,26 @@ func (tg *toolGrants) decideS3(scope string, req Request) Decision {
 		return Decision{Code: CodeNotGranted, Reason: "action " + strconv.Quote(req.Action) + tg.deniedSuffix}
 	}
 	if !canonicalKey(req.Key) {
-		return Decision{Code: CodeNotGranted, Reason: req.Action + " request refused by scope " + scope + ": its key has a \".\" or \"..\" segment or a control character"}
+		return Decision{Code: CodeNotGranted, Reason: req.Action + " request refused by scope " + scope + ": its key has a \".\" or \"..\" segment, a backslash or a control character"}
 	}
 	bit := uint8(1) << ai
+	list := req.Action == "list"
+	hint := ""
 	for i := range tg.s3 {
 		r := &tg.s3[i]
-		if r.actions&bit != 0 && strings.HasPrefix(req.Key, r.prefix) {
+		if r.actions&bit == 0 {
+			continue
+		}
+		if list && r.prefix.GrantsList(req.Key) || !list && r.prefix.GrantsKey(req.Key) {
 			return Decision{Allow: true, Reason: r.reason[ai], Grant: r.text[ai]}
 		}
+		if list && hint == "" && r.prefix.Key != "" && req.Key == r.prefix.Key {
+			// A list prefix is a plain string prefix: "reports/2026" would
+			// list reports/2026-secret/… too.
+			hint = "; a list of " + strconv.Quote(req.Key) + " would also reach keys beside " + r.prefix.Under + ": list " + strconv.Quote(r.prefix.Under)
+		}
 	}
-	return Decision{Code: CodeNotGranted, Reason: req.Action + " " + describePrefix(req.Key) + tg.deniedSuffix}
+	return Decision{Code: CodeNotGranted, Reason: req.Action + " " + describeKey(req.Key) + tg.deniedSuffix + hint}
 }
 
 // httpReason builds "METHOD /seg/seg" + suffix with one allocation.
@@ -200,14 +209,15 @@ func httpReason(method string, segs []string, suffix string) string {
 }
 
 // canonicalKey reports whether an S3 key is one a tool may send: no
-// control bytes and no "." or ".." segment, which S3-compatible stores
-// may normalize away.
+// control bytes, no backslash (which some S3-compatible stores read as
+// "/") and no "." or ".." segment, which S3-compatible stores may
+// normalize away.
 func canonicalKey(key string) bool {
 	start := 0
 	for i := 0; i <= len(key); i++ {
 		if i < len(key) {
 			c := key[i]
-			if c < 0x20 || c == 0x7f {
+			if c < 0x20 || c == 0x7f || c == '\\' {
 				return false
 			}
 			if c != '/' {

@@ -55,6 +55,7 @@ func post(path string) Request { return Request{Tool: "github", Method: "POST", 
 const (
 	triageGranted = "; granted: GET /repos/acme/api/issues, GET /repos/acme/api/issues/*, POST /repos/acme/api/issues/*/comments"
 	deepGranted   = "; granted: GET /docs/**, HEAD /docs/**, GET /a/**/z, HEAD /a/**/z, GET /, HEAD /"
+	reportGranted = "; granted: list reports/2026/ (every key under reports/2026/), get reports/2026/ (every key under reports/2026/)"
 )
 
 func TestScopeDecide(t *testing.T) {
@@ -130,20 +131,20 @@ func TestScopeDecide(t *testing.T) {
 		{"s3 list prefix itself", "report", Request{Tool: "archive", Action: "list", Key: "reports/2026/"}, allow("report|archive: list reports/2026/")},
 		{"s3 get", "report", Request{Tool: "archive", Action: "get", Key: "reports/2026/q1.csv"}, allow("report|archive: get reports/2026/")},
 		{"s3 other year", "report", Request{Tool: "archive", Action: "list", Key: "reports/2025/"},
-			deny("list reports/2025/ is not granted to scope report; granted: list reports/2026/, get reports/2026/")},
+			deny("list reports/2025/ is not granted to scope report" + reportGranted)},
 		{"s3 shorter prefix", "report", Request{Tool: "archive", Action: "list", Key: "reports/20"},
-			deny("list reports/20 is not granted to scope report; granted: list reports/2026/, get reports/2026/")},
+			deny("list reports/20 is not granted to scope report" + reportGranted)},
 		{"s3 root needs root grant", "report", Request{Tool: "archive", Action: "list", Key: ""},
-			deny(`list "" (the whole bucket) is not granted to scope report; granted: list reports/2026/, get reports/2026/`)},
+			deny(`list "" (the whole bucket) is not granted to scope report` + reportGranted)},
 		{"s3 root granted", "bucket", Request{Tool: "archive", Action: "list", Key: ""}, allow(`bucket|archive: list "" (the whole bucket)`)},
 		{"s3 action not granted", "report", Request{Tool: "archive", Action: "head", Key: "reports/2026/q1.csv"},
-			deny("head reports/2026/q1.csv is not granted to scope report; granted: list reports/2026/, get reports/2026/")},
+			deny("head reports/2026/q1.csv is not granted to scope report" + reportGranted)},
 		{"s3 unknown action", "report", Request{Tool: "archive", Action: "put", Key: "reports/2026/q1.csv"},
-			deny(`action "put" is not granted to scope report; granted: list reports/2026/, get reports/2026/`)},
+			deny(`action "put" is not granted to scope report` + reportGranted)},
 		{"s3 dotdot key", "report", Request{Tool: "archive", Action: "get", Key: "reports/2026/../secret"},
-			deny(`get request refused by scope report: its key has a "." or ".." segment or a control character`)},
+			deny(`get request refused by scope report: its key has a "." or ".." segment, a backslash or a control character`)},
 		{"s3 control key", "report", Request{Tool: "archive", Action: "get", Key: "reports/2026/a\nb"},
-			deny(`get request refused by scope report: its key has a "." or ".." segment or a control character`)},
+			deny(`get request refused by scope report: its key has a "." or ".." segment, a backslash or a control character`)},
 		{"s3 dots inside a name are fine", "report", Request{Tool: "archive", Action: "get", Key: "reports/2026/..hidden"}, allow("report|archive: get reports/2026/")},
 	}
 	for _, tt := range tests {
@@ -228,9 +229,10 @@ func TestScopeS3Grants(t *testing.T) {
 	}}})
 	s, _ := p.Scope("s")
 	got := s.S3Grants("archive")
+	dir := func(px string) S3Prefix { return S3Prefix{Text: px, Under: px} }
 	want := []S3Grant{
-		{Actions: []string{"list", "get"}, Prefixes: []string{"a/", "b/", "d/"}},
-		{Actions: []string{"head"}, Prefixes: []string{"c/"}},
+		{Actions: []string{"list", "get"}, Prefixes: []S3Prefix{dir("a/"), dir("b/"), dir("d/")}},
+		{Actions: []string{"head"}, Prefixes: []S3Prefix{dir("c/")}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("S3Grants(archive) = %v, want %v", got, want)

@@ -320,41 +320,11 @@ func (c *httpCompiler) response(r Response) (int, []string, bool) {
 	return maxBytes, r.Fields, each
 }
 
-// httpFieldProblem sanity-checks a gjson path: non-empty, printable, no
-// modifiers (which can reshape the whole document, defeating projection),
-// balanced brackets, no empty components.
+// httpFieldProblem returns what is wrong with a response.fields path, or
+// "": only plain paths are accepted (see parseFieldPath).
 func httpFieldProblem(f string) string {
-	if f == "" {
-		return "is empty"
-	}
-	if httpHasControl(f) || strings.ContainsAny(f, " \t") {
-		return "must not contain spaces or control characters"
-	}
-	depth := []byte{}
-	pairs := map[byte]byte{')': '(', ']': '[', '}': '{'}
-	for i := 0; i < len(f); i++ {
-		ch := f[i]
-		switch ch {
-		case '\\':
-			i++
-		case '@':
-			if i == 0 || f[i-1] == '.' || f[i-1] == '|' {
-				return "gjson modifiers (@...) are not allowed"
-			}
-		case '(', '[', '{':
-			depth = append(depth, ch)
-		case ')', ']', '}':
-			if len(depth) == 0 || depth[len(depth)-1] != pairs[ch] {
-				return "has unbalanced brackets"
-			}
-			depth = depth[:len(depth)-1]
-		}
-	}
-	if len(depth) > 0 {
-		return "has unbalanced brackets"
-	}
-	if strings.HasPrefix(f, ".") || strings.HasSuffix(f, ".") || strings.HasSuffix(f, "|") || strings.Contains(f, "..") {
-		return "has an empty path component"
+	if _, err := parseFieldPath(f); err != nil {
+		return strconv.Quote(f) + " " + err.Error()
 	}
 	return ""
 }

@@ -165,7 +165,7 @@ func httpWriteFields(b *bytes.Buffer, v gjson.Result, fields []string, strip int
 	n := 0
 	for _, f := range fields {
 		path := f[strip:]
-		r := v.Get(path)
+		r := fieldGet(v, path)
 		if !r.Exists() {
 			continue
 		}

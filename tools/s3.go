@@ -60,7 +60,10 @@ var _ Tool = (*s3Tool)(nil)
 type s3Call struct {
 	delimiter string
 	maxKeys   int32
-	token     string
+	// token is a continuation token keyhole did not issue, passed on as it
+	// is; at is where one of keyhole's resumes (see s3TokenPrefix).
+	token string
+	at    s3Position
 }
 
 // compileS3 checks an s3 tool's configuration, reporting every problem at
@@ -219,5 +222,6 @@ func (t *s3Tool) SecretName() string { return t.secret }
 // InputSchema returns the JSON Schema of the tool's arguments.
 func (t *s3Tool) InputSchema() json.RawMessage { return t.inputSchema }
 
-// Info tells policy this is an s3 tool: grants name actions and prefixes.
-func (t *s3Tool) Info() policy.ToolInfo { return policy.ToolInfo{Kind: "s3"} }
+// Info tells policy this is an s3 tool (grants name actions and prefixes)
+// and which bucket its calls go to, for the audit.
+func (t *s3Tool) Info() policy.ToolInfo { return policy.ToolInfo{Kind: "s3", Bucket: t.bucket} }

@@ -57,9 +57,9 @@ func compileS3Schema(maxKeys int32) (*jsonschema.Schema, json.RawMessage, error)
 // Prepare validates the arguments against the tool's schema and turns
 // them into a call: list → Request{Action: "list", Key: prefix}; get and
 // head → Request{Action, Key: key}. Keys and prefixes are exact byte
-// strings, never normalized; one with invalid UTF-8, a control character or
-// a "." or ".." segment is refused, since S3-compatible stores normalize
-// those.
+// strings, never normalized; one with invalid UTF-8, a control character, a
+// backslash or a "." or ".." segment is refused, since S3-compatible stores
+// normalize those.
 func (t *s3Tool) Prepare(args json.RawMessage) (*Call, error) {
 	if len(args) > s3MaxArgBytes {
 		return nil, &ArgError{Msg: "arguments are larger than 1 MiB"}
@@ -104,6 +104,13 @@ func (t *s3Tool) Prepare(args json.RawMessage) (*Call, error) {
 		}
 		if err := s3CheckText("continuation_token", sc.token); err != nil {
 			return nil, err
+		}
+		at, ours, err := s3DecodeToken(sc.token)
+		if err != nil {
+			return nil, err
+		}
+		if ours {
+			sc.token, sc.at = "", at
 		}
 	default: // get, head: the schema allows nothing else
 		for _, name := range []string{"prefix", "delimiter", "max_keys", "continuation_token"} {
@@ -171,13 +178,18 @@ func s3CheckText(name, s string) error {
 }
 
 // s3CheckKey refuses an object key or prefix that is too long, not valid
-// UTF-8, holds a control character or a "." or ".." segment.
+// UTF-8, holds a control character, a backslash or a "." or ".." segment.
 func s3CheckKey(name, key string) error {
 	if len(key) > s3MaxKeyBytes {
 		return &ArgError{Msg: fmt.Sprintf("%s is longer than %d bytes", name, s3MaxKeyBytes)}
 	}
 	if err := s3CheckText(name, key); err != nil {
 		return err
+	}
+	if strings.Contains(key, `\`) {
+		// Some S3-compatible stores read "\" as "/", which would walk
+		// "a\..\b" out of a prefix; the http kind refuses it in paths too.
+		return &ArgError{Msg: name + " contains a backslash, which S3-compatible stores may read as \"/\"; name the key exactly"}
 	}
 	for seg := range strings.SplitSeq(key, "/") {
 		if seg == "." || seg == ".." {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -149,48 +148,6 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte) (*Resul
 	return res, nil
 }
 
-func (t *s3Tool) list(ctx context.Context, s *s3Scrubber, prefix string, c *s3Call, opt func(*s3.Options)) (*Result, error) {
-	in := &s3.ListObjectsV2Input{Bucket: aws.String(t.bucket), MaxKeys: aws.Int32(min(c.maxKeys, t.maxKeys))}
-	if prefix != "" {
-		in.Prefix = aws.String(prefix)
-	}
-	if c.delimiter != "" {
-		in.Delimiter = aws.String(c.delimiter)
-	}
-	if c.token != "" {
-		in.ContinuationToken = aws.String(c.token)
-	}
-	out, err := t.client.ListObjectsV2(ctx, in, opt)
-	if err != nil {
-		return nil, err
-	}
-	r := S3ListResult{Objects: []S3Object{}, CommonPrefixes: []string{}}
-	// A hostile or broken upstream could list keys outside the prefix that
-	// was granted; they do not reach the agent.
-	for _, o := range out.Contents {
-		k := aws.ToString(o.Key)
-		if !strings.HasPrefix(k, prefix) {
-			continue
-		}
-		r.Objects = append(r.Objects, S3Object{
-			Key:          s.str(k),
-			Size:         aws.ToInt64(o.Size),
-			LastModified: s3Time(o.LastModified),
-			ETag:         s.str(aws.ToString(o.ETag)),
-		})
-	}
-	for _, p := range out.CommonPrefixes {
-		if k := aws.ToString(p.Prefix); strings.HasPrefix(k, prefix) {
-			r.CommonPrefixes = append(r.CommonPrefixes, s.str(k))
-		}
-	}
-	// Some stores send a token with the last page too; it leads nowhere.
-	if r.Truncated = aws.ToBool(out.IsTruncated); r.Truncated {
-		r.NextContinuationToken = s.str(aws.ToString(out.NextContinuationToken))
-	}
-	return &Result{Structured: r, Status: s3Status(out.ResultMetadata), BytesIn: s3BytesIn(out.ResultMetadata)}, nil
-}
-
 func (t *s3Tool) get(ctx context.Context, s *s3Scrubber, key string, opt func(*s3.Options)) (*Result, error) {
 	out, err := t.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(t.bucket), Key: aws.String(key)}, opt)
 	if err != nil {
@@ -305,6 +262,9 @@ func s3BytesIn(md middleware.Metadata) int64 {
 // says what happened without the request URL, addresses or credentials;
 // Detail keeps the full (scrubbed) error for the audit record.
 func (t *s3Tool) execError(s *s3Scrubber, action string, err error) *ExecError {
+	if ee, ok := err.(*ExecError); ok {
+		return ee // already written for the agent
+	}
 	var code string
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) && s3SafeCode(apiErr.ErrorCode()) {

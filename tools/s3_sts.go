@@ -197,50 +197,53 @@ type iamStatement struct {
 // policy matches the prefix as written.
 var iamLiteral = strings.NewReplacer("$", "${$}", "*", "${*}", "?", "${?}")
 
-// s3SessionPolicy is the session policy for grants on bucket: s3:ListBucket
-// with s3:prefix limited to the prefixes granted list, and s3:GetObject
-// (which also authorizes HEAD) on the objects under the prefixes granted
-// get or head. Nothing else.
+// s3SessionPolicy is the session policy for grants on bucket, matching
+// what policy decides (see policy.S3Prefix): s3:ListBucket with s3:prefix
+// limited to the list prefixes the grants allow, and s3:GetObject (which
+// also authorizes HEAD) on the keys granted get or head. A prefix that ends
+// at a segment ("reports/2026") becomes the exact key and the keys under it
+// (".../reports/2026" and ".../reports/2026/*"), never reports/2026-secret;
+// a string prefix ("reports/2026*") becomes ".../reports/2026*". Nothing
+// else: no other action, and no kms:Decrypt.
 func s3SessionPolicy(partition, bucket string, grants []policy.S3Grant) (string, error) {
-	var list, get []string
+	var listed, got []policy.S3Prefix
 	for _, g := range grants {
 		for _, a := range g.Actions {
 			switch a {
 			case "list":
-				list = append(list, g.Prefixes...)
+				listed = append(listed, g.Prefixes...)
 			case "get", "head":
-				get = append(get, g.Prefixes...)
+				got = append(got, g.Prefixes...)
 			}
 		}
 	}
-	slices.Sort(list)
-	list = slices.Compact(list)
-	slices.Sort(get)
-	get = slices.Compact(get)
-	if len(list) == 0 && len(get) == 0 {
+	if len(listed) == 0 && len(got) == 0 {
 		return "", fmt.Errorf("the scope grants no s3 action on bucket %s", bucket)
 	}
 	arn := "arn:" + partition + ":s3:::" + bucket
 	doc := iamPolicy{Version: "2012-10-17"}
-	if len(list) > 0 {
+	if len(listed) > 0 {
 		st := iamStatement{Effect: "Allow", Action: "s3:ListBucket", Resource: []string{arn}}
 		// A grant of the whole bucket allows a list without a prefix,
 		// which no s3:prefix condition would match.
-		if !slices.Contains(list, "") {
-			like := make([]string, len(list))
-			for i, px := range list {
-				like[i] = iamLiteral.Replace(px) + "*"
+		if !slices.ContainsFunc(listed, policy.S3Prefix.Whole) {
+			var like []string
+			for _, px := range listed {
+				like = append(like, iamLiteral.Replace(px.Under)+"*")
 			}
-			st.Condition = map[string]map[string]any{"StringLike": {"s3:prefix": like}}
+			st.Condition = map[string]map[string]any{"StringLike": {"s3:prefix": sortedSet(like)}}
 		}
 		doc.Statement = append(doc.Statement, st)
 	}
-	if len(get) > 0 {
-		st := iamStatement{Effect: "Allow", Action: "s3:GetObject"}
-		for _, px := range get {
-			st.Resource = append(st.Resource, arn+"/"+iamLiteral.Replace(px)+"*")
+	if len(got) > 0 {
+		var res []string
+		for _, px := range got {
+			if px.Key != "" {
+				res = append(res, arn+"/"+iamLiteral.Replace(px.Key))
+			}
+			res = append(res, arn+"/"+iamLiteral.Replace(px.Under)+"*")
 		}
-		doc.Statement = append(doc.Statement, st)
+		doc.Statement = append(doc.Statement, iamStatement{Effect: "Allow", Action: "s3:GetObject", Resource: sortedSet(res)})
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
@@ -250,4 +253,12 @@ func s3SessionPolicy(partition, bucket string, grants []policy.S3Grant) (string,
 		return "", fmt.Errorf("the session policy for bucket %s is %d characters; STS accepts at most %d", bucket, len(b), stsMaxPolicyChars)
 	}
 	return string(b), nil
+}
+
+// sortedSet sorts s and drops duplicates, so the policy (and the
+// fingerprint of the cached role credentials) does not depend on the
+// order of the grants.
+func sortedSet(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
 }

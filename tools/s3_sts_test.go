@@ -15,11 +15,13 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
@@ -138,9 +140,24 @@ func assertNoRoleSecret(t *testing.T, where, s string) {
 	}
 }
 
-var testRoleGrants = []policy.S3Grant{
-	{Actions: []string{"list"}, Prefixes: []string{"reports/2026/"}},
-	{Actions: []string{"get", "head"}, Prefixes: []string{"reports/2026/", "odd*?$/"}},
+var testRoleGrants = mustS3Grants(
+	policy.GrantConfig{Actions: []string{"list"}, Prefixes: []string{"reports/2026/"}},
+	policy.GrantConfig{Actions: []string{"get", "head"}, Prefixes: []string{"reports/2026/", "o?d$*"}},
+)
+
+// mustS3Grants compiles grants on the s3 tool archive_bucket, as the
+// broker's config does, and returns what a session of the scope is
+// granted on it.
+func mustS3Grants(grants ...policy.GrantConfig) []policy.S3Grant {
+	for i := range grants {
+		grants[i].Tool = "archive_bucket"
+	}
+	p, errs := policy.Compile(map[string]policy.ScopeConfig{"s": {Grants: grants}}, map[string]policy.ToolInfo{"archive_bucket": {Kind: "s3", Bucket: s3TestBucket}})
+	if len(errs) > 0 {
+		panic(fmt.Sprint(errs))
+	}
+	sc, _ := p.Scope("s")
+	return sc.S3Grants("archive_bucket")
 }
 
 // testRolePolicy is the session policy testRoleGrants must give, and
@@ -148,7 +165,7 @@ var testRoleGrants = []policy.S3Grant{
 const testRolePolicy = `{"Version":"2012-10-17","Statement":[
  {"Effect":"Allow","Action":"s3:ListBucket","Resource":["arn:aws:s3:::acme-archive"],
   "Condition":{"StringLike":{"s3:prefix":["reports/2026/*"]}}},
- {"Effect":"Allow","Action":"s3:GetObject","Resource":["arn:aws:s3:::acme-archive/odd${*}${?}${$}/*","arn:aws:s3:::acme-archive/reports/2026/*"]}
+ {"Effect":"Allow","Action":"s3:GetObject","Resource":["arn:aws:s3:::acme-archive/o${?}d${$}*","arn:aws:s3:::acme-archive/reports/2026/*"]}
 ]}`
 
 // checkAssumeRole vets an AssumeRole form: the role, a session name
@@ -314,7 +331,7 @@ func TestS3RoleRefusals(t *testing.T) {
 		"no session":      {nil, "has no session"},
 		"expired session": {&CallSession{ID: "ses_x", Expires: now.Add(-time.Second), S3: testRoleGrants}, "expired"},
 		"no grants":       {&CallSession{ID: "ses_x", Expires: now.Add(time.Hour)}, "narrow the scope"},
-		"policy too long": {&CallSession{ID: "ses_x", Expires: now.Add(time.Hour), S3: []policy.S3Grant{{Actions: []string{"get"}, Prefixes: []string{strings.Repeat("p", 1000) + "/", strings.Repeat("q", 1000) + "/"}}}}, "narrow the scope"},
+		"policy too long": {&CallSession{ID: "ses_x", Expires: now.Add(time.Hour), S3: mustS3Grants(policy.GrantConfig{Actions: []string{"get"}, Prefixes: []string{strings.Repeat("p", 1000) + "/", strings.Repeat("q", 1000) + "/"}})}, "narrow the scope"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			call := prepareS3(t, tool, `{"action":"head","key":"reports/2026/01.csv"}`)
@@ -367,7 +384,7 @@ func TestS3RoleSTSEgressGuarded(t *testing.T) {
 }
 
 func TestS3SessionPolicyWholeBucket(t *testing.T) {
-	got, err := s3SessionPolicy("aws-cn", "acme-archive", []policy.S3Grant{{Actions: []string{"list", "head"}, Prefixes: []string{"", "a/"}}})
+	got, err := s3SessionPolicy("aws-cn", "acme-archive", mustS3Grants(policy.GrantConfig{Actions: []string{"list", "head"}, Prefixes: []string{"", "a/"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,4 +419,178 @@ func TestS3STSEndpointConfig(t *testing.T) {
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "sts_endpoint") {
 		t.Fatalf("Compile(http tool with sts_endpoint) = %v, want one sts_endpoint error", errs)
 	}
+}
+
+// TestS3SessionPolicyFollowsPrefixRule holds issue 22's grant and its
+// variants: the session policy reaches what keyhole grants, by the same
+// rule: a prefix ends at a segment unless it ends in "*".
+func TestS3SessionPolicyFollowsPrefixRule(t *testing.T) {
+	const arn = "arn:aws:s3:::acme-archive"
+	tests := map[string]struct {
+		actions []string
+		prefix  string
+		like    []string // s3:prefix; nil: no condition (the whole bucket)
+		objects []string // s3:GetObject resources; nil: no statement
+	}{
+		"segment":              {[]string{"list", "get"}, "reports/2026", []string{"reports/2026/*"}, []string{arn + "/reports/2026", arn + "/reports/2026/*"}},
+		"folder":               {[]string{"list", "get"}, "reports/2026/", []string{"reports/2026/*"}, []string{arn + "/reports/2026/*"}},
+		"string":               {[]string{"list", "get"}, "reports/2026*", []string{"reports/2026*"}, []string{arn + "/reports/2026*"}},
+		"head is s3:GetObject": {[]string{"head"}, "reports/2026", nil, []string{arn + "/reports/2026", arn + "/reports/2026/*"}},
+		"list only":            {[]string{"list"}, "reports/2026", []string{"reports/2026/*"}, nil},
+		"bucket":               {[]string{"list", "get"}, "", nil, []string{arn + "/*"}},
+		"wildcards escaped":    {[]string{"list", "get"}, "a$b?c", []string{"a${$}b${?}c/*"}, []string{arn + "/a${$}b${?}c", arn + "/a${$}b${?}c/*"}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			doc, err := s3SessionPolicy("aws", s3TestBucket, mustS3Grants(policy.GrantConfig{Actions: tt.actions, Prefixes: []string{tt.prefix}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var p iamPolicy
+			if err := json.Unmarshal([]byte(doc), &p); err != nil {
+				t.Fatal(err)
+			}
+			like, objects := []string{"(no s3:ListBucket)"}, []string(nil)
+			for _, st := range p.Statement {
+				switch st.Action {
+				case "s3:ListBucket":
+					if !reflect.DeepEqual(st.Resource, []string{arn}) {
+						t.Errorf("ListBucket resource = %q", st.Resource)
+					}
+					like = nil
+					if c, ok := st.Condition["StringLike"]["s3:prefix"]; ok {
+						for _, v := range c.([]any) {
+							like = append(like, v.(string))
+						}
+					}
+				case "s3:GetObject":
+					objects = st.Resource
+				default:
+					t.Errorf("statement allows %s", st.Action)
+				}
+			}
+			if !slices.Contains(tt.actions, "list") {
+				tt.like = []string{"(no s3:ListBucket)"}
+			}
+			if !reflect.DeepEqual(like, tt.like) {
+				t.Errorf("s3:prefix = %q, want %q (policy %s)", like, tt.like, doc)
+			}
+			if !reflect.DeepEqual(objects, tt.objects) {
+				t.Errorf("GetObject resources = %q, want %q", objects, tt.objects)
+			}
+			if strings.Contains(doc, "kms:") {
+				t.Errorf("policy %s grants a KMS action", doc)
+			}
+		})
+	}
+}
+
+// TestS3SessionPolicyAgreesWithDecide evaluates the session policy as IAM
+// would (StringLike with "*", "?" and the ${*} ${?} ${$} escapes) and
+// checks that it allows exactly the gets and lists keyhole allows, on
+// every short key over an alphabet that can build siblings.
+func TestS3SessionPolicyAgreesWithDecide(t *testing.T) {
+	const alphabet = "a/-?*"
+	var strs []string
+	var gen func(s string)
+	gen = func(s string) {
+		strs = append(strs, s)
+		if len(s) == 4 {
+			return
+		}
+		for i := range len(alphabet) {
+			gen(s + alphabet[i:i+1])
+		}
+	}
+	gen("")
+	prefixes := []string{"", "a", "a/", "a*", "a-a", "a/a", "a/a/", "a?", "a?*", "?a", "a/-*"}
+	for _, px := range prefixes {
+		grant := policy.GrantConfig{Tool: "archive_bucket", Actions: []string{"list", "get"}, Prefixes: []string{px}}
+		p, errs := policy.Compile(map[string]policy.ScopeConfig{"s": {Grants: []policy.GrantConfig{grant}}}, map[string]policy.ToolInfo{"archive_bucket": {Kind: "s3"}})
+		if len(errs) > 0 {
+			t.Fatalf("Compile(prefix %q) = %v", px, errs)
+		}
+		sc, _ := p.Scope("s")
+		doc, err := s3SessionPolicy("aws", s3TestBucket, sc.S3Grants("archive_bucket"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pol iamPolicy
+		if err := json.Unmarshal([]byte(doc), &pol); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range strs {
+			keyhole := sc.Decide(policy.Request{Tool: "archive_bucket", Action: "list", Key: k}).Allow
+			if iam := iamAllows(pol, "s3:ListBucket", "arn:aws:s3:::acme-archive", k); iam != keyhole {
+				t.Fatalf("prefix %q: list %q: keyhole allows %v, session policy %v (%s)", px, k, keyhole, iam, doc)
+			}
+			if k == "" {
+				continue
+			}
+			keyhole = sc.Decide(policy.Request{Tool: "archive_bucket", Action: "get", Key: k}).Allow
+			if iam := iamAllows(pol, "s3:GetObject", "arn:aws:s3:::acme-archive/"+k, ""); iam != keyhole {
+				t.Fatalf("prefix %q: get %q: keyhole allows %v, session policy %v (%s)", px, k, keyhole, iam, doc)
+			}
+		}
+	}
+}
+
+// iamAllows evaluates the Allow statements of p for action on resource,
+// with s3:prefix set to prefix for s3:ListBucket.
+func iamAllows(p iamPolicy, action, resource, prefix string) bool {
+	for _, st := range p.Statement {
+		if st.Action != action || !slices.ContainsFunc(st.Resource, func(r string) bool { return iamLike(r, resource) }) {
+			continue
+		}
+		cond, ok := st.Condition["StringLike"]["s3:prefix"]
+		if !ok {
+			return true
+		}
+		for _, v := range cond.([]any) {
+			if iamLike(v.(string), prefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// iamLike is IAM's StringLike: "*" matches any run of characters, "?" one
+// character, and ${*}, ${?} and ${$} stand for the characters themselves.
+func iamLike(pattern, s string) bool {
+	type tok struct {
+		c    rune
+		wild bool
+	}
+	var toks []tok
+	for i := 0; i < len(pattern); {
+		switch {
+		case strings.HasPrefix(pattern[i:], "${*}"), strings.HasPrefix(pattern[i:], "${?}"), strings.HasPrefix(pattern[i:], "${$}"):
+			toks = append(toks, tok{c: rune(pattern[i+2])})
+			i += 4
+		default:
+			r, n := utf8.DecodeRuneInString(pattern[i:])
+			toks = append(toks, tok{c: r, wild: r == '*' || r == '?'})
+			i += n
+		}
+	}
+	rs := []rune(s)
+	var match func(ti, si int) bool
+	match = func(ti, si int) bool {
+		if ti == len(toks) {
+			return si == len(rs)
+		}
+		tk := toks[ti]
+		switch {
+		case tk.wild && tk.c == '*':
+			return match(ti+1, si) || si < len(rs) && match(ti, si+1)
+		case si == len(rs):
+			return false
+		case tk.wild: // "?"
+			return match(ti+1, si+1)
+		default:
+			return tk.c == rs[si] && match(ti+1, si+1)
+		}
+	}
+	return match(0, 0)
 }

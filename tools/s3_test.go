@@ -604,6 +604,11 @@ func TestS3PrepareRefuses(t *testing.T) {
 		"dot segment":                      {`{"action":"get","key":"reports/2026/./a"}`, `"." or ".." segment`},
 		"leading dot-dot":                  {`{"action":"get","key":"../a"}`, `"." or ".." segment`},
 		"dot-dot prefix":                   {`{"action":"list","prefix":"reports/2026/.."}`, `"." or ".." segment`},
+		"backslash traversal in key":       {`{"action":"get","key":"reports/2026\\..\\..\\private/payroll.csv"}`, "key contains a backslash"},
+		"backslash in key":                 {`{"action":"get","key":"reports/2026/a\\b.csv"}`, "key contains a backslash"},
+		"backslash in head key":            {`{"action":"head","key":"reports\\2026/01.csv"}`, "key contains a backslash"},
+		"backslash in prefix":              {`{"action":"list","prefix":"reports/2026\\"}`, "prefix contains a backslash"},
+		"escaped backslash in prefix":      {`{"action":"list","prefix":"reports/\u005c2026/"}`, "prefix contains a backslash"},
 		"key too long":                     {`{"action":"get","key":"` + strings.Repeat("é", 600) + `"}`, "longer than 1024 bytes"},
 		"max_keys zero":                    {`{"action":"list","max_keys":0}`, "must be >= 1"},
 		"max_keys not an integer":          {`{"action":"list","max_keys":1.5}`, "expected integer"},
@@ -780,8 +785,8 @@ func TestS3ToolDescribesItself(t *testing.T) {
 	if tool.Name() != "archive_bucket" || tool.Kind() != "s3" || tool.SecretName() != "aws_archive_ro" {
 		t.Errorf("Name, Kind, SecretName = %q, %q, %q", tool.Name(), tool.Kind(), tool.SecretName())
 	}
-	if tool.Info() != (policy.ToolInfo{Kind: "s3"}) {
-		t.Errorf("Info() = %+v, want {Kind: s3}", tool.Info())
+	if tool.Info() != (policy.ToolInfo{Kind: "s3", Bucket: s3TestBucket}) {
+		t.Errorf("Info() = %+v, want {Kind: s3, Bucket: %s}: the audit records the bucket", tool.Info(), s3TestBucket)
 	}
 	if !strings.Contains(tool.Description(), s3TestBucket) {
 		t.Errorf("Description() = %q, want it to name the bucket", tool.Description())
