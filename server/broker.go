@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,9 +185,16 @@ func failed(msg string) *Outcome {
 	return &Outcome{Decision: audit.Error, Message: msg}
 }
 
-// call checks a call and, if it is allowed, executes it. Every path writes
-// exactly one audit record.
+// call takes a call through the pipeline, in order: the session's
+// liveness, the tool, the arguments, the scope's grants and limits, the
+// secret (decrypted first so every record is scrubbed of it), the audit
+// intent, the upstream, the audit outcome. Every path writes exactly one
+// audit record.
 func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) *Outcome {
+	if d := s.Live(b.now()); !d.Allow {
+		rec.Code, rec.Reason = d.Code, d.Reason
+		return b.deny(ctx, rec, "denied: "+d.Reason)
+	}
 	tool, call, out := b.authorize(ctx, s, name, args, rec)
 	if out != nil {
 		return out
@@ -222,7 +228,7 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 		rec.Code, rec.Reason = "invalid_arguments", msg
 		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
-	describe(rec, tool, call)
+	describe(rec, call.AuditFields())
 
 	d := s.Decide(b.now(), call.Request)
 	if !d.Allow {
@@ -231,12 +237,6 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 	}
 	rec.Grant = d.Grant
 	rec.Decision = audit.Allow
-	call.Recheck = func(r policy.Request) error {
-		if d := s.Decide(b.now(), r); !d.Allow {
-			return errors.New(d.Reason)
-		}
-		return nil
-	}
 	return tool, call, nil
 }
 
@@ -256,7 +256,6 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		rec.CredVersion = m.Version
 	}
 	scrubber := tool.Scrubber(secret.Bytes())
-	call.Scrubber = scrubber
 	scrubRecord(rec, scrubber)
 
 	pending, err := b.audit.Begin(ctx, *rec)
@@ -264,11 +263,19 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		b.log.Error("audit intent failed; call not made", LogTool, name, LogError, err)
 		return failed("keyhole could not record this call in its audit log, so it was not made")
 	}
-	if tool.Kind() == "s3" {
-		// A role secret is assumed per session, limited to these grants.
-		call.Session = &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: s.Scope().S3Grants(name)}
+	env := tools.CallEnv{
+		Scrubber: scrubber,
+		// A redirect hop is checked against the scope and the session's
+		// liveness, spending none of its limits: it is part of this call.
+		Authorize: func(r policy.Request) error {
+			if d := s.Recheck(b.now(), r); !d.Allow {
+				return errors.New(d.Reason)
+			}
+			return nil
+		},
+		Session: &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: s.Scope().S3Grants(name)},
 	}
-	result, execErr := tool.Execute(ctx, call, secret.Bytes())
+	result, execErr := tool.Execute(ctx, call, secret.Bytes(), env)
 	b.touch(tool.SecretName())
 
 	outcome := *rec
@@ -279,6 +286,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		msg, detail := "upstream call failed", ""
 		if errors.As(execErr, &ee) {
 			msg, detail = ee.Msg, ee.Detail
+			outcome.Hops = auditHops(ee.Hops, scrubber)
 		}
 		// Belt and braces: the tool scrubs its errors; scrub again with the
 		// secret in hand before anything is stored or shown.
@@ -290,6 +298,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		outcome.Status = result.Status
 		outcome.BytesIn, outcome.BytesOut = result.BytesIn, result.BytesOut
 		outcome.Scrubbed = result.Scrubbed
+		outcome.Hops = auditHops(result.Hops, scrubber)
 		if result.Scrubbed {
 			s.NoteScrubbed(b.now())
 		}
@@ -300,6 +309,17 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 	if err := pending.Finish(context.WithoutCancel(ctx), outcome); err != nil {
 		b.log.Error("audit outcome failed; result withheld", LogTool, name, LogError, err)
 		return failed("keyhole could not record the outcome of this call in its audit log, so its result is withheld")
+	}
+	return out
+}
+
+// auditHops records the redirects a call followed, their paths scrubbed
+// (an upstream chose them).
+func auditHops(hops []tools.Hop, sc *scrub.Scrubber) []audit.Hop {
+	var out []audit.Hop
+	for _, h := range hops {
+		p, _ := sc.String(h.Path)
+		out = append(out, audit.Hop{Method: h.Method, Path: p, Status: h.Status})
 	}
 	return out
 }
@@ -361,29 +381,8 @@ func (b *Broker) touch(name string) {
 }
 
 // describe copies the canonical request into the audit record.
-func describe(rec *audit.Record, tool tools.Tool, call *tools.Call) {
-	r := call.Request
-	if r.Action != "" {
-		rec.Action, rec.Key = r.Action, r.Key
-		rec.Bucket = tool.Info().Bucket
-		return
-	}
-	rec.Method, rec.Path = r.Method, r.Path()
-	rec.Host = tool.Info().Host
-	rec.QueryNames = queryNames(call.Args)
-}
-
-// queryNames lists the names (never values) of an http call's query.
-func queryNames(args json.RawMessage) []string {
-	var a struct {
-		Query map[string]json.RawMessage `json:"query"`
-	}
-	if json.Unmarshal(args, &a) != nil || len(a.Query) == 0 {
-		return nil
-	}
-	names := sortedKeys(a.Query)
-	for i, n := range names {
-		names[i] = url.QueryEscape(n)
-	}
-	return names
+func describe(rec *audit.Record, f tools.AuditFields) {
+	rec.Kind = f.Kind
+	rec.Method, rec.Host, rec.Path, rec.QueryNames = f.Method, f.Host, f.Path, f.QueryNames
+	rec.Bucket, rec.Action, rec.Key = f.Bucket, f.Action, f.Key
 }

@@ -102,6 +102,11 @@ var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 	return s, nil
 })
 
+// ToolEnv is what tools take from their surroundings rather than from the
+// config (a resolver, the broker's own addresses); the zero ToolEnv uses
+// the system resolver.
+type ToolEnv = tools.Env
+
 // LoadConfig reads, validates and compiles the config file at path. Every
 // problem is reported at once in a *ConfigError; a config with any problem
 // is not returned.

@@ -144,32 +144,27 @@ func (l *Loaded) scopeTools(sc *policy.Scope) []mcp.Tool {
 	list := make([]mcp.Tool, 0, len(names))
 	for _, n := range names {
 		if t, ok := l.Tools[n]; ok {
-			list = append(list, mcpTool(t, sc.Summary(n)))
+			list = append(list, mcpTool(t, sc))
 		}
 	}
 	v, _ := l.listCache.LoadOrStore(sc.Name(), list)
 	return v.([]mcp.Tool)
 }
 
-// mcpTool describes a tool to the model, with what the scope allows on it.
-func mcpTool(t tools.Tool, allowed []string) mcp.Tool {
+// mcpTool describes a tool to the model, with what the scope allows on it
+// (nil: the tool alone, as registered before any session lists it).
+func mcpTool(t tools.Tool, sc *policy.Scope) mcp.Tool {
 	desc := t.Description()
-	if len(allowed) > 0 {
-		desc = fmt.Sprintf("%s\n\nThis session may only: %s. Anything else is denied.", desc, strings.Join(allowed, "; "))
+	readOnly := true
+	if sc != nil {
+		if allowed := sc.Summary(t.Name()); len(allowed) > 0 {
+			desc = fmt.Sprintf("%s\n\nThis session may only: %s. Anything else is denied.", desc, strings.Join(allowed, "; "))
+		}
+		readOnly = sc.ReadOnly(t.Name())
 	}
 	tool := mcp.NewToolWithRawSchema(t.Name(), desc, t.InputSchema())
-	readOnly := true
-	for _, line := range allowed {
-		if !strings.HasPrefix(line, "GET ") && !strings.HasPrefix(line, "HEAD ") && !isS3Read(line) {
-			readOnly = false
-		}
-	}
 	tool.Annotations.ReadOnlyHint = &readOnly
 	open := true
 	tool.Annotations.OpenWorldHint = &open
 	return tool
-}
-
-func isS3Read(line string) bool {
-	return strings.HasPrefix(line, "list ") || strings.HasPrefix(line, "get ") || strings.HasPrefix(line, "head ")
 }

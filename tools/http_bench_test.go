@@ -34,7 +34,7 @@ func BenchmarkExecute(b *testing.B) {
 	tool := compileTest(b, Config{BaseURL: up.URL})
 	call := prepare(b, tool, `{"method":"GET","path":"/repos/acme/api/issues","query":{"state":"open"}}`)
 	for b.Loop() {
-		if _, err := tool.Execute(context.Background(), call, []byte(testToken)); err != nil {
+		if _, err := tool.Execute(context.Background(), call, []byte(testToken), execEnv(tool, []byte(testToken))); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -161,7 +161,7 @@ func TestHTTPTemplated(t *testing.T) {
 	if got := call.Request.String(); got != "GET /repos/ac me/42/issues" {
 		t.Fatalf("Request = %s, want GET /repos/ac me/42/issues", got)
 	}
-	if _, err := tool.Execute(t.Context(), call, []byte(testToken)); err != nil {
+	if _, err := tool.Execute(t.Context(), call, []byte(testToken), execEnv(tool, []byte(testToken))); err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
 	if got := up.received()[0].RequestURI; got != "/api/repos/ac%20me/42/issues?labels=bug&labels=p1&state=open" {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +89,7 @@ func TestHTTPInjection(t *testing.T) {
 			up := newUpstream(t, nil)
 			tool := compileTest(t, Config{BaseURL: up.URL + "/v1", Credential: tc.cred})
 			call := prepare(t, tool, `{"method":"GET","path":"/items","query":{"page":"2"}}`)
-			res, err := tool.Execute(context.Background(), call, []byte(tc.secret))
+			res, err := tool.Execute(context.Background(), call, []byte(tc.secret), execEnv(tool, []byte(tc.secret)))
 			if err != nil {
 				t.Fatalf("Execute = %v", err)
 			}
@@ -121,7 +122,7 @@ func TestHTTPInjectionAWS(t *testing.T) {
 	if _, err := tool.Prepare([]byte(`{"method":"GET","path":"/x","headers":{"X-Amz-Date":"20200101T000000Z"}}`)); err == nil {
 		t.Fatalf("Prepare with X-Amz-Date succeeded, want *ArgError")
 	}
-	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"POST","path":"/x","body":{"a":1}}`), []byte(secret))
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"POST","path":"/x","body":{"a":1}}`), []byte(secret), execEnv(tool, []byte(secret)))
 	if err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
@@ -157,7 +158,7 @@ func TestHTTPEchoScrubbed(t *testing.T) {
 		})
 	})
 	tool := compileTest(t, Config{BaseURL: up.URL})
-	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/anything"}`), []byte(testToken))
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/anything"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	if err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
@@ -186,7 +187,7 @@ func TestHTTPExecErrorsScrubbed(t *testing.T) {
 	base := up.URL
 	up.Close()
 	tool := compileTest(t, Config{BaseURL: base, Credential: Credential{Inject: "query", Param: "api_key"}})
-	_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(testToken))
+	_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	var ee *ExecError
 	if !errors.As(err, &ee) {
 		t.Fatalf("Execute to a closed server = %v, want *ExecError", err)
@@ -216,7 +217,7 @@ func TestHTTPCredentialErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			up := newUpstream(t, nil)
 			tool := compileTest(t, Config{BaseURL: up.URL, Credential: tc.cred})
-			_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(tc.secret))
+			_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(tc.secret), execEnv(tool, []byte(tc.secret)))
 			var ee *ExecError
 			if !errors.As(err, &ee) || ee.Msg != tc.want {
 				t.Fatalf("Execute = %v, want *ExecError %q", err, tc.want)
@@ -289,14 +290,15 @@ func TestHTTPRedirects(t *testing.T) {
 			tool := compileTest(t, Config{BaseURL: origin.URL + "/base", FollowRedirects: tc.follow})
 			call := prepare(t, tool, `{"method":"GET","path":"/start"}`)
 			var rechecked []string
-			call.Recheck = func(r policy.Request) error {
+			env := execEnv(tool, []byte(testToken))
+			env.Authorize = func(r policy.Request) error {
 				rechecked = append(rechecked, r.String())
 				if tc.recheck != nil {
 					return tc.recheck(r)
 				}
 				return nil
 			}
-			res, err := tool.Execute(context.Background(), call, []byte(testToken))
+			res, err := tool.Execute(context.Background(), call, []byte(testToken), env)
 			if err != nil {
 				t.Fatalf("Execute = %v", err)
 			}
@@ -322,7 +324,8 @@ func TestHTTPRedirects(t *testing.T) {
 }
 
 // TestHTTPRedirectLimits: a same-origin loop stops after 5 hops, a 303
-// turns POST into GET without body, and no Recheck means no following.
+// turns POST into GET without body, and no Authorize means no following;
+// each hop followed is listed in the result.
 func TestHTTPRedirectLimits(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -340,24 +343,31 @@ func TestHTTPRedirectLimits(t *testing.T) {
 	allow := func(policy.Request) error { return nil }
 
 	call := prepare(t, tool, `{"method":"GET","path":"/loop"}`)
-	call.Recheck = allow
-	res, err := tool.Execute(context.Background(), call, []byte(testToken))
+	env := execEnv(tool, []byte(testToken))
+	env.Authorize = allow
+	res, err := tool.Execute(context.Background(), call, []byte(testToken), env)
 	if err != nil || res.Status != 307 {
 		t.Fatalf("Execute(loop) = %v, %v; want 307", res, err)
 	}
 	if n := len(up.received()); n != 1+httpMaxRedirects {
 		t.Fatalf("loop: upstream received %d requests, want %d", n, 1+httpMaxRedirects)
 	}
+	if len(res.Hops) != httpMaxRedirects || res.Hops[0] != (Hop{Method: "GET", Path: "/loop", Status: 307}) {
+		t.Fatalf("loop: Result.Hops = %+v, want %d hops of GET /loop answered 307", res.Hops, httpMaxRedirects)
+	}
 
 	call = prepare(t, tool, `{"method":"POST","path":"/post","body":"payload"}`)
 	var hop policy.Request
-	call.Recheck = func(r policy.Request) error { hop = r; return nil }
-	res, err = tool.Execute(context.Background(), call, []byte(testToken))
+	env.Authorize = func(r policy.Request) error { hop = r; return nil }
+	res, err = tool.Execute(context.Background(), call, []byte(testToken), env)
 	if err != nil || res.Status != 200 {
 		t.Fatalf("Execute(post) = %v, %v; want 200", res, err)
 	}
 	if hop.String() != "GET /done" {
-		t.Fatalf("Recheck got %s, want GET /done", hop)
+		t.Fatalf("Authorize got %s, want GET /done", hop)
+	}
+	if want := []Hop{{Method: "GET", Path: "/done", Status: 200}}; !slices.Equal(res.Hops, want) {
+		t.Fatalf("post: Result.Hops = %+v, want %+v", res.Hops, want)
 	}
 	last := up.received()[len(up.received())-1]
 	if last.Method != "GET" || len(last.Body) != 0 {
@@ -366,11 +376,11 @@ func TestHTTPRedirectLimits(t *testing.T) {
 
 	n := len(up.received())
 	call = prepare(t, tool, `{"method":"GET","path":"/loop"}`)
-	if res, err = tool.Execute(context.Background(), call, []byte(testToken)); err != nil || res.Status != 307 {
-		t.Fatalf("Execute(no recheck) = %v, %v; want 307", res, err)
+	if res, err = tool.Execute(context.Background(), call, []byte(testToken), execEnv(tool, []byte(testToken))); err != nil || res.Status != 307 {
+		t.Fatalf("Execute(no Authorize) = %v, %v; want 307", res, err)
 	}
 	if got := len(up.received()) - n; got != 1 {
-		t.Fatalf("without Recheck the upstream received %d requests, want 1", got)
+		t.Fatalf("without Authorize the upstream received %d requests, want 1", got)
 	}
 }
 
@@ -407,7 +417,7 @@ func TestHTTPResponseLimits(t *testing.T) {
 	})
 	tool := compileTest(t, Config{BaseURL: up.URL, Timeout: "300ms", Response: Response{MaxBytes: 1024}})
 
-	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/bomb"}`), []byte(testToken))
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/bomb"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	if err != nil {
 		t.Fatalf("Execute(bomb) = %v", err)
 	}
@@ -416,13 +426,13 @@ func TestHTTPResponseLimits(t *testing.T) {
 		t.Fatalf("bomb: truncated=%v body %d bytes, want truncated at 1024 zero bytes", res.Truncated, len(body))
 	}
 
-	_, err = tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/drip"}`), []byte(testToken))
+	_, err = tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/drip"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	var ee *ExecError
 	if !errors.As(err, &ee) || ee.Msg != "upstream timed out after 300ms" {
 		t.Fatalf("Execute(drip) = %v, want timed out after 300ms", err)
 	}
 
-	_, err = tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/headers"}`), []byte(testToken))
+	_, err = tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/headers"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	if !errors.As(err, &ee) || !strings.Contains(ee.Msg, "more than 100 header fields") {
 		t.Fatalf("Execute(150 headers) = %v, want too many header fields", err)
 	}
@@ -470,7 +480,7 @@ func TestHTTPResponseShape(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			tool := compileTest(t, Config{BaseURL: up.URL, Response: Response{Fields: tc.fields}})
-			res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"`+tc.path+`"}`), []byte(testToken))
+			res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"`+tc.path+`"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 			if err != nil {
 				t.Fatalf("Execute = %v", err)
 			}
@@ -512,7 +522,7 @@ func TestHTTPEgressRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Prepare = %v", err)
 	}
-	_, err = tool.Execute(context.Background(), call, []byte(testToken))
+	_, err = tool.Execute(context.Background(), call, []byte(testToken), execEnv(tool, []byte(testToken)))
 	var ee *ExecError
 	if !errors.As(err, &ee) || ee.Msg != "upstream request refused: address not allowed by egress policy" {
 		t.Fatalf("Execute to loopback = %v, want refused by egress policy", err)
@@ -534,7 +544,7 @@ func TestHTTPBasicKeyInUserNameIsScrubbed(t *testing.T) {
 		fmt.Fprintf(w, `{"error":"key %s is restricted"}`, user)
 	})
 	tool := compileTest(t, Config{BaseURL: up.URL, Credential: Credential{Inject: "basic"}})
-	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/customers"}`), []byte(key+":"))
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/customers"}`), []byte(key+":"), execEnv(tool, []byte(key+":")))
 	if err != nil {
 		t.Fatalf("Execute = %v", err)
 	}

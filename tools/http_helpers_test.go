@@ -121,3 +121,8 @@ func argsJSON(t testing.TB, v any) json.RawMessage {
 	}
 	return b
 }
+
+// execEnv is the CallEnv a broker passes, with no redirect authorized.
+func execEnv(tool Tool, secret []byte) CallEnv {
+	return CallEnv{Scrubber: tool.Scrubber(secret)}
+}

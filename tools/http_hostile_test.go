@@ -165,7 +165,7 @@ func TestHTTPHostileArguments(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Prepare(%.80q) = %v, want accepted as opaque", tc.args, err)
 			}
-			res, err := tc.tool.Execute(context.Background(), call, []byte(testToken))
+			res, err := tc.tool.Execute(context.Background(), call, []byte(testToken), execEnv(tc.tool, []byte(testToken)))
 			if err != nil {
 				t.Fatalf("Execute(%.80q) = %v", tc.args, err)
 			}

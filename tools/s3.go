@@ -221,3 +221,8 @@ func (t *s3Tool) InputSchema() json.RawMessage { return t.inputSchema }
 
 // Info tells policy this is an s3 tool: grants name actions and prefixes.
 func (t *s3Tool) Info() policy.ToolInfo { return policy.ToolInfo{Kind: "s3"} }
+
+// auditFields describes an s3 call: bucket, action and key (or prefix).
+func (t *s3Tool) auditFields(c *Call) AuditFields {
+	return AuditFields{Kind: "s3", Bucket: t.bucket, Action: c.Request.Action, Key: c.Request.Key}
+}

@@ -296,7 +296,7 @@ func prepareS3(t *testing.T, tool Tool, args string) *Call {
 
 func executeS3(t *testing.T, tool Tool, args string, secret []byte) (*Result, error) {
 	t.Helper()
-	res, err := tool.Execute(context.Background(), prepareS3(t, tool, args), secret)
+	res, err := tool.Execute(context.Background(), prepareS3(t, tool, args), secret, execEnv(tool, secret))
 	assertNoAWSSecret(t, "Execute("+args+")", s3AgentBytes(t, res, err))
 	return res, err
 }
@@ -833,7 +833,7 @@ func BenchmarkS3Get(b *testing.B) {
 	secret := testAWSSecret(b, testAWSKeyID, testAWSSecretKey, testAWSToken)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := tool.Execute(context.Background(), call, secret); err != nil {
+		if _, err := tool.Execute(context.Background(), call, secret, execEnv(tool, secret)); err != nil {
 			b.Fatal(err)
 		}
 	}
