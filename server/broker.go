@@ -44,11 +44,11 @@ type PendingRecord interface {
 	Finish(ctx context.Context, outcome audit.Record) error
 }
 
-// AuditAdapter makes an *audit.Log an AuditLog.
-type AuditAdapter struct{ *audit.Log }
+// auditLog makes an *audit.Log an AuditLog.
+type auditLog struct{ *audit.Log }
 
 // Begin implements AuditLog.
-func (a AuditAdapter) Begin(ctx context.Context, rec audit.Record) (PendingRecord, error) {
+func (a auditLog) Begin(ctx context.Context, rec audit.Record) (PendingRecord, error) {
 	p, err := a.Log.Begin(ctx, rec)
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func (a AuditAdapter) Begin(ctx context.Context, rec audit.Record) (PendingRecor
 	return p, nil
 }
 
-var _ AuditLog = AuditAdapter{}
+var _ AuditLog = auditLog{}
 
 // Broker runs the call pipeline for every session it serves.
 type Broker struct {
@@ -106,44 +106,6 @@ func (b *Broker) Config() *Loaded { return b.cfg.Load() }
 func (b *Broker) SetConfig(c *Loaded) {
 	b.cfg.Store(c)
 	b.registerTools(b.mcp(), c)
-}
-
-// Session is one run of one agent under one scope, bound to the config it
-// started with.
-type Session struct {
-	*policy.Session
-	cfg    *Loaded
-	client atomic.Value // string: "name/version" from MCP initialize
-	// persist stores the session's state after each call; nil for a
-	// session that lives only as long as its process (standalone stdio).
-	persist func(policy.SessionInfo)
-}
-
-func (s *Session) save(now time.Time) {
-	if s.persist != nil {
-		s.persist(s.Info(now))
-	}
-}
-
-// NewSession starts a session of the named scope under the current config.
-func (b *Broker) NewSession(id, scope string, ttl time.Duration, label string) (*Session, error) {
-	cfg := b.cfg.Load()
-	sc, ok := cfg.Policy.Scope(scope)
-	if !ok {
-		return nil, fmt.Errorf("server: scope %q is not defined in %s (defined: %v)", scope, cfg.Path, cfg.Policy.ScopeNames())
-	}
-	return &Session{Session: policy.NewSession(id, sc, b.now(), ttl, label), cfg: cfg}, nil
-}
-
-// SetClient records the MCP client's name and version for the audit.
-func (s *Session) SetClient(name, version string) {
-	s.client.Store(name + "/" + version)
-}
-
-// Client returns "name/version" of the MCP client, or "".
-func (s *Session) Client() string {
-	c, _ := s.client.Load().(string)
-	return c
 }
 
 // Call takes one tools/call through the pipeline and returns what the agent

@@ -244,7 +244,7 @@ func newEnv(t testing.TB, cfgText string) *env {
 	}
 	e.audit = al
 	if e.auditLog == nil {
-		e.auditLog = AuditAdapter{al}
+		e.auditLog = auditLog{al}
 	}
 	log, _ := NewLogger(e.logs, "json", "debug")
 	e.broker = NewBroker(Options{Config: cfg, Secrets: v, Audit: e.auditLog, Logger: log, Now: e.clock.Now})

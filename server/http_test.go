@@ -22,7 +22,7 @@ import (
 // httpEnv is a broker serving streamable HTTP for phantom tokens.
 type httpEnv struct {
 	*env
-	sessions *Sessions
+	sessions *LiveSessions
 	srv      *httptest.Server
 }
 
@@ -33,7 +33,7 @@ func newHTTPEnv(t *testing.T) *httpEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	h := &httpEnv{env: e, sessions: NewSessions(e.broker, store)}
+	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Config: e.broker.Config, Now: e.clock.Now})}
 	h.srv = httptest.NewServer(e.broker.HTTPHandler(h.sessions, HTTPOptions{Loopback: true}))
 	t.Cleanup(h.srv.Close)
 	return h
@@ -290,7 +290,7 @@ func TestMetricsCountCallsAndSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	m := NewSessions(e.broker, store)
+	m := NewLiveSessions(store, LiveSessionsOptions{Config: e.broker.Config, Now: e.clock.Now})
 	metrics.CountSessions(m.ActiveCount)
 	srv := httptest.NewServer(e.broker.SocketHandler(m, e.vault, func() error { return nil }, metrics))
 	t.Cleanup(srv.Close)

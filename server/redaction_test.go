@@ -169,7 +169,7 @@ func (e *env) useArgsMode(mode string) {
 		e.t.Fatal(fmt.Errorf("reopen audit in %s mode: %w", mode, err))
 	}
 	e.t.Cleanup(func() { al.Close() })
-	e.audit, e.auditLog = al, AuditAdapter{al}
+	e.audit, e.auditLog = al, auditLog{al}
 	e.broker.audit = e.auditLog
 }
 

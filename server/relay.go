@@ -13,6 +13,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/keyhole-dev/keyhole/server/admin"
 )
 
 // Relay serves one MCP client on in/out through the broker that owns
@@ -21,7 +23,7 @@ import (
 // The session ends when in reaches EOF. If the broker goes away, pending
 // requests get a JSON-RPC error and Relay returns an error.
 func Relay(ctx context.Context, dataDir, scope string, in io.Reader, out io.Writer, log *slog.Logger) error {
-	ad, err := DialAdmin(dataDir)
+	ad, err := admin.Dial(dataDir)
 	if err != nil {
 		return err
 	}
@@ -38,7 +40,7 @@ func Relay(ctx context.Context, dataDir, scope string, in io.Reader, out io.Writ
 	}()
 
 	tr, err := transport.NewStreamableHTTP("http://keyhole/mcp",
-		transport.WithHTTPBasicClient(SocketClient(dataDir)),
+		transport.WithHTTPBasicClient(admin.SocketClient(dataDir)),
 		transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}),
 		transport.WithContinuousListening(),
 	)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
@@ -15,6 +14,18 @@ import (
 
 // auditKeyLabel derives the audit MAC key from the master key.
 const auditKeyLabel = "keyhole audit v1"
+
+// KeySource says where the master key comes from: the environment, a key
+// file, or a passphrase.
+type KeySource = vault.KeySource
+
+// Errors of the master key and of secret values, for commands to test.
+var (
+	// ErrNoKey: no master key could be had from the KeySource.
+	ErrNoKey = vault.ErrNoKey
+	// ErrEmptyValue: a secret value is empty.
+	ErrEmptyValue = vault.ErrEmptyValue
+)
 
 // RuntimeOptions says where a runtime's parts live.
 type RuntimeOptions struct {
@@ -83,7 +94,7 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 	rt.Broker = NewBroker(Options{
 		Config:  cfg,
 		Secrets: v,
-		Audit:   AuditAdapter{log},
+		Audit:   auditLog{log},
 		Logger:  o.Logger,
 		Now:     o.Now,
 		Metrics: o.Metrics,
@@ -105,41 +116,3 @@ func (rt *Runtime) Close() error {
 	}
 	return errors.Join(errs...)
 }
-
-// OpenAuditReader opens the audit log of a data dir read-only, for the
-// admin commands that review and verify it: it never writes to the log or
-// the vault, so it is safe beside a running keyhole that owns the data dir.
-// It reads the file as it is when opened; a call without an outcome reads
-// as running while the keyhole owning the data dir is alive, interrupted
-// otherwise. Close releases what it opened.
-func OpenAuditReader(dir string, keys vault.KeySource) (*Runtime, error) {
-	v, err := vault.Open(filepath.Join(dir, VaultFile), keys)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dir)
-		}
-		return nil, err
-	}
-	log, err := audit.Open(audit.Options{
-		Path: filepath.Join(dir, AuditFile), Key: v.DeriveKey(auditKeyLabel), Checkpoint: v, ReadOnly: true,
-		// A call in flight in the keyhole that owns the data dir is running, not interrupted.
-		WriterAlive: func() bool { return ownerAlive(dir) },
-	})
-	if err != nil {
-		defer v.Close()
-		if errors.Is(err, os.ErrNotExist) {
-			// No log and no checkpoint: nothing was ever recorded. A
-			// checkpoint without its log means the log was deleted.
-			if _, cerr := v.GetRecord(audit.CheckpointName); cerr == nil {
-				return nil, fmt.Errorf("keyhole: the audit log %s is missing, but the vault holds its checkpoint: the log was deleted", filepath.Join(dir, AuditFile))
-			}
-			return nil, fmt.Errorf("keyhole: %w in %s: it is written on the first call", ErrNoAuditLog, dir)
-		}
-		return nil, err
-	}
-	return &Runtime{Vault: v, Audit: log}, nil
-}
-
-// ErrNoAuditLog is returned by OpenAuditReader for a data dir in which no
-// call was ever recorded.
-var ErrNoAuditLog = errors.New("no audit log yet")

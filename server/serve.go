@@ -68,7 +68,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	defer store.Close()
 	b := rt.Broker
-	m := NewSessions(b, store)
+	m := NewLiveSessions(store, LiveSessionsOptions{Config: b.Config, Now: b.now, Logger: b.log})
 	o.Metrics.CountSessions(m.ActiveCount)
 	reload := func() error { return reloadConfig(b, rt.Audit, o.ConfigPath, o.Env) }
 

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keyhole-dev/keyhole/server/admin"
 )
 
 // BrokerLogFile is where a broker started in the background logs, in the
@@ -137,7 +139,7 @@ func (o StartOptions) noAnswer(err error) error {
 
 // brokerAnswers reports whether a broker answers on the data dir's socket.
 func brokerAnswers(dataDir string) bool {
-	c := SocketClient(dataDir)
+	c := admin.SocketClient(dataDir)
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://keyhole/healthz")
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyhole-dev/keyhole/server"
-	"github.com/keyhole-dev/keyhole/tools"
 )
 
 func (a *App) configCmd() *cobra.Command {
@@ -49,7 +48,7 @@ func (a *App) configCheckCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := a.configPath()
-			cfg, err := server.LoadConfig(path, tools.Env{})
+			cfg, err := server.LoadConfig(path, server.ToolEnv{})
 			if err != nil {
 				if ce, ok := err.(*server.ConfigError); ok {
 					fmt.Fprintln(a.stderr, ce.Error())
