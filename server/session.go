@@ -45,4 +45,3 @@ func (s *Session) Client() string {
 	c, _ := s.client.Load().(string)
 	return c
 }
-

@@ -87,4 +87,3 @@ func (b *Broker) SocketHandler(m *LiveSessions, v *vault.Vault, reload func() er
 	mux.Handle("/admin/", admin.Handler(ops))
 	return mux
 }
-
