@@ -32,7 +32,7 @@ func SessionFrom(ctx context.Context) (*Session, bool) {
 
 // mcp returns the broker's MCP server, built on first use.
 func (b *Broker) mcp() *mcpserver.MCPServer {
-	b.mcpOnce.Do(func() { b.mcpSrv = b.MCPServer() })
+	b.mcpOnce.Do(func() { b.mcpSrv = b.newMCPServer() })
 	return b.mcpSrv
 }
 
@@ -47,11 +47,11 @@ func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *Loaded) {
 	}
 }
 
-// MCPServer returns an MCP server that serves the broker's tools. Every
+// newMCPServer returns an MCP server that serves the broker's tools. Every
 // request must carry a session (WithSession): tools/list shows only the
 // tools the session's scope grants, each described with what the scope
 // allows, and a call to any other tool is refused as unknown.
-func (b *Broker) MCPServer() *mcpserver.MCPServer {
+func (b *Broker) newMCPServer() *mcpserver.MCPServer {
 	hooks := &mcpserver.Hooks{}
 	hooks.AddAfterInitialize(func(ctx context.Context, _ any, req *mcp.InitializeRequest, _ *mcp.InitializeResult) {
 		if s, ok := SessionFrom(ctx); ok {
