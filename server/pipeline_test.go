@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // redirectConfig has a tool that follows same-origin redirects, in a
@@ -34,7 +35,7 @@ scopes:
 // session's limits, and every hop is in the call's one audit record.
 func TestRedirectHopsSpendNoLimitsAndAreRecorded(t *testing.T) {
 	e := newEnv(t, baseConfig)
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/old":
 			http.Redirect(w, r, "/new", http.StatusMovedPermanently)
@@ -53,9 +54,9 @@ func TestRedirectHopsSpendNoLimitsAndAreRecorded(t *testing.T) {
 	e.broker.SetConfig(cfg)
 	c, _ := e.connect("moving")
 
-	res := callTool(t, c, "api", map[string]any{"method": "GET", "path": "/old"})
-	if res.IsError || !strings.Contains(resultText(res), "arrived") {
-		t.Fatalf("call of GET /old = %s, want the body of /newer", resultText(res))
+	res := servertest.CallTool(t, c, "api", map[string]any{"method": "GET", "path": "/old"})
+	if res.IsError || !strings.Contains(servertest.ResultText(res), "arrived") {
+		t.Fatalf("call of GET /old = %s, want the body of /newer", servertest.ResultText(res))
 	}
 	recs := e.records()
 	if len(recs) != 1 {
@@ -67,9 +68,9 @@ func TestRedirectHopsSpendNoLimitsAndAreRecorded(t *testing.T) {
 	}
 	// The hops spent none of max_calls 1: the next call is refused for
 	// max_calls, not for a tripwire a hop tripped.
-	res = callTool(t, c, "api", map[string]any{"method": "GET", "path": "/newer"})
+	res = servertest.CallTool(t, c, "api", map[string]any{"method": "GET", "path": "/newer"})
 	if recs := e.records(); !res.IsError || recs[len(recs)-1].Code != "max_calls" {
-		t.Fatalf("second call = %s (code %q), want refused for max_calls", resultText(res), recs[len(recs)-1].Code)
+		t.Fatalf("second call = %s (code %q), want refused for max_calls", servertest.ResultText(res), recs[len(recs)-1].Code)
 	}
 }
 
@@ -79,9 +80,9 @@ func TestLivenessIsCheckedFirst(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	c, _ := e.connect("triage")
 	e.clock.Advance(2 * 60 * 60 * 1e9)
-	res := callTool(t, c, "github", map[string]any{"method": "GET", "path": "/../x"})
+	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/../x"})
 	recs := e.records()
 	if !res.IsError || len(recs) != 1 || recs[0].Code != "session_expired" {
-		t.Fatalf("bad arguments on an expired session = %s, records %+v; want one session_expired denial", resultText(res), recs)
+		t.Fatalf("bad arguments on an expired session = %s, records %+v; want one session_expired denial", servertest.ResultText(res), recs)
 	}
 }

@@ -3,10 +3,12 @@ package tools
 import (
 	"reflect"
 	"testing"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 func TestCallAuditFields(t *testing.T) {
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	httpTool := compileTest(t, Config{BaseURL: up.URL + "/v1"})
 	s3Tool := compileS3Test(t, s3TestConfig("https://s3.example.com"))
 	tests := map[string]struct {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyhole-dev/keyhole/server/servertest"
+
 	"github.com/keyhole-dev/keyhole/policy"
 )
 
@@ -135,7 +137,7 @@ func TestCompileHTTPCAFile(t *testing.T) {
 }
 
 func TestHTTPTemplated(t *testing.T) {
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	tool := compileTest(t, Config{
 		BaseURL: up.URL + "/api",
 		Method:  "GET",
@@ -164,7 +166,7 @@ func TestHTTPTemplated(t *testing.T) {
 	if _, err := tool.Execute(t.Context(), call, []byte(testToken), execEnv(tool, []byte(testToken))); err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
-	if got := up.received()[0].RequestURI; got != "/api/repos/ac%20me/42/issues?labels=bug&labels=p1&state=open" {
+	if got := up.Requests()[0].RequestURI; got != "/api/repos/ac%20me/42/issues?labels=bug&labels=p1&state=open" {
 		t.Fatalf("upstream received %q", got)
 	}
 	_, err := tool.Prepare([]byte(`{"owner":"acme","repo":"api","state":"all"}`))

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/servertest"
+
 	"github.com/keyhole-dev/keyhole/policy"
 )
 
@@ -37,11 +39,11 @@ func TestHTTPInjection(t *testing.T) {
 	tests := map[string]struct {
 		cred   Credential
 		secret string
-		check  func(t *testing.T, r seen)
+		check  func(t *testing.T, r servertest.Request)
 	}{
 		"bearer": {
 			cred: Credential{Inject: "bearer"}, secret: testToken,
-			check: func(t *testing.T, r seen) {
+			check: func(t *testing.T, r servertest.Request) {
 				if got := r.Header["Authorization"]; len(got) != 1 || got[0] != "Bearer "+testToken {
 					t.Fatalf("Authorization = %q, want exactly one Bearer token", got)
 				}
@@ -49,7 +51,7 @@ func TestHTTPInjection(t *testing.T) {
 		},
 		"header with prefix": {
 			cred: Credential{Inject: "header", Header: "X-Api-Key", Prefix: "Token "}, secret: testToken,
-			check: func(t *testing.T, r seen) {
+			check: func(t *testing.T, r servertest.Request) {
 				if got := r.Header["X-Api-Key"]; len(got) != 1 || got[0] != "Token "+testToken {
 					t.Fatalf("X-Api-Key = %q, want exactly [Token <secret>]", got)
 				}
@@ -60,7 +62,7 @@ func TestHTTPInjection(t *testing.T) {
 		},
 		"basic": {
 			cred: Credential{Inject: "basic"}, secret: basic,
-			check: func(t *testing.T, r seen) {
+			check: func(t *testing.T, r servertest.Request) {
 				want := "Basic " + base64.StdEncoding.EncodeToString([]byte(basic))
 				if got := r.Header["Authorization"]; len(got) != 1 || got[0] != want {
 					t.Fatalf("Authorization = %q, want [%s]", got, want)
@@ -69,7 +71,7 @@ func TestHTTPInjection(t *testing.T) {
 		},
 		"query": {
 			cred: Credential{Inject: "query", Param: "api_key"}, secret: testToken,
-			check: func(t *testing.T, r seen) {
+			check: func(t *testing.T, r servertest.Request) {
 				u, _ := url.Parse(r.RequestURI)
 				q := u.Query()
 				if got := q["api_key"]; len(got) != 1 || got[0] != testToken {
@@ -86,14 +88,14 @@ func TestHTTPInjection(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			up := newUpstream(t, nil)
+			up := servertest.NewUpstream(t, nil)
 			tool := compileTest(t, Config{BaseURL: up.URL + "/v1", Credential: tc.cred})
 			call := prepare(t, tool, `{"method":"GET","path":"/items","query":{"page":"2"}}`)
 			res, err := tool.Execute(context.Background(), call, []byte(tc.secret), execEnv(tool, []byte(tc.secret)))
 			if err != nil {
 				t.Fatalf("Execute = %v", err)
 			}
-			got := up.received()
+			got := up.Requests()
 			if len(got) != 1 {
 				t.Fatalf("upstream received %d requests, want 1", len(got))
 			}
@@ -108,7 +110,7 @@ func TestHTTPInjection(t *testing.T) {
 			if tc.cred.Inject == "basic" {
 				secrets = append(secrets, "pa55w0rd-Zq9-xyzzy")
 			}
-			assertNoSecret(t, "result", agentView(t, res), secrets...)
+			servertest.AssertNoSecret(t, "result", agentView(t, res), secrets...)
 		})
 	}
 }
@@ -117,7 +119,7 @@ func TestHTTPInjection(t *testing.T) {
 // send its own signing headers.
 func TestHTTPInjectionAWS(t *testing.T) {
 	secret := `{"access_key_id":"AKIDEXAMPLE","secret_access_key":"wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"}`
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	tool := compileTest(t, Config{BaseURL: up.URL, Credential: Credential{Inject: "aws_sigv4"}, AWS: &AWS{Service: "execute-api", Region: "eu-west-1"}})
 	if _, err := tool.Prepare([]byte(`{"method":"GET","path":"/x","headers":{"X-Amz-Date":"20200101T000000Z"}}`)); err == nil {
 		t.Fatalf("Prepare with X-Amz-Date succeeded, want *ArgError")
@@ -126,7 +128,7 @@ func TestHTTPInjectionAWS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
-	r := up.received()[0]
+	r := up.Requests()[0]
 	auth := r.Header.Get("Authorization")
 	if !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/") || !strings.Contains(auth, "/eu-west-1/execute-api/") {
 		t.Fatalf("Authorization = %q, want a SigV4 signature for eu-west-1/execute-api", auth)
@@ -134,14 +136,14 @@ func TestHTTPInjectionAWS(t *testing.T) {
 	if string(r.Body) != `{"a":1}` {
 		t.Fatalf("body = %q, want {\"a\":1}", r.Body)
 	}
-	assertNoSecret(t, "upstream request", fmt.Sprint(r.Header)+string(r.Body), "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY")
-	assertNoSecret(t, "result", agentView(t, res), "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY", secret)
+	servertest.AssertNoSecret(t, "upstream request", fmt.Sprint(r.Header)+string(r.Body), "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY")
+	servertest.AssertNoSecret(t, "result", agentView(t, res), "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY", secret)
 }
 
 // TestHTTPEchoScrubbed covers invariant 1 on the way back: an upstream that
 // echoes the credential in every form gets all of them replaced.
 func TestHTTPEchoScrubbed(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		w.Header().Set("Location", "https://elsewhere.example/cb?token="+url.QueryEscape(tok))
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", token="`+tok+`"`)
@@ -163,7 +165,7 @@ func TestHTTPEchoScrubbed(t *testing.T) {
 		t.Fatalf("Execute = %v", err)
 	}
 	view := agentView(t, res)
-	assertNoSecret(t, "result", view, testToken)
+	servertest.AssertNoSecret(t, "result", view, testToken)
 	if !res.Scrubbed {
 		t.Fatalf("Scrubbed = false, want true")
 	}
@@ -183,7 +185,7 @@ func TestHTTPEchoScrubbed(t *testing.T) {
 // query-injected key; the agent gets a generic message and the audit a
 // scrubbed detail.
 func TestHTTPExecErrorsScrubbed(t *testing.T) {
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	base := up.URL
 	up.Close()
 	tool := compileTest(t, Config{BaseURL: base, Credential: Credential{Inject: "query", Param: "api_key"}})
@@ -198,7 +200,7 @@ func TestHTTPExecErrorsScrubbed(t *testing.T) {
 	if !strings.Contains(ee.Detail, "api_key=[REDACTED]") {
 		t.Fatalf("Detail = %q, want the URL with the key redacted", ee.Detail)
 	}
-	assertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
+	servertest.AssertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
 }
 
 // TestHTTPCredentialErrors: a credential that cannot be injected safely
@@ -215,18 +217,18 @@ func TestHTTPCredentialErrors(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			up := newUpstream(t, nil)
+			up := servertest.NewUpstream(t, nil)
 			tool := compileTest(t, Config{BaseURL: up.URL, Credential: tc.cred})
 			_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(tc.secret), execEnv(tool, []byte(tc.secret)))
 			var ee *ExecError
 			if !errors.As(err, &ee) || ee.Msg != tc.want {
 				t.Fatalf("Execute = %v, want *ExecError %q", err, tc.want)
 			}
-			if len(up.received()) != 0 {
+			if len(up.Requests()) != 0 {
 				t.Fatalf("upstream received a request")
 			}
 			if tc.secret != "" {
-				assertNoSecret(t, "ExecError", ee.Msg+ee.Detail, tc.secret)
+				servertest.AssertNoSecret(t, "ExecError", ee.Msg+ee.Detail, tc.secret)
 			}
 		})
 	}
@@ -236,7 +238,7 @@ func TestHTTPCredentialErrors(t *testing.T) {
 // credential goes to another origin, and same-origin hops are followed only
 // when re-authorized.
 func TestHTTPRedirects(t *testing.T) {
-	other := newUpstream(t, nil)
+	other := servertest.NewUpstream(t, nil)
 	tests := map[string]struct {
 		follow   string
 		recheck  func(policy.Request) error
@@ -276,9 +278,9 @@ func TestHTTPRedirects(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			before := len(other.received())
-			var origin *upstream
-			origin = newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			before := len(other.Requests())
+			var origin *servertest.Upstream
+			origin = servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 				switch r.URL.Path {
 				case "/base/start":
 					w.Header().Set("Location", tc.location(origin.URL))
@@ -306,7 +308,7 @@ func TestHTTPRedirects(t *testing.T) {
 				t.Fatalf("status %d, want %d", res.Status, tc.wantStatus)
 			}
 			var hops []string
-			for _, r := range origin.received() {
+			for _, r := range origin.Requests() {
 				hops = append(hops, strings.TrimPrefix(r.RequestURI, "/base"))
 				if r.Header.Get("Authorization") != "Bearer "+testToken {
 					t.Fatalf("hop %s lacked the credential", r.RequestURI)
@@ -315,10 +317,10 @@ func TestHTTPRedirects(t *testing.T) {
 			if fmt.Sprint(hops) != fmt.Sprint(tc.wantHops) {
 				t.Fatalf("origin received %v, want %v (rechecked %v)", hops, tc.wantHops, rechecked)
 			}
-			if got := other.received(); len(got) != before {
+			if got := other.Requests(); len(got) != before {
 				t.Fatalf("another origin received %d requests, want none", len(got)-before)
 			}
-			assertNoSecret(t, "result", agentView(t, res), testToken)
+			servertest.AssertNoSecret(t, "result", agentView(t, res), testToken)
 		})
 	}
 }
@@ -327,7 +329,7 @@ func TestHTTPRedirects(t *testing.T) {
 // turns POST into GET without body, and no Authorize means no following;
 // each hop followed is listed in the result.
 func TestHTTPRedirectLimits(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/loop":
 			w.Header().Set("Location", "/loop")
@@ -349,7 +351,7 @@ func TestHTTPRedirectLimits(t *testing.T) {
 	if err != nil || res.Status != 307 {
 		t.Fatalf("Execute(loop) = %v, %v; want 307", res, err)
 	}
-	if n := len(up.received()); n != 1+httpMaxRedirects {
+	if n := len(up.Requests()); n != 1+httpMaxRedirects {
 		t.Fatalf("loop: upstream received %d requests, want %d", n, 1+httpMaxRedirects)
 	}
 	if len(res.Hops) != httpMaxRedirects || res.Hops[0] != (Hop{Method: "GET", Path: "/loop", Status: 307}) {
@@ -369,17 +371,17 @@ func TestHTTPRedirectLimits(t *testing.T) {
 	if want := []Hop{{Method: "GET", Path: "/done", Status: 200}}; !slices.Equal(res.Hops, want) {
 		t.Fatalf("post: Result.Hops = %+v, want %+v", res.Hops, want)
 	}
-	last := up.received()[len(up.received())-1]
+	last := up.Requests()[len(up.Requests())-1]
 	if last.Method != "GET" || len(last.Body) != 0 {
 		t.Fatalf("303 hop sent %s with %d body bytes, want GET without body", last.Method, len(last.Body))
 	}
 
-	n := len(up.received())
+	n := len(up.Requests())
 	call = prepare(t, tool, `{"method":"GET","path":"/loop"}`)
 	if res, err = tool.Execute(context.Background(), call, []byte(testToken), execEnv(tool, []byte(testToken))); err != nil || res.Status != 307 {
 		t.Fatalf("Execute(no Authorize) = %v, %v; want 307", res, err)
 	}
-	if got := len(up.received()) - n; got != 1 {
+	if got := len(up.Requests()) - n; got != 1 {
 		t.Fatalf("without Authorize the upstream received %d requests, want 1", got)
 	}
 }
@@ -392,7 +394,7 @@ func TestHTTPResponseLimits(t *testing.T) {
 		zw.Close()
 		return b.Bytes()
 	}()
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/bomb":
 			w.Header().Set("Content-Encoding", "gzip")
@@ -439,7 +441,7 @@ func TestHTTPResponseLimits(t *testing.T) {
 }
 
 func TestHTTPResponseShape(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
 		h.Set("ETag", `"v1"`)
@@ -513,7 +515,7 @@ func TestHTTPResponseShape(t *testing.T) {
 // TestHTTPEgressRefused covers invariant 4: without allow_private_network a
 // loopback upstream is refused at dial time and receives nothing.
 func TestHTTPEgressRefused(t *testing.T) {
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	tool, errs := Compile("api", Config{Kind: "http", BaseURL: up.URL, AllowInsecureHTTP: true, Credential: Credential{Secret: "tok", Inject: "bearer"}}, Env{})
 	if len(errs) > 0 {
 		t.Fatalf("Compile = %v", errs)
@@ -527,10 +529,10 @@ func TestHTTPEgressRefused(t *testing.T) {
 	if !errors.As(err, &ee) || ee.Msg != "upstream request refused: address not allowed by egress policy" {
 		t.Fatalf("Execute to loopback = %v, want refused by egress policy", err)
 	}
-	if n := len(up.received()); n != 0 {
+	if n := len(up.Requests()); n != 0 {
 		t.Fatalf("upstream received %d requests, want none", n)
 	}
-	assertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
+	servertest.AssertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
 }
 
 // TestHTTPBasicKeyInUserNameIsScrubbed: APIs such as Stripe take the key as
@@ -538,7 +540,7 @@ func TestHTTPEgressRefused(t *testing.T) {
 // user name alone must not hand the key to the agent.
 func TestHTTPBasicKeyInUserNameIsScrubbed(t *testing.T) {
 	const key = "rk_live_51HxYzAbCdEfGhIjKlMnOp"
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		user, _, _ := r.BasicAuth()
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"error":"key %s is restricted"}`, user)
@@ -548,12 +550,12 @@ func TestHTTPBasicKeyInUserNameIsScrubbed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
-	req := http.Request{Header: up.received()[0].Header}
+	req := http.Request{Header: up.Requests()[0].Header}
 	if user, _, ok := req.BasicAuth(); !ok || user != key {
 		t.Fatalf("upstream basic-auth user = %q, want the key", user)
 	}
 	view := agentView(t, res)
-	assertNoSecret(t, "result", view, key)
+	servertest.AssertNoSecret(t, "result", view, key)
 	if !res.Scrubbed || !strings.Contains(view, "[REDACTED]") {
 		t.Fatalf("result = %s, want the echoed key redacted", view)
 	}

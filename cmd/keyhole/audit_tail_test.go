@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // heldUpstream answers /issues/hold only once release is closed, and every
@@ -45,7 +47,7 @@ func TestAuditTailFollowsALiveBroker(t *testing.T) {
 	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &sess); err != nil {
 		t.Fatal(err)
 	}
-	c, err := httpClient(url, sess.Token, "tail-agent")
+	c, err := servertest.ConnectHTTP(url, sess.Token, "tail-agent")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,6 +29,8 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // countingUpstream counts the requests it receives.
@@ -71,37 +72,7 @@ scopes:
 // startStdio launches `keyhole stdio` in h as an MCP client would and
 // initializes it. It may run on any goroutine: it reports, never fails t.
 func (h *home) startStdio(extra ...string) (*client.Client, error) {
-	args := append([]string{"stdio", "--scope", "triage"}, extra...)
-	var stderr strings.Builder
-	var mu sync.Mutex
-	c, err := client.NewStdioMCPClientWithOptions(binary, h.env, args, transport.WithCommandFunc(func(ctx context.Context, cmd string, env, args []string) (*exec.Cmd, error) {
-		c := exec.CommandContext(ctx, cmd, args...)
-		c.Env, c.Dir = env, h.dir
-		return c, nil
-	}))
-	if err != nil {
-		return nil, err
-	}
-	if r, ok := client.GetStderr(c); ok {
-		go func() {
-			b, _ := io.ReadAll(r)
-			mu.Lock()
-			stderr.Write(b)
-			mu.Unlock()
-		}()
-	}
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcp.Implementation{Name: "editor", Version: "1"}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := c.Initialize(ctx, init); err != nil {
-		c.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		return nil, fmt.Errorf("initialize: %w (stderr: %s)", err, stderr.String())
-	}
-	return c, nil
+	return servertest.StartCommand(binary, h.dir, h.env, append([]string{"stdio", "--scope", "triage"}, extra...), "editor")
 }
 
 // stdioClient is startStdio on the test's goroutine.
@@ -319,7 +290,7 @@ func TestServeGracefulShutdownLosesNoRecord(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c, err := httpClient(url, tok, "agent")
+			c, err := servertest.ConnectHTTP(url, tok, "agent")
 			if err != nil {
 				return
 			}
@@ -443,7 +414,7 @@ func TestServeOverTLSAndRefusesClearTextOnAPublicAddress(t *testing.T) {
 	}
 	tok := strings.TrimSpace(h.ok("", "session", "new", "--scope", "triage").stdout)
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	c, err := httpClient(url, tok, "tls-agent", transport.WithHTTPBasicClient(httpc))
+	c, err := servertest.ConnectHTTP(url, tok, "tls-agent", transport.WithHTTPBasicClient(httpc))
 	if err != nil {
 		t.Fatalf("initialize over TLS: %v", err)
 	}
@@ -474,7 +445,7 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &s); err != nil {
 		t.Fatal(err)
 	}
-	c, err := httpClient(url, s.Token, "admin-test")
+	c, err := servertest.ConnectHTTP(url, s.Token, "admin-test")
 	if err != nil {
 		t.Fatal(err)
 	}
