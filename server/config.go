@@ -5,15 +5,17 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/tools"
@@ -128,7 +130,7 @@ func readConfigFile(path string) ([]byte, error) {
 	}
 	defer f.Close()
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(ioLimit(f, maxConfigBytes+1)); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxConfigBytes+1)); err != nil {
 		return nil, fmt.Errorf("server: read config %s: %w", path, err)
 	}
 	if buf.Len() > maxConfigBytes {
@@ -208,7 +210,7 @@ func compileConfig(cfg Config, env tools.Env) (*Loaded, []error) {
 	var errs []error
 	l := &Loaded{Config: cfg, Tools: make(map[string]tools.Tool, len(cfg.Tools))}
 	infos := make(map[string]policy.ToolInfo, len(cfg.Tools))
-	for _, name := range sortedKeys(cfg.Tools) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Tools)) {
 		t, terrs := tools.Compile(name, cfg.Tools[name], env)
 		errs = append(errs, terrs...)
 		if t != nil {
@@ -252,13 +254,4 @@ func ParseRetention(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is not a positive duration like 720h or 90d", s)
 	}
 	return d, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

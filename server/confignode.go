@@ -4,22 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/keyhole-dev/keyhole/policy"
 )
 
 // maxConfigDepth bounds nesting in the config (and alias expansion).
 const maxConfigDepth = 64
-
-func ioLimit(r io.Reader, n int64) io.Reader { return io.LimitReader(r, n) }
 
 var yamlLine = regexp.MustCompile(`^yaml: (?:unmarshal errors:\n\s*)?line (\d+): (.*)$`)
 

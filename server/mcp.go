@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -40,7 +42,7 @@ func (b *Broker) mcp() *mcpserver.MCPServer {
 // not know yet. Handlers look tools up in the calling session's own
 // config, so a session keeps the tools it started with across reloads.
 func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *Loaded) {
-	for _, name := range sortedKeys(cfg.Tools) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Tools)) {
 		if srv.GetTool(name) == nil {
 			srv.AddTool(mcpTool(cfg.Tools[name], nil), b.handler(name))
 		}

@@ -164,11 +164,7 @@ func (h *home) auditRecords(t *testing.T) []auditLine {
 func TestThreeEditorsShareOneBroker(t *testing.T) {
 	up, hits := countingUpstream(t)
 	h := brokerHome(t, up.URL)
-	t.Cleanup(func() {
-		if pid := h.brokerPIDOrZero(); pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	h.killBrokerAtCleanup(t)
 
 	clients := h.startStdioClients(t, 3)
 	pid := h.brokerPID(t)
@@ -233,11 +229,7 @@ func TestThreeEditorsShareOneBroker(t *testing.T) {
 func TestBrokerStartRace_TwentyClientsOnAFreshDataDirAreAllServed(t *testing.T) {
 	up, hits := countingUpstream(t)
 	h := brokerHome(t, up.URL)
-	t.Cleanup(func() {
-		if pid := h.brokerPIDOrZero(); pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	h.killBrokerAtCleanup(t)
 	const n = 20
 	clients := h.startStdioClients(t, n)
 	for i, c := range clients {
@@ -255,6 +247,16 @@ func TestBrokerStartRace_TwentyClientsOnAFreshDataDirAreAllServed(t *testing.T) 
 	if len(sessions) != n {
 		t.Fatalf("audit names %d sessions, want %d (one per client)", len(sessions), n)
 	}
+}
+
+// killBrokerAtCleanup kills the background broker, if one runs, when the
+// test ends: it outlives the stdio clients that started it.
+func (h *home) killBrokerAtCleanup(t *testing.T) {
+	t.Cleanup(func() {
+		if pid := h.brokerPIDOrZero(); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 }
 
 func (h *home) brokerPIDOrZero() int {
@@ -518,11 +520,7 @@ func TestCancellationCrossesTheRelay(t *testing.T) {
 	}))
 	t.Cleanup(slow.Close)
 	h := brokerHome(t, slow.URL)
-	t.Cleanup(func() {
-		if pid := h.brokerPIDOrZero(); pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	h.killBrokerAtCleanup(t)
 	c := h.stdioClient(t)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
