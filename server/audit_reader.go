@@ -66,7 +66,7 @@ func (r *AuditReader) open(cp audit.Checkpointer) (*audit.Log, error) {
 	o := audit.Options{
 		Path: r.path(), Key: r.key, ReadOnly: true,
 		// A call in flight in the keyhole that owns the data dir is running, not interrupted.
-		WriterAlive: func() bool { return ownerAlive(r.dir) },
+		WriterAlive: func() bool { return OwnerAlive(r.dir) },
 	}
 	if cp != nil {
 		o.Checkpoint = cp

@@ -65,11 +65,11 @@ func readPID(f *os.File) string {
 	return "unknown"
 }
 
-// ownerAlive reports whether a live process other than this one owns the
+// OwnerAlive reports whether a live process other than this one owns the
 // data dir, by the pid its lock file names. It never takes the lock, so it
 // cannot make a keyhole that is starting find the data dir in use. A stale
 // pid that the system has given to another process reads as alive.
-func ownerAlive(dir string) bool {
+func OwnerAlive(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, lockFile))
 	if err != nil {
 		return false
