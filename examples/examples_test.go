@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -33,9 +35,9 @@ var examples = map[string]string{
 	"archive-report": "archive_report",
 }
 
-func load(t *testing.T, dir string) *server.Loaded {
+func load(t *testing.T, dir string) *config.Loaded {
 	t.Helper()
-	cfg, err := server.LoadConfig(filepath.Join(dir, "keyhole.yaml"), tools.Env{})
+	cfg, err := config.Load(filepath.Join(dir, "keyhole.yaml"), tools.Env{})
 	if err != nil {
 		t.Fatalf("LoadConfig(%s) = %v", dir, err)
 	}
@@ -99,7 +101,7 @@ type call struct {
 
 // decide runs c through the compiled tool and the scope, as Broker.Call
 // does before it touches the vault: Prepare, then Decide.
-func decide(t *testing.T, cfg *server.Loaded, sc *policy.Scope, c call) (outcome, string) {
+func decide(t *testing.T, cfg *config.Loaded, sc *policy.Scope, c call) (outcome, string) {
 	t.Helper()
 	tool, ok := cfg.Tools[c.tool]
 	if !ok {

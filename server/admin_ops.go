@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/vault"
@@ -116,7 +118,7 @@ type localAdmin struct {
 }
 
 func (a *localAdmin) openSessions(o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
-	cfg, err := LoadConfig(o.ConfigPath, ToolEnv{})
+	cfg, err := config.Load(o.ConfigPath, config.ToolEnv{})
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +127,7 @@ func (a *localAdmin) openSessions(o RuntimeOptions, v *vault.Vault) (*LiveSessio
 		return nil, err
 	}
 	a.store = store
-	return NewLiveSessions(store, LiveSessionsOptions{Config: func() *Loaded { return cfg }, Now: o.Now, Logger: o.Logger}), nil
+	return NewLiveSessions(store, LiveSessionsOptions{Config: func() *config.Loaded { return cfg }, Now: o.Now, Logger: o.Logger}), nil
 }
 
 func (a *localAdmin) Remote() bool { return false }

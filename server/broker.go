@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/keyhole-dev/keyhole/policy"
@@ -60,7 +62,7 @@ var _ AuditLog = auditLog{}
 
 // Broker runs the call pipeline for every session it serves.
 type Broker struct {
-	cfg     atomic.Pointer[Loaded]
+	cfg     atomic.Pointer[config.Loaded]
 	secrets Secrets
 	audit   AuditLog
 	log     *slog.Logger
@@ -71,11 +73,14 @@ type Broker struct {
 
 	mcpOnce sync.Once
 	mcpSrv  *mcpserver.MCPServer
+	// toolLists caches what tools/list shows a scope's sessions:
+	// *policy.Scope -> []mcp.Tool.
+	toolLists sync.Map
 }
 
 // Options configures a Broker.
 type Options struct {
-	Config  *Loaded
+	Config  *config.Loaded
 	Secrets Secrets
 	Audit   AuditLog
 	Logger  *slog.Logger
@@ -99,11 +104,11 @@ func NewBroker(o Options) *Broker {
 }
 
 // Config returns the config new sessions start with.
-func (b *Broker) Config() *Loaded { return b.cfg.Load() }
+func (b *Broker) Config() *config.Loaded { return b.cfg.Load() }
 
 // SetConfig replaces the config for new sessions; running sessions keep the
 // one they started with (pinned).
-func (b *Broker) SetConfig(c *Loaded) {
+func (b *Broker) SetConfig(c *config.Loaded) {
 	b.cfg.Store(c)
 	b.registerTools(b.mcp(), c)
 }

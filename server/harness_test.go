@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/mark3labs/mcp-go/client"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
@@ -129,7 +131,7 @@ func newEnv(t testing.TB, cfgText string) *env {
 	if err := os.WriteFile(cfgPath, []byte(e.cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(cfgPath, tools.Env{})
+	cfg, err := config.Load(cfgPath, tools.Env{})
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}

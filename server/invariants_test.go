@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/tools"
 )
@@ -26,7 +28,7 @@ func TestInvariant3_AgentCannotChooseWhereTheCredentialGoes(t *testing.T) {
 	})
 	path := filepath.Join(e.dir, "redirect.yaml")
 	os.WriteFile(path, []byte(strings.ReplaceAll(baseConfig, "%UPSTREAM%", redirector.URL)), 0o600)
-	loaded, err := LoadConfig(path, tools.Env{})
+	loaded, err := config.Load(path, tools.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +115,7 @@ scopes:
 	e := newEnv(t, baseConfig)
 	path := filepath.Join(e.dir, "ssrf.yaml")
 	os.WriteFile(path, []byte(cfg), 0o600)
-	loaded, err := LoadConfig(path, env)
+	loaded, err := config.Load(path, env)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
@@ -17,7 +19,7 @@ import (
 // in memory while the broker runs, so a session's counters and limiter
 // hold across reconnects and revocation takes effect on the next call.
 type LiveSessions struct {
-	config func() *Loaded // the config new and restored sessions start with
+	config func() *config.Loaded // the config new and restored sessions start with
 	now    func() time.Time
 	log    *slog.Logger
 	store  *sessions.Store
@@ -31,7 +33,7 @@ type LiveSessions struct {
 // LiveSessionsOptions is what LiveSessions take from the broker.
 type LiveSessionsOptions struct {
 	// Config returns the config new sessions start with (Broker.Config).
-	Config func() *Loaded
+	Config func() *config.Loaded
 	// Now is the clock sessions expire by; nil is time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger

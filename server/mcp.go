@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
@@ -41,7 +43,7 @@ func (b *Broker) mcp() *mcpserver.MCPServer {
 // registerTools adds a handler for every tool of cfg the MCP server does
 // not know yet. Handlers look tools up in the calling session's own
 // config, so a session keeps the tools it started with across reloads.
-func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *Loaded) {
+func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *config.Loaded) {
 	for _, name := range slices.Sorted(maps.Keys(cfg.Tools)) {
 		if srv.GetTool(name) == nil {
 			srv.AddTool(mcpTool(cfg.Tools[name], nil), b.handler(name))
@@ -88,7 +90,7 @@ func (b *Broker) newMCPServer() *mcpserver.MCPServer {
 			if !ok {
 				return nil
 			}
-			return s.cfg.scopeTools(s.Scope())
+			return b.scopeTools(s.cfg, s.Scope())
 		}),
 	)
 	b.registerTools(srv, b.cfg.Load())
@@ -136,20 +138,20 @@ func toolResult(o *Outcome) *mcp.CallToolResult {
 	return mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
 }
 
-// scopeTools is the tool list a scope's sessions see, built once per config
-// and scope.
-func (l *Loaded) scopeTools(sc *policy.Scope) []mcp.Tool {
-	if v, ok := l.listCache.Load(sc.Name()); ok {
+// scopeTools is the tool list the sessions of a scope of cfg see, built
+// once per compiled scope (a scope belongs to one config).
+func (b *Broker) scopeTools(cfg *config.Loaded, sc *policy.Scope) []mcp.Tool {
+	if v, ok := b.toolLists.Load(sc); ok {
 		return v.([]mcp.Tool)
 	}
 	names := sc.Tools()
 	list := make([]mcp.Tool, 0, len(names))
 	for _, n := range names {
-		if t, ok := l.Tools[n]; ok {
+		if t, ok := cfg.Tools[n]; ok {
 			list = append(list, mcpTool(t, sc))
 		}
 	}
-	v, _ := l.listCache.LoadOrStore(sc.Name(), list)
+	v, _ := b.toolLists.LoadOrStore(sc, list)
 	return v.([]mcp.Tool)
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
@@ -47,7 +49,7 @@ func TestRedirectHopsSpendNoLimitsAndAreRecorded(t *testing.T) {
 	})
 	path := filepath.Join(e.dir, "redirect.yaml")
 	os.WriteFile(path, []byte(strings.ReplaceAll(redirectConfig, "%UPSTREAM%", up.URL)), 0o600)
-	cfg, err := LoadConfig(path, ToolEnv{})
+	cfg, err := config.Load(path, config.ToolEnv{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/tools"
 	"github.com/keyhole-dev/keyhole/vault"
@@ -50,7 +52,7 @@ type Runtime struct {
 // Open locks the data dir, loads the config, and opens the vault and the
 // audit log. Close releases them in reverse order.
 func Open(o RuntimeOptions) (*Runtime, error) {
-	cfg, err := LoadConfig(o.ConfigPath, o.Env)
+	cfg, err := config.Load(o.ConfigPath, o.Env)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
@@ -185,7 +187,7 @@ loop:
 // an invalid config is rejected and the old one stays.
 func reloadConfig(b *Broker, log *audit.Log, path string, env tools.Env) error {
 	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Tool: "keyhole.reload", Decision: audit.Allow, Reason: "config reloaded from " + path}
-	cfg, err := LoadConfig(path, env)
+	cfg, err := config.Load(path, env)
 	if err != nil {
 		rec.Decision, rec.Code, rec.Reason = audit.Error, "invalid_config", err.Error()
 	} else {

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/keyhole-dev/keyhole/policy"
 )
 
@@ -12,7 +14,7 @@ import (
 // started with.
 type Session struct {
 	*policy.Session
-	cfg    *Loaded
+	cfg    *config.Loaded
 	client atomic.Value // string: "name/version" from MCP initialize
 	// persist stores the session's state after each call; nil for a
 	// session that lives only as long as its process (standalone stdio).

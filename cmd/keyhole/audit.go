@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -90,7 +92,7 @@ func parseWhen(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	if d, err := server.ParseRetention(s); err == nil {
+	if d, err := config.ParseRetention(s); err == nil {
 		return time.Now().Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339, s)
