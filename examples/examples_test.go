@@ -15,13 +15,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/tools"
 	"github.com/keyhole-dev/keyhole/vault"

@@ -7,9 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/vault"
 )

@@ -1,7 +1,26 @@
-// Package server wires keyhole together: the config file, the MCP server
-// (mark3labs/mcp-go) over stdio and streamable HTTP, sessions bound to MCP
-// connections, and the call pipeline that takes one tools/call through
-// validation, policy, the vault, execution and the audit log.
+// Package server wires keyhole together: the MCP server (mark3labs/mcp-go)
+// over stdio and streamable HTTP, sessions bound to MCP connections, the
+// call pipeline that takes one tools/call through the session's liveness,
+// the arguments, policy, the vault, execution and the audit log, and the
+// broker's lifecycle (the data dir, its socket, serve). Beside it:
+// server/config reads keyhole.yaml, server/admin is the operator's API on
+// the broker's socket, server/relay is the stdio side of a shared broker,
+// server/demo is `keyhole demo`, server/audit the log, server/sessions
+// the token store, and server/servertest the tests' shared harness.
+//
+// # Sessions
+//
+// Five types carry a session, each with its own meaning:
+//
+//   - policy.Session decides: a session's state, expiry and limits, and
+//     every call's check against its scope. policy.SessionInfo is its
+//     exportable state (what is stored and listed).
+//   - sessions.Store persists: session records and the hashes of their
+//     phantom tokens, in the data dir.
+//   - server.Session serves: a policy.Session bound to the config it
+//     started with and to the MCP client that runs it.
+//   - server.LiveSessions are the phantom-token sessions a broker holds in
+//     memory, found by token, flushed to the store.
 package server
 
 import (
@@ -14,12 +33,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
 	"github.com/keyhole-dev/keyhole/tools/scrub"
 	"github.com/keyhole-dev/keyhole/vault"

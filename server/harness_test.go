@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/mark3labs/mcp-go/client"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/tools"
 	"github.com/keyhole-dev/keyhole/vault"

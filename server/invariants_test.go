@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/tools"
 )

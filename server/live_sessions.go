@@ -7,9 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
 

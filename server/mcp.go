@@ -9,12 +9,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
 )
 

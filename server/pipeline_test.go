@@ -8,9 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 

@@ -5,9 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/config"
 )
 
 // Session is one run of one agent under one scope, bound to the config it

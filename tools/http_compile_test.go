@@ -10,9 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keyhole-dev/keyhole/server/servertest"
-
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 func TestCompileHTTPErrors(t *testing.T) {

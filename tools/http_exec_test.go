@@ -17,9 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyhole-dev/keyhole/server/servertest"
-
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 func prepare(t testing.TB, tool *httpTool, args string) *Call {

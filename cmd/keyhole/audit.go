@@ -9,13 +9,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/keyhole-dev/keyhole/server/config"
-
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 )
 
 func (a *App) auditCmd() *cobra.Command {
