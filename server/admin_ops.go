@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -90,12 +89,9 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := vault.Open(dd.File(VaultFile), o.Keys)
+	v, err := openVault(dd.Path, o.Keys)
 	if err != nil {
 		dd.Close()
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dd.Path)
-		}
 		return nil, err
 	}
 	l := &localAdmin{dd: dd}

@@ -35,11 +35,8 @@ type AuditReader struct {
 // opened for the audit key and the chain's checkpoint. Close releases
 // both.
 func OpenAuditReader(dir string, keys KeySource) (*AuditReader, error) {
-	v, err := vault.Open(filepath.Join(dir, VaultFile), keys)
+	v, err := openVault(dir, keys)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dir)
-		}
 		return nil, err
 	}
 	r := &AuditReader{dir: dir, key: v.DeriveKey(auditKeyLabel), vault: v}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // ErrDataDirInUse is returned when another process owns the data dir.
@@ -93,4 +95,14 @@ func (d *DataDir) Close() error {
 	err := d.lock.Close()
 	d.lock = nil
 	return err
+}
+
+// openVault opens the vault of data dir dir; a missing one says to run
+// keyhole init.
+func openVault(dir string, keys vault.KeySource) (*vault.Vault, error) {
+	v, err := vault.Open(filepath.Join(dir, VaultFile), keys)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dir)
+	}
+	return v, err
 }

@@ -169,6 +169,21 @@ func newEnv(t testing.TB, cfgText string) *env {
 	return e
 }
 
+// reconfigure gives new sessions the config cfgText, with %UPSTREAM%
+// standing for upstream.
+func (e *env) reconfigure(cfgText, upstream string) {
+	e.t.Helper()
+	path := filepath.Join(e.dir, "reconfigured.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(cfgText, "%UPSTREAM%", upstream)), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	cfg, err := config.Load(path, config.ToolEnv{})
+	if err != nil {
+		e.t.Fatalf("config.Load(%s): %v", path, err)
+	}
+	e.broker.SetConfig(cfg)
+}
+
 // connect starts a stdio session of scope and returns an initialized
 // mcp-go client talking to it over pipes (the real stdio framing), and
 // every byte it received.

@@ -25,13 +25,7 @@ func TestInvariant3_AgentCannotChooseWhereTheCredentialGoes(t *testing.T) {
 	redirector := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, elsewhere.URL+"/steal", http.StatusFound)
 	})
-	path := filepath.Join(e.dir, "redirect.yaml")
-	os.WriteFile(path, []byte(strings.ReplaceAll(baseConfig, "%UPSTREAM%", redirector.URL)), 0o600)
-	loaded, err := config.Load(path, tools.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.broker.SetConfig(loaded)
+	e.reconfigure(baseConfig, redirector.URL)
 	e.up = redirector
 	c, wire := e.connect("triage")
 	attempts := []string{

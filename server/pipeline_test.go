@@ -2,14 +2,11 @@ package server
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
-	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
@@ -46,13 +43,7 @@ func TestRedirectHopsSpendNoLimitsAndAreRecorded(t *testing.T) {
 			w.Write([]byte("arrived"))
 		}
 	})
-	path := filepath.Join(e.dir, "redirect.yaml")
-	os.WriteFile(path, []byte(strings.ReplaceAll(redirectConfig, "%UPSTREAM%", up.URL)), 0o600)
-	cfg, err := config.Load(path, config.ToolEnv{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.broker.SetConfig(cfg)
+	e.reconfigure(redirectConfig, up.URL)
 	c, _ := e.connect("moving")
 
 	res := servertest.CallTool(t, c, "api", map[string]any{"method": "GET", "path": "/old"})

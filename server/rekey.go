@@ -35,11 +35,8 @@ func Rekey(o RekeyOptions) error {
 		return err
 	}
 	defer dd.Close()
-	v, err := vault.Open(dd.File(VaultFile), o.Keys)
+	v, err := openVault(dd.Path, o.Keys)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dd.Path)
-		}
 		return err
 	}
 	defer v.Close()

@@ -2,9 +2,7 @@ package server
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
@@ -60,12 +58,9 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 		return nil, err
 	}
 	rt := &Runtime{DataDir: dd}
-	v, err := vault.Open(dd.File(VaultFile), o.Keys)
+	v, err := openVault(dd.Path, o.Keys)
 	if err != nil {
 		rt.Close()
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dd.Path)
-		}
 		return nil, err
 	}
 	rt.Vault = v

@@ -259,6 +259,23 @@ func (h *home) killBrokerAtCleanup(t *testing.T) {
 	})
 }
 
+// httpSession starts a session of scope triage with `session new` and
+// connects an MCP client named name to url with its token; the client is
+// closed when the test ends.
+func (h *home) httpSession(t *testing.T, url, name string) (id string, c *client.Client) {
+	t.Helper()
+	var s struct{ ID, Token string }
+	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	c, err := servertest.ConnectHTTP(url, s.Token, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return s.ID, c
+}
+
 func (h *home) brokerPIDOrZero() int {
 	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", "keyhole.lock"))
 	if err != nil {
@@ -443,15 +460,7 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 	h := brokerHome(t, up.URL)
 	_, url := startServe(t, h)
 
-	var s struct{ ID, Token string }
-	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &s); err != nil {
-		t.Fatal(err)
-	}
-	c, err := servertest.ConnectHTTP(url, s.Token, "admin-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	id, c := h.httpSession(t, url, "admin-test")
 	call(c, "/issues/1")
 	call(c, "/admin")
 
@@ -480,7 +489,7 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 		Calls int    `json:"calls"`
 		State string `json:"state"`
 	}
-	if err := json.Unmarshal([]byte(h.ok("", "session", "show", s.ID).stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
+	if err := json.Unmarshal([]byte(h.ok("", "session", "show", id).stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
 		t.Fatalf("session show = %+v (%v), want 2 calls, active", info, err)
 	}
 	if r := h.ok("", "reload"); !strings.Contains(r.stdout, "reloaded") {
