@@ -5,26 +5,23 @@ package examples_test
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/config"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/tools"
 	"github.com/keyhole-dev/keyhole/vault"
 )
@@ -37,9 +34,9 @@ var examples = map[string]string{
 	"archive-report": "archive_report",
 }
 
-func load(t *testing.T, dir string) *server.Loaded {
+func load(t *testing.T, dir string) *config.Loaded {
 	t.Helper()
-	cfg, err := server.LoadConfig(filepath.Join(dir, "keyhole.yaml"), tools.Env{})
+	cfg, err := config.Load(filepath.Join(dir, "keyhole.yaml"), tools.Env{})
 	if err != nil {
 		t.Fatalf("LoadConfig(%s) = %v", dir, err)
 	}
@@ -103,7 +100,7 @@ type call struct {
 
 // decide runs c through the compiled tool and the scope, as Broker.Call
 // does before it touches the vault: Prepare, then Decide.
-func decide(t *testing.T, cfg *server.Loaded, sc *policy.Scope, c call) (outcome, string) {
+func decide(t *testing.T, cfg *config.Loaded, sc *policy.Scope, c call) (outcome, string) {
 	t.Helper()
 	tool, ok := cfg.Tools[c.tool]
 	if !ok {
@@ -276,8 +273,8 @@ func TestBillingSyncProjectsThreeFields(t *testing.T) {
 				t.Fatalf("CallTool(stripe_customer) is an error: %+v", res.Content)
 			}
 
-			got := up.requests()
-			if len(got) != 1 || got[0].URL.Path != "/v1/customers/cus_NffrFeUfNV2Hib" {
+			got := up.Requests()
+			if len(got) != 1 || got[0].Path != "/v1/customers/cus_NffrFeUfNV2Hib" {
 				t.Fatalf("Stripe received %d requests, want 1 GET /v1/customers/cus_NffrFeUfNV2Hib", len(got))
 			}
 			if got[0].Header.Get("Authorization") != "Bearer "+stripeKey {
@@ -295,13 +292,10 @@ func TestBillingSyncProjectsThreeFields(t *testing.T) {
 			// Nothing else of the record, and no form of the key, in any
 			// byte the agent received (tools/call and everything before).
 			received := string(wire.Bytes())
-			for _, leak := range []string{
+			for _, leak := range append([]string{
 				"Jenny Rosen", "Rua Augusta", "Lisbon", "+351", "PT501964843", "VIP", "A-1182", "chargeback",
 				"card_1Mvo", "pm_1Mvo", "-4200", "1680893993",
-				stripeKey, stripeKey[4 : len(stripeKey)-4],
-				base64.StdEncoding.EncodeToString([]byte(stripeKey)), base64.RawURLEncoding.EncodeToString([]byte(stripeKey)),
-				hex.EncodeToString([]byte(stripeKey)),
-			} {
+			}, servertest.SecretForms(stripeKey)...) {
 				if strings.Contains(received, leak) {
 					t.Errorf("the agent received %q: %s", leak, received)
 				}
@@ -334,20 +328,10 @@ func resultBody(t *testing.T, res *mcp.CallToolResult) map[string]any {
 	return view.Body
 }
 
-// stripeStub stands in for api.stripe.com: it answers GET
+// newStripe stands in for api.stripe.com: it answers GET
 // /v1/customers/cus_NffrFeUfNV2Hib with record and records every request.
-type stripeStub struct {
-	*httptest.Server
-	mu   sync.Mutex
-	reqs []*http.Request
-}
-
-func newStripe(t *testing.T, record string) *stripeStub {
-	s := &stripeStub{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.reqs = append(s.reqs, r.Clone(context.Background()))
-		s.mu.Unlock()
+func newStripe(t *testing.T, record string) *servertest.Upstream {
+	return servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet || r.URL.Path != "/v1/customers/cus_NffrFeUfNV2Hib" {
 			http.NotFound(w, r)
 			return
@@ -355,22 +339,14 @@ func newStripe(t *testing.T, record string) *stripeStub {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Request-Id", "req_1")
 		io.WriteString(w, record)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *stripeStub) requests() []*http.Request {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*http.Request(nil), s.reqs...)
+	})
 }
 
 // startBillingSync runs examples/billing-sync against upstream (standing in
 // for https://api.stripe.com/v1) in a fresh data dir, and returns an
 // initialized MCP client on a stdio session of billing_sync and the log of
 // every byte that client received.
-func startBillingSync(t *testing.T, upstream string) (*client.Client, *wireLog) {
+func startBillingSync(t *testing.T, upstream string) (*client.Client, *servertest.Wire) {
 	t.Helper()
 	dir := t.TempDir()
 	text, err := os.ReadFile(filepath.Join("billing-sync", "keyhole.yaml"))
@@ -407,54 +383,12 @@ func startBillingSync(t *testing.T, upstream string) (*client.Client, *wireLog) 
 		t.Fatalf("server.Open: %v", err)
 	}
 
-	inR, inW := io.Pipe()
-	outR, outW := io.Pipe()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- rt.Broker.ServeStdio(ctx, "billing_sync", inR, outW)
-		outW.Close()
-	}()
-	wire := &wireLog{}
-	c := client.NewClient(transport.NewIO(io.TeeReader(outR, wire), inW, io.NopCloser(strings.NewReader(""))))
 	t.Cleanup(func() {
-		c.Close()
-		inW.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeStdio = %v", err)
-		}
 		if err := rt.Close(); err != nil {
 			t.Errorf("Runtime.Close = %v", err)
 		}
 	})
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcp.Implementation{Name: "examples-test", Version: "1.0"}
-	if _, err := c.Initialize(ctx, init); err != nil {
-		t.Fatalf("initialize: %v", err)
-	}
-	return c, wire
-}
-
-// wireLog keeps every byte the agent received.
-type wireLog struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (w *wireLog) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	return len(p), nil
-}
-
-func (w *wireLog) Bytes() []byte {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]byte(nil), w.b...)
+	return servertest.ConnectStdio(t, func(ctx context.Context, in io.Reader, out io.Writer) error {
+		return rt.Broker.ServeStdio(ctx, "billing_sync", in, out)
+	}, "examples-test")
 }

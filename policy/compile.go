@@ -9,6 +9,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,7 +139,7 @@ const maxReasonGrants = 10
 func Compile(scopes map[string]ScopeConfig, tools map[string]ToolInfo) (*Policy, []error) {
 	p := &Policy{scopes: make(map[string]*Scope, len(scopes))}
 	var errs []error
-	for _, name := range sortedKeys(scopes) {
+	for _, name := range slices.Sorted(maps.Keys(scopes)) {
 		s, serrs := compileScope(name, scopes[name], tools)
 		errs = append(errs, serrs...)
 		p.scopes[name] = s
@@ -194,7 +195,7 @@ func (s *Scope) addGrant(at string, g GrantConfig, tools map[string]ToolInfo) []
 	}
 	info, ok := tools[g.Tool]
 	if !ok {
-		return []error{fieldErr(at+".tool", "tool %q is not defined under tools: (defined: %s)", g.Tool, strings.Join(sortedKeys(tools), ", "))}
+		return []error{fieldErr(at+".tool", "tool %q is not defined under tools: (defined: %s)", g.Tool, strings.Join(slices.Sorted(maps.Keys(tools)), ", "))}
 	}
 	tg := s.tools[g.Tool]
 	if tg == nil {
@@ -439,13 +440,4 @@ func dedupe(lines []string) []string {
 
 func fieldErr(path, format string, args ...any) *FieldError {
 	return &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -201,3 +201,26 @@ func because(reason string) string {
 	}
 	return ": " + reason
 }
+
+// Live returns whether the session may make a call at now: an allowing
+// Decision while it is active, else the denial Decide would give. It
+// counts nothing.
+func (s *Session) Live(now time.Time) Decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, live := s.liveLocked(now); !live {
+		return d
+	}
+	return Decision{Allow: true, Reason: "session " + s.info.ID + " is active"}
+}
+
+// Recheck decides a follow-up request of a call Decide already allowed (a
+// redirect hop): the session must still be live and the scope must grant
+// the request. It spends nothing: no call, rate or denial is counted, so a
+// hop cannot use up the session's limits or trip its tripwire.
+func (s *Session) Recheck(now time.Time, req Request) Decision {
+	if d := s.Live(now); !d.Allow {
+		return d
+	}
+	return s.scope.Decide(req)
+}

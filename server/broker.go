@@ -1,7 +1,26 @@
-// Package server wires keyhole together: the config file, the MCP server
-// (mark3labs/mcp-go) over stdio and streamable HTTP, sessions bound to MCP
-// connections, and the call pipeline that takes one tools/call through
-// validation, policy, the vault, execution and the audit log.
+// Package server wires keyhole together: the MCP server (mark3labs/mcp-go)
+// over stdio and streamable HTTP, sessions bound to MCP connections, the
+// call pipeline that takes one tools/call through the session's liveness,
+// the arguments, policy, the vault, execution and the audit log, and the
+// broker's lifecycle (the data dir, its socket, serve). Beside it:
+// server/config reads keyhole.yaml, server/admin is the operator's API on
+// the broker's socket, server/relay is the stdio side of a shared broker,
+// server/demo is `keyhole demo`, server/audit the log, server/sessions
+// the token store, and server/servertest the tests' shared harness.
+//
+// # Sessions
+//
+// Five types carry a session, each with its own meaning:
+//
+//   - policy.Session decides: a session's state, expiry and limits, and
+//     every call's check against its scope. policy.SessionInfo is its
+//     exportable state (what is stored and listed).
+//   - sessions.Store persists: session records and the hashes of their
+//     phantom tokens, in the data dir.
+//   - server.Session serves: a policy.Session bound to the config it
+//     started with and to the MCP client that runs it.
+//   - server.LiveSessions are the phantom-token sessions a broker holds in
+//     memory, found by token, flushed to the store.
 package server
 
 import (
@@ -10,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +37,7 @@ import (
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
 	"github.com/keyhole-dev/keyhole/tools/scrub"
 	"github.com/keyhole-dev/keyhole/vault"
@@ -45,11 +64,11 @@ type PendingRecord interface {
 	Finish(ctx context.Context, outcome audit.Record) error
 }
 
-// AuditAdapter makes an *audit.Log an AuditLog.
-type AuditAdapter struct{ *audit.Log }
+// auditLog makes an *audit.Log an AuditLog.
+type auditLog struct{ *audit.Log }
 
 // Begin implements AuditLog.
-func (a AuditAdapter) Begin(ctx context.Context, rec audit.Record) (PendingRecord, error) {
+func (a auditLog) Begin(ctx context.Context, rec audit.Record) (PendingRecord, error) {
 	p, err := a.Log.Begin(ctx, rec)
 	if err != nil {
 		return nil, err
@@ -57,11 +76,11 @@ func (a AuditAdapter) Begin(ctx context.Context, rec audit.Record) (PendingRecor
 	return p, nil
 }
 
-var _ AuditLog = AuditAdapter{}
+var _ AuditLog = auditLog{}
 
 // Broker runs the call pipeline for every session it serves.
 type Broker struct {
-	cfg     atomic.Pointer[Loaded]
+	cfg     atomic.Pointer[config.Loaded]
 	secrets Secrets
 	audit   AuditLog
 	log     *slog.Logger
@@ -72,11 +91,14 @@ type Broker struct {
 
 	mcpOnce sync.Once
 	mcpSrv  *mcpserver.MCPServer
+	// toolLists caches what tools/list shows a scope's sessions:
+	// *policy.Scope -> []mcp.Tool.
+	toolLists sync.Map
 }
 
 // Options configures a Broker.
 type Options struct {
-	Config  *Loaded
+	Config  *config.Loaded
 	Secrets Secrets
 	Audit   AuditLog
 	Logger  *slog.Logger
@@ -100,51 +122,13 @@ func NewBroker(o Options) *Broker {
 }
 
 // Config returns the config new sessions start with.
-func (b *Broker) Config() *Loaded { return b.cfg.Load() }
+func (b *Broker) Config() *config.Loaded { return b.cfg.Load() }
 
 // SetConfig replaces the config for new sessions; running sessions keep the
 // one they started with (pinned).
-func (b *Broker) SetConfig(c *Loaded) {
+func (b *Broker) SetConfig(c *config.Loaded) {
 	b.cfg.Store(c)
 	b.registerTools(b.mcp(), c)
-}
-
-// Session is one run of one agent under one scope, bound to the config it
-// started with.
-type Session struct {
-	*policy.Session
-	cfg    *Loaded
-	client atomic.Value // string: "name/version" from MCP initialize
-	// persist stores the session's state after each call; nil for a
-	// session that lives only as long as its process (standalone stdio).
-	persist func(policy.SessionInfo)
-}
-
-func (s *Session) save(now time.Time) {
-	if s.persist != nil {
-		s.persist(s.Info(now))
-	}
-}
-
-// NewSession starts a session of the named scope under the current config.
-func (b *Broker) NewSession(id, scope string, ttl time.Duration, label string) (*Session, error) {
-	cfg := b.cfg.Load()
-	sc, ok := cfg.Policy.Scope(scope)
-	if !ok {
-		return nil, fmt.Errorf("server: scope %q is not defined in %s (defined: %v)", scope, cfg.Path, cfg.Policy.ScopeNames())
-	}
-	return &Session{Session: policy.NewSession(id, sc, b.now(), ttl, label), cfg: cfg}, nil
-}
-
-// SetClient records the MCP client's name and version for the audit.
-func (s *Session) SetClient(name, version string) {
-	s.client.Store(name + "/" + version)
-}
-
-// Client returns "name/version" of the MCP client, or "".
-func (s *Session) Client() string {
-	c, _ := s.client.Load().(string)
-	return c
 }
 
 // Call takes one tools/call through the pipeline and returns what the agent
@@ -186,9 +170,16 @@ func failed(msg string) *Outcome {
 	return &Outcome{Decision: audit.Error, Message: msg}
 }
 
-// call checks a call and, if it is allowed, executes it. Every path writes
-// exactly one audit record.
+// call takes a call through the pipeline, in order: the session's
+// liveness, the tool, the arguments, the scope's grants and limits, the
+// secret (decrypted first so every record is scrubbed of it), the audit
+// intent, the upstream, the audit outcome. Every path writes exactly one
+// audit record.
 func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) *Outcome {
+	if d := s.Live(b.now()); !d.Allow {
+		rec.Code, rec.Reason = d.Code, d.Reason
+		return b.deny(ctx, rec, "denied: "+d.Reason)
+	}
 	tool, call, out := b.authorize(ctx, s, name, args, rec)
 	if out != nil {
 		return out
@@ -222,7 +213,7 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 		rec.Code, rec.Reason = "invalid_arguments", msg
 		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
-	describe(rec, tool, call)
+	describe(rec, call.AuditFields())
 
 	d := s.Decide(b.now(), call.Request)
 	if !d.Allow {
@@ -231,12 +222,6 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 	}
 	rec.Grant = d.Grant
 	rec.Decision = audit.Allow
-	call.Recheck = func(r policy.Request) error {
-		if d := s.Decide(b.now(), r); !d.Allow {
-			return errors.New(d.Reason)
-		}
-		return nil
-	}
 	return tool, call, nil
 }
 
@@ -256,7 +241,6 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		rec.CredVersion = m.Version
 	}
 	scrubber := tool.Scrubber(secret.Bytes())
-	call.Scrubber = scrubber
 	scrubRecord(rec, scrubber)
 
 	pending, err := b.audit.Begin(ctx, *rec)
@@ -264,11 +248,19 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		b.log.Error("audit intent failed; call not made", LogTool, name, LogError, err)
 		return failed("keyhole could not record this call in its audit log, so it was not made")
 	}
-	if tool.Kind() == "s3" {
-		// A role secret is assumed per session, limited to these grants.
-		call.Session = &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: s.Scope().S3Grants(name)}
+	env := tools.CallEnv{
+		Scrubber: scrubber,
+		// A redirect hop is checked against the scope and the session's
+		// liveness, spending none of its limits: it is part of this call.
+		Authorize: func(r policy.Request) error {
+			if d := s.Recheck(b.now(), r); !d.Allow {
+				return errors.New(d.Reason)
+			}
+			return nil
+		},
+		Session: &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: s.Scope().S3Grants(name)},
 	}
-	result, execErr := tool.Execute(ctx, call, secret.Bytes())
+	result, execErr := tool.Execute(ctx, call, secret.Bytes(), env)
 	b.touch(tool.SecretName())
 
 	outcome := *rec
@@ -279,6 +271,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		msg, detail := "upstream call failed", ""
 		if errors.As(execErr, &ee) {
 			msg, detail = ee.Msg, ee.Detail
+			outcome.Hops = auditHops(ee.Hops, scrubber)
 		}
 		// Belt and braces: the tool scrubs its errors; scrub again with the
 		// secret in hand before anything is stored or shown.
@@ -290,6 +283,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		outcome.Status = result.Status
 		outcome.BytesIn, outcome.BytesOut = result.BytesIn, result.BytesOut
 		outcome.Scrubbed = result.Scrubbed
+		outcome.Hops = auditHops(result.Hops, scrubber)
 		if result.Scrubbed {
 			s.NoteScrubbed(b.now())
 		}
@@ -300,6 +294,17 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 	if err := pending.Finish(context.WithoutCancel(ctx), outcome); err != nil {
 		b.log.Error("audit outcome failed; result withheld", LogTool, name, LogError, err)
 		return failed("keyhole could not record the outcome of this call in its audit log, so its result is withheld")
+	}
+	return out
+}
+
+// auditHops records the redirects a call followed, their paths scrubbed
+// (an upstream chose them).
+func auditHops(hops []tools.Hop, sc *scrub.Scrubber) []audit.Hop {
+	var out []audit.Hop
+	for _, h := range hops {
+		p, _ := sc.String(h.Path)
+		out = append(out, audit.Hop{Method: h.Method, Path: p, Status: h.Status})
 	}
 	return out
 }
@@ -361,29 +366,8 @@ func (b *Broker) touch(name string) {
 }
 
 // describe copies the canonical request into the audit record.
-func describe(rec *audit.Record, tool tools.Tool, call *tools.Call) {
-	r := call.Request
-	if r.Action != "" {
-		rec.Action, rec.Key = r.Action, r.Key
-		rec.Bucket = tool.Info().Bucket
-		return
-	}
-	rec.Method, rec.Path = r.Method, r.Path()
-	rec.Host = tool.Info().Host
-	rec.QueryNames = queryNames(call.Args)
-}
-
-// queryNames lists the names (never values) of an http call's query.
-func queryNames(args json.RawMessage) []string {
-	var a struct {
-		Query map[string]json.RawMessage `json:"query"`
-	}
-	if json.Unmarshal(args, &a) != nil || len(a.Query) == 0 {
-		return nil
-	}
-	names := sortedKeys(a.Query)
-	for i, n := range names {
-		names[i] = url.QueryEscape(n)
-	}
-	return names
+func describe(rec *audit.Record, f tools.AuditFields) {
+	rec.Kind = f.Kind
+	rec.Method, rec.Host, rec.Path, rec.QueryNames = f.Method, f.Host, f.Path, f.QueryNames
+	rec.Bucket, rec.Action, rec.Key = f.Bucket, f.Action, f.Key
 }

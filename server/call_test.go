@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 func TestToolsListShowsOnlyTheScopesTools(t *testing.T) {
@@ -38,11 +40,11 @@ func TestToolsListShowsOnlyTheScopesTools(t *testing.T) {
 func TestAllowedCallInjectsTheRealKeyServerSide(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	c, wire := e.connect("triage")
-	res := callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues/1"})
+	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues/1"})
 	if res.IsError {
-		t.Fatalf("allowed call failed: %s", resultText(res))
+		t.Fatalf("allowed call failed: %s", servertest.ResultText(res))
 	}
-	reqs := e.up.requests()
+	reqs := e.up.Requests()
 	if len(reqs) != 1 {
 		t.Fatalf("upstream received %d requests, want 1", len(reqs))
 	}
@@ -53,8 +55,8 @@ func TestAllowedCallInjectsTheRealKeyServerSide(t *testing.T) {
 	if auth := got.Header.Values("Authorization"); len(auth) != 1 || auth[0] != "Bearer "+testSecret {
 		t.Fatalf("upstream Authorization = %q, want exactly the injected bearer token", auth)
 	}
-	if !strings.Contains(resultText(res), "Crash on start") {
-		t.Fatalf("result does not carry the upstream body: %s", resultText(res))
+	if !strings.Contains(servertest.ResultText(res), "Crash on start") {
+		t.Fatalf("result does not carry the upstream body: %s", servertest.ResultText(res))
 	}
 	assertNoSecret(t, "bytes the agent received", wire.Bytes())
 }
@@ -62,14 +64,14 @@ func TestAllowedCallInjectsTheRealKeyServerSide(t *testing.T) {
 func TestTemplatedToolProjectsFields(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	c, wire := e.connect("triage")
-	res := callTool(t, c, "issue_titles", map[string]any{"owner": "acme", "repo": "api"})
+	res := servertest.CallTool(t, c, "issue_titles", map[string]any{"owner": "acme", "repo": "api"})
 	if res.IsError {
-		t.Fatalf("templated call failed: %s", resultText(res))
+		t.Fatalf("templated call failed: %s", servertest.ResultText(res))
 	}
-	if reqs := e.up.requests(); len(reqs) != 1 || reqs[0].RawPath != "/repos/acme/api/issues" {
+	if reqs := e.up.Requests(); len(reqs) != 1 || reqs[0].RawPath != "/repos/acme/api/issues" {
 		t.Fatalf("upstream received %+v, want one GET /repos/acme/api/issues", reqs)
 	}
-	text := resultText(res)
+	text := servertest.ResultText(res)
 	if !strings.Contains(text, "Crash on start") || strings.Contains(text, "login") || strings.Contains(text, `"state"`) {
 		t.Fatalf("projection leaked unlisted fields or lost listed ones: %s", text)
 	}
@@ -79,12 +81,12 @@ func TestTemplatedToolProjectsFields(t *testing.T) {
 func TestInvariant1_EchoedCredentialIsScrubbed(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	c, wire := e.connect("triage")
-	res := callTool(t, c, "github", map[string]any{"method": "GET", "path": "/echo"})
+	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/echo"})
 	if res.IsError {
-		t.Fatalf("echo call failed: %s", resultText(res))
+		t.Fatalf("echo call failed: %s", servertest.ResultText(res))
 	}
-	if !strings.Contains(resultText(res), "[REDACTED]") {
-		t.Fatalf("echo result shows no redaction: %s", resultText(res))
+	if !strings.Contains(servertest.ResultText(res), "[REDACTED]") {
+		t.Fatalf("echo result shows no redaction: %s", servertest.ResultText(res))
 	}
 	if strings.Contains(strings.ToLower(string(wire.Bytes())), "set-cookie") {
 		t.Fatalf("Set-Cookie reached the agent: %s", wire.Bytes())
@@ -171,12 +173,12 @@ func TestInvariant2_DenyByDefault_HostileInputsReachNothing(t *testing.T) {
 					t.Fatalf("call %d: JSON-RPC error %v, want a tool-not-found error", i, err)
 				}
 			case !res.IsError:
-				t.Fatalf("call %d was allowed: %s", i, resultText(res))
-			case strings.Contains(resultText(res), "\r") || strings.Contains(resultText(res), "\n"+"X-Inj"):
-				t.Fatalf("denial echoes control bytes: %q", resultText(res))
+				t.Fatalf("call %d was allowed: %s", i, servertest.ResultText(res))
+			case strings.Contains(servertest.ResultText(res), "\r") || strings.Contains(servertest.ResultText(res), "\n"+"X-Inj"):
+				t.Fatalf("denial echoes control bytes: %q", servertest.ResultText(res))
 			}
-			if n := len(e.up.requests()); n != 0 {
-				t.Fatalf("upstream received %d requests: %+v", n, e.up.requests())
+			if n := len(e.up.Requests()); n != 0 {
+				t.Fatalf("upstream received %d requests: %+v", n, e.up.Requests())
 			}
 			recs := e.records()
 			if len(recs) != before+1 {
@@ -193,15 +195,15 @@ func TestInvariant2_DenyByDefault_HostileInputsReachNothing(t *testing.T) {
 func TestInvariant5_ExpiredSessionGetsNothing(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	c, _ := e.connect("triage")
-	if res := callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"}); res.IsError {
-		t.Fatalf("call before expiry failed: %s", resultText(res))
+	if res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"}); res.IsError {
+		t.Fatalf("call before expiry failed: %s", servertest.ResultText(res))
 	}
 	e.clock.Advance(time.Hour + time.Second)
-	res := callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
-	if !res.IsError || !strings.Contains(resultText(res), "expired") {
-		t.Fatalf("call after ttl = %s, want an expiry denial", resultText(res))
+	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
+	if !res.IsError || !strings.Contains(servertest.ResultText(res), "expired") {
+		t.Fatalf("call after ttl = %s, want an expiry denial", servertest.ResultText(res))
 	}
-	if n := len(e.up.requests()); n != 1 {
+	if n := len(e.up.Requests()); n != 1 {
 		t.Fatalf("upstream received %d requests, want only the one before expiry", n)
 	}
 }
@@ -209,14 +211,14 @@ func TestInvariant5_ExpiredSessionGetsNothing(t *testing.T) {
 func TestMaxCallsAndTripwire(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	c, _ := e.connect("tiny")
-	callTool(t, c, "github", map[string]any{"method": "GET", "path": "/nope"})
-	callTool(t, c, "github", map[string]any{"method": "GET", "path": "/nope"})
+	servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/nope"})
+	servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/nope"})
 	// Two denials trip the session: even a granted call is now refused.
-	res := callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
+	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
 	if !res.IsError {
-		t.Fatalf("call after the tripwire was allowed: %s", resultText(res))
+		t.Fatalf("call after the tripwire was allowed: %s", servertest.ResultText(res))
 	}
-	if n := len(e.up.requests()); n != 0 {
+	if n := len(e.up.Requests()); n != 0 {
 		t.Fatalf("upstream received %d requests, want 0", n)
 	}
 }
@@ -231,7 +233,7 @@ func TestInvariant6_EveryCallHasExactlyOneRecord(t *testing.T) {
 		{"method": "GET", "path": "/../x"},
 	}
 	for _, a := range calls {
-		callTool(t, c, "github", a)
+		servertest.CallTool(t, c, "github", a)
 	}
 	recs := e.records()
 	if len(recs) != len(calls) {
@@ -269,11 +271,11 @@ func TestInvariant6_AuditFailureFailsClosed(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	e.broker.audit = failingAudit{}
 	c, wire := e.connect("triage")
-	res := callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
-	if !res.IsError || !strings.Contains(resultText(res), "audit") {
-		t.Fatalf("call with a failing audit = %s, want an audit error", resultText(res))
+	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
+	if !res.IsError || !strings.Contains(servertest.ResultText(res), "audit") {
+		t.Fatalf("call with a failing audit = %s, want an audit error", servertest.ResultText(res))
 	}
-	if n := len(e.up.requests()); n != 0 {
+	if n := len(e.up.Requests()); n != 0 {
 		t.Fatalf("upstream received %d requests though the intent was not recorded", n)
 	}
 	assertNoSecret(t, "bytes the agent received", wire.Bytes())
@@ -281,12 +283,12 @@ func TestInvariant6_AuditFailureFailsClosed(t *testing.T) {
 
 func TestInvariant8_StdioSurvivesGarbageAndHugeLines(t *testing.T) {
 	e := newEnv(t, baseConfig)
-	inR, inW := pipe()
-	outR, outW := pipe()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
 	done := make(chan error, 1)
 	go func() { done <- e.broker.ServeStdio(context.Background(), "triage", inR, outW); outW.Close() }()
 	lines := make(chan string, 16)
-	go readLines(outR, lines)
+	go servertest.ReadLines(outR, lines)
 
 	send := func(s string) {
 		if _, err := inW.Write([]byte(s + "\n")); err != nil {
@@ -310,8 +312,8 @@ func TestInvariant8_StdioSurvivesGarbageAndHugeLines(t *testing.T) {
 func TestNoSecretInLogsAtDebug(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	c, _ := e.connect("triage")
-	callTool(t, c, "github", map[string]any{"method": "GET", "path": "/echo"})
-	callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"x": testSecret}})
+	servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/echo"})
+	servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"x": testSecret}})
 	assertNoSecret(t, "logs", []byte(e.logs.String()))
 	raw, _ := json.Marshal(e.records())
 	assertNoSecret(t, "audit records", raw)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // ErrDataDirInUse is returned when another process owns the data dir.
@@ -65,11 +67,11 @@ func readPID(f *os.File) string {
 	return "unknown"
 }
 
-// ownerAlive reports whether a live process other than this one owns the
+// OwnerAlive reports whether a live process other than this one owns the
 // data dir, by the pid its lock file names. It never takes the lock, so it
 // cannot make a keyhole that is starting find the data dir in use. A stale
 // pid that the system has given to another process reads as alive.
-func ownerAlive(dir string) bool {
+func OwnerAlive(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, lockFile))
 	if err != nil {
 		return false
@@ -93,4 +95,14 @@ func (d *DataDir) Close() error {
 	err := d.lock.Close()
 	d.lock = nil
 	return err
+}
+
+// openVault opens the vault of data dir dir; a missing one says to run
+// keyhole init.
+func openVault(dir string, keys vault.KeySource) (*vault.Vault, error) {
+	v, err := vault.Open(filepath.Join(dir, VaultFile), keys)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dir)
+	}
+	return v, err
 }

@@ -42,7 +42,7 @@ type auth struct {
 // sessions, and /healthz. Every /mcp request needs `Authorization: Bearer
 // khs_…` of a live session; an Mcp-Session-Id belongs to the token that
 // created it.
-func (b *Broker) HTTPHandler(m *Sessions, o HTTPOptions) http.Handler {
+func (b *Broker) HTTPHandler(m *LiveSessions, o HTTPOptions) http.Handler {
 	ids := &boundIDs{owner: map[string]string{}, terminated: map[string]bool{}}
 	streamable := mcpserver.NewStreamableHTTPServer(b.mcp(),
 		mcpserver.WithEndpointPath("/mcp"),
@@ -66,7 +66,7 @@ func (b *Broker) HTTPHandler(m *Sessions, o HTTPOptions) http.Handler {
 
 // guard is the front door of /mcp: no token in URLs, Host and Origin on
 // loopback, a capped body, and a bearer token of a live session.
-func (b *Broker) guard(m *Sessions, o HTTPOptions, next http.Handler) http.Handler {
+func (b *Broker) guard(m *LiveSessions, o HTTPOptions, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tokenInURL(r.URL) {
 			http.Error(w, "tokens are not accepted in URLs; send Authorization: Bearer", http.StatusBadRequest)

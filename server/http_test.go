@@ -16,13 +16,14 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
 
 // httpEnv is a broker serving streamable HTTP for phantom tokens.
 type httpEnv struct {
 	*env
-	sessions *Sessions
+	sessions *LiveSessions
 	srv      *httptest.Server
 }
 
@@ -33,7 +34,7 @@ func newHTTPEnv(t *testing.T) *httpEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	h := &httpEnv{env: e, sessions: NewSessions(e.broker, store)}
+	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Config: e.broker.Config, Now: e.clock.Now})}
 	h.srv = httptest.NewServer(e.broker.HTTPHandler(h.sessions, HTTPOptions{Loopback: true}))
 	t.Cleanup(h.srv.Close)
 	return h
@@ -133,7 +134,7 @@ func TestBrokerFrontDoorRefusals(t *testing.T) {
 			}
 		})
 	}
-	if n := len(h.up.requests()); n != 0 {
+	if n := len(h.up.Requests()); n != 0 {
 		t.Fatalf("upstream received %d requests", n)
 	}
 	if recs := h.records(); len(recs) != 0 {
@@ -161,12 +162,12 @@ func TestBrokerSessionIDIsBoundToItsToken(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("token B with token A's session id = %d, want 404", resp.StatusCode)
 	}
-	if n := len(h.up.requests()); n != 0 {
+	if n := len(h.up.Requests()); n != 0 {
 		t.Fatalf("upstream received %d requests", n)
 	}
 	resp = h.post(t, "/mcp", map[string]string{"Authorization": "Bearer " + tokA, "Mcp-Session-Id": idA}, strings.NewReader(call))
-	if resp.StatusCode != http.StatusOK || len(h.up.requests()) != 1 {
-		t.Fatalf("token A with its own session id = %d, upstream got %d; want 200 and 1", resp.StatusCode, len(h.up.requests()))
+	if resp.StatusCode != http.StatusOK || len(h.up.Requests()) != 1 {
+		t.Fatalf("token A with its own session id = %d, upstream got %d; want 200 and 1", resp.StatusCode, len(h.up.Requests()))
 	}
 }
 
@@ -178,8 +179,8 @@ func TestInvariant5_RevokedAndExpiredTokensGetNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := map[string]any{"method": "GET", "path": "/repos/acme/api/issues"}
-	if res := callTool(t, c, "github", args); res.IsError {
-		t.Fatalf("call before revocation failed: %s", resultText(res))
+	if res := servertest.CallTool(t, c, "github", args); res.IsError {
+		t.Fatalf("call before revocation failed: %s", servertest.ResultText(res))
 	}
 	info, _ := h.sessions.List(false)
 	if _, err := h.sessions.Revoke(info[0].ID, "", false, "test"); err != nil {
@@ -188,9 +189,9 @@ func TestInvariant5_RevokedAndExpiredTokensGetNothing(t *testing.T) {
 	req := mcp.CallToolRequest{}
 	req.Params.Name, req.Params.Arguments = "github", args
 	if res, err := c.CallTool(context.Background(), req); err == nil && !res.IsError {
-		t.Fatalf("call on an open connection after revocation succeeded: %s", resultText(res))
+		t.Fatalf("call on an open connection after revocation succeeded: %s", servertest.ResultText(res))
 	}
-	if n := len(h.up.requests()); n != 1 {
+	if n := len(h.up.Requests()); n != 1 {
 		t.Fatalf("upstream received %d requests, want only the one before revocation", n)
 	}
 
@@ -201,12 +202,12 @@ func TestInvariant5_RevokedAndExpiredTokensGetNothing(t *testing.T) {
 	}
 	h.clock.Advance(2 * time.Hour)
 	if res, err := c2.CallTool(context.Background(), req); err == nil && !res.IsError {
-		t.Fatalf("call after the ttl succeeded: %s", resultText(res))
+		t.Fatalf("call after the ttl succeeded: %s", servertest.ResultText(res))
 	}
 	if _, err := h.client(tok2); err == nil {
 		t.Fatal("a new connection with an expired token was accepted")
 	}
-	if n := len(h.up.requests()); n != 1 {
+	if n := len(h.up.Requests()); n != 1 {
 		t.Fatalf("upstream received %d requests after expiry", n)
 	}
 }
@@ -222,14 +223,14 @@ func TestBrokerMaxCallsHoldAcrossReconnects(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := 0; i < 2; i++ {
-			if res := callTool(t, c, "github", args); !res.IsError {
+			if res := servertest.CallTool(t, c, "github", args); !res.IsError {
 				allowed++
 			}
 		}
 		c.Close()
 	}
-	if allowed != 3 || len(h.up.requests()) != 3 {
-		t.Fatalf("allowed %d calls (upstream got %d) over 3 connections, want exactly max_calls = 3", allowed, len(h.up.requests()))
+	if allowed != 3 || len(h.up.Requests()) != 3 {
+		t.Fatalf("allowed %d calls (upstream got %d) over 3 connections, want exactly max_calls = 3", allowed, len(h.up.Requests()))
 	}
 }
 
@@ -265,7 +266,7 @@ func TestBroker100ConcurrentSessions(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if got := len(h.up.requests()); got != n {
+	if got := len(h.up.Requests()); got != n {
 		t.Fatalf("upstream received %d requests, want %d", got, n)
 	}
 	recs := h.records()
@@ -290,7 +291,7 @@ func TestMetricsCountCallsAndSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	m := NewSessions(e.broker, store)
+	m := NewLiveSessions(store, LiveSessionsOptions{Config: e.broker.Config, Now: e.clock.Now})
 	metrics.CountSessions(m.ActiveCount)
 	srv := httptest.NewServer(e.broker.SocketHandler(m, e.vault, func() error { return nil }, metrics))
 	t.Cleanup(srv.Close)
@@ -299,8 +300,8 @@ func TestMetricsCountCallsAndSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
-	callTool(t, c, "github", map[string]any{"method": "DELETE", "path": "/repos/acme/api/issues/1"})
+	servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
+	servertest.CallTool(t, c, "github", map[string]any{"method": "DELETE", "path": "/repos/acme/api/issues/1"})
 	unknown := mcp.CallToolRequest{}
 	unknown.Params.Name = "nonsense"
 	if _, err := c.CallTool(context.Background(), unknown); err == nil {

@@ -1,20 +1,15 @@
 package server
 
 import (
-	_ "embed"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/vault"
 )
-
-// StarterConfig is the commented keyhole.yaml that `keyhole init` writes.
-//
-//go:embed starter.yaml
-var StarterConfig []byte
 
 // InitOptions says where `keyhole init` puts things.
 type InitOptions struct {
@@ -70,7 +65,7 @@ func Init(o InitOptions) (*InitResult, error) {
 	if err := os.MkdirAll(filepath.Dir(o.ConfigPath), 0o755); err != nil {
 		return nil, fmt.Errorf("keyhole: create config dir: %w", err)
 	}
-	if err := os.WriteFile(o.ConfigPath, StarterConfig, 0o644); err != nil {
+	if err := os.WriteFile(o.ConfigPath, config.Starter, 0o644); err != nil {
 		return nil, fmt.Errorf("keyhole: write config: %w", err)
 	}
 	res.Created = append(res.Created, o.ConfigPath)

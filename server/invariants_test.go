@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/keyhole-dev/keyhole/server/config"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/tools"
 )
 
@@ -17,19 +19,13 @@ import (
 // and port come from the tool only, and a redirect to another origin is
 // not followed with the credential.
 func TestInvariant3_AgentCannotChooseWhereTheCredentialGoes(t *testing.T) {
-	elsewhere := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
+	elsewhere := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
 	e := newEnv(t, baseConfig)
 	// The tool's own upstream redirects every request to another origin.
-	redirector := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	redirector := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, elsewhere.URL+"/steal", http.StatusFound)
 	})
-	path := filepath.Join(e.dir, "redirect.yaml")
-	os.WriteFile(path, []byte(strings.ReplaceAll(baseConfig, "%UPSTREAM%", redirector.URL)), 0o600)
-	loaded, err := LoadConfig(path, tools.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.broker.SetConfig(loaded)
+	e.reconfigure(baseConfig, redirector.URL)
 	e.up = redirector
 	c, wire := e.connect("triage")
 	attempts := []string{
@@ -39,18 +35,18 @@ func TestInvariant3_AgentCannotChooseWhereTheCredentialGoes(t *testing.T) {
 		strings.TrimPrefix(elsewhere.URL, "http://") + "/repos/acme/api/issues",
 	}
 	for _, p := range attempts {
-		if res := callTool(t, c, "github", map[string]any{"method": "GET", "path": p}); !res.IsError {
-			t.Fatalf("path %q was accepted: %s", p, resultText(res))
+		if res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": p}); !res.IsError {
+			t.Fatalf("path %q was accepted: %s", p, servertest.ResultText(res))
 		}
 	}
-	res := callTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
-	if res.IsError || !strings.Contains(resultText(res), "302") {
-		t.Fatalf("redirecting call = %s, want the 302 itself returned", resultText(res))
+	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
+	if res.IsError || !strings.Contains(servertest.ResultText(res), "302") {
+		t.Fatalf("redirecting call = %s, want the 302 itself returned", servertest.ResultText(res))
 	}
-	if n := len(elsewhere.requests()); n != 0 {
+	if n := len(elsewhere.Requests()); n != 0 {
 		t.Fatalf("the other origin received %d requests", n)
 	}
-	if reqs := e.up.requests(); len(reqs) != 1 || reqs[0].Header.Get("Authorization") != "Bearer "+testSecret {
+	if reqs := e.up.Requests(); len(reqs) != 1 || reqs[0].Header.Get("Authorization") != "Bearer "+testSecret {
 		t.Fatalf("the tool's own upstream received %+v, want the one granted call with the credential", reqs)
 	}
 	assertNoSecret(t, "bytes the agent received", wire.Bytes())
@@ -61,7 +57,7 @@ func TestInvariant3_AgentCannotChooseWhereTheCredentialGoes(t *testing.T) {
 // that resolves to a metadata address — or rebinds to loopback after a
 // public first answer — is refused at dial time.
 func TestInvariant4_PrivateAndMetadataAddressesRefusedAtDialTime(t *testing.T) {
-	up := newUpstream(t, issueTracker)
+	up := servertest.NewUpstream(t, issueTracker)
 	port := up.URL[strings.LastIndex(up.URL, ":")+1:]
 	var lookups atomic.Int64
 	env := tools.Env{Resolve: func(_ context.Context, host string) ([]netip.Addr, error) {
@@ -112,19 +108,19 @@ scopes:
 	e := newEnv(t, baseConfig)
 	path := filepath.Join(e.dir, "ssrf.yaml")
 	os.WriteFile(path, []byte(cfg), 0o600)
-	loaded, err := LoadConfig(path, env)
+	loaded, err := config.Load(path, env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.broker.SetConfig(loaded)
 	c, wire := e.connect("s")
 	for _, tool := range []string{"direct", "metadata", "mapped", "rebind"} {
-		res := callTool(t, c, tool, map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
+		res := servertest.CallTool(t, c, tool, map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
 		if !res.IsError {
-			t.Fatalf("tool %s reached its upstream: %s", tool, resultText(res))
+			t.Fatalf("tool %s reached its upstream: %s", tool, servertest.ResultText(res))
 		}
 	}
-	if n := len(up.requests()); n != 0 {
+	if n := len(up.Requests()); n != 0 {
 		t.Fatalf("the loopback upstream received %d requests", n)
 	}
 	for _, r := range e.records() {
@@ -148,7 +144,7 @@ func TestInvariant7_RunningSessionsKeepTheirScopeAcrossReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	del := map[string]any{"method": "DELETE", "path": "/repos/acme/api/issues/1"}
-	if res := callTool(t, running, "github", del); !res.IsError {
+	if res := servertest.CallTool(t, running, "github", del); !res.IsError {
 		t.Fatal("DELETE was allowed before the reload")
 	}
 	wider := strings.Replace(h.cfgText, "methods: [POST]", "methods: [POST, DELETE]", 1)
@@ -160,17 +156,17 @@ func TestInvariant7_RunningSessionsKeepTheirScopeAcrossReload(t *testing.T) {
 	if err := reloadConfig(h.broker, h.audit, path, tools.Env{}); err != nil {
 		t.Fatal(err)
 	}
-	if res := callTool(t, running, "github", del); !res.IsError {
-		t.Fatalf("the running session gained DELETE from a reload: %s", resultText(res))
+	if res := servertest.CallTool(t, running, "github", del); !res.IsError {
+		t.Fatalf("the running session gained DELETE from a reload: %s", servertest.ResultText(res))
 	}
 	fresh, err := h.client(h.token("triage"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res := callTool(t, fresh, "github", del); res.IsError {
-		t.Fatalf("a new session did not get the reloaded scope: %s", resultText(res))
+	if res := servertest.CallTool(t, fresh, "github", del); res.IsError {
+		t.Fatalf("a new session did not get the reloaded scope: %s", servertest.ResultText(res))
 	}
-	if n := len(h.up.requests()); n != 1 {
+	if n := len(h.up.Requests()); n != 1 {
 		t.Fatalf("upstream received %d DELETEs, want only the new session's", n)
 	}
 	var reloads int

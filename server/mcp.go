@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
 )
 
@@ -32,26 +35,26 @@ func SessionFrom(ctx context.Context) (*Session, bool) {
 
 // mcp returns the broker's MCP server, built on first use.
 func (b *Broker) mcp() *mcpserver.MCPServer {
-	b.mcpOnce.Do(func() { b.mcpSrv = b.MCPServer() })
+	b.mcpOnce.Do(func() { b.mcpSrv = b.newMCPServer() })
 	return b.mcpSrv
 }
 
 // registerTools adds a handler for every tool of cfg the MCP server does
 // not know yet. Handlers look tools up in the calling session's own
 // config, so a session keeps the tools it started with across reloads.
-func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *Loaded) {
-	for _, name := range sortedKeys(cfg.Tools) {
+func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *config.Loaded) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Tools)) {
 		if srv.GetTool(name) == nil {
 			srv.AddTool(mcpTool(cfg.Tools[name], nil), b.handler(name))
 		}
 	}
 }
 
-// MCPServer returns an MCP server that serves the broker's tools. Every
+// newMCPServer returns an MCP server that serves the broker's tools. Every
 // request must carry a session (WithSession): tools/list shows only the
 // tools the session's scope grants, each described with what the scope
 // allows, and a call to any other tool is refused as unknown.
-func (b *Broker) MCPServer() *mcpserver.MCPServer {
+func (b *Broker) newMCPServer() *mcpserver.MCPServer {
 	hooks := &mcpserver.Hooks{}
 	hooks.AddAfterInitialize(func(ctx context.Context, _ any, req *mcp.InitializeRequest, _ *mcp.InitializeResult) {
 		if s, ok := SessionFrom(ctx); ok {
@@ -86,7 +89,7 @@ func (b *Broker) MCPServer() *mcpserver.MCPServer {
 			if !ok {
 				return nil
 			}
-			return s.cfg.scopeTools(s.Scope())
+			return b.scopeTools(s.cfg, s.Scope())
 		}),
 	)
 	b.registerTools(srv, b.cfg.Load())
@@ -134,42 +137,37 @@ func toolResult(o *Outcome) *mcp.CallToolResult {
 	return mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
 }
 
-// scopeTools is the tool list a scope's sessions see, built once per config
-// and scope.
-func (l *Loaded) scopeTools(sc *policy.Scope) []mcp.Tool {
-	if v, ok := l.listCache.Load(sc.Name()); ok {
+// scopeTools is the tool list the sessions of a scope of cfg see, built
+// once per compiled scope (a scope belongs to one config).
+func (b *Broker) scopeTools(cfg *config.Loaded, sc *policy.Scope) []mcp.Tool {
+	if v, ok := b.toolLists.Load(sc); ok {
 		return v.([]mcp.Tool)
 	}
 	names := sc.Tools()
 	list := make([]mcp.Tool, 0, len(names))
 	for _, n := range names {
-		if t, ok := l.Tools[n]; ok {
-			list = append(list, mcpTool(t, sc.Summary(n)))
+		if t, ok := cfg.Tools[n]; ok {
+			list = append(list, mcpTool(t, sc))
 		}
 	}
-	v, _ := l.listCache.LoadOrStore(sc.Name(), list)
+	v, _ := b.toolLists.LoadOrStore(sc, list)
 	return v.([]mcp.Tool)
 }
 
-// mcpTool describes a tool to the model, with what the scope allows on it.
-func mcpTool(t tools.Tool, allowed []string) mcp.Tool {
+// mcpTool describes a tool to the model, with what the scope allows on it
+// (nil: the tool alone, as registered before any session lists it).
+func mcpTool(t tools.Tool, sc *policy.Scope) mcp.Tool {
 	desc := t.Description()
-	if len(allowed) > 0 {
-		desc = fmt.Sprintf("%s\n\nThis session may only: %s. Anything else is denied.", desc, strings.Join(allowed, "; "))
+	readOnly := true
+	if sc != nil {
+		if allowed := sc.Summary(t.Name()); len(allowed) > 0 {
+			desc = fmt.Sprintf("%s\n\nThis session may only: %s. Anything else is denied.", desc, strings.Join(allowed, "; "))
+		}
+		readOnly = sc.ReadOnly(t.Name())
 	}
 	tool := mcp.NewToolWithRawSchema(t.Name(), desc, t.InputSchema())
-	readOnly := true
-	for _, line := range allowed {
-		if !strings.HasPrefix(line, "GET ") && !strings.HasPrefix(line, "HEAD ") && !isS3Read(line) {
-			readOnly = false
-		}
-	}
 	tool.Annotations.ReadOnlyHint = &readOnly
 	open := true
 	tool.Annotations.OpenWorldHint = &open
 	return tool
-}
-
-func isS3Read(line string) bool {
-	return strings.HasPrefix(line, "list ") || strings.HasPrefix(line, "get ") || strings.HasPrefix(line, "head ")
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // redactionConfig adds to baseConfig two query-injected tools: one whose
@@ -99,18 +100,18 @@ func TestInvariant1_AuditHoldsNoSecretInAnyForm(t *testing.T) {
 	}
 	for _, mode := range []string{audit.ArgsFull, audit.ArgsHashed} {
 		t.Run(mode, func(t *testing.T) {
-			echo := newUpstream(t, echo500)
+			echo := servertest.NewUpstream(t, echo500)
 			cfg := strings.NewReplacer("%ECHO%", echo.URL, "%DEAD%", "http://"+closedAddr(t)).Replace(redactionConfig)
 			e := newEnv(t, cfg)
 			e.useArgsMode(mode)
 			c, wire := e.connect("triage")
 			for _, tc := range calls {
-				res := callTool(t, c, tc.tool, tc.args)
+				res := servertest.CallTool(t, c, tc.tool, tc.args)
 				if res.IsError != (tc.decision != audit.Allow) {
-					t.Fatalf("%s: result isError=%v: %s", tc.name, res.IsError, resultText(res))
+					t.Fatalf("%s: result isError=%v: %s", tc.name, res.IsError, servertest.ResultText(res))
 				}
 			}
-			if got := echo.requests(); len(got) != 2 || !strings.Contains(got[0].Query, "api_key=") {
+			if got := echo.Requests(); len(got) != 2 || !strings.Contains(got[0].Query, "api_key=") {
 				t.Fatalf("echo upstream received %+v, want two requests carrying the injected key", got)
 			}
 
@@ -169,14 +170,14 @@ func (e *env) useArgsMode(mode string) {
 		e.t.Fatal(fmt.Errorf("reopen audit in %s mode: %w", mode, err))
 	}
 	e.t.Cleanup(func() { al.Close() })
-	e.audit, e.auditLog = al, AuditAdapter{al}
+	e.audit, e.auditLog = al, auditLog{al}
 	e.broker.audit = e.auditLog
 }
 
 // secretFormIn names the first form of testSecret found in b, or "".
 func secretFormIn(b []byte) string {
 	names := []string{"raw", "base64", "base64url", "hex", "url-encoded", "middle"}
-	for i, f := range secretForms(testSecret) {
+	for i, f := range servertest.SecretForms(testSecret) {
 		if strings.Contains(string(b), f) {
 			return names[i]
 		}
@@ -203,10 +204,10 @@ func TestInvariant1_AuditScrubsEveryPartOfTheCredential(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, wire := e.connect("basic")
-	allowed := callTool(t, c, "basicapi", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"p": password}})
-	denied := callTool(t, c, "basicapi", map[string]any{"method": "GET", "path": "/admin/" + password})
+	allowed := servertest.CallTool(t, c, "basicapi", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"p": password}})
+	denied := servertest.CallTool(t, c, "basicapi", map[string]any{"method": "GET", "path": "/admin/" + password})
 	if allowed.IsError || !denied.IsError {
-		t.Fatalf("allowed call: %s; denied call: %s", resultText(allowed), resultText(denied))
+		t.Fatalf("allowed call: %s; denied call: %s", servertest.ResultText(allowed), servertest.ResultText(denied))
 	}
 	recs := e.records()
 	if len(recs) != 2 {

@@ -2,19 +2,29 @@ package server
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
 	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // auditKeyLabel derives the audit MAC key from the master key.
 const auditKeyLabel = "keyhole audit v1"
+
+// KeySource says where the master key comes from: the environment, a key
+// file, or a passphrase.
+type KeySource = vault.KeySource
+
+// Errors of the master key and of secret values, for commands to test.
+var (
+	// ErrNoKey: no master key could be had from the KeySource.
+	ErrNoKey = vault.ErrNoKey
+	// ErrEmptyValue: a secret value is empty.
+	ErrEmptyValue = vault.ErrEmptyValue
+)
 
 // RuntimeOptions says where a runtime's parts live.
 type RuntimeOptions struct {
@@ -39,7 +49,7 @@ type Runtime struct {
 // Open locks the data dir, loads the config, and opens the vault and the
 // audit log. Close releases them in reverse order.
 func Open(o RuntimeOptions) (*Runtime, error) {
-	cfg, err := LoadConfig(o.ConfigPath, o.Env)
+	cfg, err := config.Load(o.ConfigPath, o.Env)
 	if err != nil {
 		return nil, err
 	}
@@ -48,12 +58,9 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 		return nil, err
 	}
 	rt := &Runtime{DataDir: dd}
-	v, err := vault.Open(dd.File(VaultFile), o.Keys)
+	v, err := openVault(dd.Path, o.Keys)
 	if err != nil {
 		rt.Close()
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dd.Path)
-		}
 		return nil, err
 	}
 	rt.Vault = v
@@ -83,7 +90,7 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 	rt.Broker = NewBroker(Options{
 		Config:  cfg,
 		Secrets: v,
-		Audit:   AuditAdapter{log},
+		Audit:   auditLog{log},
 		Logger:  o.Logger,
 		Now:     o.Now,
 		Metrics: o.Metrics,
@@ -105,41 +112,3 @@ func (rt *Runtime) Close() error {
 	}
 	return errors.Join(errs...)
 }
-
-// OpenAuditReader opens the audit log of a data dir read-only, for the
-// admin commands that review and verify it: it never writes to the log or
-// the vault, so it is safe beside a running keyhole that owns the data dir.
-// It reads the file as it is when opened; a call without an outcome reads
-// as running while the keyhole owning the data dir is alive, interrupted
-// otherwise. Close releases what it opened.
-func OpenAuditReader(dir string, keys vault.KeySource) (*Runtime, error) {
-	v, err := vault.Open(filepath.Join(dir, VaultFile), keys)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dir)
-		}
-		return nil, err
-	}
-	log, err := audit.Open(audit.Options{
-		Path: filepath.Join(dir, AuditFile), Key: v.DeriveKey(auditKeyLabel), Checkpoint: v, ReadOnly: true,
-		// A call in flight in the keyhole that owns the data dir is running, not interrupted.
-		WriterAlive: func() bool { return ownerAlive(dir) },
-	})
-	if err != nil {
-		defer v.Close()
-		if errors.Is(err, os.ErrNotExist) {
-			// No log and no checkpoint: nothing was ever recorded. A
-			// checkpoint without its log means the log was deleted.
-			if _, cerr := v.GetRecord(audit.CheckpointName); cerr == nil {
-				return nil, fmt.Errorf("keyhole: the audit log %s is missing, but the vault holds its checkpoint: the log was deleted", filepath.Join(dir, AuditFile))
-			}
-			return nil, fmt.Errorf("keyhole: %w in %s: it is written on the first call", ErrNoAuditLog, dir)
-		}
-		return nil, err
-	}
-	return &Runtime{Vault: v, Audit: log}, nil
-}
-
-// ErrNoAuditLog is returned by OpenAuditReader for a data dir in which no
-// call was ever recorded.
-var ErrNoAuditLog = errors.New("no audit log yet")

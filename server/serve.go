@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/tools"
 )
@@ -68,7 +69,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	defer store.Close()
 	b := rt.Broker
-	m := NewSessions(b, store)
+	m := NewLiveSessions(store, LiveSessionsOptions{Config: b.Config, Now: b.now, Logger: b.log})
 	o.Metrics.CountSessions(m.ActiveCount)
 	reload := func() error { return reloadConfig(b, rt.Audit, o.ConfigPath, o.Env) }
 
@@ -185,7 +186,7 @@ loop:
 // an invalid config is rejected and the old one stays.
 func reloadConfig(b *Broker, log *audit.Log, path string, env tools.Env) error {
 	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Tool: "keyhole.reload", Decision: audit.Allow, Reason: "config reloaded from " + path}
-	cfg, err := LoadConfig(path, env)
+	cfg, err := config.Load(path, env)
 	if err != nil {
 		rec.Decision, rec.Code, rec.Reason = audit.Error, "invalid_config", err.Error()
 	} else {

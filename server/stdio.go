@@ -42,7 +42,7 @@ func (b *Broker) ServeStdio(ctx context.Context, scope string, in io.Reader, out
 	stdio := mcpserver.NewStdioServer(b.mcp())
 	stdio.SetErrorLogger(log.New(slogWriter{b.log}, "", 0))
 	stdio.SetContextFunc(func(ctx context.Context) context.Context { return WithSession(ctx, s) })
-	err = stdio.Listen(ctx, capLines(in, MaxMessageBytes), out)
+	err = stdio.Listen(ctx, CapLines(in, MaxMessageBytes), out)
 	s.End("client disconnected")
 	b.log.Info("session ended", LogSession, s.ID(), "calls", s.Info(b.now()).Calls)
 	if errors.Is(err, context.Canceled) {
@@ -59,10 +59,10 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// capLines copies r line by line; a line longer than max is replaced by a
+// CapLines copies r line by line; a line longer than max is replaced by a
 // line that is not JSON, so the MCP server answers it with a parse error
 // instead of buffering it whole.
-func capLines(r io.Reader, max int) io.Reader {
+func CapLines(r io.Reader, max int) io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
 		br := bufio.NewReaderSize(r, 64<<10)

@@ -561,7 +561,7 @@ func TestProjectionReturnsOnlyNamedFields(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			tool := compileTest(t, Config{BaseURL: up.URL, Response: Response{Fields: tc.fields}})
-			res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/issues"}`), []byte(testToken))
+			res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/issues"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 			if err != nil {
 				t.Fatalf("Execute = %v", err)
 			}

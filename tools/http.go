@@ -3,8 +3,10 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
@@ -89,4 +91,16 @@ func (t *httpTool) templated() bool { return t.method != "" }
 // callContext bounds a whole call, body read included, by the tool timeout.
 func (t *httpTool) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, t.timeout)
+}
+
+// auditFields describes an http call: method, host, canonical path and the
+// names of its query parameters (never their values).
+func (t *httpTool) auditFields(c *Call) AuditFields {
+	f := AuditFields{Kind: "http", Method: c.Request.Method, Host: t.origin.Host, Path: c.Request.Path()}
+	if c.http != nil && len(c.http.query) > 0 {
+		for _, n := range slices.Sorted(maps.Keys(c.http.query)) {
+			f.QueryNames = append(f.QueryNames, url.QueryEscape(n))
+		}
+	}
+	return f
 }

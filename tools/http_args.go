@@ -64,7 +64,7 @@ func (t *httpTool) Prepare(args json.RawMessage) (*Call, error) {
 	if err := t.schema.Validate(obj); err != nil {
 		return nil, httpArgErr(httpSchemaMessage(err))
 	}
-	call := &Call{Args: append(json.RawMessage(nil), args...), http: &httpCall{}}
+	call := &Call{Args: append(json.RawMessage(nil), args...), tool: t, http: &httpCall{}}
 	call.Request.Tool = t.name
 	if t.templated() {
 		err = t.prepareTemplated(obj, call)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 func BenchmarkCanonicalPath(b *testing.B) {
@@ -30,11 +32,11 @@ func BenchmarkProjection(b *testing.B) {
 }
 
 func BenchmarkExecute(b *testing.B) {
-	up := newUpstream(b, nil)
+	up := servertest.NewUpstream(b, nil)
 	tool := compileTest(b, Config{BaseURL: up.URL})
 	call := prepare(b, tool, `{"method":"GET","path":"/repos/acme/api/issues","query":{"state":"open"}}`)
 	for b.Loop() {
-		if _, err := tool.Execute(context.Background(), call, []byte(testToken)); err != nil {
+		if _, err := tool.Execute(context.Background(), call, []byte(testToken), execEnv(tool, []byte(testToken))); err != nil {
 			b.Fatal(err)
 		}
 	}

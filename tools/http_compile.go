@@ -2,17 +2,13 @@ package tools
 
 import (
 	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -24,7 +20,6 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/keyhole-dev/keyhole/policy"
-	"github.com/keyhole-dev/keyhole/tools/egress"
 )
 
 const (
@@ -86,8 +81,7 @@ func compileHTTP(name string, cfg Config, env Env) (Tool, []error) {
 		c.fail("follow_redirects", `must be "none" or "same_origin"`)
 	}
 	c.template(t, cfg)
-	tlsConfig := c.tlsConfig(cfg.CAFile)
-	proxy := c.proxy(cfg.Proxy)
+	net := checkNetwork(cfg, c.fail)
 
 	if len(c.errs) > 0 {
 		return nil, c.errs
@@ -96,18 +90,9 @@ func compileHTTP(name string, cfg Config, env Env) (Tool, []error) {
 	if t.description == "" {
 		t.description = t.defaultDescription()
 	}
-	dialer := &egress.Dialer{
-		Rules:   egress.Rules{AllowPrivate: cfg.AllowPrivateNetwork, AllowMetadata: cfg.AllowMetadata},
-		Resolve: env.Resolve,
-		Self:    env.SelfAddrs,
-		Timeout: t.timeout,
-	}
-	t.client = &http.Client{
-		Transport: egress.NewTransport(dialer, tlsConfig, proxy, t.timeout),
-		// Redirects are never followed by the client: Execute builds each
-		// hop itself, so a credential is never copied to another origin.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	// Execute builds each redirect hop itself, so a credential is never
+	// copied to another origin.
+	t.client = net.client(env, clientTimeouts{dial: t.timeout, headers: t.timeout}, nil)
 	return t, nil
 }
 
@@ -471,44 +456,6 @@ func (c *httpCompiler) pathTemplate(p string, props map[string]any) []httpTmplSe
 		segs = append(segs, httpTmplSeg{lit: lit[0]})
 	}
 	return segs
-}
-
-// tlsConfig loads ca_file, when set, as the only trusted roots.
-func (c *httpCompiler) tlsConfig(caFile string) *tls.Config {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile == "" {
-		return cfg
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		c.fail("ca_file", "cannot be read: %v", err)
-		return cfg
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		c.fail("ca_file", "holds no PEM certificate")
-		return cfg
-	}
-	cfg.RootCAs = pool
-	return cfg
-}
-
-func (c *httpCompiler) proxy(raw string) *url.URL {
-	if raw == "" {
-		return nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		c.fail("proxy", "must be an absolute URL such as http://proxy.internal:3128")
-		return nil
-	}
-	switch u.Scheme {
-	case "http", "https", "socks5":
-	default:
-		c.fail("proxy", "scheme must be http, https or socks5")
-		return nil
-	}
-	return u
 }
 
 // httpHasControl reports whether s holds an ASCII control byte.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 func TestCompileHTTPErrors(t *testing.T) {
@@ -135,7 +136,7 @@ func TestCompileHTTPCAFile(t *testing.T) {
 }
 
 func TestHTTPTemplated(t *testing.T) {
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	tool := compileTest(t, Config{
 		BaseURL: up.URL + "/api",
 		Method:  "GET",
@@ -161,10 +162,10 @@ func TestHTTPTemplated(t *testing.T) {
 	if got := call.Request.String(); got != "GET /repos/ac me/42/issues" {
 		t.Fatalf("Request = %s, want GET /repos/ac me/42/issues", got)
 	}
-	if _, err := tool.Execute(t.Context(), call, []byte(testToken)); err != nil {
+	if _, err := tool.Execute(t.Context(), call, []byte(testToken), execEnv(tool, []byte(testToken))); err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
-	if got := up.received()[0].RequestURI; got != "/api/repos/ac%20me/42/issues?labels=bug&labels=p1&state=open" {
+	if got := up.Requests()[0].RequestURI; got != "/api/repos/ac%20me/42/issues?labels=bug&labels=p1&state=open" {
 		t.Fatalf("upstream received %q", got)
 	}
 	_, err := tool.Prepare([]byte(`{"owner":"acme","repo":"api","state":"all"}`))

@@ -37,19 +37,20 @@ type httpHop struct {
 // Execute sends a prepared call with the secret injected and shapes the
 // response. The tool timeout bounds the whole call, body read included.
 // Redirects are returned to the agent as they are, unless the tool follows
-// same_origin redirects and call.Recheck authorizes the hop (see nextHop).
-// Every byte of the result and of a returned *ExecError is scrubbed of every
-// form of the secret.
-func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte) (*Result, error) {
-	if call == nil || call.http == nil {
-		return nil, &ExecError{Msg: "call was not prepared by an http tool"}
+// same_origin redirects and env.Authorize authorizes the hop (see nextHop);
+// each hop followed is listed in the result (or the error). Every byte of
+// the result and of a returned *ExecError is scrubbed of every form of the
+// secret, with env.Scrubber.
+func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte, env CallEnv) (*Result, error) {
+	if call == nil || call.http == nil || call.tool != t {
+		return nil, &ExecError{Msg: "call was not prepared by this http tool"}
+	}
+	sc := env.Scrubber
+	if sc == nil {
+		return nil, &ExecError{Msg: "internal error: the call has no scrubber"}
 	}
 	if len(secret) == 0 {
 		return nil, &ExecError{Msg: "credential is empty", Detail: "secret " + t.cred.Secret + " is empty"}
-	}
-	sc := call.Scrubber
-	if sc == nil {
-		sc = t.Scrubber(secret)
 	}
 	ctx, cancel := t.callContext(ctx)
 	defer cancel()
@@ -62,25 +63,45 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte) (*Res
 		hasBody: call.http.hasBody,
 	}
 	var resp *http.Response
+	var hops []Hop
+	fail := func(err error) (*Result, error) {
+		ee := t.execError(ctx, sc, err)
+		ee.Hops = hops
+		return nil, ee
+	}
 	for n := 0; ; n++ {
 		req, err := t.newRequest(ctx, hop, call.http.header, secret)
 		if err != nil {
-			return nil, t.execError(ctx, sc, err)
+			return fail(err)
 		}
 		resp, err = t.client.Do(req)
 		if err != nil {
-			return nil, t.execError(ctx, sc, err)
+			return fail(err)
 		}
-		next, ok := t.nextHop(resp, req.URL, hop, call)
+		if n > 0 {
+			hops[n-1].Status = resp.StatusCode
+		}
+		next, ok := t.nextHop(resp, req.URL, hop, env.Authorize)
 		if !ok || n == httpMaxRedirects {
 			break
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		hop = next
+		p, _ := sc.String(t.hopRequest(hop.method, hop.segs).Path())
+		hops = append(hops, Hop{Method: hop.method, Path: p})
 	}
 	defer resp.Body.Close()
-	return t.shape(ctx, resp, sc, int64(len(call.http.body)))
+	res, err := t.shape(ctx, resp, sc, int64(len(call.http.body)))
+	if err != nil {
+		var ee *ExecError
+		if errors.As(err, &ee) {
+			ee.Hops = hops
+		}
+		return nil, err
+	}
+	res.Hops = hops
+	return res, nil
 }
 
 // Scrubber implements Tool.
@@ -174,13 +195,13 @@ func (t *httpTool) newRequest(ctx context.Context, hop httpHop, header map[strin
 
 // nextHop decides whether to follow resp, a redirect of the request to
 // cur. It follows only when the tool has follow_redirects: same_origin and
-// the caller set call.Recheck, and only to the tool's own scheme, host and
-// port, to a path that canonicalizes under the base path, with a query that
-// passes the same checks as the agent's; call.Recheck must then authorize
-// the hop as a policy.Request. 301, 302 and 303 turn a non-GET/HEAD into a
-// GET without body; 307 and 308 keep method and body.
-func (t *httpTool) nextHop(resp *http.Response, cur *url.URL, hop httpHop, call *Call) (httpHop, bool) {
-	if !t.follow || call.Recheck == nil {
+// authorize is set, and only to the tool's own scheme, host and port, to a
+// path that canonicalizes under the base path, with a query that passes
+// the same checks as the agent's; authorize must then allow the hop as a
+// policy.Request. 301, 302 and 303 turn a non-GET/HEAD into a GET without
+// body; 307 and 308 keep method and body.
+func (t *httpTool) nextHop(resp *http.Response, cur *url.URL, hop httpHop, authorize func(policy.Request) error) (httpHop, bool) {
+	if !t.follow || authorize == nil {
 		return httpHop{}, false
 	}
 	switch resp.StatusCode {
@@ -227,7 +248,7 @@ func (t *httpTool) nextHop(resp *http.Response, cur *url.URL, hop httpHop, call 
 		}
 		next.body, next.hasBody = nil, false
 	}
-	if call.Recheck(t.hopRequest(next.method, next.segs)) != nil {
+	if authorize(t.hopRequest(next.method, next.segs)) != nil {
 		return httpHop{}, false
 	}
 	return next, true

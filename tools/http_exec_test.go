@@ -12,11 +12,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 func prepare(t testing.TB, tool *httpTool, args string) *Call {
@@ -36,11 +38,11 @@ func TestHTTPInjection(t *testing.T) {
 	tests := map[string]struct {
 		cred   Credential
 		secret string
-		check  func(t *testing.T, r seen)
+		check  func(t *testing.T, r servertest.Request)
 	}{
 		"bearer": {
 			cred: Credential{Inject: "bearer"}, secret: testToken,
-			check: func(t *testing.T, r seen) {
+			check: func(t *testing.T, r servertest.Request) {
 				if got := r.Header["Authorization"]; len(got) != 1 || got[0] != "Bearer "+testToken {
 					t.Fatalf("Authorization = %q, want exactly one Bearer token", got)
 				}
@@ -48,7 +50,7 @@ func TestHTTPInjection(t *testing.T) {
 		},
 		"header with prefix": {
 			cred: Credential{Inject: "header", Header: "X-Api-Key", Prefix: "Token "}, secret: testToken,
-			check: func(t *testing.T, r seen) {
+			check: func(t *testing.T, r servertest.Request) {
 				if got := r.Header["X-Api-Key"]; len(got) != 1 || got[0] != "Token "+testToken {
 					t.Fatalf("X-Api-Key = %q, want exactly [Token <secret>]", got)
 				}
@@ -59,7 +61,7 @@ func TestHTTPInjection(t *testing.T) {
 		},
 		"basic": {
 			cred: Credential{Inject: "basic"}, secret: basic,
-			check: func(t *testing.T, r seen) {
+			check: func(t *testing.T, r servertest.Request) {
 				want := "Basic " + base64.StdEncoding.EncodeToString([]byte(basic))
 				if got := r.Header["Authorization"]; len(got) != 1 || got[0] != want {
 					t.Fatalf("Authorization = %q, want [%s]", got, want)
@@ -68,7 +70,7 @@ func TestHTTPInjection(t *testing.T) {
 		},
 		"query": {
 			cred: Credential{Inject: "query", Param: "api_key"}, secret: testToken,
-			check: func(t *testing.T, r seen) {
+			check: func(t *testing.T, r servertest.Request) {
 				u, _ := url.Parse(r.RequestURI)
 				q := u.Query()
 				if got := q["api_key"]; len(got) != 1 || got[0] != testToken {
@@ -85,14 +87,14 @@ func TestHTTPInjection(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			up := newUpstream(t, nil)
+			up := servertest.NewUpstream(t, nil)
 			tool := compileTest(t, Config{BaseURL: up.URL + "/v1", Credential: tc.cred})
 			call := prepare(t, tool, `{"method":"GET","path":"/items","query":{"page":"2"}}`)
-			res, err := tool.Execute(context.Background(), call, []byte(tc.secret))
+			res, err := tool.Execute(context.Background(), call, []byte(tc.secret), execEnv(tool, []byte(tc.secret)))
 			if err != nil {
 				t.Fatalf("Execute = %v", err)
 			}
-			got := up.received()
+			got := up.Requests()
 			if len(got) != 1 {
 				t.Fatalf("upstream received %d requests, want 1", len(got))
 			}
@@ -107,7 +109,7 @@ func TestHTTPInjection(t *testing.T) {
 			if tc.cred.Inject == "basic" {
 				secrets = append(secrets, "pa55w0rd-Zq9-xyzzy")
 			}
-			assertNoSecret(t, "result", agentView(t, res), secrets...)
+			servertest.AssertNoSecret(t, "result", agentView(t, res), secrets...)
 		})
 	}
 }
@@ -116,16 +118,16 @@ func TestHTTPInjection(t *testing.T) {
 // send its own signing headers.
 func TestHTTPInjectionAWS(t *testing.T) {
 	secret := `{"access_key_id":"AKIDEXAMPLE","secret_access_key":"wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"}`
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	tool := compileTest(t, Config{BaseURL: up.URL, Credential: Credential{Inject: "aws_sigv4"}, AWS: &AWS{Service: "execute-api", Region: "eu-west-1"}})
 	if _, err := tool.Prepare([]byte(`{"method":"GET","path":"/x","headers":{"X-Amz-Date":"20200101T000000Z"}}`)); err == nil {
 		t.Fatalf("Prepare with X-Amz-Date succeeded, want *ArgError")
 	}
-	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"POST","path":"/x","body":{"a":1}}`), []byte(secret))
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"POST","path":"/x","body":{"a":1}}`), []byte(secret), execEnv(tool, []byte(secret)))
 	if err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
-	r := up.received()[0]
+	r := up.Requests()[0]
 	auth := r.Header.Get("Authorization")
 	if !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/") || !strings.Contains(auth, "/eu-west-1/execute-api/") {
 		t.Fatalf("Authorization = %q, want a SigV4 signature for eu-west-1/execute-api", auth)
@@ -133,14 +135,14 @@ func TestHTTPInjectionAWS(t *testing.T) {
 	if string(r.Body) != `{"a":1}` {
 		t.Fatalf("body = %q, want {\"a\":1}", r.Body)
 	}
-	assertNoSecret(t, "upstream request", fmt.Sprint(r.Header)+string(r.Body), "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY")
-	assertNoSecret(t, "result", agentView(t, res), "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY", secret)
+	servertest.AssertNoSecret(t, "upstream request", fmt.Sprint(r.Header)+string(r.Body), "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY")
+	servertest.AssertNoSecret(t, "result", agentView(t, res), "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY", secret)
 }
 
 // TestHTTPEchoScrubbed covers invariant 1 on the way back: an upstream that
 // echoes the credential in every form gets all of them replaced.
 func TestHTTPEchoScrubbed(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		w.Header().Set("Location", "https://elsewhere.example/cb?token="+url.QueryEscape(tok))
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", token="`+tok+`"`)
@@ -157,12 +159,12 @@ func TestHTTPEchoScrubbed(t *testing.T) {
 		})
 	})
 	tool := compileTest(t, Config{BaseURL: up.URL})
-	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/anything"}`), []byte(testToken))
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/anything"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	if err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
 	view := agentView(t, res)
-	assertNoSecret(t, "result", view, testToken)
+	servertest.AssertNoSecret(t, "result", view, testToken)
 	if !res.Scrubbed {
 		t.Fatalf("Scrubbed = false, want true")
 	}
@@ -182,11 +184,11 @@ func TestHTTPEchoScrubbed(t *testing.T) {
 // query-injected key; the agent gets a generic message and the audit a
 // scrubbed detail.
 func TestHTTPExecErrorsScrubbed(t *testing.T) {
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	base := up.URL
 	up.Close()
 	tool := compileTest(t, Config{BaseURL: base, Credential: Credential{Inject: "query", Param: "api_key"}})
-	_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(testToken))
+	_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	var ee *ExecError
 	if !errors.As(err, &ee) {
 		t.Fatalf("Execute to a closed server = %v, want *ExecError", err)
@@ -197,7 +199,7 @@ func TestHTTPExecErrorsScrubbed(t *testing.T) {
 	if !strings.Contains(ee.Detail, "api_key=[REDACTED]") {
 		t.Fatalf("Detail = %q, want the URL with the key redacted", ee.Detail)
 	}
-	assertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
+	servertest.AssertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
 }
 
 // TestHTTPCredentialErrors: a credential that cannot be injected safely
@@ -214,18 +216,18 @@ func TestHTTPCredentialErrors(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			up := newUpstream(t, nil)
+			up := servertest.NewUpstream(t, nil)
 			tool := compileTest(t, Config{BaseURL: up.URL, Credential: tc.cred})
-			_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(tc.secret))
+			_, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/x"}`), []byte(tc.secret), execEnv(tool, []byte(tc.secret)))
 			var ee *ExecError
 			if !errors.As(err, &ee) || ee.Msg != tc.want {
 				t.Fatalf("Execute = %v, want *ExecError %q", err, tc.want)
 			}
-			if len(up.received()) != 0 {
+			if len(up.Requests()) != 0 {
 				t.Fatalf("upstream received a request")
 			}
 			if tc.secret != "" {
-				assertNoSecret(t, "ExecError", ee.Msg+ee.Detail, tc.secret)
+				servertest.AssertNoSecret(t, "ExecError", ee.Msg+ee.Detail, tc.secret)
 			}
 		})
 	}
@@ -235,7 +237,7 @@ func TestHTTPCredentialErrors(t *testing.T) {
 // credential goes to another origin, and same-origin hops are followed only
 // when re-authorized.
 func TestHTTPRedirects(t *testing.T) {
-	other := newUpstream(t, nil)
+	other := servertest.NewUpstream(t, nil)
 	tests := map[string]struct {
 		follow   string
 		recheck  func(policy.Request) error
@@ -275,9 +277,9 @@ func TestHTTPRedirects(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			before := len(other.received())
-			var origin *upstream
-			origin = newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			before := len(other.Requests())
+			var origin *servertest.Upstream
+			origin = servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 				switch r.URL.Path {
 				case "/base/start":
 					w.Header().Set("Location", tc.location(origin.URL))
@@ -289,14 +291,15 @@ func TestHTTPRedirects(t *testing.T) {
 			tool := compileTest(t, Config{BaseURL: origin.URL + "/base", FollowRedirects: tc.follow})
 			call := prepare(t, tool, `{"method":"GET","path":"/start"}`)
 			var rechecked []string
-			call.Recheck = func(r policy.Request) error {
+			env := execEnv(tool, []byte(testToken))
+			env.Authorize = func(r policy.Request) error {
 				rechecked = append(rechecked, r.String())
 				if tc.recheck != nil {
 					return tc.recheck(r)
 				}
 				return nil
 			}
-			res, err := tool.Execute(context.Background(), call, []byte(testToken))
+			res, err := tool.Execute(context.Background(), call, []byte(testToken), env)
 			if err != nil {
 				t.Fatalf("Execute = %v", err)
 			}
@@ -304,7 +307,7 @@ func TestHTTPRedirects(t *testing.T) {
 				t.Fatalf("status %d, want %d", res.Status, tc.wantStatus)
 			}
 			var hops []string
-			for _, r := range origin.received() {
+			for _, r := range origin.Requests() {
 				hops = append(hops, strings.TrimPrefix(r.RequestURI, "/base"))
 				if r.Header.Get("Authorization") != "Bearer "+testToken {
 					t.Fatalf("hop %s lacked the credential", r.RequestURI)
@@ -313,18 +316,19 @@ func TestHTTPRedirects(t *testing.T) {
 			if fmt.Sprint(hops) != fmt.Sprint(tc.wantHops) {
 				t.Fatalf("origin received %v, want %v (rechecked %v)", hops, tc.wantHops, rechecked)
 			}
-			if got := other.received(); len(got) != before {
+			if got := other.Requests(); len(got) != before {
 				t.Fatalf("another origin received %d requests, want none", len(got)-before)
 			}
-			assertNoSecret(t, "result", agentView(t, res), testToken)
+			servertest.AssertNoSecret(t, "result", agentView(t, res), testToken)
 		})
 	}
 }
 
 // TestHTTPRedirectLimits: a same-origin loop stops after 5 hops, a 303
-// turns POST into GET without body, and no Recheck means no following.
+// turns POST into GET without body, and no Authorize means no following;
+// each hop followed is listed in the result.
 func TestHTTPRedirectLimits(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/loop":
 			w.Header().Set("Location", "/loop")
@@ -340,37 +344,44 @@ func TestHTTPRedirectLimits(t *testing.T) {
 	allow := func(policy.Request) error { return nil }
 
 	call := prepare(t, tool, `{"method":"GET","path":"/loop"}`)
-	call.Recheck = allow
-	res, err := tool.Execute(context.Background(), call, []byte(testToken))
+	env := execEnv(tool, []byte(testToken))
+	env.Authorize = allow
+	res, err := tool.Execute(context.Background(), call, []byte(testToken), env)
 	if err != nil || res.Status != 307 {
 		t.Fatalf("Execute(loop) = %v, %v; want 307", res, err)
 	}
-	if n := len(up.received()); n != 1+httpMaxRedirects {
+	if n := len(up.Requests()); n != 1+httpMaxRedirects {
 		t.Fatalf("loop: upstream received %d requests, want %d", n, 1+httpMaxRedirects)
+	}
+	if len(res.Hops) != httpMaxRedirects || res.Hops[0] != (Hop{Method: "GET", Path: "/loop", Status: 307}) {
+		t.Fatalf("loop: Result.Hops = %+v, want %d hops of GET /loop answered 307", res.Hops, httpMaxRedirects)
 	}
 
 	call = prepare(t, tool, `{"method":"POST","path":"/post","body":"payload"}`)
 	var hop policy.Request
-	call.Recheck = func(r policy.Request) error { hop = r; return nil }
-	res, err = tool.Execute(context.Background(), call, []byte(testToken))
+	env.Authorize = func(r policy.Request) error { hop = r; return nil }
+	res, err = tool.Execute(context.Background(), call, []byte(testToken), env)
 	if err != nil || res.Status != 200 {
 		t.Fatalf("Execute(post) = %v, %v; want 200", res, err)
 	}
 	if hop.String() != "GET /done" {
-		t.Fatalf("Recheck got %s, want GET /done", hop)
+		t.Fatalf("Authorize got %s, want GET /done", hop)
 	}
-	last := up.received()[len(up.received())-1]
+	if want := []Hop{{Method: "GET", Path: "/done", Status: 200}}; !slices.Equal(res.Hops, want) {
+		t.Fatalf("post: Result.Hops = %+v, want %+v", res.Hops, want)
+	}
+	last := up.Requests()[len(up.Requests())-1]
 	if last.Method != "GET" || len(last.Body) != 0 {
 		t.Fatalf("303 hop sent %s with %d body bytes, want GET without body", last.Method, len(last.Body))
 	}
 
-	n := len(up.received())
+	n := len(up.Requests())
 	call = prepare(t, tool, `{"method":"GET","path":"/loop"}`)
-	if res, err = tool.Execute(context.Background(), call, []byte(testToken)); err != nil || res.Status != 307 {
-		t.Fatalf("Execute(no recheck) = %v, %v; want 307", res, err)
+	if res, err = tool.Execute(context.Background(), call, []byte(testToken), execEnv(tool, []byte(testToken))); err != nil || res.Status != 307 {
+		t.Fatalf("Execute(no Authorize) = %v, %v; want 307", res, err)
 	}
-	if got := len(up.received()) - n; got != 1 {
-		t.Fatalf("without Recheck the upstream received %d requests, want 1", got)
+	if got := len(up.Requests()) - n; got != 1 {
+		t.Fatalf("without Authorize the upstream received %d requests, want 1", got)
 	}
 }
 
@@ -382,7 +393,7 @@ func TestHTTPResponseLimits(t *testing.T) {
 		zw.Close()
 		return b.Bytes()
 	}()
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/bomb":
 			w.Header().Set("Content-Encoding", "gzip")
@@ -407,7 +418,7 @@ func TestHTTPResponseLimits(t *testing.T) {
 	})
 	tool := compileTest(t, Config{BaseURL: up.URL, Timeout: "300ms", Response: Response{MaxBytes: 1024}})
 
-	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/bomb"}`), []byte(testToken))
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/bomb"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	if err != nil {
 		t.Fatalf("Execute(bomb) = %v", err)
 	}
@@ -416,20 +427,20 @@ func TestHTTPResponseLimits(t *testing.T) {
 		t.Fatalf("bomb: truncated=%v body %d bytes, want truncated at 1024 zero bytes", res.Truncated, len(body))
 	}
 
-	_, err = tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/drip"}`), []byte(testToken))
+	_, err = tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/drip"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	var ee *ExecError
 	if !errors.As(err, &ee) || ee.Msg != "upstream timed out after 300ms" {
 		t.Fatalf("Execute(drip) = %v, want timed out after 300ms", err)
 	}
 
-	_, err = tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/headers"}`), []byte(testToken))
+	_, err = tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/headers"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 	if !errors.As(err, &ee) || !strings.Contains(ee.Msg, "more than 100 header fields") {
 		t.Fatalf("Execute(150 headers) = %v, want too many header fields", err)
 	}
 }
 
 func TestHTTPResponseShape(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
 		h.Set("ETag", `"v1"`)
@@ -470,7 +481,7 @@ func TestHTTPResponseShape(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			tool := compileTest(t, Config{BaseURL: up.URL, Response: Response{Fields: tc.fields}})
-			res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"`+tc.path+`"}`), []byte(testToken))
+			res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"`+tc.path+`"}`), []byte(testToken), execEnv(tool, []byte(testToken)))
 			if err != nil {
 				t.Fatalf("Execute = %v", err)
 			}
@@ -503,7 +514,7 @@ func TestHTTPResponseShape(t *testing.T) {
 // TestHTTPEgressRefused covers invariant 4: without allow_private_network a
 // loopback upstream is refused at dial time and receives nothing.
 func TestHTTPEgressRefused(t *testing.T) {
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	tool, errs := Compile("api", Config{Kind: "http", BaseURL: up.URL, AllowInsecureHTTP: true, Credential: Credential{Secret: "tok", Inject: "bearer"}}, Env{})
 	if len(errs) > 0 {
 		t.Fatalf("Compile = %v", errs)
@@ -512,15 +523,15 @@ func TestHTTPEgressRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Prepare = %v", err)
 	}
-	_, err = tool.Execute(context.Background(), call, []byte(testToken))
+	_, err = tool.Execute(context.Background(), call, []byte(testToken), execEnv(tool, []byte(testToken)))
 	var ee *ExecError
 	if !errors.As(err, &ee) || ee.Msg != "upstream request refused: address not allowed by egress policy" {
 		t.Fatalf("Execute to loopback = %v, want refused by egress policy", err)
 	}
-	if n := len(up.received()); n != 0 {
+	if n := len(up.Requests()); n != 0 {
 		t.Fatalf("upstream received %d requests, want none", n)
 	}
-	assertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
+	servertest.AssertNoSecret(t, "ExecError", ee.Msg+ee.Detail, testToken)
 }
 
 // TestHTTPBasicKeyInUserNameIsScrubbed: APIs such as Stripe take the key as
@@ -528,22 +539,22 @@ func TestHTTPEgressRefused(t *testing.T) {
 // user name alone must not hand the key to the agent.
 func TestHTTPBasicKeyInUserNameIsScrubbed(t *testing.T) {
 	const key = "rk_live_51HxYzAbCdEfGhIjKlMnOp"
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+	up := servertest.NewUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		user, _, _ := r.BasicAuth()
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"error":"key %s is restricted"}`, user)
 	})
 	tool := compileTest(t, Config{BaseURL: up.URL, Credential: Credential{Inject: "basic"}})
-	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/customers"}`), []byte(key+":"))
+	res, err := tool.Execute(context.Background(), prepare(t, tool, `{"method":"GET","path":"/customers"}`), []byte(key+":"), execEnv(tool, []byte(key+":")))
 	if err != nil {
 		t.Fatalf("Execute = %v", err)
 	}
-	req := http.Request{Header: up.received()[0].Header}
+	req := http.Request{Header: up.Requests()[0].Header}
 	if user, _, ok := req.BasicAuth(); !ok || user != key {
 		t.Fatalf("upstream basic-auth user = %q, want the key", user)
 	}
 	view := agentView(t, res)
-	assertNoSecret(t, "result", view, key)
+	servertest.AssertNoSecret(t, "result", view, key)
 	if !res.Scrubbed || !strings.Contains(view, "[REDACTED]") {
 		t.Fatalf("result = %s, want the echoed key redacted", view)
 	}

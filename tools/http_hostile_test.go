@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // TestHTTPHostileArguments covers invariant 3 (the agent cannot choose where
@@ -15,7 +17,7 @@ import (
 // nothing. The few inputs that are legitimately allowed as opaque bytes
 // are sent, and the test asserts exactly what the upstream received.
 func TestHTTPHostileArguments(t *testing.T) {
-	up := newUpstream(t, nil)
+	up := servertest.NewUpstream(t, nil)
 	generic := compileTest(t, Config{
 		BaseURL:    up.URL + "/base",
 		Credential: Credential{Inject: "query", Param: "api_key"},
@@ -145,7 +147,7 @@ func TestHTTPHostileArguments(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(up.received())
+			before := len(up.Requests())
 			call, err := tc.tool.Prepare([]byte(tc.args))
 			if tc.sent == "" {
 				var ae *ArgError
@@ -156,8 +158,8 @@ func TestHTTPHostileArguments(t *testing.T) {
 				if strings.ContainsAny(msg, "\r\n\x00") || strings.Contains(msg, "X-Inj") || strings.Contains(msg, "evil") {
 					t.Fatalf("Prepare(%.80q) error echoes the input: %q", tc.args, msg)
 				}
-				assertNoSecret(t, "ArgError", msg, testToken)
-				if got := len(up.received()); got != before {
+				servertest.AssertNoSecret(t, "ArgError", msg, testToken)
+				if got := len(up.Requests()); got != before {
 					t.Fatalf("upstream received %d requests, want none", got-before)
 				}
 				return
@@ -165,12 +167,12 @@ func TestHTTPHostileArguments(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Prepare(%.80q) = %v, want accepted as opaque", tc.args, err)
 			}
-			res, err := tc.tool.Execute(context.Background(), call, []byte(testToken))
+			res, err := tc.tool.Execute(context.Background(), call, []byte(testToken), execEnv(tc.tool, []byte(testToken)))
 			if err != nil {
 				t.Fatalf("Execute(%.80q) = %v", tc.args, err)
 			}
-			assertNoSecret(t, "result", agentView(t, res), testToken)
-			got := up.received()
+			servertest.AssertNoSecret(t, "result", agentView(t, res), testToken)
+			got := up.Requests()
 			if len(got) != before+1 {
 				t.Fatalf("upstream received %d requests, want 1", len(got)-before)
 			}

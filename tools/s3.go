@@ -87,20 +87,9 @@ func buildS3(name string, c Config, env Env, set s3Settings) (Tool, []error) {
 	if desc == "" {
 		desc = fmt.Sprintf("Read-only access to S3 bucket %s: list objects under a prefix, get an object, head an object.", c.Bucket)
 	}
-	dialer := &egress.Dialer{
-		Rules:   egress.Rules{AllowPrivate: c.AllowPrivateNetwork, AllowMetadata: c.AllowMetadata},
-		Resolve: env.Resolve,
-		Self:    env.SelfAddrs,
-		Timeout: min(set.timeout, s3DialTimeout),
-	}
-	httpClient := &http.Client{
-		Transport: s3BodyCap{
-			next: egress.NewTransport(dialer, set.tls, set.proxy, set.timeout),
-			max:  set.bodyCap,
-		},
-		// S3 answers a wrong region with a redirect; never follow one.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	// S3 answers a wrong region with a redirect; the client follows none.
+	httpClient := set.net.client(env, clientTimeouts{dial: min(set.timeout, s3DialTimeout), headers: set.timeout},
+		func(rt http.RoundTripper) http.RoundTripper { return s3BodyCap{next: rt, max: set.bodyCap} })
 	return &s3Tool{
 		name:        name,
 		description: desc,
@@ -225,3 +214,8 @@ func (t *s3Tool) InputSchema() json.RawMessage { return t.inputSchema }
 // Info tells policy this is an s3 tool (grants name actions and prefixes)
 // and which bucket its calls go to, for the audit.
 func (t *s3Tool) Info() policy.ToolInfo { return policy.ToolInfo{Kind: "s3", Bucket: t.bucket} }
+
+// auditFields describes an s3 call: bucket, action and key (or prefix).
+func (t *s3Tool) auditFields(c *Call) AuditFields {
+	return AuditFields{Kind: "s3", Bucket: t.bucket, Action: c.Request.Action, Key: c.Request.Key}
+}

@@ -126,6 +126,7 @@ func (t *s3Tool) Prepare(args json.RawMessage) (*Call, error) {
 	return &Call{
 		Request: policy.Request{Tool: t.name, Action: action, Key: key},
 		Args:    args,
+		tool:    t,
 		s3:      sc,
 	}, nil
 }

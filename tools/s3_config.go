@@ -1,12 +1,9 @@
 package tools
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -30,8 +27,7 @@ type s3Settings struct {
 	// bodyCap caps every response body the SDK reads, list pages included.
 	bodyCap int64
 	timeout time.Duration
-	tls     *tls.Config
-	proxy   *url.URL
+	net     network
 }
 
 // s3ConfigCheck collects every problem of one tool's configuration.
@@ -52,7 +48,7 @@ func checkS3Config(name string, c Config) (s3Settings, []error) {
 	set := s3Settings{endpoint: k.upstream(c), sts: k.stsEndpoint(c)}
 	set.maxKeys, set.maxBytes, set.timeout = k.limits(c)
 	set.bodyCap = max(s3MaxResponseBytes, set.maxBytes+1)
-	set.tls, set.proxy = k.network(c)
+	set.net = checkNetwork(c, k.fail)
 	return set, k.errs
 }
 
@@ -146,27 +142,6 @@ func (k *s3ConfigCheck) limits(c Config) (maxKeys int32, maxBytes int64, timeout
 	return maxKeys, maxBytes, timeout
 }
 
-// network checks ca_file and proxy.
-func (k *s3ConfigCheck) network(c Config) (*tls.Config, *url.URL) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.CAFile != "" {
-		pool, err := s3LoadCAFile(c.CAFile)
-		if err != nil {
-			k.fail("ca_file", "%v", err)
-		}
-		tlsConfig.RootCAs = pool
-	}
-	var proxy *url.URL
-	if c.Proxy != "" {
-		u, msg := s3ProxyURL(c.Proxy)
-		if msg != "" {
-			k.fail("proxy", "%s", msg)
-		}
-		proxy = u
-	}
-	return tlsConfig, proxy
-}
-
 // s3BucketProblem returns what is wrong with a bucket name under the S3
 // naming rules, or "" for a valid name.
 func s3BucketProblem(b string) string {
@@ -225,35 +200,4 @@ func s3EndpointProblem(raw string, insecureOK bool) string {
 		return "must not hold a path; the bucket and key are added by the tool"
 	}
 	return ""
-}
-
-// s3ProxyURL parses a proxy setting: an http(s) URL of a host, without
-// userinfo (credentials do not belong in keyhole.yaml).
-func s3ProxyURL(raw string) (*url.URL, string) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return nil, "is not a URL"
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, "must be an http or https URL"
-	case u.Host == "":
-		return nil, "must name a host"
-	case u.User != nil:
-		return nil, "must not hold userinfo"
-	}
-	return u, ""
-}
-
-// s3LoadCAFile reads a PEM bundle of CA certificates trusted for the
-// endpoint.
-func s3LoadCAFile(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read %s: %w", path, err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }

@@ -81,19 +81,18 @@ func (t *s3Tool) Scrubber(secret []byte) *scrub.Scrubber {
 // Execute performs a prepared list, get or head on the tool's bucket,
 // signed with the aws_sigv4 credentials in secret. When secret names a
 // role ("role_arn"), the call is signed instead with credentials of that
-// role assumed for call.Session (see assume), which the call must have.
+// role assumed for env.Session (see assume), which the call must have.
 // The result and every error are scrubbed of the access key id, the
 // secret access key and the session token, assumed ones included.
-// Failures are *ExecError.
-func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte) (*Result, error) {
-	if call == nil || call.s3 == nil || call.Request.Tool != t.name {
+// S3 calls follow no redirects. Failures are *ExecError.
+func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte, env CallEnv) (*Result, error) {
+	if call == nil || call.s3 == nil || call.tool != t {
 		return nil, &ExecError{Msg: "internal error: the call was not prepared by this tool"}
 	}
-	sc := call.Scrubber
-	if sc == nil {
-		sc = t.Scrubber(secret)
+	if env.Scrubber == nil {
+		return nil, &ExecError{Msg: "internal error: the call has no scrubber"}
 	}
-	s := &s3Scrubber{sc: sc}
+	s := &s3Scrubber{sc: env.Scrubber}
 	creds, role, err := parseAWSRoleSecret(secret)
 	if err != nil {
 		return nil, &ExecError{
@@ -118,7 +117,7 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte) (*Resul
 		// The role secret's keys only assume the role; the call is signed
 		// with the session's credentials, and they are scrubbed too.
 		var sc *scrub.Scrubber
-		creds, sc, err = t.assume(ctx, call.Session, role, creds, secret, s)
+		creds, sc, err = t.assume(ctx, env.Session, role, creds, secret, s)
 		if err != nil {
 			return nil, err
 		}

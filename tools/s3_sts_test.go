@@ -218,9 +218,7 @@ func TestS3RoleAssumedPerSession(t *testing.T) {
 	run := func(args string, sess *CallSession) (*Result, error) {
 		t.Helper()
 		call := prepareS3(t, tool, args)
-		call.Scrubber = tool.Scrubber(secret) // as the broker does
-		call.Session = sess
-		res, err := tool.Execute(context.Background(), call, secret)
+		res, err := tool.Execute(context.Background(), call, secret, CallEnv{Scrubber: tool.Scrubber(secret), Session: sess}) // as the broker does
 		agent := s3AgentBytes(t, res, err)
 		assertNoAWSSecret(t, "Execute("+args+")", agent)
 		assertNoRoleSecret(t, "Execute("+args+")", agent)
@@ -307,8 +305,8 @@ func TestS3RoleDuration(t *testing.T) {
 			tool := compileS3Test(t, c)
 			tool.(*s3Tool).now = func() time.Time { return now }
 			call := prepareS3(t, tool, `{"action":"head","key":"reports/2026/01.csv"}`)
-			call.Session = &CallSession{ID: id, Expires: now.Add(tc.left), S3: testRoleGrants}
-			if _, err := tool.Execute(context.Background(), call, testRoleSecret(t)); err != nil {
+			sess := &CallSession{ID: id, Expires: now.Add(tc.left), S3: testRoleGrants}
+			if _, err := tool.Execute(context.Background(), call, testRoleSecret(t), CallEnv{Scrubber: tool.Scrubber(testRoleSecret(t)), Session: sess}); err != nil {
 				t.Fatalf("Execute(head) with %v left = %v, want DurationSeconds %d accepted", tc.left, err, tc.want)
 			}
 		})
@@ -335,8 +333,7 @@ func TestS3RoleRefusals(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			call := prepareS3(t, tool, `{"action":"head","key":"reports/2026/01.csv"}`)
-			call.Session = tc.sess
-			_, err := tool.Execute(context.Background(), call, testRoleSecret(t))
+			_, err := tool.Execute(context.Background(), call, testRoleSecret(t), CallEnv{Scrubber: tool.Scrubber(testRoleSecret(t)), Session: tc.sess})
 			var ee *ExecError
 			if !errors.As(err, &ee) || !strings.Contains(ee.Msg, tc.want) {
 				t.Fatalf("Execute(head) = %v, want an ExecError saying %q", err, tc.want)
@@ -352,8 +349,7 @@ func TestS3RoleRefusals(t *testing.T) {
 	// without a key in sight.
 	sts.check = func(url.Values) error { return fmt.Errorf("key %s may not assume this role", testRoleKeyID) }
 	call := prepareS3(t, tool, `{"action":"head","key":"reports/2026/01.csv"}`)
-	call.Session = &CallSession{ID: "ses_y", Expires: now.Add(time.Hour), S3: testRoleGrants}
-	_, err := tool.Execute(context.Background(), call, testRoleSecret(t))
+	_, err := tool.Execute(context.Background(), call, testRoleSecret(t), CallEnv{Scrubber: tool.Scrubber(testRoleSecret(t)), Session: &CallSession{ID: "ses_y", Expires: now.Add(time.Hour), S3: testRoleGrants}})
 	var ee *ExecError
 	if !errors.As(err, &ee) || !strings.Contains(ee.Msg, "assuming the AWS role") {
 		t.Fatalf("Execute(head) with STS refusing = %v, want an ExecError about assuming the role", err)
@@ -372,8 +368,7 @@ func TestS3RoleSTSEgressGuarded(t *testing.T) {
 	c.STSEndpoint = stsSrv.URL
 	tool := compileS3Test(t, c)
 	call := prepareS3(t, tool, `{"action":"head","key":"reports/2026/01.csv"}`)
-	call.Session = &CallSession{ID: "ses_e", Expires: time.Now().Add(time.Hour), S3: testRoleGrants}
-	_, err := tool.Execute(context.Background(), call, testRoleSecret(t))
+	_, err := tool.Execute(context.Background(), call, testRoleSecret(t), CallEnv{Scrubber: tool.Scrubber(testRoleSecret(t)), Session: &CallSession{ID: "ses_e", Expires: time.Now().Add(time.Hour), S3: testRoleGrants}})
 	var ee *ExecError
 	if !errors.As(err, &ee) || !strings.Contains(ee.Msg, "network policy") {
 		t.Fatalf("Execute(head) with STS on loopback = %v, want refused by the network policy", err)

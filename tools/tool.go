@@ -89,10 +89,10 @@ type Tool interface {
 	// normalizes them into a Call. Invalid or unsafe arguments return an
 	// *ArgError whose message is safe to show the agent.
 	Prepare(args json.RawMessage) (*Call, error)
-	// Execute performs a prepared, allowed call with the secret injected.
-	// Everything it returns (result and error text) is already scrubbed of
-	// every form of secret.
-	Execute(ctx context.Context, call *Call, secret []byte) (*Result, error)
+	// Execute performs a prepared, allowed call with the secret injected,
+	// taking everything else it needs from env. Everything it returns
+	// (result and error text) is already scrubbed of every form of secret.
+	Execute(ctx context.Context, call *Call, secret []byte, env CallEnv) (*Result, error)
 	// Scrubber returns a scrubber for every value of secret whose forms
 	// must never be shown or kept: the secret itself and, by injection
 	// mode, its parts (a basic-auth password, each AWS key field).
@@ -106,20 +106,60 @@ type Call struct {
 	// Args are the arguments for the audit record (not yet scrubbed of secrets
 	// the agent might have pasted; the audit scrubs them).
 	Args json.RawMessage
-	// Scrubber, when set by the caller from Tool.Scrubber, is used by
-	// Execute instead of building its own.
-	Scrubber *scrub.Scrubber
-	// Recheck, when set by the caller, re-authorizes a follow-up request
-	// the tool would make for this call (a same-origin redirect hop). A
-	// non-nil error stops the call there.
-	Recheck func(policy.Request) error
-	// Session, set by the caller, is the session the call runs in. s3
-	// tools whose secret names a role need it: they assume the role once
-	// per session, limited to its grants and lifetime.
-	Session *CallSession
+	// tool is the tool that prepared the call, which describes it.
+	tool interface{ auditFields(*Call) AuditFields }
 	// kind-specific, unexported: built by Prepare and used by Execute.
 	http *httpCall
 	s3   *s3Call
+}
+
+// AuditFields describes a prepared call for its audit record: which
+// upstream it goes to and what it asks there, in canonical form. It never
+// holds a query value, a header or a body.
+type AuditFields struct {
+	Kind string // "http" or "s3"
+	// http
+	Method     string
+	Host       string
+	Path       string
+	QueryNames []string // sorted, URL-escaped
+	// s3
+	Bucket string
+	Action string
+	Key    string // the object key, or the prefix of a list
+}
+
+// AuditFields describes the call for its audit record.
+func (c *Call) AuditFields() AuditFields {
+	if c == nil || c.tool == nil {
+		return AuditFields{}
+	}
+	return c.tool.auditFields(c)
+}
+
+// CallEnv is what executing a call takes from the broker that runs it.
+// The broker sets every field for every call, whatever the tool's kind.
+type CallEnv struct {
+	// Scrubber removes every form of the call's secret; it is
+	// Tool.Scrubber of the secret passed to Execute.
+	Scrubber *scrub.Scrubber
+	// Authorize re-authorizes a follow-up request the tool would make for
+	// this call (a same-origin redirect hop) against the session's scope
+	// and liveness, without spending its limits. A non-nil error stops the
+	// call there. nil authorizes nothing.
+	Authorize func(policy.Request) error
+	// Session is the session the call runs in. s3 tools whose secret names
+	// a role need it: they assume the role once per session, limited to
+	// its grants and lifetime.
+	Session *CallSession
+}
+
+// Hop is one request a call made after its first: a same-origin redirect
+// it followed once Authorize allowed it.
+type Hop struct {
+	Method string
+	Path   string // canonical, under the tool's base path
+	Status int    // the upstream's answer to this request; 0 if none came
 }
 
 // CallSession is what a tool may know of the session a call runs in.
@@ -150,6 +190,8 @@ type Result struct {
 	Scrubbed bool
 	// Truncated says the body was cut at response.max_bytes.
 	Truncated bool
+	// Hops are the redirects the call followed, in order.
+	Hops []Hop
 }
 
 // ArgError is a call the tool refuses to build: invalid, unsafe or
@@ -178,6 +220,8 @@ type Env struct {
 type ExecError struct {
 	Msg    string
 	Detail string
+	// Hops are the redirects the call followed before it failed.
+	Hops []Hop
 }
 
 func (e *ExecError) Error() string { return e.Msg }

@@ -131,7 +131,7 @@ func TestSmokeAllArms(t *testing.T) {
 	for _, c := range []string{"1", "2"} {
 		for _, a := range []string{"direct", "bare", "keyhole"} {
 			// Two rounds of exactly 20 calls each.
-			re := regexp.MustCompile(`\| load c=` + c + ` \| ` + a + ` \| p50 [0-9.]+ · p90 [0-9.]+ · p99 [0-9.]+ ms · [0-9,]+ calls/s \(40 calls\) \|`)
+			re := regexp.MustCompile(`\| load c=` + c + ` \| ` + a + ` \| p50 [0-9.]+ · p90 [0-9.]+ · p99 [0-9.]+ ms · [0-9.,]+ calls/s \(40 calls\) \|`)
 			if !re.MatchString(table) {
 				t.Errorf("no row for %s at c=%s with 40 calls in:\n%s", a, c, table)
 			}

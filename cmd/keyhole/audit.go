@@ -1,15 +1,11 @@
 package main
 
 import (
-	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"time"
 
@@ -18,6 +14,7 @@ import (
 
 	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 )
 
 func (a *App) auditCmd() *cobra.Command {
@@ -44,16 +41,16 @@ func (a *App) orEmpty(err error, note string) error {
 
 // withAudit opens the audit log of the data dir read-only. It needs no
 // lock: reading is safe while a keyhole process serves calls.
-func (a *App) withAudit(fn func(l *audit.Log) error) error {
-	rt, err := server.OpenAuditReader(a.dataDir(), a.keySource())
+func (a *App) withAudit(fn func(l *server.AuditReader) error) error {
+	r, err := server.OpenAuditReader(a.dataDir(), a.keySource())
 	if errors.Is(err, server.ErrNoAuditLog) {
 		return errNoRecords
 	}
 	if err != nil {
 		return err
 	}
-	defer rt.Close()
-	return fn(rt.Audit)
+	defer r.Close()
+	return fn(r)
 }
 
 type filterFlags struct {
@@ -94,7 +91,7 @@ func parseWhen(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	if d, err := server.ParseRetention(s); err == nil {
+	if d, err := config.ParseRetention(s); err == nil {
 		return time.Now().Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339, s)
@@ -121,18 +118,16 @@ func (a *App) auditTailCmd() *cobra.Command {
 			}
 			flt.Limit = n
 			pr := a.recordPrinter(asJSON)
-			var recs []audit.Record
-			err = a.withAudit(func(l *audit.Log) error {
-				recs, err = l.Query(flt)
+			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error {
+				recs, err := l.Query(flt)
 				if err != nil {
 					return err
 				}
-				return pr.print(recs)
-			})
-			if err != nil || !follow {
-				return a.orEmpty(err, "no calls recorded yet")
-			}
-			return a.followAudit(cmd.Context(), pr, flt, recs)
+				if err := pr.print(recs); err != nil || !follow {
+					return err
+				}
+				return l.Follow(cmd.Context(), flt, recs, pr.print)
+			}), "no calls recorded yet")
 		},
 	}
 	ff.register(c, false)
@@ -140,76 +135,6 @@ func (a *App) auditTailCmd() *cobra.Command {
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
 	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return c
-}
-
-// followAudit prints the records matching flt that come after shown, until
-// ctx ends. A read-only log is a snapshot of the file, so the file is read
-// again whenever it changes. A call shown as running is shown again once
-// its outcome is written.
-func (a *App) followAudit(ctx context.Context, pr *recordPrinter, flt audit.Filter, shown []audit.Record) error {
-	path := filepath.Join(a.dataDir(), server.AuditFile)
-	var last uint64
-	running := map[uint64]bool{}
-	note := func(recs []audit.Record) {
-		for _, r := range recs {
-			last = max(last, r.Seq)
-			if r.Decision == audit.Running {
-				running[r.Seq] = true
-			}
-		}
-	}
-	note(shown)
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("audit: follow %s: %w", path, err)
-	}
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		now, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("audit: follow %s: %w", path, err)
-		}
-		// While a call shows as running, read again even if the file is
-		// unchanged: if its broker dies, the call now reads as interrupted.
-		if now.Size() == fi.Size() && now.ModTime().Equal(fi.ModTime()) && len(running) == 0 {
-			continue
-		}
-		fi = now
-		err = a.withAudit(func(l *audit.Log) error {
-			var done []audit.Record
-			for seq := range running {
-				r, err := l.Get(seq)
-				if err != nil {
-					return err
-				}
-				if r.Decision == audit.Running {
-					continue
-				}
-				delete(running, seq)
-				if flt.Decision == "" || r.Decision == flt.Decision {
-					done = append(done, r)
-				}
-			}
-			slices.SortFunc(done, func(x, y audit.Record) int { return cmp.Compare(x.Seq, y.Seq) })
-			f := flt
-			f.Limit, f.AfterSeq = 0, last
-			recs, err := l.Query(f)
-			if err != nil {
-				return err
-			}
-			note(recs)
-			return pr.print(append(done, recs...))
-		})
-		if err != nil {
-			return err
-		}
-	}
 }
 
 // recordPrinter prints records as a table for people or JSON lines.
@@ -254,7 +179,7 @@ func (a *App) auditShowCmd() *cobra.Command {
 			if err != nil {
 				return &usageError{fmt.Errorf("SEQ %q is not a record number", args[0])}
 			}
-			return a.withAudit(func(l *audit.Log) error {
+			return a.withAudit(func(l *server.AuditReader) error {
 				r, err := l.Get(seq)
 				if err != nil {
 					return err
@@ -275,7 +200,7 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rep audit.Report
-			err := a.withAudit(func(l *audit.Log) (err error) {
+			err := a.withAudit(func(l *server.AuditReader) (err error) {
 				rep, err = l.Verify()
 				return err
 			})
@@ -322,7 +247,7 @@ func (a *App) auditExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.orEmpty(a.withAudit(func(l *audit.Log) error { return l.Export(a.stdout, format, flt) }), "no calls recorded yet")
+			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error { return l.Export(a.stdout, format, flt) }), "no calls recorded yet")
 		},
 	}
 	ff.register(c, true)

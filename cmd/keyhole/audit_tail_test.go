@@ -39,17 +39,7 @@ func TestAuditTailFollowsALiveBroker(t *testing.T) {
 	up, arrived, release := heldUpstream(t)
 	h := brokerHome(t, up.URL)
 	_, url := startServe(t, h)
-	var sess struct {
-		Token string `json:"token"`
-	}
-	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &sess); err != nil {
-		t.Fatal(err)
-	}
-	c, err := httpClient(url, sess.Token, "tail-agent")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := h.httpSession(t, url, "tail-agent")
 	if res, err := call(c, "/issues/1"); err != nil || res.IsError {
 		t.Fatalf("first call: %v %+v", err, res)
 	}

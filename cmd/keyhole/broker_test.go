@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,6 +29,8 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // countingUpstream counts the requests it receives.
@@ -71,37 +72,7 @@ scopes:
 // startStdio launches `keyhole stdio` in h as an MCP client would and
 // initializes it. It may run on any goroutine: it reports, never fails t.
 func (h *home) startStdio(extra ...string) (*client.Client, error) {
-	args := append([]string{"stdio", "--scope", "triage"}, extra...)
-	var stderr strings.Builder
-	var mu sync.Mutex
-	c, err := client.NewStdioMCPClientWithOptions(binary, h.env, args, transport.WithCommandFunc(func(ctx context.Context, cmd string, env, args []string) (*exec.Cmd, error) {
-		c := exec.CommandContext(ctx, cmd, args...)
-		c.Env, c.Dir = env, h.dir
-		return c, nil
-	}))
-	if err != nil {
-		return nil, err
-	}
-	if r, ok := client.GetStderr(c); ok {
-		go func() {
-			b, _ := io.ReadAll(r)
-			mu.Lock()
-			stderr.Write(b)
-			mu.Unlock()
-		}()
-	}
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcp.Implementation{Name: "editor", Version: "1"}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := c.Initialize(ctx, init); err != nil {
-		c.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		return nil, fmt.Errorf("initialize: %w (stderr: %s)", err, stderr.String())
-	}
-	return c, nil
+	return servertest.StartCommand(binary, h.dir, h.env, append([]string{"stdio", "--scope", "triage"}, extra...), "editor")
 }
 
 // stdioClient is startStdio on the test's goroutine.
@@ -193,11 +164,7 @@ func (h *home) auditRecords(t *testing.T) []auditLine {
 func TestThreeEditorsShareOneBroker(t *testing.T) {
 	up, hits := countingUpstream(t)
 	h := brokerHome(t, up.URL)
-	t.Cleanup(func() {
-		if pid := h.brokerPIDOrZero(); pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	h.killBrokerAtCleanup(t)
 
 	clients := h.startStdioClients(t, 3)
 	pid := h.brokerPID(t)
@@ -262,11 +229,7 @@ func TestThreeEditorsShareOneBroker(t *testing.T) {
 func TestBrokerStartRace_TwentyClientsOnAFreshDataDirAreAllServed(t *testing.T) {
 	up, hits := countingUpstream(t)
 	h := brokerHome(t, up.URL)
-	t.Cleanup(func() {
-		if pid := h.brokerPIDOrZero(); pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	h.killBrokerAtCleanup(t)
 	const n = 20
 	clients := h.startStdioClients(t, n)
 	for i, c := range clients {
@@ -284,6 +247,33 @@ func TestBrokerStartRace_TwentyClientsOnAFreshDataDirAreAllServed(t *testing.T) 
 	if len(sessions) != n {
 		t.Fatalf("audit names %d sessions, want %d (one per client)", len(sessions), n)
 	}
+}
+
+// killBrokerAtCleanup kills the background broker, if one runs, when the
+// test ends: it outlives the stdio clients that started it.
+func (h *home) killBrokerAtCleanup(t *testing.T) {
+	t.Cleanup(func() {
+		if pid := h.brokerPIDOrZero(); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+}
+
+// httpSession starts a session of scope triage with `session new` and
+// connects an MCP client named name to url with its token; the client is
+// closed when the test ends.
+func (h *home) httpSession(t *testing.T, url, name string) (id string, c *client.Client) {
+	t.Helper()
+	var s struct{ ID, Token string }
+	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	c, err := servertest.ConnectHTTP(url, s.Token, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return s.ID, c
 }
 
 func (h *home) brokerPIDOrZero() int {
@@ -319,7 +309,7 @@ func TestServeGracefulShutdownLosesNoRecord(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c, err := httpClient(url, tok, "agent")
+			c, err := servertest.ConnectHTTP(url, tok, "agent")
 			if err != nil {
 				return
 			}
@@ -443,7 +433,7 @@ func TestServeOverTLSAndRefusesClearTextOnAPublicAddress(t *testing.T) {
 	}
 	tok := strings.TrimSpace(h.ok("", "session", "new", "--scope", "triage").stdout)
 	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	c, err := httpClient(url, tok, "tls-agent", transport.WithHTTPBasicClient(httpc))
+	c, err := servertest.ConnectHTTP(url, tok, "tls-agent", transport.WithHTTPBasicClient(httpc))
 	if err != nil {
 		t.Fatalf("initialize over TLS: %v", err)
 	}
@@ -470,15 +460,7 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 	h := brokerHome(t, up.URL)
 	_, url := startServe(t, h)
 
-	var s struct{ ID, Token string }
-	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--json").stdout), &s); err != nil {
-		t.Fatal(err)
-	}
-	c, err := httpClient(url, s.Token, "admin-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	id, c := h.httpSession(t, url, "admin-test")
 	call(c, "/issues/1")
 	call(c, "/admin")
 
@@ -507,7 +489,7 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 		Calls int    `json:"calls"`
 		State string `json:"state"`
 	}
-	if err := json.Unmarshal([]byte(h.ok("", "session", "show", s.ID).stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
+	if err := json.Unmarshal([]byte(h.ok("", "session", "show", id).stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
 		t.Fatalf("session show = %+v (%v), want 2 calls, active", info, err)
 	}
 	if r := h.ok("", "reload"); !strings.Contains(r.stdout, "reloaded") {
@@ -547,11 +529,7 @@ func TestCancellationCrossesTheRelay(t *testing.T) {
 	}))
 	t.Cleanup(slow.Close)
 	h := brokerHome(t, slow.URL)
-	t.Cleanup(func() {
-		if pid := h.brokerPIDOrZero(); pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	h.killBrokerAtCleanup(t)
 	c := h.stdioClient(t)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // binary is the keyhole binary built once for these tests.
@@ -52,9 +52,8 @@ func newHome(t *testing.T) *home {
 		"XDG_CONFIG_HOME=" + filepath.Join(dir, "config"),
 		"XDG_DATA_HOME=" + filepath.Join(dir, "data"),
 		"PATH=" + os.Getenv("PATH"),
-		// The binary is built with -race; without this every exit of it
-		// sleeps a second.
-		"GORACE=atexit_sleep_ms=0",
+		// The binary is built with -race.
+		servertest.RaceChildEnv,
 	}
 	return h
 }
@@ -95,16 +94,12 @@ func (h *home) ok(stdin string, args ...string) result {
 
 const cliSecret = "sk_live_51HcliSecretValue0123456789"
 
-func forms(s string) []string {
-	return []string{s, base64.StdEncoding.EncodeToString([]byte(s)), base64.RawStdEncoding.EncodeToString([]byte(s)), hex.EncodeToString([]byte(s)), s[3 : len(s)-3]}
-}
-
 // assertNowhere fails if the secret appears in any output or any file
 // under the home dir.
 func (h *home) assertNowhere(outputs ...string) {
 	h.t.Helper()
 	for _, o := range outputs {
-		for _, f := range forms(cliSecret) {
+		for _, f := range servertest.SecretForms(cliSecret) {
 			if strings.Contains(o, f) {
 				h.t.Fatalf("output holds the secret: %s", o)
 			}
@@ -115,7 +110,7 @@ func (h *home) assertNowhere(outputs ...string) {
 			return err
 		}
 		b, _ := os.ReadFile(p)
-		for _, f := range forms(cliSecret) {
+		for _, f := range servertest.SecretForms(cliSecret) {
 			if bytes.Contains(b, []byte(f)) {
 				h.t.Fatalf("file %s holds the secret in plaintext", p)
 			}

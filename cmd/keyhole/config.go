@@ -6,10 +6,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/spf13/cobra"
+	"github.com/keyhole-dev/keyhole/server/config"
 
-	"github.com/keyhole-dev/keyhole/server"
-	"github.com/keyhole-dev/keyhole/tools"
+	"github.com/spf13/cobra"
 )
 
 func (a *App) configCmd() *cobra.Command {
@@ -27,7 +26,7 @@ type scopeSummary struct {
 	Tools    map[string][]string `json:"tools"`
 }
 
-func summarize(cfg *server.Loaded) []scopeSummary {
+func summarize(cfg *config.Loaded) []scopeSummary {
 	var out []scopeSummary
 	for _, name := range cfg.Policy.ScopeNames() {
 		sc, _ := cfg.Policy.Scope(name)
@@ -49,9 +48,9 @@ func (a *App) configCheckCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := a.configPath()
-			cfg, err := server.LoadConfig(path, tools.Env{})
+			cfg, err := config.Load(path, config.ToolEnv{})
 			if err != nil {
-				if ce, ok := err.(*server.ConfigError); ok {
+				if ce, ok := err.(*config.Error); ok {
 					fmt.Fprintln(a.stderr, ce.Error())
 					fmt.Fprintf(a.stderr, "%s: %d problem(s)\n", path, len(ce.Problems))
 					return &silentError{code: 1}
@@ -96,7 +95,7 @@ func (a *App) configSchemaCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var v any
-			if err := json.Unmarshal(server.Schema, &v); err != nil {
+			if err := json.Unmarshal(config.Schema, &v); err != nil {
 				return err
 			}
 			enc := json.NewEncoder(a.stdout)

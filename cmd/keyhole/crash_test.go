@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -19,9 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
-	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // markerUpstream is an API that answers GET /issues/<marker> after holding
@@ -233,7 +229,7 @@ func crashOnce(t *testing.T, h *home, up *markerUpstream, round, clients int, ne
 		done.Add(1)
 		go func() {
 			defer done.Done()
-			c, err := httpClient(url, sess.Token, "crash-agent-"+strconv.Itoa(i))
+			c, err := servertest.ConnectHTTP(url, sess.Token, "crash-agent-"+strconv.Itoa(i))
 			ready.Done()
 			if err != nil {
 				t.Errorf("round %d client %d: %v", round, i, err)
@@ -248,11 +244,11 @@ func crashOnce(t *testing.T, h *home, up *markerUpstream, round, clients int, ne
 					return // the broker is gone
 				}
 				if res.IsError {
-					t.Errorf("round %d: call for marker %d failed while the broker was up: %s", round, n, resultText(res))
+					t.Errorf("round %d: call for marker %d failed while the broker was up: %s", round, n, servertest.ResultText(res))
 					return
 				}
-				if !strings.Contains(resultText(res), fmt.Sprintf(`"number":%d`, n)) {
-					t.Errorf("round %d: the result for marker %d is %q", round, n, resultText(res))
+				if !strings.Contains(servertest.ResultText(res), fmt.Sprintf(`"number":%d`, n)) {
+					t.Errorf("round %d: the result for marker %d is %q", round, n, servertest.ResultText(res))
 				}
 				mu.Lock()
 				rd.succeeded[n] = true
@@ -297,33 +293,6 @@ func startServe(t *testing.T, h *home, extra ...string) (*exec.Cmd, string) {
 	return serve, waitForURL(t, stderr)
 }
 
-// httpClient connects one initialized streamable-HTTP MCP client holding
-// token, named name; opts add transport options (a TLS client, say).
-func httpClient(url, token, name string, opts ...transport.StreamableHTTPCOption) (*client.Client, error) {
-	opts = append([]transport.StreamableHTTPCOption{
-		transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}),
-		// Complaints that a killed broker refused the session's DELETE are expected.
-		transport.WithHTTPLogger(slog.New(slog.DiscardHandler)),
-	}, opts...)
-	c, err := client.NewStreamableHttpClient(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("new client: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		return nil, fmt.Errorf("start client: %w", err)
-	}
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcp.Implementation{Name: name, Version: "1"}
-	if _, err := c.Initialize(ctx, init); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("initialize: %w", err)
-	}
-	return c, nil
-}
-
 // crashRecords reads every audit record through the binary.
 func (h *home) crashRecords(t *testing.T) []crashRecord {
 	t.Helper()
@@ -341,17 +310,6 @@ func (h *home) crashRecords(t *testing.T) []crashRecord {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	return out
-}
-
-// resultText is the text content of a tool result.
-func resultText(r *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range r.Content {
-		if tc, ok := c.(mcp.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
 }
 
 func sumCalls(rounds []crashRound) int64 {

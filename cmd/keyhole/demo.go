@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/demo"
 )
 
 func (a *App) demoCmd() *cobra.Command {
@@ -24,7 +24,7 @@ the audit log's verification, then removes everything it made.`,
 			if f, ok := a.stdout.(*os.File); ok {
 				color = term.IsTerminal(int(f.Fd())) && a.getenv("NO_COLOR") == ""
 			}
-			return server.Demo(cmd.Context(), a.stdout, server.DemoOptions{Color: color})
+			return demo.Run(cmd.Context(), a.stdout, demo.Options{Color: color})
 		},
 	}
 }

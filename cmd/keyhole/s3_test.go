@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,12 +12,11 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // s3Seen records the request paths an S3 endpoint received.
@@ -86,20 +84,6 @@ scopes:
       - {tool: hostile, actions: [list], prefixes: [reports/2026]}
 `
 
-func s3Call(t *testing.T, c *client.Client, tool string, args map[string]any) *mcp.CallToolResult {
-	t.Helper()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = tool
-	req.Params.Arguments = args
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	res, err := c.CallTool(ctx, req)
-	if err != nil {
-		t.Fatalf("call %s %v: %v", tool, args, err)
-	}
-	return res
-}
-
 // TestS3PrefixAndListingBoundsThroughTheBinary drives `keyhole stdio` over
 // a real MCP client against gofakes3 and a hostile S3-compatible store:
 // issue 22's prefix grant reaches no sibling (item 1), and a listing that
@@ -159,8 +143,8 @@ func TestS3PrefixAndListingBoundsThroughTheBinary(t *testing.T) {
 		{map[string]any{"action": "get", "key": "reports/2026/01.csv"}, true, "contents of reports/2026/01.csv"},
 		{map[string]any{"action": "list", "prefix": "reports/2026/"}, true, "reports/2026/q1/summary.txt"},
 	} {
-		res := s3Call(t, c, "archive", s.args)
-		text := resultText(res)
+		res := servertest.CallTool(t, c, "archive", s.args)
+		text := servertest.ResultText(res)
 		if res.IsError == s.allowed || !strings.Contains(text, s.want) {
 			t.Errorf("archive %v = error %v %q; want allowed %v with %q", s.args, res.IsError, text, s.allowed, s.want)
 		}
@@ -173,11 +157,11 @@ func TestS3PrefixAndListingBoundsThroughTheBinary(t *testing.T) {
 	}
 
 	// A store that ignores max-keys: 10,000 entries for max_keys 5.
-	res := s3Call(t, c, "hostile", map[string]any{"action": "list", "prefix": "reports/2026/"})
+	res := servertest.CallTool(t, c, "hostile", map[string]any{"action": "list", "prefix": "reports/2026/"})
 	if res.IsError {
-		t.Fatalf("hostile list = %s", resultText(res))
+		t.Fatalf("hostile list = %s", servertest.ResultText(res))
 	}
-	text := resultText(res)
+	text := servertest.ResultText(res)
 	structured, err := json.Marshal(res.StructuredContent)
 	if err != nil {
 		t.Fatal(err)
@@ -198,9 +182,9 @@ func TestS3PrefixAndListingBoundsThroughTheBinary(t *testing.T) {
 	if len(page.Objects) != 5 || !page.Truncated || page.Token == "" || page.Objects[4].Key != "reports/2026/export-000004.csv" {
 		t.Fatalf("hostile list = %s; want the first 5 keys, truncated, with a continuation", structured)
 	}
-	res = s3Call(t, c, "hostile", map[string]any{"action": "list", "prefix": "reports/2026/", "continuation_token": page.Token})
-	if err := json.Unmarshal([]byte(resultText(res)), &page); err != nil || res.IsError || len(page.Objects) != 5 || page.Objects[0].Key != "reports/2026/export-000005.csv" {
-		t.Fatalf("next hostile page = %s (%v); want keys 5 to 9", resultText(res), err)
+	res = servertest.CallTool(t, c, "hostile", map[string]any{"action": "list", "prefix": "reports/2026/", "continuation_token": page.Token})
+	if err := json.Unmarshal([]byte(servertest.ResultText(res)), &page); err != nil || res.IsError || len(page.Objects) != 5 || page.Objects[0].Key != "reports/2026/export-000005.csv" {
+		t.Fatalf("next hostile page = %s (%v); want keys 5 to 9", servertest.ResultText(res), err)
 	}
 	if seen := hostile.seen(); !strings.Contains(seen, "max-keys=5") || !strings.Contains(seen, "start-after=reports%2F2026%2Fexport-000004.csv") {
 		t.Fatalf("hostile store was asked:\n%s\nwant max-keys=5, then start-after the fifth key", seen)

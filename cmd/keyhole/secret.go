@@ -15,7 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/keyhole-dev/keyhole/server"
-	"github.com/keyhole-dev/keyhole/vault"
+	"github.com/keyhole-dev/keyhole/server/admin"
 )
 
 // maxSecretBytes caps a secret value read from stdin, env or a file.
@@ -23,8 +23,8 @@ const maxSecretBytes = 64 << 10
 
 // keySource says where the master key comes from: KEYHOLE_MASTER_KEY, the
 // key file, then a passphrase (KEYHOLE_PASSPHRASE or a prompt).
-func (a *App) keySource() vault.KeySource {
-	ks := vault.KeySource{EnvKey: a.getenv("KEYHOLE_MASTER_KEY")}
+func (a *App) keySource() server.KeySource {
+	ks := server.KeySource{EnvKey: a.getenv("KEYHOLE_MASTER_KEY")}
 	if _, err := os.Lstat(a.keyFile()); err == nil {
 		ks.KeyFile = a.keyFile()
 	}
@@ -39,7 +39,7 @@ func (a *App) passphrase(prompt string) ([]byte, error) {
 	}
 	f, ok := a.stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return nil, fmt.Errorf("%w: set KEYHOLE_MASTER_KEY or KEYHOLE_PASSPHRASE, or create a key file with `keyhole init`", vault.ErrNoKey)
+		return nil, fmt.Errorf("%w: set KEYHOLE_MASTER_KEY or KEYHOLE_PASSPHRASE, or create a key file with `keyhole init`", server.ErrNoKey)
 	}
 	fmt.Fprint(a.stderr, prompt)
 	p, err := term.ReadPassword(int(f.Fd()))
@@ -57,35 +57,13 @@ func (a *App) runtimeOptions() server.RuntimeOptions {
 
 // withAdmin runs fn against the data dir: through the running broker's
 // socket when one owns it, else in-process.
-func (a *App) withAdmin(fn func(ad server.Admin) error) error {
+func (a *App) withAdmin(fn func(ad admin.Admin) error) error {
 	ad, err := server.OpenAdmin(a.runtimeOptions())
 	if err != nil {
 		return err
 	}
 	defer ad.Close()
 	return fn(ad)
-}
-
-// withVault opens the data dir and its vault in-process, for the commands
-// that a running broker cannot do for them (rekey).
-func (a *App) withVault(fn func(v *vault.Vault) error) error {
-	dd, err := server.OpenDataDir(a.dataDir())
-	if err != nil {
-		if errors.Is(err, server.ErrDataDirInUse) {
-			return fmt.Errorf("%w; stop the broker (keyhole serve) before this command", err)
-		}
-		return err
-	}
-	defer dd.Close()
-	v, err := vault.Open(dd.File(server.VaultFile), a.keySource())
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("no vault in %s: run `keyhole init` first", dd.Path)
-		}
-		return err
-	}
-	defer v.Close()
-	return fn(v)
 }
 
 func (a *App) secretCmd() *cobra.Command {
@@ -150,7 +128,7 @@ func (f *valueFlags) read(a *App, name string) ([]byte, error) {
 	v = bytes.TrimSuffix(v, []byte("\n"))
 	v = bytes.TrimSuffix(v, []byte("\r"))
 	if len(v) == 0 {
-		return nil, fmt.Errorf("%w: pipe the value on stdin, e.g. `printf %%s \"$TOKEN\" | keyhole secret set %s`", vault.ErrEmptyValue, name)
+		return nil, fmt.Errorf("%w: pipe the value on stdin, e.g. `printf %%s \"$TOKEN\" | keyhole secret set %s`", server.ErrEmptyValue, name)
 	}
 	return v, nil
 }
@@ -179,7 +157,7 @@ func (a *App) secretSetCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			return a.withAdmin(func(v server.Admin) error {
+			return a.withAdmin(func(v admin.Admin) error {
 				if _, err := v.SecretMeta(name); err == nil {
 					return fmt.Errorf("secret %q already exists: use `keyhole secret rotate %s` to replace its value", name, name)
 				}
@@ -209,7 +187,7 @@ func (a *App) secretRotateCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			return a.withAdmin(func(v server.Admin) error {
+			return a.withAdmin(func(v admin.Admin) error {
 				if _, err := v.SecretMeta(name); err != nil {
 					return err
 				}
@@ -238,7 +216,7 @@ func (a *App) secretListCmd() *cobra.Command {
 		Short: "List secrets (metadata only; values are never shown)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withAdmin(func(v server.Admin) error {
+			return a.withAdmin(func(v admin.Admin) error {
 				metas, err := v.SecretList()
 				if err != nil {
 					return err
@@ -269,7 +247,7 @@ func (a *App) secretRmCmd() *cobra.Command {
 		Short: "Delete a secret",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withAdmin(func(v server.Admin) error {
+			return a.withAdmin(func(v admin.Admin) error {
 				if err := v.SecretDelete(args[0]); err != nil {
 					return err
 				}
@@ -293,35 +271,19 @@ replaces the key file. The old key stops working.`,
 			if a.getenv("KEYHOLE_MASTER_KEY") != "" {
 				return errors.New("the master key comes from KEYHOLE_MASTER_KEY: unset it to rekey to a key file, or rotate the variable's value yourself")
 			}
-			return a.withVault(func(v *vault.Vault) error {
-				if usePassphrase {
-					p, err := a.passphrase("New vault passphrase: ")
-					if err != nil {
-						return err
-					}
-					if err := v.Rekey(vault.KeySource{Passphrase: func() ([]byte, error) { return p, nil }}); err != nil {
-						return err
-					}
-					if err := os.Remove(a.keyFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
-						return fmt.Errorf("vault re-encrypted under the passphrase, but the old key file remains: %w", err)
-					}
-					fmt.Fprintln(a.stdout, "re-encrypted every secret under the new passphrase")
-					return nil
-				}
-				next := a.keyFile() + ".new"
-				if err := vault.GenerateKeyFile(next, true); err != nil {
-					return err
-				}
-				if err := v.Rekey(vault.KeySource{KeyFile: next}); err != nil {
-					os.Remove(next)
-					return err
-				}
-				if err := os.Rename(next, a.keyFile()); err != nil {
-					return fmt.Errorf("vault re-encrypted; the new key is in %s (move it to %s): %w", next, a.keyFile(), err)
-				}
+			o := server.RekeyOptions{DataDir: a.dataDir(), Keys: a.keySource(), KeyFile: a.keyFile()}
+			if usePassphrase {
+				o.Passphrase = func() ([]byte, error) { return a.passphrase("New vault passphrase: ") }
+			}
+			if err := server.Rekey(o); err != nil {
+				return err
+			}
+			if usePassphrase {
+				fmt.Fprintln(a.stdout, "re-encrypted every secret under the new passphrase")
+			} else {
 				fmt.Fprintf(a.stdout, "re-encrypted every secret under a new master key in %s\n", a.keyFile())
-				return nil
-			})
+			}
+			return nil
 		},
 	}
 	c.Flags().BoolVar(&usePassphrase, "passphrase", false, "derive the new master key from a passphrase instead of a key file")

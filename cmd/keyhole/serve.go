@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/admin"
 )
 
 func (a *App) serveCmd() *cobra.Command {
@@ -67,9 +68,9 @@ func (a *App) reloadCmd() *cobra.Command {
 		Short: "Re-read keyhole.yaml in the running broker (running sessions keep their scope)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ad, err := server.DialAdmin(a.dataDir())
+			ad, err := admin.Dial(a.dataDir())
 			if err != nil {
-				return fmt.Errorf("%w for %s; a new one reads keyhole.yaml when it starts", server.ErrNoBroker, a.dataDir())
+				return fmt.Errorf("%w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, a.dataDir())
 			}
 			defer ad.Close()
 			if err := ad.Reload(); err != nil {

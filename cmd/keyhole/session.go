@@ -9,8 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keyhole-dev/keyhole/policy"
-	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/admin"
 )
 
 func (a *App) sessionCmd() *cobra.Command {
@@ -35,14 +34,14 @@ session. It is shown once and stored only as a hash. Give it to the agent as
 Authorization: Bearer <token> for keyhole serve --http.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withAdmin(func(ad server.Admin) error {
+			return a.withAdmin(func(ad admin.Admin) error {
 				info, tok, err := ad.SessionNew(scope, ttl, label)
 				if err != nil {
 					return err
 				}
 				if asJSON {
 					return json.NewEncoder(a.stdout).Encode(struct {
-						policy.SessionInfo
+						admin.SessionInfo
 						Token string `json:"token"`
 					}{info, tok})
 				}
@@ -67,7 +66,7 @@ func (a *App) sessionListCmd() *cobra.Command {
 		Short: "List sessions (never their tokens)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withAdmin(func(ad server.Admin) error {
+			return a.withAdmin(func(ad admin.Admin) error {
 				list, err := ad.SessionList(all)
 				if err != nil {
 					return err
@@ -100,7 +99,7 @@ func (a *App) sessionShowCmd() *cobra.Command {
 		Short: "Show one session",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withAdmin(func(ad server.Admin) error {
+			return a.withAdmin(func(ad admin.Admin) error {
 				info, err := ad.SessionShow(args[0])
 				if err != nil {
 					return err
@@ -134,7 +133,7 @@ func (a *App) sessionRevokeCmd() *cobra.Command {
 			if n != 1 {
 				return &usageError{errors.New("give exactly one of ID, --scope S or --all")}
 			}
-			return a.withAdmin(func(ad server.Admin) error {
+			return a.withAdmin(func(ad admin.Admin) error {
 				ids, err := ad.SessionRevoke(id, scope, all)
 				if err != nil {
 					return err

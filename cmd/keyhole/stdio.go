@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/relay"
 )
 
 func (a *App) stdioCmd() *cobra.Command {
@@ -38,11 +39,11 @@ and one audit log. --standalone serves in-process instead (one client only).`,
 			if err != nil {
 				return err
 			}
-			start := server.StartOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Exe: exe, Logger: a.log}
-			if err := server.EnsureBroker(cmd.Context(), start); err != nil {
+			start := relay.StartOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Exe: exe, Logger: a.log}
+			if err := relay.EnsureBroker(cmd.Context(), start); err != nil {
 				return err
 			}
-			return server.Relay(cmd.Context(), a.dataDir(), scope, a.stdin, a.stdout, a.log)
+			return relay.Serve(cmd.Context(), a.dataDir(), scope, a.stdin, a.stdout, a.log)
 		},
 	}
 	c.Flags().StringVar(&scope, "scope", "", "the scope this session runs under (required)")

@@ -108,8 +108,17 @@ type Record struct {
 	BytesOut    int64           `json:"bytes_out,omitempty"`
 	Duration    time.Duration   `json:"duration_ns"`
 	Scrubbed    bool            `json:"scrubbed,omitempty"`
-	Prev        string          `json:"prev"` // hex MAC of the entry before the completing entry
-	MAC         string          `json:"mac"`  // hex MAC of the entry that completed the record
+	Hops        []Hop           `json:"hops,omitempty"` // redirects the call followed, in order
+	Prev        string          `json:"prev"`           // hex MAC of the entry before the completing entry
+	MAC         string          `json:"mac"`            // hex MAC of the entry that completed the record
+}
+
+// Hop is one redirect a call followed after the broker re-authorized it:
+// the request it made and the status the upstream answered.
+type Hop struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Status int    `json:"status,omitempty"`
 }
 
 // Argument modes for Options.Arguments.

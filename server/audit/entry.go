@@ -85,6 +85,7 @@ type entry struct {
 	BytesOut    int64           `json:"bytes_out,omitempty"`
 	Duration    int64           `json:"duration_ns,omitempty"`
 	Scrubbed    bool            `json:"scrubbed,omitempty"`
+	Hops        []Hop           `json:"hops,omitempty"`
 	Prev        string          `json:"prev"`
 	MAC         string          `json:"mac,omitempty"` // set only when read back
 }
@@ -218,7 +219,7 @@ func fromRecord(t string, r *Record) *entry {
 		Decision: r.Decision, Code: r.Code, Reason: r.Reason, Grant: r.Grant,
 		Credential: r.Credential, CredVersion: r.CredVersion,
 		Status: r.Status, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
-		Duration: int64(r.Duration), Scrubbed: r.Scrubbed,
+		Duration: int64(r.Duration), Scrubbed: r.Scrubbed, Hops: r.Hops,
 	}
 }
 
@@ -231,7 +232,7 @@ func outcomeOf(intent *entry, intentSeq uint64, o *Record) *entry {
 		Session: intent.Session, Scope: intent.Scope, Tool: intent.Tool,
 		Decision: o.Decision, Code: o.Code, Reason: o.Reason,
 		Status: o.Status, BytesIn: o.BytesIn, BytesOut: o.BytesOut,
-		Duration: int64(o.Duration), Scrubbed: o.Scrubbed,
+		Duration: int64(o.Duration), Scrubbed: o.Scrubbed, Hops: o.Hops,
 	}
 }
 
@@ -248,7 +249,7 @@ func record(first, outcome *entry, inflight bool) Record {
 		Decision: first.Decision, Code: first.Code, Reason: first.Reason, Grant: first.Grant,
 		Credential: first.Credential, CredVersion: first.CredVersion,
 		Status: first.Status, BytesIn: first.BytesIn, BytesOut: first.BytesOut,
-		Duration: time.Duration(first.Duration), Scrubbed: first.Scrubbed,
+		Duration: time.Duration(first.Duration), Scrubbed: first.Scrubbed, Hops: first.Hops,
 		Prev: first.Prev, MAC: first.MAC,
 	}
 	if first.Type != typeIntent {
@@ -263,7 +264,7 @@ func record(first, outcome *entry, inflight bool) Record {
 	}
 	r.Decision, r.Code, r.Reason = outcome.Decision, outcome.Code, outcome.Reason
 	r.Status, r.BytesIn, r.BytesOut = outcome.Status, outcome.BytesIn, outcome.BytesOut
-	r.Duration, r.Scrubbed = time.Duration(outcome.Duration), outcome.Scrubbed
+	r.Duration, r.Scrubbed, r.Hops = time.Duration(outcome.Duration), outcome.Scrubbed, outcome.Hops
 	r.Prev, r.MAC = outcome.Prev, outcome.MAC
 	return r
 }

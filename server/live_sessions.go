@@ -3,20 +3,24 @@ package server
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
 
-// Sessions are the phantom-token sessions a broker serves: created by an
-// operator (`keyhole session new`) or by a local stdio client, persisted in
-// the data dir, and kept live in memory while the broker runs, so a
-// session's counters and limiter hold across reconnects and revocation
-// takes effect on the next call.
-type Sessions struct {
-	broker *Broker
+// LiveSessions are the phantom-token sessions a broker serves: created by
+// an operator (`keyhole session new`) or by a local stdio client through
+// the broker, persisted in a sessions.Store in the data dir, and kept live
+// in memory while the broker runs, so a session's counters and limiter
+// hold across reconnects and revocation takes effect on the next call.
+type LiveSessions struct {
+	config func() *config.Loaded // the config new and restored sessions start with
+	now    func() time.Time
+	log    *slog.Logger
 	store  *sessions.Store
 
 	mu     sync.Mutex
@@ -25,9 +29,25 @@ type Sessions struct {
 	dirty  map[string]*Session // counters changed since the last Flush
 }
 
-// NewSessions manages the sessions of store for broker.
-func NewSessions(b *Broker, store *sessions.Store) *Sessions {
-	return &Sessions{broker: b, store: store, live: map[string]*Session{}, byHash: map[string]*Session{}, dirty: map[string]*Session{}}
+// LiveSessionsOptions is what LiveSessions take from the broker.
+type LiveSessionsOptions struct {
+	// Config returns the config new sessions start with (Broker.Config).
+	Config func() *config.Loaded
+	// Now is the clock sessions expire by; nil is time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// NewLiveSessions serves the sessions of store.
+func NewLiveSessions(store *sessions.Store, o LiveSessionsOptions) *LiveSessions {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &LiveSessions{config: o.Config, now: o.Now, log: o.Logger, store: store,
+		live: map[string]*Session{}, byHash: map[string]*Session{}, dirty: map[string]*Session{}}
 }
 
 // ErrSessionDead is returned for a token whose session is expired, revoked
@@ -36,8 +56,8 @@ var ErrSessionDead = errors.New("session is not active")
 
 // Create starts a session of scope and returns its info and phantom
 // token. A ttl longer than the scope allows is refused.
-func (m *Sessions) Create(scope string, ttl time.Duration, label string) (policy.SessionInfo, string, error) {
-	cfg := m.broker.Config()
+func (m *LiveSessions) Create(scope string, ttl time.Duration, label string) (policy.SessionInfo, string, error) {
+	cfg := m.config()
 	sc, ok := cfg.Policy.Scope(scope)
 	if !ok {
 		return policy.SessionInfo{}, "", fmt.Errorf("keyhole: scope %q is not defined in %s (defined: %v)", scope, cfg.Path, cfg.Policy.ScopeNames())
@@ -47,8 +67,8 @@ func (m *Sessions) Create(scope string, ttl time.Duration, label string) (policy
 			return policy.SessionInfo{}, "", err
 		}
 	}
-	s := &Session{Session: policy.NewSession(NewSessionID(), sc, m.broker.now(), ttl, label), cfg: cfg}
-	info := s.Info(m.broker.now())
+	s := &Session{Session: policy.NewSession(NewSessionID(), sc, m.now(), ttl, label), cfg: cfg}
+	info := s.Info(m.now())
 	tok, err := m.store.Create(info)
 	if err != nil {
 		return policy.SessionInfo{}, "", err
@@ -60,7 +80,7 @@ func (m *Sessions) Create(scope string, ttl time.Duration, label string) (policy
 // track makes s live. Its counters are marked dirty after each call and
 // written by Flush, so a call costs no store write; a state change
 // (revoke, end) is written at once.
-func (m *Sessions) track(s *Session, tokenHash string) {
+func (m *LiveSessions) track(s *Session, tokenHash string) {
 	s.persist = func(policy.SessionInfo) {
 		m.mu.Lock()
 		m.dirty[s.ID()] = s
@@ -75,30 +95,30 @@ func (m *Sessions) track(s *Session, tokenHash string) {
 // Flush writes the counters of every session that served calls since the
 // last Flush. The broker flushes every second and on shutdown, so a crash
 // loses at most a second of counts.
-func (m *Sessions) Flush() {
+func (m *LiveSessions) Flush() {
 	m.mu.Lock()
 	dirty := m.dirty
 	m.dirty = map[string]*Session{}
 	m.mu.Unlock()
-	now := m.broker.now()
+	now := m.now()
 	for _, s := range dirty {
 		if err := m.store.Save(s.Info(now)); err != nil {
-			m.broker.log.Warn("save session", LogSession, s.ID(), LogError, err)
+			m.log.Warn("save session", LogSession, s.ID(), LogError, err)
 		}
 	}
 }
 
 // saveNow writes one session's state immediately.
-func (m *Sessions) saveNow(s *Session) {
-	if err := m.store.Save(s.Info(m.broker.now())); err != nil {
-		m.broker.log.Warn("save session", LogSession, s.ID(), LogError, err)
+func (m *LiveSessions) saveNow(s *Session) {
+	if err := m.store.Save(s.Info(m.now())); err != nil {
+		m.log.Warn("save session", LogSession, s.ID(), LogError, err)
 	}
 }
 
 // Authenticate returns the live session a phantom token names. Unknown
 // tokens get sessions.ErrUnknownToken; a session that is no longer active
 // gets ErrSessionDead.
-func (m *Sessions) Authenticate(tok string) (*Session, error) {
+func (m *LiveSessions) Authenticate(tok string) (*Session, error) {
 	if !sessions.WellFormed(tok) {
 		return nil, sessions.ErrUnknownToken
 	}
@@ -114,7 +134,7 @@ func (m *Sessions) Authenticate(tok string) (*Session, error) {
 			return nil, err
 		}
 	}
-	if st := s.Info(m.broker.now()).State; st != policy.StateActive {
+	if st := s.Info(m.now()).State; st != policy.StateActive {
 		return nil, fmt.Errorf("%w: %s", ErrSessionDead, st)
 	}
 	return s, nil
@@ -122,14 +142,14 @@ func (m *Sessions) Authenticate(tok string) (*Session, error) {
 
 // get returns the live session of a stored record, restoring it under the
 // current config when this broker has not served it yet.
-func (m *Sessions) get(rec sessions.Record) (*Session, error) {
+func (m *LiveSessions) get(rec sessions.Record) (*Session, error) {
 	m.mu.Lock()
 	s, ok := m.live[rec.ID]
 	m.mu.Unlock()
 	if ok {
 		return s, nil
 	}
-	cfg := m.broker.Config()
+	cfg := m.config()
 	sc, ok := cfg.Policy.Scope(rec.Scope)
 	if !ok {
 		return nil, fmt.Errorf("%w: scope %s is no longer defined", ErrSessionDead, rec.Scope)
@@ -147,12 +167,12 @@ func (m *Sessions) get(rec sessions.Record) (*Session, error) {
 
 // List returns every session's current state, oldest first. Without all,
 // only active sessions.
-func (m *Sessions) List(all bool) ([]policy.SessionInfo, error) {
+func (m *LiveSessions) List(all bool) ([]policy.SessionInfo, error) {
 	recs, err := m.store.List()
 	if err != nil {
 		return nil, err
 	}
-	now := m.broker.now()
+	now := m.now()
 	var out []policy.SessionInfo
 	for _, r := range recs {
 		info := r.SessionInfo
@@ -172,7 +192,7 @@ func (m *Sessions) List(all bool) ([]policy.SessionInfo, error) {
 }
 
 // Show returns one session's state.
-func (m *Sessions) Show(id string) (policy.SessionInfo, error) {
+func (m *LiveSessions) Show(id string) (policy.SessionInfo, error) {
 	rec, err := m.store.Get(id)
 	if err != nil {
 		return policy.SessionInfo{}, fmt.Errorf("keyhole: no session %s (see `keyhole session list --all`): %w", id, err)
@@ -181,13 +201,13 @@ func (m *Sessions) Show(id string) (policy.SessionInfo, error) {
 	if err != nil {
 		return rec.SessionInfo, nil
 	}
-	return s.Info(m.broker.now()), nil
+	return s.Info(m.now()), nil
 }
 
 // Revoke revokes the sessions that match: one id, every session of a
 // scope, or all. It returns the ids revoked. The next call of a revoked
 // session, even on an open connection, is denied.
-func (m *Sessions) Revoke(id, scope string, all bool, reason string) ([]string, error) {
+func (m *LiveSessions) Revoke(id, scope string, all bool, reason string) ([]string, error) {
 	recs, err := m.store.List()
 	if err != nil {
 		return nil, err
@@ -201,7 +221,7 @@ func (m *Sessions) Revoke(id, scope string, all bool, reason string) ([]string, 
 		if err != nil {
 			continue
 		}
-		if s.Info(m.broker.now()).State != policy.StateActive {
+		if s.Info(m.now()).State != policy.StateActive {
 			continue
 		}
 		s.Revoke(reason)
@@ -217,7 +237,7 @@ func (m *Sessions) Revoke(id, scope string, all bool, reason string) ([]string, 
 }
 
 // End ends a session (its client is gone).
-func (m *Sessions) End(id, reason string) error {
+func (m *LiveSessions) End(id, reason string) error {
 	rec, err := m.store.Get(id)
 	if err != nil {
 		return err
@@ -232,10 +252,10 @@ func (m *Sessions) End(id, reason string) error {
 }
 
 // ActiveCount is the number of active sessions this broker holds.
-func (m *Sessions) ActiveCount() int {
+func (m *LiveSessions) ActiveCount() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.broker.now()
+	now := m.now()
 	n := 0
 	for _, s := range m.live {
 		if s.Info(now).State == policy.StateActive {

@@ -1,4 +1,7 @@
-package server
+// Package demo is `keyhole demo`: keyhole end to end on an embedded issue
+// tracker, driven by a scripted agent through the real MCP path, with no
+// config, no network beyond loopback and nothing left behind.
+package demo
 
 import (
 	"context"
@@ -17,12 +20,13 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/vault"
 )
 
-// DemoOptions configures Demo.
-type DemoOptions struct {
+// Options configures Run.
+type Options struct {
 	// Color marks decisions and headings with ANSI colours (for a terminal).
 	Color bool
 	// Now is the clock of the broker and the audit log; nil is time.Now.
@@ -82,21 +86,21 @@ var demoSteps = []demoStep{
 	{"Call the endpoint that echoes its Authorization header", demoArgs{Method: "GET", Path: "/debug/echo"}},
 }
 
-// Demo shows keyhole end to end with no config, no network beyond
+// Run shows keyhole end to end with no config, no network beyond
 // loopback and no prompts. It starts an embedded issue-tracker API, makes
 // a temporary data dir with a vault holding a fake token and a config with
 // a triage scope, and drives a scripted MCP client through the real stdio
 // transport: allowed, denied, traversal and scrubbed calls. It writes the
 // transcript, the session's audit table, the audit log's verification and
 // the commands to do it for real to w. The temporary dir is removed before
-// Demo returns, on success and on error.
-func Demo(ctx context.Context, w io.Writer, o DemoOptions) error {
+// Run returns, on success and on error.
+func Run(ctx context.Context, w io.Writer, o Options) error {
 	return runDemo(ctx, w, o, nil)
 }
 
 // runDemo is Demo; seen, if set, is told of every request the embedded
 // API receives.
-func runDemo(ctx context.Context, w io.Writer, o DemoOptions, seen func(*http.Request)) (err error) {
+func runDemo(ctx context.Context, w io.Writer, o Options, seen func(*http.Request)) (err error) {
 	dir, err := os.MkdirTemp(o.TempDir, "keyhole-demo-")
 	if err != nil {
 		return fmt.Errorf("demo: make a temp dir: %w", err)
@@ -159,7 +163,7 @@ func demoToken() []byte {
 
 // openDemoRuntime writes the config, a key file and a vault holding token
 // into dir, and opens them like `keyhole stdio --standalone` does.
-func openDemoRuntime(dir, apiURL string, token []byte, now func() time.Time) (*Runtime, error) {
+func openDemoRuntime(dir, apiURL string, token []byte, now func() time.Time) (*server.Runtime, error) {
 	cfgPath := filepath.Join(dir, "keyhole.yaml")
 	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, demoConfig, apiURL), 0o600); err != nil {
 		return nil, fmt.Errorf("demo: write config: %w", err)
@@ -172,7 +176,7 @@ func openDemoRuntime(dir, apiURL string, token []byte, now func() time.Time) (*R
 	if err := vault.GenerateKeyFile(keys.KeyFile, false); err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
-	v, err := vault.Create(filepath.Join(dataDir, VaultFile), keys)
+	v, err := vault.Create(filepath.Join(dataDir, server.VaultFile), keys)
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
@@ -183,7 +187,7 @@ func openDemoRuntime(dir, apiURL string, token []byte, now func() time.Time) (*R
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
-	rt, err := Open(RuntimeOptions{DataDir: dataDir, ConfigPath: cfgPath, Keys: keys, Now: now})
+	rt, err := server.Open(server.RuntimeOptions{DataDir: dataDir, ConfigPath: cfgPath, Keys: keys, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
@@ -200,7 +204,7 @@ type demoAgent struct {
 	done   chan error
 }
 
-func startDemoAgent(ctx context.Context, b *Broker) (*demoAgent, error) {
+func startDemoAgent(ctx context.Context, b *server.Broker) (*demoAgent, error) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	ctx, cancel := context.WithCancel(ctx)
@@ -217,7 +221,7 @@ func startDemoAgent(ctx context.Context, b *Broker) (*demoAgent, error) {
 	}
 	init := mcp.InitializeRequest{}
 	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcp.Implementation{Name: "keyhole-demo-agent", Version: Version}
+	init.Params.ClientInfo = mcp.Implementation{Name: "keyhole-demo-agent", Version: server.Version}
 	if _, err := a.c.Initialize(ctx, init); err != nil {
 		a.Close()
 		return nil, fmt.Errorf("demo: MCP initialize: %w", err)

@@ -1,4 +1,4 @@
-package server
+package demo
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
 // demoRun is one run of the demo with what its API received.
@@ -24,7 +26,7 @@ type demoRun struct {
 	tokens []string // the Authorization header of each request
 }
 
-func runDemoForTest(t *testing.T, ctx context.Context, o DemoOptions) *demoRun {
+func runDemoForTest(t *testing.T, ctx context.Context, o Options) *demoRun {
 	t.Helper()
 	r := &demoRun{tmp: t.TempDir()}
 	o.TempDir = r.tmp
@@ -69,7 +71,7 @@ func demoBlock(t *testing.T, out string, n int, title string) string {
 
 func TestDemo_TranscriptAuditAndCleanup(t *testing.T) {
 	now := time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)
-	r := runDemoForTest(t, context.Background(), DemoOptions{Now: func() time.Time { return now }})
+	r := runDemoForTest(t, context.Background(), Options{Now: func() time.Time { return now }})
 	if r.err != nil {
 		t.Fatalf("Demo() = %v, want nil; output:\n%s", r.err, r.out)
 	}
@@ -141,7 +143,7 @@ func TestDemo_TranscriptAuditAndCleanup(t *testing.T) {
 	}
 
 	// The demo's token appears nowhere in the output, in any encoding.
-	for _, f := range secretForms(token) {
+	for _, f := range servertest.SecretForms(token) {
 		if strings.Contains(r.out, f) {
 			t.Fatalf("output contains a form of the demo token (%q...):\n%s", f[:6], r.out)
 		}
@@ -185,7 +187,7 @@ func TestDemo_TranscriptAuditAndCleanup(t *testing.T) {
 }
 
 func TestDemo_ColorOnlyWhenAsked(t *testing.T) {
-	r := runDemoForTest(t, context.Background(), DemoOptions{Color: true})
+	r := runDemoForTest(t, context.Background(), Options{Color: true})
 	if r.err != nil {
 		t.Fatalf("Demo(Color) = %v, want nil", r.err)
 	}
@@ -200,7 +202,7 @@ func TestDemo_ColorOnlyWhenAsked(t *testing.T) {
 func TestDemo_CancelledRemovesTempDir(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r := runDemoForTest(t, ctx, DemoOptions{})
+	r := runDemoForTest(t, ctx, Options{})
 	if r.err == nil {
 		t.Fatalf("Demo(cancelled ctx) = nil, want an error; output:\n%s", r.out)
 	}

@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"errors"
@@ -30,16 +30,16 @@ func TestConfigFixtures(t *testing.T) {
 	for file, want := range cases {
 		t.Run(file, func(t *testing.T) {
 			path := filepath.Join("testdata", "config", file)
-			_, err := LoadConfig(path, tools.Env{})
+			_, err := Load(path, tools.Env{})
 			if want == nil {
 				if err != nil {
-					t.Fatalf("LoadConfig(%s) = %v, want no error", file, err)
+					t.Fatalf("Load(%s) = %v, want no error", file, err)
 				}
 				return
 			}
-			var ce *ConfigError
+			var ce *Error
 			if !errors.As(err, &ce) {
-				t.Fatalf("LoadConfig(%s) = %v, want a *ConfigError", file, err)
+				t.Fatalf("Load(%s) = %v, want a *Error", file, err)
 			}
 			got := ce.Error()
 			if file == "syntax.yaml" {
@@ -47,11 +47,11 @@ func TestConfigFixtures(t *testing.T) {
 			}
 			for _, w := range want {
 				if !strings.Contains(got, w) {
-					t.Errorf("LoadConfig(%s) problems:\n%s\nwant one containing %q", file, got, w)
+					t.Errorf("Load(%s) problems:\n%s\nwant one containing %q", file, got, w)
 				}
 			}
 			if len(ce.Problems) != len(want) {
-				t.Errorf("LoadConfig(%s) reported %d problems, want %d:\n%s", file, len(ce.Problems), len(want), got)
+				t.Errorf("Load(%s) reported %d problems, want %d:\n%s", file, len(ce.Problems), len(want), got)
 			}
 			for _, line := range strings.Split(got, "\n") {
 				if !strings.HasPrefix(line, path+":") {
@@ -63,7 +63,7 @@ func TestConfigFixtures(t *testing.T) {
 }
 
 func TestStarterConfigIsValid(t *testing.T) {
-	if _, err := ParseConfig("starter.yaml", StarterConfig, tools.Env{}); err != nil {
+	if _, err := Parse("starter.yaml", Starter, tools.Env{}); err != nil {
 		t.Fatalf("the config keyhole init writes does not load: %v", err)
 	}
 }
@@ -76,11 +76,11 @@ func FuzzLoadConfig(f *testing.F) {
 		b, _ := os.ReadFile(filepath.Join("testdata", "config", e.Name()))
 		f.Add(b)
 	}
-	f.Add(StarterConfig)
+	f.Add(Starter)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := ParseConfig("fuzz.yaml", data, tools.Env{})
+		cfg, err := Parse("fuzz.yaml", data, tools.Env{})
 		if (cfg == nil) == (err == nil) {
-			t.Fatalf("ParseConfig returned config %v and error %v", cfg != nil, err)
+			t.Fatalf("Parse returned config %v and error %v", cfg != nil, err)
 		}
 	})
 }

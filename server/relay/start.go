@@ -1,4 +1,4 @@
-package server
+package relay
 
 import (
 	"context"
@@ -12,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/admin"
 )
 
 // BrokerLogFile is where a broker started in the background logs, in the
@@ -82,7 +85,7 @@ func (o StartOptions) startAndWait(ctx context.Context) error {
 		if brokerAnswers(o.DataDir) {
 			return nil
 		}
-		if exited == nil && !ownerAlive(o.DataDir) {
+		if exited == nil && !server.OwnerAlive(o.DataDir) {
 			var err error
 			if exited, from, err = o.start(); err != nil {
 				return err
@@ -96,7 +99,7 @@ func (o StartOptions) startAndWait(ctx context.Context) error {
 			// Another process owns the data dir: its broker may be coming
 			// up (keep dialing), or it is an admin command that will let
 			// go (then start another).
-			if !ownerAlive(o.DataDir) && !brokerAnswers(o.DataDir) {
+			if !server.OwnerAlive(o.DataDir) && !brokerAnswers(o.DataDir) {
 				log := filepath.Join(o.DataDir, BrokerLogFile)
 				return fmt.Errorf("keyhole: the broker exited (%v): %s (full log: %s)", err, lastLineSince(log, from), log)
 			}
@@ -132,12 +135,12 @@ func (o StartOptions) start() (<-chan error, int64, error) {
 
 func (o StartOptions) noAnswer(err error) error {
 	return fmt.Errorf("keyhole: no broker answered on %s within %s (see %s): %w",
-		filepath.Join(o.DataDir, SocketFile), o.Timeout, filepath.Join(o.DataDir, BrokerLogFile), err)
+		filepath.Join(o.DataDir, admin.SocketFile), o.Timeout, filepath.Join(o.DataDir, BrokerLogFile), err)
 }
 
 // brokerAnswers reports whether a broker answers on the data dir's socket.
 func brokerAnswers(dataDir string) bool {
-	c := SocketClient(dataDir)
+	c := admin.SocketClient(dataDir)
 	defer c.CloseIdleConnections()
 	resp, err := c.Get("http://keyhole/healthz")
 	if err != nil {

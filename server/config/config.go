@@ -1,23 +1,35 @@
-package server
+// Package config reads keyhole.yaml: it validates the whole file against
+// the embedded JSON Schema, hands tools: to package tools and scopes: to
+// package policy (each owns the types and checks of its section), owns
+// the top level and the audit: section, and reports every problem at once
+// as file:line:column: key.path: message.
+package config
 
 import (
 	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/tools"
 )
+
+// Starter is the commented keyhole.yaml that `keyhole init` writes.
+//
+//go:embed starter.yaml
+var Starter []byte
 
 // Schema is the JSON Schema of keyhole.yaml, as `keyhole config schema`
 // prints it.
@@ -34,11 +46,11 @@ type Config struct {
 	Version int                           `yaml:"version"`
 	Tools   map[string]tools.Config       `yaml:"tools"`
 	Scopes  map[string]policy.ScopeConfig `yaml:"scopes"`
-	Audit   AuditConfig                   `yaml:"audit"`
+	Audit   Audit                         `yaml:"audit"`
 }
 
-// AuditConfig is the audit: section of keyhole.yaml.
-type AuditConfig struct {
+// Audit is the audit: section of keyhole.yaml.
+type Audit struct {
 	Arguments string `yaml:"arguments"` // full (default) | hashed | none
 	Retention string `yaml:"retention"` // Go duration or days ("90d"); "" keeps everything
 	Mirror    string `yaml:"mirror"`    // optional JSON-lines copy of every record
@@ -51,25 +63,23 @@ type Loaded struct {
 	Tools     map[string]tools.Tool
 	Policy    *policy.Policy
 	Retention time.Duration
-
-	listCache sync.Map // scope name -> []mcp.Tool, built on first use
 }
 
-// ConfigError is every problem found in one config file, each located at
+// Error is every problem found in one config file, each located at
 // file:line:column and a key path.
-type ConfigError struct {
+type Error struct {
 	Path     string
-	Problems []ConfigProblem
+	Problems []Problem
 }
 
-// ConfigProblem is one located problem of a config file.
-type ConfigProblem struct {
+// Problem is one located problem of a config file.
+type Problem struct {
 	Line, Column int
 	Key          string
 	Msg          string
 }
 
-func (p ConfigProblem) format(file string) string {
+func (p Problem) format(file string) string {
 	loc := file
 	if p.Line > 0 {
 		loc = fmt.Sprintf("%s:%d:%d", file, p.Line, p.Column)
@@ -80,7 +90,7 @@ func (p ConfigProblem) format(file string) string {
 	return loc + ": " + p.Key + ": " + p.Msg
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	lines := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
 		lines[i] = p.format(e.Path)
@@ -93,69 +103,74 @@ var compiledSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 	c := jsonschema.NewCompiler()
 	c.Draft = jsonschema.Draft2020
 	if err := c.AddResource("keyhole.schema.json", bytes.NewReader(Schema)); err != nil {
-		return nil, fmt.Errorf("server: config schema: %w", err)
+		return nil, fmt.Errorf("config: config schema: %w", err)
 	}
 	s, err := c.Compile("keyhole.schema.json")
 	if err != nil {
-		return nil, fmt.Errorf("server: config schema: %w", err)
+		return nil, fmt.Errorf("config: config schema: %w", err)
 	}
 	return s, nil
 })
 
-// LoadConfig reads, validates and compiles the config file at path. Every
-// problem is reported at once in a *ConfigError; a config with any problem
+// ToolEnv is what tools take from their surroundings rather than from the
+// config (a resolver, the broker's own addresses); the zero ToolEnv uses
+// the system resolver.
+type ToolEnv = tools.Env
+
+// Load reads, validates and compiles the config file at path. Every
+// problem is reported at once in a *Error; a config with any problem
 // is not returned.
-func LoadConfig(path string, env tools.Env) (*Loaded, error) {
+func Load(path string, env tools.Env) (*Loaded, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return ParseConfig(path, data, env)
+	return Parse(path, data, env)
 }
 
 func readConfigFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("server: no config at %s (create one with `keyhole init`, or pass --config): %w", path, err)
+			return nil, fmt.Errorf("config: no config at %s (create one with `keyhole init`, or pass --config): %w", path, err)
 		}
-		return nil, fmt.Errorf("server: read config: %w", err)
+		return nil, fmt.Errorf("config: read config: %w", err)
 	}
 	defer f.Close()
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(ioLimit(f, maxConfigBytes+1)); err != nil {
-		return nil, fmt.Errorf("server: read config %s: %w", path, err)
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxConfigBytes+1)); err != nil {
+		return nil, fmt.Errorf("config: read config %s: %w", path, err)
 	}
 	if buf.Len() > maxConfigBytes {
-		return nil, fmt.Errorf("server: config %s is larger than %d bytes", path, maxConfigBytes)
+		return nil, fmt.Errorf("config: config %s is larger than %d bytes", path, maxConfigBytes)
 	}
 	return buf.Bytes(), nil
 }
 
-// ParseConfig is LoadConfig on bytes already read; path names them in errors.
-func ParseConfig(path string, data []byte, env tools.Env) (*Loaded, error) {
+// Parse is Load on bytes already read; path names them in errors.
+func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{yamlProblem(err)}}
+		return nil, &Error{Path: path, Problems: []Problem{yamlProblem(err)}}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{{Msg: "empty config; start from `keyhole init`"}}}
+		return nil, &Error{Path: path, Problems: []Problem{{Msg: "empty config; start from `keyhole init`"}}}
 	}
 	root := doc.Content[0]
 
 	value, err := nodeValue(root, 0)
 	if err != nil {
-		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{*err}}
+		return nil, &Error{Path: path, Problems: []Problem{*err}}
 	}
 	schema, serr := compiledSchema()
 	if serr != nil {
 		return nil, serr
 	}
-	var problems []ConfigProblem
+	var problems []Problem
 	if verr := schema.Validate(value); verr != nil {
 		var ve *jsonschema.ValidationError
 		if !errors.As(verr, &ve) {
-			return nil, fmt.Errorf("server: validate config: %w", verr)
+			return nil, fmt.Errorf("config: validate config: %w", verr)
 		}
 		problems = schemaProblems(root, ve)
 	}
@@ -164,9 +179,9 @@ func ParseConfig(path string, data []byte, env tools.Env) (*Loaded, error) {
 	if err := root.Decode(&cfg); err != nil {
 		if len(problems) > 0 {
 			// The schema already said why the shape is wrong.
-			return nil, &ConfigError{Path: path, Problems: problems}
+			return nil, &Error{Path: path, Problems: problems}
 		}
-		return nil, &ConfigError{Path: path, Problems: []ConfigProblem{yamlProblem(err)}}
+		return nil, &Error{Path: path, Problems: []Problem{yamlProblem(err)}}
 	}
 	// Semantic checks run even when the schema found problems, so a
 	// person sees every problem at once; a key the schema already
@@ -174,14 +189,14 @@ func ParseConfig(path string, data []byte, env tools.Env) (*Loaded, error) {
 	loaded, errs := compileConfig(cfg, env)
 	problems = mergeProblems(problems, locate(root, errs))
 	if len(problems) > 0 {
-		return nil, &ConfigError{Path: path, Problems: problems}
+		return nil, &Error{Path: path, Problems: problems}
 	}
 	loaded.Path = path
 	return loaded, nil
 }
 
 // mergeProblems adds semantic problems whose key no schema problem covers.
-func mergeProblems(schema, semantic []ConfigProblem) []ConfigProblem {
+func mergeProblems(schema, semantic []Problem) []Problem {
 	if len(schema) == 0 {
 		return semantic
 	}
@@ -203,7 +218,7 @@ func compileConfig(cfg Config, env tools.Env) (*Loaded, []error) {
 	var errs []error
 	l := &Loaded{Config: cfg, Tools: make(map[string]tools.Tool, len(cfg.Tools))}
 	infos := make(map[string]policy.ToolInfo, len(cfg.Tools))
-	for _, name := range sortedKeys(cfg.Tools) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Tools)) {
 		t, terrs := tools.Compile(name, cfg.Tools[name], env)
 		errs = append(errs, terrs...)
 		if t != nil {
@@ -247,13 +262,4 @@ func ParseRetention(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is not a positive duration like 720h or 90d", s)
 	}
 	return d, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,17 +1,16 @@
-package server
+package config
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/keyhole-dev/keyhole/policy"
 )
@@ -19,26 +18,24 @@ import (
 // maxConfigDepth bounds nesting in the config (and alias expansion).
 const maxConfigDepth = 64
 
-func ioLimit(r io.Reader, n int64) io.Reader { return io.LimitReader(r, n) }
-
 var yamlLine = regexp.MustCompile(`^yaml: (?:unmarshal errors:\n\s*)?line (\d+): (.*)$`)
 
 // yamlProblem turns a yaml.v3 error into a located problem.
-func yamlProblem(err error) ConfigProblem {
+func yamlProblem(err error) Problem {
 	msg := err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return ConfigProblem{Line: line, Column: 1, Msg: m[2]}
+		return Problem{Line: line, Column: 1, Msg: m[2]}
 	}
-	return ConfigProblem{Msg: strings.TrimPrefix(msg, "yaml: ")}
+	return Problem{Msg: strings.TrimPrefix(msg, "yaml: ")}
 }
 
 // nodeValue converts a YAML node into the JSON data model the schema
 // validator takes. Mapping keys must be strings; anchors are expanded up to
 // maxConfigDepth.
-func nodeValue(n *yaml.Node, depth int) (any, *ConfigProblem) {
+func nodeValue(n *yaml.Node, depth int) (any, *Problem) {
 	if depth > maxConfigDepth {
-		return nil, &ConfigProblem{Line: n.Line, Column: n.Column, Msg: "nested too deeply"}
+		return nil, &Problem{Line: n.Line, Column: n.Column, Msg: "nested too deeply"}
 	}
 	switch n.Kind {
 	case yaml.DocumentNode:
@@ -53,10 +50,10 @@ func nodeValue(n *yaml.Node, depth int) (any, *ConfigProblem) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			if k.Kind != yaml.ScalarNode || (k.Tag != "!!str" && k.Tag != "!!int" && k.Tag != "!!bool") {
-				return nil, &ConfigProblem{Line: k.Line, Column: k.Column, Msg: "keys must be plain strings"}
+				return nil, &Problem{Line: k.Line, Column: k.Column, Msg: "keys must be plain strings"}
 			}
 			if _, dup := m[k.Value]; dup {
-				return nil, &ConfigProblem{Line: k.Line, Column: k.Column, Key: k.Value, Msg: "key appears twice"}
+				return nil, &Problem{Line: k.Line, Column: k.Column, Key: k.Value, Msg: "key appears twice"}
 			}
 			val, err := nodeValue(v, depth+1)
 			if err != nil {
@@ -82,34 +79,34 @@ func nodeValue(n *yaml.Node, depth int) (any, *ConfigProblem) {
 		case "!!bool":
 			var b bool
 			if err := n.Decode(&b); err != nil {
-				return nil, &ConfigProblem{Line: n.Line, Column: n.Column, Msg: err.Error()}
+				return nil, &Problem{Line: n.Line, Column: n.Column, Msg: err.Error()}
 			}
 			return b, nil
 		case "!!int":
 			var i int64
 			if err := n.Decode(&i); err != nil {
-				return nil, &ConfigProblem{Line: n.Line, Column: n.Column, Msg: "integer out of range"}
+				return nil, &Problem{Line: n.Line, Column: n.Column, Msg: "integer out of range"}
 			}
 			return json.Number(strconv.FormatInt(i, 10)), nil
 		case "!!float":
 			var f float64
 			if err := n.Decode(&f); err != nil {
-				return nil, &ConfigProblem{Line: n.Line, Column: n.Column, Msg: err.Error()}
+				return nil, &Problem{Line: n.Line, Column: n.Column, Msg: err.Error()}
 			}
 			return f, nil
 		default:
 			return n.Value, nil
 		}
 	}
-	return nil, &ConfigProblem{Line: n.Line, Column: n.Column, Msg: "unsupported YAML node"}
+	return nil, &Problem{Line: n.Line, Column: n.Column, Msg: "unsupported YAML node"}
 }
 
 var quotedName = regexp.MustCompile(`'((?:[^'\\]|\\.)*)'`)
 
 // schemaProblems flattens a schema validation error into located problems,
 // one per failing leaf, sorted by position.
-func schemaProblems(root *yaml.Node, ve *jsonschema.ValidationError) []ConfigProblem {
-	var out []ConfigProblem
+func schemaProblems(root *yaml.Node, ve *jsonschema.ValidationError) []Problem {
+	var out []Problem
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
 		if len(e.Causes) > 0 {
@@ -123,39 +120,39 @@ func schemaProblems(root *yaml.Node, ve *jsonschema.ValidationError) []ConfigPro
 			for _, m := range quotedName.FindAllStringSubmatch(e.Message, -1) {
 				k := joinKey(key, m[1])
 				line, col := position(root, k, true)
-				out = append(out, ConfigProblem{Line: line, Column: col, Key: k, Msg: "unknown key"})
+				out = append(out, Problem{Line: line, Column: col, Key: k, Msg: "unknown key"})
 			}
 			return
 		}
 		if strings.HasSuffix(e.KeywordLocation, "/propertyNames") || strings.Contains(e.KeywordLocation, "/propertyNames/") {
 			line, col := position(root, key, false)
-			out = append(out, ConfigProblem{Line: line, Column: col, Key: key, Msg: "names must be lower-case letters, digits, _ and -, starting with a letter"})
+			out = append(out, Problem{Line: line, Column: col, Key: key, Msg: "names must be lower-case letters, digits, _ and -, starting with a letter"})
 			return
 		}
 		line, col := position(root, key, false)
-		out = append(out, ConfigProblem{Line: line, Column: col, Key: key, Msg: e.Message})
+		out = append(out, Problem{Line: line, Column: col, Key: key, Msg: e.Message})
 	}
 	walk(ve)
 	return sortProblems(dedupe(out))
 }
 
 // locate places package-level field errors in the file.
-func locate(root *yaml.Node, errs []error) []ConfigProblem {
-	out := make([]ConfigProblem, 0, len(errs))
+func locate(root *yaml.Node, errs []error) []Problem {
+	out := make([]Problem, 0, len(errs))
 	for _, err := range errs {
 		var fe *policy.FieldError
 		if errors.As(err, &fe) {
 			line, col := position(root, fe.Path, false)
-			out = append(out, ConfigProblem{Line: line, Column: col, Key: fe.Path, Msg: fe.Msg})
+			out = append(out, Problem{Line: line, Column: col, Key: fe.Path, Msg: fe.Msg})
 			continue
 		}
-		out = append(out, ConfigProblem{Msg: err.Error()})
+		out = append(out, Problem{Msg: err.Error()})
 	}
 	return sortProblems(out)
 }
 
-func dedupe(ps []ConfigProblem) []ConfigProblem {
-	seen := make(map[ConfigProblem]bool, len(ps))
+func dedupe(ps []Problem) []Problem {
+	seen := make(map[Problem]bool, len(ps))
 	out := ps[:0]
 	for _, p := range ps {
 		if !seen[p] {
@@ -166,7 +163,7 @@ func dedupe(ps []ConfigProblem) []ConfigProblem {
 	return out
 }
 
-func sortProblems(ps []ConfigProblem) []ConfigProblem {
+func sortProblems(ps []Problem) []Problem {
 	sort.SliceStable(ps, func(i, j int) bool {
 		if ps[i].Line != ps[j].Line {
 			return ps[i].Line < ps[j].Line

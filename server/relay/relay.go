@@ -1,4 +1,9 @@
-package server
+// Package relay is the stdio side of a shared broker: EnsureBroker starts
+// one in the background when none answers on the data dir's socket, and
+// Serve relays one MCP client's stdio to it as its own session (the
+// gopls -remote=auto pattern), so several editor windows share one vault,
+// one audit chain and one set of limits.
+package relay
 
 import (
 	"bufio"
@@ -13,15 +18,18 @@ import (
 
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/admin"
 )
 
-// Relay serves one MCP client on in/out through the broker that owns
+// Serve serves one MCP client on in/out through the broker that owns
 // dataDir, as its own session of scope: the gopls -remote pattern, so many
 // editor windows share one vault, one audit chain and one set of limits.
 // The session ends when in reaches EOF. If the broker goes away, pending
-// requests get a JSON-RPC error and Relay returns an error.
-func Relay(ctx context.Context, dataDir, scope string, in io.Reader, out io.Writer, log *slog.Logger) error {
-	ad, err := DialAdmin(dataDir)
+// requests get a JSON-RPC error and Serve returns an error.
+func Serve(ctx context.Context, dataDir, scope string, in io.Reader, out io.Writer, log *slog.Logger) error {
+	ad, err := admin.Dial(dataDir)
 	if err != nil {
 		return err
 	}
@@ -30,15 +38,15 @@ func Relay(ctx context.Context, dataDir, scope string, in io.Reader, out io.Writ
 	if err != nil {
 		return err
 	}
-	log.Info("session started via broker", LogSession, info.ID, LogScope, scope)
+	log.Info("session started via broker", server.LogSession, info.ID, server.LogScope, scope)
 	defer func() {
 		if err := ad.SessionEnd(info.ID); err != nil {
-			log.Warn("end session", LogSession, info.ID, LogError, err)
+			log.Warn("end session", server.LogSession, info.ID, server.LogError, err)
 		}
 	}()
 
 	tr, err := transport.NewStreamableHTTP("http://keyhole/mcp",
-		transport.WithHTTPBasicClient(SocketClient(dataDir)),
+		transport.WithHTTPBasicClient(admin.SocketClient(dataDir)),
 		transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + tok}),
 		transport.WithContinuousListening(),
 	)
@@ -54,7 +62,7 @@ func Relay(ctx context.Context, dataDir, scope string, in io.Reader, out io.Writ
 
 	r := &relay{tr: tr, out: bufio.NewWriter(out), log: log, cancel: cancel}
 	tr.SetNotificationHandler(func(n mcp.JSONRPCNotification) { r.write(n) })
-	return r.run(ctx, capLines(in, MaxMessageBytes))
+	return r.run(ctx, server.CapLines(in, server.MaxMessageBytes))
 }
 
 type relay struct {
@@ -170,7 +178,7 @@ func (r *relay) forward(ctx context.Context, req transport.JSONRPCRequest) {
 func (r *relay) brokerGone(err error) {
 	r.errOnce.Do(func() {
 		r.brokerErr = fmt.Errorf("keyhole: lost the broker: %w", err)
-		r.log.Error("lost the keyhole broker", LogError, err)
+		r.log.Error("lost the keyhole broker", server.LogError, err)
 		r.cancel()
 	})
 }

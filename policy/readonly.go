@@ -1,0 +1,24 @@
+package policy
+
+// ReadOnly reports whether everything the scope grants on tool only reads:
+// GET and HEAD on an http tool, list, get and head on an s3 tool. It is
+// false for a tool the scope does not grant.
+func (s *Scope) ReadOnly(tool string) bool {
+	tg, ok := s.tools[tool]
+	if !ok {
+		return false
+	}
+	const readMethods = 1<<0 | 1<<1 // GET, HEAD: httpMethods[0:2]
+	for _, r := range tg.http {
+		if r.methods&^readMethods != 0 {
+			return false
+		}
+	}
+	const readActions = 1<<len(s3Actions) - 1 // every s3 action reads
+	for _, r := range tg.s3 {
+		if r.actions&^readActions != 0 {
+			return false
+		}
+	}
+	return true
+}

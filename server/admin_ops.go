@@ -1,0 +1,137 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/config"
+	"github.com/keyhole-dev/keyhole/server/sessions"
+	"github.com/keyhole-dev/keyhole/vault"
+)
+
+// adminOps carries out admin.Ops on a vault and the live sessions: in the
+// broker, for its socket's admin routes; in a command, on a data dir it
+// has locked.
+type adminOps struct {
+	vault *vault.Vault
+	// sessions opens the live sessions on first use: secret commands
+	// need neither the session store nor the config.
+	sessions func() (*LiveSessions, error)
+	reload   func() error
+}
+
+var _ admin.Ops = (*adminOps)(nil)
+
+func (a *adminOps) SecretSet(name string, value []byte, desc string) error {
+	return a.vault.Set(name, value, desc)
+}
+
+func (a *adminOps) SecretRotate(name string, value []byte) (admin.SecretMeta, error) {
+	return a.vault.Rotate(name, value)
+}
+
+func (a *adminOps) SecretMeta(name string) (admin.SecretMeta, error) { return a.vault.Meta(name) }
+func (a *adminOps) SecretList() ([]admin.SecretMeta, error)          { return a.vault.List() }
+func (a *adminOps) SecretDelete(name string) error                   { return a.vault.Delete(name) }
+
+func (a *adminOps) SessionNew(scope string, ttl time.Duration, label string) (admin.SessionInfo, string, error) {
+	m, err := a.sessions()
+	if err != nil {
+		return admin.SessionInfo{}, "", err
+	}
+	return m.Create(scope, ttl, label)
+}
+
+func (a *adminOps) SessionList(all bool) ([]admin.SessionInfo, error) {
+	m, err := a.sessions()
+	if err != nil {
+		return nil, err
+	}
+	return m.List(all)
+}
+
+func (a *adminOps) SessionShow(id string) (admin.SessionInfo, error) {
+	m, err := a.sessions()
+	if err != nil {
+		return admin.SessionInfo{}, err
+	}
+	return m.Show(id)
+}
+
+func (a *adminOps) SessionRevoke(id, scope string, all bool) ([]string, error) {
+	m, err := a.sessions()
+	if err != nil {
+		return nil, err
+	}
+	return m.Revoke(id, scope, all, "revoked by operator")
+}
+
+func (a *adminOps) SessionEnd(id string) error {
+	m, err := a.sessions()
+	if err != nil {
+		return err
+	}
+	return m.End(id, "ended by client")
+}
+
+func (a *adminOps) Reload() error { return a.reload() }
+
+// OpenAdmin connects to the broker that owns the data dir, or opens the
+// data dir itself when none runs.
+func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
+	if c, err := admin.Dial(o.DataDir); err == nil {
+		return c, nil
+	}
+	dd, err := OpenDataDir(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	v, err := openVault(dd.Path, o.Keys)
+	if err != nil {
+		dd.Close()
+		return nil, err
+	}
+	l := &localAdmin{dd: dd}
+	l.adminOps = adminOps{
+		vault:    v,
+		sessions: sync.OnceValues(func() (*LiveSessions, error) { return l.openSessions(o, v) }),
+		reload: func() error {
+			return fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
+		},
+	}
+	return l, nil
+}
+
+// localAdmin is admin.Admin on a data dir this process has locked.
+type localAdmin struct {
+	adminOps
+	dd    *DataDir
+	store *sessions.Store
+}
+
+func (a *localAdmin) openSessions(o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
+	cfg, err := config.Load(o.ConfigPath, config.ToolEnv{})
+	if err != nil {
+		return nil, err
+	}
+	store, err := sessions.Open(a.dd.File(SessionsFile))
+	if err != nil {
+		return nil, err
+	}
+	a.store = store
+	return NewLiveSessions(store, LiveSessionsOptions{Config: func() *config.Loaded { return cfg }, Now: o.Now, Logger: o.Logger}), nil
+}
+
+func (a *localAdmin) Remote() bool { return false }
+
+func (a *localAdmin) Close() error {
+	var errs []error
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	errs = append(errs, a.vault.Close(), a.dd.Close())
+	return errors.Join(errs...)
+}
