@@ -34,6 +34,18 @@ type form struct {
 	// fold says b is matched ASCII-case-insensitively: hex digits, and
 	// the hex digits of percent and \u escapes, may come in any case.
 	fold bool
+	// sep, when set, is the separator between the bytes of a hex form; it
+	// does not count toward k.
+	sep byte
+}
+
+// weight is how much of f the run f.b[i:j] holds, in the units of k.
+func (f *form) weight(i, j int) int {
+	n := j - i
+	if f.sep != 0 {
+		n -= bytes.Count(f.b[i:j], []byte{f.sep})
+	}
+	return n
 }
 
 // partK is min(8, half of n rounded up): the shortest part of an n-byte
@@ -87,6 +99,12 @@ func formsOf(secret []byte) []form {
 		seen[key{s, fold}] = true
 		out = append(out, form{b: []byte(s), k: min(k, len(s)), fold: fold})
 	}
+	addSeparated := func(s string, k int, sep byte) {
+		if !seen[key{s, true}] {
+			seen[key{s, true}] = true
+			out = append(out, form{b: []byte(s), k: k, fold: true, sep: sep})
+		}
+	}
 	for _, f := range base64Forms(secret) {
 		add(f, partK(len(f)), false)
 	}
@@ -94,10 +112,9 @@ func formsOf(secret []byte) []form {
 	hk := partK(len(h))
 	add(h, hk, true)
 	if len(secret) > 1 {
-		// A part of hk hex digits spans hk + hk/2 - 1 characters with one
-		// separator per byte; hk + (hk-1)/2 is that for even hk.
-		for _, sep := range []string{":", " ", "-"} {
-			add(hexSeparated(secret, sep), hk+(hk-1)/2, true)
+		// k counts the hex digits of a part, not its separators.
+		for _, sep := range []byte{':', ' ', '-'} {
+			addSeparated(hexSeparated(secret, string(sep)), hk, sep)
 		}
 	}
 	for _, f := range percentForms(secret) {

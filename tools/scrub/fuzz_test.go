@@ -22,7 +22,7 @@ func FuzzScrub(f *testing.F) {
 		}
 		s := New(secret)
 		for _, fm := range formsOf(secret) {
-			for _, part := range [][]byte{fm.b, fm.b[:fm.k], fm.b[len(fm.b)-fm.k:]} {
+			for _, part := range [][]byte{fm.b, fm.b[:partEnd(fm)], fm.b[partStart(fm):]} {
 				in := bytes.Join([][]byte{prefix, part, suffix}, nil)
 				out, o := s.Scrub(in)
 				if o == Withheld {
@@ -51,6 +51,24 @@ func FuzzScrub(f *testing.F) {
 			}
 		}
 	})
+}
+
+// partEnd returns the end of the shortest prefix of f that is redacted.
+func partEnd(f form) int {
+	j := f.k
+	for j < len(f.b) && f.weight(0, j) < f.k {
+		j++
+	}
+	return j
+}
+
+// partStart returns the start of the shortest suffix of f that is redacted.
+func partStart(f form) int {
+	i := len(f.b) - f.k
+	for i > 0 && f.weight(i, len(f.b)) < f.k {
+		i--
+	}
+	return i
 }
 
 // exposed returns the position of an occurrence of p in b that is not

@@ -204,7 +204,7 @@ func (m *matcher) verify(b []byte, p int, dst []span) []span {
 				break
 			}
 			off += i
-			if s, e := extend(b, f, p-off, p, p+m.g); e-s >= f.k {
+			if s, e := extend(b, f, p-off, p, p+m.g); f.weight(s-(p-off), e-(p-off)) >= f.k {
 				dst = append(dst, span{s, e})
 			}
 			off++

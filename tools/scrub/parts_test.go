@@ -50,6 +50,8 @@ func TestScrubPartsOfAForm(t *testing.T) {
 		{"hex upper part", tok, strings.ToUpper(hx[:20]), "[REDACTED]", Replaced},
 		{"hex with colons, four bytes", tok, "fp " + colon[:11], "fp [REDACTED]", Replaced},
 		{"hex with colons, three bytes", tok, "fp " + colon[:8], "fp " + colon[:8], Clean},
+		{"hex with colons, seven digits from a separator", tok, "fp " + colon[2:13], "fp " + colon[2:13], Clean},
+		{"hex with colons, eight digits from mid-byte", tok, "fp " + colon[1:13], "fp [REDACTED]", Replaced},
 		{"utf16 eight characters", tok, "\xff\xfe" + le[:16], "\xff\xfe[REDACTED]", Replaced},
 		{"utf16 seven characters", tok, "\xff\xfe" + le[:14], "\xff\xfe" + le[:14], Clean},
 		{"short secret half", "hunter2abc", "pw " + "hunter", "pw [REDACTED]", Replaced},
