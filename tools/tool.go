@@ -148,6 +148,10 @@ type Result struct {
 	BytesOut int64
 	// Scrubbed says a secret had to be removed from the response.
 	Scrubbed bool
+	// Withheld says the body (or the whole result) was withheld because a
+	// credential was found in it in an encoded form that could not be
+	// redacted in place; Scrubbed is set too.
+	Withheld bool
 	// Truncated says the body was cut at response.max_bytes.
 	Truncated bool
 }
