@@ -36,7 +36,11 @@ type Config struct {
 	Path            string         `yaml:"path" json:"path,omitempty"`                         // templated tools: /repos/{owner}/{repo}/issues
 	InputSchema     map[string]any `yaml:"input_schema" json:"input_schema,omitempty"`         // templated tools
 	FollowRedirects string         `yaml:"follow_redirects" json:"follow_redirects,omitempty"` // "" / none | same_origin
-	AWS             *AWS           `yaml:"aws" json:"aws,omitempty"`                           // http + inject aws_sigv4
+	// AllowHeaders names method, path or host override headers (such as
+	// X-Forwarded-Proto) that the agent of a generic tool may set; every
+	// other one is refused.
+	AllowHeaders []string `yaml:"allow_headers" json:"allow_headers,omitempty"`
+	AWS          *AWS     `yaml:"aws" json:"aws,omitempty"` // http + inject aws_sigv4
 
 	// s3
 	Bucket    string `yaml:"bucket" json:"bucket,omitempty"`
