@@ -23,8 +23,9 @@ var fpSecrets = flag.Int("scrub.fpsecrets", 20, "secrets of each shape in TestFa
 // JSON, HTML, MIME and data-URI base64 of binary data, PHP-style escaped
 // JSON, an S3 listing, a hex dump, certificate fingerprints, form data,
 // UTF-16 text) against random secrets of real credential shapes. A change
-// is a false positive; it logs the rate per body and requires none over the
-// default set (run with -scrub.fpsecrets=500 -v for a larger measurement).
+// is a false positive; it logs the rate per body and requires at most one
+// in a thousand secrets per body, so none over the default set (run with
+// -scrub.fpsecrets=500 -v for a larger measurement).
 func TestFalsePositiveRate(t *testing.T) {
 	bodies := exampleBodies()
 	r := rand.New(rand.NewPCG(7, 11))
@@ -48,13 +49,13 @@ func TestFalsePositiveRate(t *testing.T) {
 			}
 		}
 	}
-	total := 0
 	for _, b := range bodies {
-		total += hits[b.name]
 		t.Logf("%-28s %7d bytes: %d of %d secrets changed it", b.name, len(b.body), hits[b.name], trials)
 	}
-	if total > 0 {
-		t.Fatalf("%d false positives over %d secrets × %d bodies", total, trials, len(bodies))
+	for _, b := range bodies {
+		if hits[b.name] > trials/1000 {
+			t.Errorf("%s: %d of %d secrets changed it, want at most one in a thousand", b.name, hits[b.name], trials)
+		}
 	}
 }
 

@@ -26,9 +26,10 @@ type matcher struct {
 	// of a multiplicative hash of the folded gram.
 	qbits, gbits []uint64
 	qlog, glog   int
-	// pairs has bit a<<8|b set for every two adjacent bytes a, b (folded)
-	// of a form.
-	pairs [1 << 16 / 64]uint64
+	// pairs has bit a<<8|b set for every two adjacent bytes a, b of a form
+	// matched exactly; foldPairs the same, lower-cased, for case-folded
+	// forms.
+	pairs, foldPairs [1 << 16 / 64]uint64
 	// interesting marks every byte that occurs in some form (both cases
 	// for case-folded forms); an escape that decodes to none of them
 	// cannot complete a form.
@@ -60,7 +61,7 @@ func newMatcher(fs []form) *matcher {
 				m.interesting[upperASCII(c)] = true
 			}
 			if i > 0 {
-				m.setPair(f.b[i-1], c)
+				m.setPair(f.b[i-1], c, f.fold)
 			}
 		}
 	}
@@ -92,15 +93,24 @@ func bitmapLog(grams int) int {
 	return min(max(bits.Len(uint(grams*16)), 15), 22)
 }
 
-func (m *matcher) setPair(a, b byte) {
-	h := uint16(a|0x20)<<8 | uint16(b|0x20)
+func (m *matcher) setPair(a, b byte, fold bool) {
+	if fold {
+		h := uint16(lowerASCII(a))<<8 | uint16(lowerASCII(b))
+		m.foldPairs[h>>6] |= 1 << (h & 63)
+		return
+	}
+	h := uint16(a)<<8 | uint16(b)
 	m.pairs[h>>6] |= 1 << (h & 63)
 }
 
 // pair reports whether a then b may occur in some form.
 func (m *matcher) pair(a, b byte) bool {
-	h := uint16(a|0x20)<<8 | uint16(b|0x20)
-	return m.pairs[h>>6]&(1<<(h&63)) != 0
+	h := uint16(a)<<8 | uint16(b)
+	if m.pairs[h>>6]&(1<<(h&63)) != 0 {
+		return true
+	}
+	h = uint16(lowerASCII(a))<<8 | uint16(lowerASCII(b))
+	return m.foldPairs[h>>6]&(1<<(h&63)) != 0
 }
 
 func (m *matcher) qhash(x uint64) uint32 {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"html"
 	"net/url"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -16,9 +17,10 @@ import (
 // be redacted byte for byte, so finding one withholds the whole body.
 //
 // Building a view costs a copy, so each is built only when the body holds
-// an escape that decodes to a byte some form contains (an escaped quote or
-// newline cannot complete a form of a token made of letters and digits);
-// line breaks are checked where they stand, on a window around each.
+// an escape that decodes to a byte some form contains, next to a byte it can
+// stand beside in that form (an escaped quote or newline cannot complete a
+// form of a token made of letters and digits); line breaks are checked
+// where they stand, on a window around each.
 
 // maxViewDepth bounds views of views (a percent escape inside a JSON
 // escape, and so on).
@@ -58,25 +60,24 @@ func (s *Scrubber) encoded(b []byte, depth int) bool {
 	return false
 }
 
-// jsonView returns b with its JSON escapes decoded, if one of them decodes
-// to an interesting byte.
+// jsonView returns b with its JSON escapes decoded, if one of them could be
+// part of a form (see worth).
 func (m *matcher) jsonView(b []byte) ([]byte, bool) {
 	trigger := false
-	for i := 0; !trigger; i++ {
+	var sc scratch
+	for i := 0; !trigger; {
 		j := bytes.IndexByte(b[i:], '\\')
-		if j < 0 || i+j+1 >= len(b) {
+		if j < 0 {
 			break
 		}
-		i += j + 1 // at the byte after the backslash
-		switch c := b[i]; {
-		case c == 'u' && i+5 <= len(b):
-			var u [2]byte
-			if _, err := hex.Decode(u[:], b[i+1:i+5]); err == nil {
-				trigger = m.interestingRune(rune(u[0])<<8 | rune(u[1]))
-			}
-		case jsonEscapes[c] != 0:
-			trigger = m.interesting[jsonEscapes[c]]
+		i += j
+		dec, n := jsonEscapeAt(b, i, &sc)
+		if n == 0 {
+			i++
+			continue
 		}
+		trigger = m.worth(b, i, i+n, dec, jsonEscapeAt, jsonEscapeBefore)
+		i += n
 	}
 	if !trigger {
 		return nil, false
@@ -138,18 +139,6 @@ func appendJSONPiece(out, p []byte) []byte {
 	return out
 }
 
-// interestingRune reports whether the UTF-8 encoding of r (of a \u escape)
-// starts with a byte some form holds; a surrogate half stands for a 4-byte
-// sequence.
-func (m *matcher) interestingRune(r rune) bool {
-	if 0xD800 <= r && r < 0xE000 {
-		return m.interesting[0xF0] || m.interesting[0xF1] || m.interesting[0xF2] || m.interesting[0xF3] || m.interesting[0xF4]
-	}
-	var enc [utf8.UTFMax]byte
-	utf8.EncodeRune(enc[:], r)
-	return m.interesting[enc[0]]
-}
-
 // jsonEscapeRun returns the length of the run of valid JSON escapes at the
 // start of p.
 func jsonEscapeRun(p []byte) int {
@@ -172,19 +161,23 @@ func jsonEscapeRun(p []byte) int {
 }
 
 // percentView returns b with its percent escapes decoded (any case), if
-// one of them decodes to an interesting byte.
+// one of them could be part of a form (see worth).
 func (m *matcher) percentView(b []byte) ([]byte, bool) {
 	trigger := false
-	for i := 0; !trigger; i++ {
+	var sc scratch
+	for i := 0; !trigger; {
 		j := bytes.IndexByte(b[i:], '%')
-		if j < 0 || i+j+3 > len(b) {
+		if j < 0 {
 			break
 		}
 		i += j
-		var c [1]byte
-		if _, err := hex.Decode(c[:], b[i+1:i+3]); err == nil {
-			trigger = m.interesting[c[0]]
+		dec, n := percentAt(b, i, &sc)
+		if n == 0 {
+			i++
+			continue
 		}
+		trigger = m.worth(b, i, i+n, dec, percentAt, percentBefore)
+		i += n
 	}
 	if !trigger {
 		return nil, false
@@ -220,33 +213,249 @@ func validHex(p []byte) bool {
 }
 
 // htmlView returns b with its HTML character references decoded, if one
-// of them decodes to an interesting byte.
+// of them could be part of a form (see worth).
 func (m *matcher) htmlView(b []byte) ([]byte, bool) {
 	trigger := false
-	for i := 0; !trigger; i++ {
+	var sc scratch
+	for i := 0; !trigger; {
 		j := bytes.IndexByte(b[i:], '&')
 		if j < 0 {
 			break
 		}
 		i += j
-		// The longest named reference is 33 bytes with its '&' and ';'.
-		end := min(len(b), i+34)
-		if k := bytes.IndexByte(b[i+1:end], ';'); k >= 0 {
-			end = i + 1 + k + 1
-		}
-		tok := string(b[i:end])
-		dec := html.UnescapeString(tok)
-		if dec == tok {
+		dec, n := htmlRefAt(b, i, &sc)
+		if n == 0 {
+			i++
 			continue
 		}
-		for k := 0; k < len(dec) && !trigger; k++ {
-			trigger = m.interesting[dec[k]]
-		}
+		trigger = m.worth(b, i, i+n, dec, htmlRefAt, htmlRefBefore)
+		i += n
 	}
 	if !trigger {
 		return nil, false
 	}
 	return []byte(html.UnescapeString(string(b))), true
+}
+
+// An escape decoder returns what the escape at b[i] decodes to (in d, a
+// scratch buffer of the caller's) and the escape's length (0 when there is
+// none); its "before" twin does the same for an escape that ends just
+// before b[i].
+type escapeAt func(b []byte, i int, d *scratch) ([]byte, int)
+
+// scratch holds what one escape decodes to: a rune, or the two a named
+// HTML reference may stand for.
+type scratch [2 * utf8.UTFMax]byte
+
+// worth reports whether the escape b[i:j], which decodes to dec, could be
+// part of a run of a form in the decoded view: a byte of dec occurs in some
+// form and, unless every part is a single byte, dec forms a pair that some
+// form holds with what stands next to it (decoded, if an escape too).
+func (m *matcher) worth(b []byte, i, j int, dec []byte, at, before escapeAt) bool {
+	hit := false
+	for _, c := range dec {
+		hit = hit || m.interesting[c]
+	}
+	if !hit || m.g == 1 || len(dec) > 1 && m.anyPair(dec) {
+		return hit
+	}
+	var sc scratch
+	if i > 0 {
+		prev := b[i-1]
+		if d, n := before(b, i, &sc); n > 0 && len(d) > 0 {
+			prev = d[len(d)-1]
+		}
+		if m.pair(prev, dec[0]) {
+			return true
+		}
+	}
+	if j < len(b) {
+		next := b[j]
+		if d, n := at(b, j, &sc); n > 0 && len(d) > 0 {
+			next = d[0]
+		}
+		if m.pair(dec[len(dec)-1], next) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyPair reports whether two adjacent bytes of d occur together in a form.
+func (m *matcher) anyPair(d []byte) bool {
+	for k := 1; k < len(d); k++ {
+		if m.pair(d[k-1], d[k]) {
+			return true
+		}
+	}
+	return false
+}
+
+// jsonEscapeAt decodes the JSON escape at b[i] (a \u escape on its own:
+// a surrogate half stands for the lead byte of a 4-byte sequence).
+func jsonEscapeAt(b []byte, i int, d *scratch) ([]byte, int) {
+	if i+1 >= len(b) || b[i] != '\\' {
+		return nil, 0
+	}
+	c := b[i+1]
+	if c != 'u' {
+		if e := jsonEscapes[c]; e != 0 {
+			d[0] = e
+			return d[:1], 2
+		}
+		return nil, 0
+	}
+	var u [2]byte
+	if i+6 > len(b) {
+		return nil, 0
+	}
+	if _, err := hex.Decode(u[:], b[i+2:i+6]); err != nil {
+		return nil, 0
+	}
+	r := rune(u[0])<<8 | rune(u[1])
+	if 0xD800 <= r && r < 0xE000 {
+		d[0] = 0xF0
+		return d[:1], 6
+	}
+	return d[:utf8.EncodeRune(d[:], r)], 6
+}
+
+// jsonEscapeBefore decodes a JSON escape that ends just before b[i].
+func jsonEscapeBefore(b []byte, i int, d *scratch) ([]byte, int) {
+	if i >= 6 {
+		if dec, n := jsonEscapeAt(b, i-6, d); n == 6 {
+			return dec, n
+		}
+	}
+	if i >= 2 {
+		if dec, n := jsonEscapeAt(b, i-2, d); n == 2 {
+			return dec, n
+		}
+	}
+	return nil, 0
+}
+
+// percentAt decodes the percent escape at b[i].
+func percentAt(b []byte, i int, d *scratch) ([]byte, int) {
+	if i+3 > len(b) || b[i] != '%' {
+		return nil, 0
+	}
+	if _, err := hex.Decode(d[:1], b[i+1:i+3]); err != nil {
+		return nil, 0
+	}
+	return d[:1], 3
+}
+
+// percentBefore decodes a percent escape that ends just before b[i].
+func percentBefore(b []byte, i int, d *scratch) ([]byte, int) {
+	if i < 3 {
+		return nil, 0
+	}
+	return percentAt(b, i-3, d)
+}
+
+// maxRefLen is the longest HTML character reference looked at, '&' and
+// ';' included (the longest named one is 33 bytes).
+const maxRefLen = 34
+
+// htmlRefAt decodes the character reference at b[i] as html.UnescapeString
+// does: "&#83;", "&#x53;", "&#83" or "&name;".
+func htmlRefAt(b []byte, i int, d *scratch) ([]byte, int) {
+	if i+2 >= len(b) || b[i] != '&' {
+		return nil, 0
+	}
+	j := i + 1
+	if b[j] == '#' {
+		j++
+		digit := isDigit
+		if j < len(b) && (b[j] == 'x' || b[j] == 'X') {
+			j, digit = j+1, isHexDigit
+		}
+		for j < len(b) && j-i < maxRefLen && digit(b[j]) {
+			j++
+		}
+		if j < len(b) && b[j] == ';' {
+			j++
+		}
+	} else {
+		for j < len(b) && j-i < maxRefLen && isAlnum(b[j]) {
+			j++
+		}
+		if j >= len(b) || b[j] != ';' {
+			// Names without ';' decode only to Latin-1 letters and
+			// symbols, or to & < > " which no form holds alone.
+			return nil, 0
+		}
+		j++
+	}
+	dec, ok := htmlRefLookup(b[i:j])
+	if !ok {
+		return nil, 0
+	}
+	return d[:copy(d[:], dec)], j - i
+}
+
+// htmlRefBefore decodes a character reference that ends just before b[i].
+func htmlRefBefore(b []byte, i int, d *scratch) ([]byte, int) {
+	if i == 0 || b[i-1] != ';' {
+		return nil, 0
+	}
+	lo := max(0, i-maxRefLen)
+	k := bytes.LastIndexByte(b[lo:i-1], '&')
+	if k < 0 {
+		return nil, 0
+	}
+	if dec, n := htmlRefAt(b, lo+k, d); lo+k+n == i {
+		return dec, n
+	}
+	return nil, 0
+}
+
+// htmlRefLookup returns what the reference tok decodes to, and false when
+// it is not one.
+func htmlRefLookup(tok []byte) (string, bool) {
+	named := tok[1] != '#'
+	if named {
+		htmlRefsMu.RLock()
+		dec, ok := htmlRefs[string(tok)]
+		htmlRefsMu.RUnlock()
+		if ok {
+			return dec, dec != ""
+		}
+	}
+	s := string(tok)
+	dec := html.UnescapeString(s)
+	if dec == s {
+		dec = ""
+	}
+	if named {
+		htmlRefsMu.Lock()
+		if len(htmlRefs) < maxHTMLRefs {
+			htmlRefs[s] = dec
+		}
+		htmlRefsMu.Unlock()
+	}
+	return dec, dec != ""
+}
+
+// htmlRefs caches what named references decode to ("" for names that are
+// none): pages repeat a few (&amp; &lt; &nbsp;), and html.UnescapeString
+// is not free. Bounded, since the names come from upstreams.
+var (
+	htmlRefsMu sync.RWMutex
+	htmlRefs   = map[string]string{}
+)
+
+const maxHTMLRefs = 4096
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func isHexDigit(c byte) bool {
+	return isDigit(c) || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
 // joined reports whether a form appears in b once line breaks are taken
@@ -274,7 +483,10 @@ func (m *matcher) joined(b []byte) bool {
 	return false
 }
 
-// joinedAt checks the break that holds b[at].
+// joinedAt checks the break that holds b[at]: the grams that cross it, in
+// a window of the bytes on either side with breaks taken out (and, for hex
+// separated by spaces, with a space in its place). Any run of a form that
+// crosses the break holds such a gram.
 func (m *matcher) joinedAt(b []byte, at int) bool {
 	start, end := at, at
 	for start > 0 && breakBefore(b, start) > 0 {
@@ -292,33 +504,54 @@ func (m *matcher) joinedAt(b []byte, at int) bool {
 	if !direct && !spaced {
 		return false
 	}
-	w := m.maxK - 1
-	left := make([]byte, 0, 2*w+1)
-	for i := start; i > 0 && len(left) < w; {
-		if n := breakBefore(b, i); n > 0 {
-			i -= n
+	// w bytes a side hold any run of up to maxK bytes across the break.
+	var buf [2*maxWindow + 1]byte
+	w := min(m.maxK-1, maxWindow)
+	n := 0
+	for i := start; i > 0 && n < w; {
+		if k := breakBefore(b, i); k > 0 {
+			i -= k
 			continue
 		}
 		i--
-		left = append(left, b[i])
+		n++
+		buf[w-n] = b[i]
 	}
-	var right []byte
+	left := buf[w-n : w]
+	var rbuf [maxWindow]byte
+	right := rbuf[:0]
 	for i := end; i < len(b) && len(right) < w; {
-		if n := breakAt(b, i); n > 0 {
-			i += n
+		if k := breakAt(b, i); k > 0 {
+			i += k
 			continue
 		}
 		right = append(right, b[i])
 		i++
 	}
-	slicesReverse(left)
-	win := append(left, right...)
-	if direct && len(m.find(win, nil, true)) > 0 {
-		return true
+	if direct {
+		win := append(buf[w-n:w], right...)
+		if m.crossing(win, len(left)) {
+			return true
+		}
 	}
 	if spaced {
-		win = append(append(append(win[:0:0], left...), ' '), right...)
-		return len(m.find(win, nil, true)) > 0
+		win := append(append(buf[w-n:w], ' '), right...)
+		return m.crossing(win, len(left)) || m.crossing(win, len(left)+1)
+	}
+	return false
+}
+
+// maxWindow bounds the bytes a side of a break that joinedAt looks at.
+const maxWindow = 32
+
+// crossing reports whether a gram of win that holds both win[cut-1] and
+// win[cut] starts a long enough run of a form.
+func (m *matcher) crossing(win []byte, cut int) bool {
+	for p := max(0, cut-m.g+1); p < cut && p+m.g <= len(win); p++ {
+		x := load(win, p, m.g)
+		if hasBit(m.gbits, m.ghash(x, hashG)) && hasBit(m.gbits, m.ghash(x, hashG2)) && len(m.verify(win, p, nil)) > 0 {
+			return true
+		}
 	}
 	return false
 }
