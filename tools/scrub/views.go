@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"html"
 	"net/url"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -76,7 +78,7 @@ func (m *matcher) jsonView(b []byte) ([]byte, bool) {
 			i++
 			continue
 		}
-		trigger = m.worth(b, i, i+n, dec, jsonEscapeAt, jsonEscapeBefore)
+		trigger = m.worth(b, i, i+n, dec, jsonEscape)
 		i += n
 	}
 	if !trigger {
@@ -176,7 +178,7 @@ func (m *matcher) percentView(b []byte) ([]byte, bool) {
 			i++
 			continue
 		}
-		trigger = m.worth(b, i, i+n, dec, percentAt, percentBefore)
+		trigger = m.worth(b, i, i+n, dec, percentEscape)
 		i += n
 	}
 	if !trigger {
@@ -228,7 +230,7 @@ func (m *matcher) htmlView(b []byte) ([]byte, bool) {
 			i++
 			continue
 		}
-		trigger = m.worth(b, i, i+n, dec, htmlRefAt, htmlRefBefore)
+		trigger = m.worth(b, i, i+n, dec, htmlEscape)
 		i += n
 	}
 	if !trigger {
@@ -237,11 +239,37 @@ func (m *matcher) htmlView(b []byte) ([]byte, bool) {
 	return []byte(html.UnescapeString(string(b))), true
 }
 
-// An escape decoder returns what the escape at b[i] decodes to (in d, a
-// scratch buffer of the caller's) and the escape's length (0 when there is
-// none); its "before" twin does the same for an escape that ends just
-// before b[i].
-type escapeAt func(b []byte, i int, d *scratch) ([]byte, int)
+// escape is a kind of escape a view decodes.
+type escape uint8
+
+const (
+	jsonEscape escape = iota
+	percentEscape
+	htmlEscape
+)
+
+// at returns what the escape of kind e at b[i] decodes to (in d, a scratch
+// buffer of the caller's) and the escape's length, 0 when there is none.
+func (e escape) at(b []byte, i int, d *scratch) ([]byte, int) {
+	switch e {
+	case jsonEscape:
+		return jsonEscapeAt(b, i, d)
+	case percentEscape:
+		return percentAt(b, i, d)
+	}
+	return htmlRefAt(b, i, d)
+}
+
+// before is at for an escape that ends just before b[i].
+func (e escape) before(b []byte, i int, d *scratch) ([]byte, int) {
+	switch e {
+	case jsonEscape:
+		return jsonEscapeBefore(b, i, d)
+	case percentEscape:
+		return percentBefore(b, i, d)
+	}
+	return htmlRefBefore(b, i, d)
+}
 
 // scratch holds what one escape decodes to: a rune, or the two a named
 // HTML reference may stand for.
@@ -251,7 +279,7 @@ type scratch [2 * utf8.UTFMax]byte
 // part of a run of a form in the decoded view: a byte of dec occurs in some
 // form and, unless every part is a single byte, dec forms a pair that some
 // form holds with what stands next to it (decoded, if an escape too).
-func (m *matcher) worth(b []byte, i, j int, dec []byte, at, before escapeAt) bool {
+func (m *matcher) worth(b []byte, i, j int, dec []byte, e escape) bool {
 	hit := false
 	for _, c := range dec {
 		hit = hit || m.interesting[c]
@@ -262,7 +290,7 @@ func (m *matcher) worth(b []byte, i, j int, dec []byte, at, before escapeAt) boo
 	var sc scratch
 	if i > 0 {
 		prev := b[i-1]
-		if d, n := before(b, i, &sc); n > 0 && len(d) > 0 {
+		if d, n := e.before(b, i, &sc); n > 0 && len(d) > 0 {
 			prev = d[len(d)-1]
 		}
 		if m.pair(prev, dec[0]) {
@@ -271,7 +299,7 @@ func (m *matcher) worth(b []byte, i, j int, dec []byte, at, before escapeAt) boo
 	}
 	if j < len(b) {
 		next := b[j]
-		if d, n := at(b, j, &sc); n > 0 && len(d) > 0 {
+		if d, n := e.at(b, j, &sc); n > 0 && len(d) > 0 {
 			next = d[0]
 		}
 		if m.pair(dec[len(dec)-1], next) {
@@ -359,7 +387,8 @@ func percentBefore(b []byte, i int, d *scratch) ([]byte, int) {
 const maxRefLen = 34
 
 // htmlRefAt decodes the character reference at b[i] as html.UnescapeString
-// does: "&#83;", "&#x53;", "&#83" or "&name;".
+// does: "&#83;", "&#x53;", "&#83" or "&name;". A numeric reference beyond
+// ASCII (which HTML remaps in places) stands for the lead byte 0xC2.
 func htmlRefAt(b []byte, i int, d *scratch) ([]byte, int) {
 	if i+2 >= len(b) || b[i] != '&' {
 		return nil, 0
@@ -367,29 +396,39 @@ func htmlRefAt(b []byte, i int, d *scratch) ([]byte, int) {
 	j := i + 1
 	if b[j] == '#' {
 		j++
-		digit := isDigit
+		base, digit := 10, isDigit
 		if j < len(b) && (b[j] == 'x' || b[j] == 'X') {
-			j, digit = j+1, isHexDigit
+			j, base, digit = j+1, 16, isHexDigit
 		}
+		start := j
 		for j < len(b) && j-i < maxRefLen && digit(b[j]) {
 			j++
+		}
+		code, err := strconv.ParseUint(string(b[start:j]), base, 32)
+		if err != nil {
+			return nil, 0
 		}
 		if j < len(b) && b[j] == ';' {
 			j++
 		}
-	} else {
-		for j < len(b) && j-i < maxRefLen && isAlnum(b[j]) {
-			j++
+		if code == 0 || code >= utf8.RuneSelf {
+			d[0] = 0xC2
+		} else {
+			d[0] = byte(code)
 		}
-		if j >= len(b) || b[j] != ';' {
-			// Names without ';' decode only to Latin-1 letters and
-			// symbols, or to & < > " which no form holds alone.
-			return nil, 0
-		}
+		return d[:1], j - i
+	}
+	for j < len(b) && j-i < maxRefLen && isAlnum(b[j]) {
 		j++
 	}
-	dec, ok := htmlRefLookup(b[i:j])
-	if !ok {
+	if j >= len(b) || b[j] != ';' {
+		// Names without ';' decode only to Latin-1 letters and symbols, or
+		// to & < > " which no form holds alone.
+		return nil, 0
+	}
+	j++
+	dec := htmlRefLookup(b[i:j])
+	if dec == "" {
 		return nil, 0
 	}
 	return d[:copy(d[:], dec)], j - i
@@ -411,42 +450,39 @@ func htmlRefBefore(b []byte, i int, d *scratch) ([]byte, int) {
 	return nil, 0
 }
 
-// htmlRefLookup returns what the reference tok decodes to, and false when
-// it is not one.
-func htmlRefLookup(tok []byte) (string, bool) {
-	named := tok[1] != '#'
-	if named {
-		htmlRefsMu.RLock()
-		dec, ok := htmlRefs[string(tok)]
-		htmlRefsMu.RUnlock()
-		if ok {
-			return dec, dec != ""
-		}
+// htmlRefLookup returns what the named reference tok ("&name;") decodes to,
+// or "" when it is not one. What valid names decode to is cached: pages
+// repeat a few (&amp; &lt; &nbsp;), and html.UnescapeString is not free.
+// The cache is an immutable map replaced whole on a new name, so a lookup
+// is one atomic load; HTML has about 2,200 names, so it stays small.
+func htmlRefLookup(tok []byte) string {
+	cache := htmlRefs.Load()
+	if dec, ok := (*cache)[string(tok)]; ok {
+		return dec
 	}
 	s := string(tok)
 	dec := html.UnescapeString(s)
 	if dec == s {
-		dec = ""
+		return ""
 	}
-	if named {
-		htmlRefsMu.Lock()
-		if len(htmlRefs) < maxHTMLRefs {
-			htmlRefs[s] = dec
-		}
-		htmlRefsMu.Unlock()
+	htmlRefsMu.Lock()
+	defer htmlRefsMu.Unlock()
+	old := *htmlRefs.Load()
+	next := make(map[string]string, len(old)+1)
+	for k, v := range old {
+		next[k] = v
 	}
-	return dec, dec != ""
+	next[s] = dec
+	htmlRefs.Store(&next)
+	return dec
 }
 
-// htmlRefs caches what named references decode to ("" for names that are
-// none): pages repeat a few (&amp; &lt; &nbsp;), and html.UnescapeString
-// is not free. Bounded, since the names come from upstreams.
 var (
-	htmlRefsMu sync.RWMutex
-	htmlRefs   = map[string]string{}
+	htmlRefs   atomic.Pointer[map[string]string]
+	htmlRefsMu sync.Mutex
 )
 
-const maxHTMLRefs = 4096
+func init() { htmlRefs.Store(&map[string]string{}) }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
