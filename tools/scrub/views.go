@@ -68,11 +68,9 @@ func (m *matcher) jsonView(b []byte) ([]byte, bool) {
 	trigger := false
 	var sc scratch
 	for i := 0; !trigger; {
-		j := bytes.IndexByte(b[i:], '\\')
-		if j < 0 {
+		if i = nextByte(b, i, '\\'); i < 0 {
 			break
 		}
-		i += j
 		dec, n := jsonEscapeAt(b, i, &sc)
 		if n == 0 {
 			i++
@@ -168,11 +166,9 @@ func (m *matcher) percentView(b []byte) ([]byte, bool) {
 	trigger := false
 	var sc scratch
 	for i := 0; !trigger; {
-		j := bytes.IndexByte(b[i:], '%')
-		if j < 0 {
+		if i = nextByte(b, i, '%'); i < 0 {
 			break
 		}
-		i += j
 		dec, n := percentAt(b, i, &sc)
 		if n == 0 {
 			i++
@@ -220,11 +216,9 @@ func (m *matcher) htmlView(b []byte) ([]byte, bool) {
 	trigger := false
 	var sc scratch
 	for i := 0; !trigger; {
-		j := bytes.IndexByte(b[i:], '&')
-		if j < 0 {
+		if i = nextByte(b, i, '&'); i < 0 {
 			break
 		}
-		i += j
 		dec, n := htmlRefAt(b, i, &sc)
 		if n == 0 {
 			i++
@@ -237,6 +231,24 @@ func (m *matcher) htmlView(b []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return []byte(html.UnescapeString(string(b))), true
+}
+
+// nextByte returns the index of the first c in b at or after i, or -1. It
+// looks at the next few bytes itself before calling bytes.IndexByte, since
+// escapes come in runs and a call per escape costs more than the search.
+func nextByte(b []byte, i int, c byte) int {
+	for end := min(len(b), i+8); i < end; i++ {
+		if b[i] == c {
+			return i
+		}
+	}
+	if i >= len(b) {
+		return -1
+	}
+	if j := bytes.IndexByte(b[i:], c); j >= 0 {
+		return i + j
+	}
+	return -1
 }
 
 // escape is a kind of escape a view decodes.
