@@ -519,6 +519,39 @@ func TestHTTPCompileAllowHeaders(t *testing.T) {
 	}
 }
 
+// TestScrubValuesKeepPublicParts: since any eight-byte part of a scrubbed
+// value is redacted, a value must hold nothing public. A basic-auth user
+// name shorter than eight bytes, the JSON field names of an aws_sigv4
+// secret and a role ARN stay readable (and pass the argument check); the
+// password and the keys do not.
+func TestScrubValuesKeepPublicParts(t *testing.T) {
+	basic := compileTest(t, Config{BaseURL: "http://127.0.0.1:1", Credential: Credential{Inject: "basic"}})
+	sigv4 := compileTest(t, Config{BaseURL: "http://127.0.0.1:1", Credential: Credential{Inject: "aws_sigv4"}, AWS: &AWS{Service: "execute-api", Region: "eu-west-1"}})
+	role := `{"role_arn":"arn:aws:iam::123456789012:role/archive-reader","access_key_id":"` + testAWSKeyID + `","secret_access_key":"` + testAWSSecretKey + `"}`
+	tests := []struct {
+		name, secret, body, want string
+	}{
+		{"basic user name stays", "alice:pa55w0rd-Zq9-xyzzy", `{"login":"alice:","note":"alice:pa55w0rd-Zq9-xyzzy"}`, `{"login":"alice:","note":"alice:[REDACTED]"}`},
+		{"basic base64 keeps the user's characters", "alice:pa55w0rd-Zq9-xyzzy", "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:pa55w0rd-Zq9-xyzzy")), "Basic YWxpY2U6[REDACTED]"},
+		{"aws field names stay", role, `{"access_key_id":"` + testAWSKeyID + `","role":"arn:aws:iam::123456789012:role/archive-reader"}`, `{"access_key_id":"[REDACTED]","role":"arn:aws:iam::123456789012:role/archive-reader"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tool := basic
+			if strings.HasPrefix(tc.secret, "{") {
+				tool = sigv4
+			}
+			sc := tool.Scrubber([]byte(tc.secret))
+			if got, _ := sc.String(tc.body); got != tc.want {
+				t.Fatalf("scrub(%s) = %s, want %s", tc.body, got, tc.want)
+			}
+			if ArgsCarrySecret(sc, []byte(`{"method":"GET","path":"/users/alice:","query":{"role":"arn:aws:iam::123456789012:role/archive-reader","f":"{\"access_key_id\":1}"}}`)) {
+				t.Fatalf("the argument check refuses public parts of %s", tc.name)
+			}
+		})
+	}
+}
+
 func mustPrepare(t testing.TB, tool Tool, args string) *Call {
 	t.Helper()
 	call, err := tool.Prepare(json.RawMessage(args))
