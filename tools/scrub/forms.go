@@ -37,15 +37,21 @@ type form struct {
 	// sep, when set, is the separator between the bytes of a hex form; it
 	// does not count toward k.
 	sep byte
+	// unit, when set, starts each escape of a form that escapes every
+	// character ('%' or a backslash): k counts escapes, not bytes, since
+	// the eight bytes `\u0053\u` are one character of the secret, and chance.
+	unit byte
 }
 
 // weight is how much of f the run f.b[i:j] holds, in the units of k.
 func (f *form) weight(i, j int) int {
-	n := j - i
-	if f.sep != 0 {
-		n -= bytes.Count(f.b[i:j], []byte{f.sep})
+	switch {
+	case f.unit != 0:
+		return bytes.Count(f.b[i:j], []byte{f.unit})
+	case f.sep != 0:
+		return j - i - bytes.Count(f.b[i:j], []byte{f.sep})
 	}
-	return n
+	return j - i
 }
 
 // partK is min(8, half of n rounded up): the shortest part of an n-byte
@@ -72,10 +78,11 @@ func forms(secret []byte) [][]byte {
 //   - hex in any case, plain and with ":", " " or "-" between bytes (a
 //     part must hold eight hex digits; separators do not count);
 //   - URL-encoded as url.QueryEscape and url.PathEscape produce it (upper-
-//     and lower-case hex) and with every byte percent-encoded (any case);
+//     and lower-case hex) and with every byte percent-encoded (any case; a
+//     part must hold eight escapes);
 //   - JSON string contents: encoding/json's form, the form without HTML
 //     escaping (also with "\/"), every escapable byte as \u00XX, and every
-//     character \u-escaped (any case);
+//     character \u-escaped (any case; a part must hold eight escapes);
 //   - UTF-16, little- and big-endian (a part must hold eight characters).
 //
 // Derived forms shorter than four bytes are left out.
@@ -121,12 +128,19 @@ func formsOf(secret []byte) []form {
 		add(f, partK(len(f)), false)
 		add(lowerPercent(f), partK(len(f)), false)
 	}
-	add(everyBytePercent(secret), partK(3*len(secret)), true)
+	addEscaped := func(s string, k int, unit byte) {
+		s = strings.ToLower(s)
+		if !seen[key{s, true}] {
+			seen[key{s, true}] = true
+			out = append(out, form{b: []byte(s), k: k, fold: true, unit: unit})
+		}
+	}
+	addEscaped(everyBytePercent(secret), partK(len(secret)), '%')
 	for _, f := range jsonForms(secret) {
 		add(f, partK(len(f)), false)
 	}
 	if all := everyCharJSON(secret); all != "" {
-		add(all, partK(len(all)), true)
+		addEscaped(all, partK(strings.Count(all, `\`)), '\\')
 	}
 	for _, f := range utf16Forms(secret) {
 		// Counted in characters, like the raw value: two bytes a unit.

@@ -9,19 +9,33 @@ import "bytes"
 // be neighbours in a form (directly, or with a space between for hex
 // separated by spaces); a form wholly on one line was matched already.
 func (m *matcher) joined(b []byte) bool {
-	for _, c := range []byte{'\n', '\r', '\\'} {
-		for i := 0; ; i++ {
-			j := bytes.IndexByte(b[i:], c)
-			if j < 0 {
-				break
+	// The next '\n', '\r' and '\\' at or after i, found lazily, so each
+	// byte is searched once and each run of breaks is checked once.
+	next := [3]int{-1, -1, -1}
+	for i := 0; i < len(b); {
+		at := len(b)
+		for k, c := range []byte{'\n', '\r', '\\'} {
+			if next[k] != len(b) && next[k] < i {
+				next[k] = len(b)
+				if j := bytes.IndexByte(b[i:], c); j >= 0 {
+					next[k] = i + j
+				}
 			}
-			i += j
-			if c == '\\' && (i+1 >= len(b) || b[i+1] != 'n' && b[i+1] != 'r') {
-				continue
-			}
-			if m.joinedAt(b, i) {
-				return true
-			}
+			at = min(at, next[k])
+		}
+		if at == len(b) {
+			return false
+		}
+		n := breakAt(b, at)
+		if n == 0 { // a backslash that does not escape a line break
+			i = at + 1
+			continue
+		}
+		if m.joinedAt(b, at) {
+			return true
+		}
+		for i = at + n; i < len(b) && breakAt(b, i) > 0; {
+			i += breakAt(b, i)
 		}
 	}
 	return false

@@ -54,6 +54,11 @@ func TestScrubPartsOfAForm(t *testing.T) {
 		{"hex with colons, eight digits from mid-byte", tok, "fp " + colon[1:13], "fp [REDACTED]", Replaced},
 		{"utf16 eight characters", tok, "\xff\xfe" + le[:16], "\xff\xfe[REDACTED]", Replaced},
 		{"utf16 seven characters", tok, "\xff\xfe" + le[:14], "\xff\xfe" + le[:14], Clean},
+		{"json escapes, two characters", tok, `"\u0053\u004b"`, `"\u0053\u004b"`, Clean},
+		{"json escapes, seven characters", tok, `"` + escapeEvery(tok[:7], 1, `\u%04x`) + `"`, "", Clean},
+		{"json escapes, eight characters", tok, `"` + escapeEvery(tok[:8], 1, `\u%04x`) + `"`, `"[REDACTED]"`, Replaced},
+		{"percent escapes, seven bytes", tok, "q=" + everyBytePercent([]byte(tok[3:10])), "", Clean},
+		{"percent escapes, eight bytes", tok, "q=" + everyBytePercent([]byte(tok[3:11])), "q=[REDACTED]", Replaced},
 		{"short secret half", "hunter2abc", "pw " + "hunter", "pw [REDACTED]", Replaced},
 		{"short secret under half", "hunter2abc", "pw hunt", "pw hunt", Clean},
 		{"non-ASCII secret cut inside a character", "päss😀wörd-1234", "x päss😀w", "x [REDACTED]", Replaced},
@@ -99,7 +104,7 @@ func TestScrubEncodedForms(t *testing.T) {
 		{"json every char escaped mixed case", `{"t":"` + mixCase(escapeEvery(tok, 1, `\u%04x`)) + `"}`, Replaced},
 		{"json one char escaped mid-token", `["` + tok[:12] + `\u00` + hex.EncodeToString([]byte{tok[12]}) + tok[13:] + `"]`, Replaced},
 		{"json escaped slash inside base64", `{"b":"` + strings.ReplaceAll(base64.StdEncoding.EncodeToString([]byte("??>"+tok)), "/", `\/`) + `"}`, Replaced},
-		{"json escaped utf16", `{"t":"` + escapeEvery(utf16le(tok), 1, `\u%04x`) + `"}`, Replaced},
+		{"json escaped utf16", `{"t":"` + escapeEvery(utf16le(tok), 1, `\u%04x`) + `"}`, Withheld},
 		// Percent-encoding.
 		{"percent one byte", "/x/%53" + tok[1:], Replaced},
 		{"percent one byte lower case", "/x/" + tok[:5] + "%6" + hex.EncodeToString([]byte{tok[5]})[1:] + tok[6:], Replaced},
@@ -299,4 +304,39 @@ func utf16be(s string) string {
 		out = binary.BigEndian.AppendUint16(out, u)
 	}
 	return string(out)
+}
+
+// TestScrubHostileShapes scrubs bodies made of one escape or break over and
+// over (and a low-entropy secret over its own repetition): each is a few
+// passes over the body, so a scrubber that walked a run once per byte of
+// it would not finish here.
+func TestScrubHostileShapes(t *testing.T) {
+	tok := issueToken
+	const n = 1 << 18
+	tests := map[string]struct {
+		secret, body string
+		out          Outcome
+	}{
+		"newlines":           {tok, strings.Repeat("\n", n), Clean},
+		"CRLFs":              {tok, strings.Repeat("\r\n", n/2), Clean},
+		"escaped newlines":   {tok, strings.Repeat(`\n`, n/2), Clean},
+		"backslashes":        {tok, strings.Repeat(`\`, n), Clean},
+		"percent escapes":    {tok, strings.Repeat("%53", n/3), Clean},
+		"json escapes":       {tok, strings.Repeat(`\u0053`, n/6), Clean},
+		"html references":    {tok, strings.Repeat("&#83;", n/5), Clean},
+		"base64 split by LF": {tok, strings.Repeat("U0t0\n", n/5), Clean},
+		"secret repeated":    {tok, strings.Repeat(tok, n/len(tok)), Replaced},
+		"low-entropy secret": {"aaaaaaaaaaaaaaaa", strings.Repeat("a", n), Replaced},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, o := New([]byte(tc.secret)).Scrub([]byte(tc.body))
+			if o != tc.out {
+				t.Fatalf("Scrub(%d bytes of %.12q) = %v, want %v", len(tc.body), tc.body, o, tc.out)
+			}
+			if o == Replaced && string(got) != Redacted {
+				t.Fatalf("Scrub(%d bytes of %.12q) = %.40q, want one %s", len(tc.body), tc.body, got, Redacted)
+			}
+		})
+	}
 }
