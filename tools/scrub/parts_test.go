@@ -326,7 +326,7 @@ func TestScrubHostileShapes(t *testing.T) {
 		"html references":    {tok, strings.Repeat("&#83;", n/5), Clean},
 		"base64 split by LF": {tok, strings.Repeat("U0t0\n", n/5), Clean},
 		"secret repeated":    {tok, strings.Repeat(tok, n/len(tok)), Replaced},
-		"low-entropy secret": {"aaaaaaaaaaaaaaaa", strings.Repeat("a", n), Replaced},
+		"low-entropy secret": {"aaaaaaaaaaaaaaaa", strings.Repeat("a", n/16), Replaced},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
