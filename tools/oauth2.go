@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -329,17 +330,7 @@ func (o *oauth2Source) fetch(env CallEnv) (minted, error) {
 		return o.failed(ctx, env, creds, err)
 	}
 
-	lifetime := time.Duration(tok.ExpiresIn) * time.Second
-	if lifetime <= 0 && !tok.Expiry.IsZero() {
-		lifetime = time.Until(tok.Expiry)
-	}
-	now := o.now()
-	var exp time.Time
-	refreshAt := now.Add(oauth2NoExpiry)
-	if lifetime > 0 {
-		exp = now.Add(lifetime)
-		refreshAt = exp.Add(-min(oauth2RefreshMargin, lifetime/2))
-	}
+	refreshAt, exp := tokenTimes(tok, o.now())
 
 	st.mu.Lock()
 	st.derive(tok.AccessToken, tok.RefreshToken)
@@ -394,6 +385,21 @@ func (o *oauth2Source) config(creds oauth2Secret, redirect string) *oauth2.Confi
 	}
 }
 
+// tokenTimes returns when tok must be replaced and when it expires (zero:
+// unknown), by the tool's clock: x/oauth2 dates Expiry by the system
+// clock, so only the lifetime the server gave is taken from it.
+func tokenTimes(tok *oauth2.Token, now time.Time) (refreshAt, exp time.Time) {
+	lifetime := time.Duration(tok.ExpiresIn) * time.Second
+	if lifetime <= 0 && !tok.Expiry.IsZero() {
+		lifetime = time.Until(tok.Expiry).Round(time.Second)
+	}
+	if lifetime <= 0 {
+		return now.Add(oauth2NoExpiry), time.Time{}
+	}
+	exp = now.Add(lifetime)
+	return exp.Add(-min(oauth2RefreshMargin, lifetime/2)), exp
+}
+
 // checkAccessToken refuses a token keyhole cannot send as a bearer token.
 func checkAccessToken(tok *oauth2.Token) error {
 	switch {
@@ -423,13 +429,16 @@ func (o *oauth2Source) failed(ctx context.Context, env CallEnv, creds oauth2Secr
 	st.mu.Unlock()
 	detail, _ := sc.String(err.Error())
 	var msg string
+	var ne net.Error
 	switch {
+	case re != nil && re.Response != nil && re.Response.StatusCode >= 500:
+		msg = fmt.Sprintf("the token endpoint of tool %s answered %s", o.tool, re.Response.Status)
 	case re != nil && re.ErrorCode != "":
 		code, _ := sc.String(re.ErrorCode)
 		msg = fmt.Sprintf("the token endpoint of tool %s refused keyhole's request (%.64s); an operator must check secret %s and the tool's oauth2 settings", o.tool, code, o.secret)
 	case re != nil && re.Response != nil:
 		msg = fmt.Sprintf("the token endpoint of tool %s answered %s", o.tool, re.Response.Status)
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		msg = fmt.Sprintf("the token endpoint of tool %s did not answer within %s", o.tool, o.timeout)
 	default:
 		msg = fmt.Sprintf("the token endpoint of tool %s is unreachable", o.tool)

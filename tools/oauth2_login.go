@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -128,20 +127,12 @@ func (l *Login) Finish(ctx context.Context, secret []byte, state, code string) (
 	creds.RefreshToken = tok.RefreshToken
 	next := creds.encode()
 
-	lifetime := time.Duration(tok.ExpiresIn) * time.Second
-	if lifetime <= 0 && !tok.Expiry.IsZero() {
-		lifetime = time.Until(tok.Expiry)
-	}
-	now := src.now()
+	refreshAt, exp := tokenTimes(tok, src.now())
 	st := src.state
 	st.mu.Lock()
 	st.adopt(next, creds)
 	st.derive(tok.AccessToken)
-	st.tok, st.expiry, st.tokExp = tok.AccessToken, now.Add(oauth2NoExpiry), time.Time{}
-	if lifetime > 0 {
-		st.tokExp = now.Add(lifetime)
-		st.expiry = st.tokExp.Add(-min(oauth2RefreshMargin, lifetime/2))
-	}
+	st.tok, st.expiry, st.tokExp = tok.AccessToken, refreshAt, exp
 	st.mu.Unlock()
 	return next, nil
 }
