@@ -327,7 +327,7 @@ func (g *githubAppSource) wider(req ghRequest, perms map[string]string, repos []
 			return "permission " + p + ": " + l
 		}
 	}
-	if req.Repositories != nil {
+	if len(req.Repositories) > 0 {
 		for _, r := range repos {
 			found := false
 			for _, want := range req.Repositories {

@@ -386,6 +386,7 @@ func (n ghNeed) request(inst ghInstallation) (ghRequest, []string) {
 				req.Repositories = append(req.Repositories, name)
 			}
 		}
+		slices.Sort(req.Repositories)
 	}
 	return req, foreign
 }
