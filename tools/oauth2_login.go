@@ -28,6 +28,9 @@ type Loginer interface {
 	// loopback http URL (RFC 8252). It returns ErrNoLogin for a tool
 	// without one.
 	StartLogin(secret []byte, redirectURL string) (*Login, error)
+	// LoginNeeded reports whether the tool needs a login before its
+	// first call: it has one, and secret holds no refresh token yet.
+	LoginNeeded(secret []byte) bool
 }
 
 var _ Loginer = (*httpTool)(nil)
@@ -71,6 +74,16 @@ func (t *httpTool) StartLogin(secret []byte, redirectURL string) (*Login, error)
 	}
 	u := src.config(creds, redirectURL).AuthCodeURL(state, opts...)
 	return &Login{URL: u, State: state, verifier: verifier, redirect: redirectURL, src: src}, nil
+}
+
+// LoginNeeded implements Loginer.
+func (t *httpTool) LoginNeeded(secret []byte) bool {
+	src, ok := t.mint.(*oauth2Source)
+	if !ok || src.set.flow != flowAuthorizationCode {
+		return false
+	}
+	s, err := parseOAuth2Secret(secret)
+	return err == nil && s.RefreshToken == ""
 }
 
 // checkRedirect accepts a loopback http URL: http://127.0.0.1:PORT/…,
