@@ -203,3 +203,63 @@ scopes:
 	}
 	h.assertNoneAnywhere(append(as.Issued(), e2eClientSecret), outs...)
 }
+
+func TestGitHubAppTokenPerSessionThroughTheBinary(t *testing.T) {
+	api := servertest.NewGitHubAPI(t, 123, 456, "acme", []string{"api", "billing"},
+		map[string]string{"metadata": "read", "issues": "write", "contents": "write"})
+	h := newHome(t)
+	h.ok("", "init")
+	h.killBrokerAtCleanup(t)
+	pemFile := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(pemFile, []byte(api.PrivateKeyPEM()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "secret", "set", "gh_app_key", "--from-file", pemFile)
+	cfg := fmt.Sprintf(`version: 1
+tools:
+  github:
+    kind: http
+    base_url: %[1]s
+    allow_private_network: true
+    credential:
+      secret: gh_app_key
+      inject: github_app
+      github_app: {app_id: 123, installation_id: 456, api_url: %[1]s}
+scopes:
+  triage:
+    ttl: 1h
+    grants:
+      - {tool: github, methods: [GET], paths: [/repos/acme/api/issues]}
+`, api.URL)
+	if err := os.WriteFile(filepath.Join(h.dir, "keyhole.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := h.stdioClient(t)
+	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
+	text := servertest.ResultText(res)
+	if res.IsError || !strings.Contains(text, "crash on start") || !strings.Contains(text, "[REDACTED]") {
+		t.Fatalf("GET issues = %s, want the issues with the echoed token redacted", text)
+	}
+	toks := api.Tokens()
+	if len(toks) != 1 || strings.Join(toks[0].Repositories, ",") != "api" || len(toks[0].Permissions) != 2 || toks[0].Permissions["issues"] != "read" {
+		t.Fatalf("minted tokens: %+v, want one for [api] with issues:read and metadata:read", toks)
+	}
+	res = servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/billing/issues"})
+	if !res.IsError || !strings.Contains(servertest.ResultText(res), "not granted") {
+		t.Fatalf("another repository = %s, want a denial", servertest.ResultText(res))
+	}
+
+	// The client goes away: the session ends and its token is revoked.
+	c.Close()
+	for i := 0; !api.Tokens()[0].Revoked; i++ {
+		if i == 600 {
+			t.Fatalf("the session ended and its token was not revoked: %v", api.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r := h.ok("", "audit", "tail", "-n", "100", "--json")
+	if !strings.Contains(r.stdout, `"credential_kind":"github_app"`) || !strings.Contains(r.stdout, `"token_id":"sha256:`) {
+		t.Fatalf("audit = %s, want the credential kind and the token id", r.stdout)
+	}
+	h.assertNoneAnywhere(api.Issued(), text, r.stdout)
+}
