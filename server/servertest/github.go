@@ -42,7 +42,7 @@ type GitHubAPI struct {
 	fail   int
 	tokens map[string]*InstallationToken
 	issued []*InstallationToken // in the order issued
-	log    []string // "METHOD path" of every request
+	log    []string             // "METHOD path" of every request
 	jwts   []string
 }
 
