@@ -1,0 +1,581 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+
+	"modernc.org/sqlite"
+)
+
+// schemaVersion is PRAGMA user_version of a file this package created.
+const schemaVersion = 1
+
+// schema is the SQLite schema. entries holds each sealed entry as it was
+// MAC'd (entry) under its seq; every other column is generated from that
+// JSON, so no column can say what the MAC'd entry does not. Only the
+// indexed columns are computed on insert.
+var schema = []string{
+	`CREATE TABLE entries (
+	seq INTEGER PRIMARY KEY,
+	entry TEXT NOT NULL,
+	type TEXT AS (json_extract(entry, '$.type')),
+	"of" INTEGER AS (json_extract(entry, '$.of')),
+	prev TEXT AS (json_extract(entry, '$.prev')),
+	mac TEXT AS (json_extract(entry, '$.mac')),
+	time TEXT AS (json_extract(entry, '$.time')),
+	session TEXT AS (json_extract(entry, '$.session')),
+	scope TEXT AS (json_extract(entry, '$.scope')),
+	client TEXT AS (json_extract(entry, '$.client')),
+	tool TEXT AS (json_extract(entry, '$.tool')),
+	kind TEXT AS (json_extract(entry, '$.kind')),
+	method TEXT AS (json_extract(entry, '$.method')),
+	host TEXT AS (json_extract(entry, '$.host')),
+	path TEXT AS (json_extract(entry, '$.path')),
+	bucket TEXT AS (json_extract(entry, '$.bucket')),
+	action TEXT AS (json_extract(entry, '$.action')),
+	"key" TEXT AS (json_extract(entry, '$.key')),
+	decision TEXT AS (json_extract(entry, '$.decision')),
+	code TEXT AS (json_extract(entry, '$.code')),
+	reason TEXT AS (json_extract(entry, '$.reason')),
+	"grant" TEXT AS (json_extract(entry, '$.grant')),
+	credential TEXT AS (json_extract(entry, '$.credential')),
+	credential_version INTEGER AS (json_extract(entry, '$.credential_version')),
+	status INTEGER AS (json_extract(entry, '$.status')),
+	bytes_in INTEGER AS (json_extract(entry, '$.bytes_in')),
+	bytes_out INTEGER AS (json_extract(entry, '$.bytes_out')),
+	duration_ns INTEGER AS (json_extract(entry, '$.duration_ns')),
+	scrubbed INTEGER AS (json_extract(entry, '$.scrubbed'))
+) STRICT`,
+	// Calls (not outcomes) by what people filter on; outcomes by the
+	// intent they complete. SQLite appends the rowid (seq) to each key, so
+	// one value's calls come in seq order.
+	`CREATE INDEX entries_session ON entries(session) WHERE type <> 'outcome'`,
+	`CREATE INDEX entries_tool ON entries(tool) WHERE type <> 'outcome'`,
+	`CREATE INDEX entries_time ON entries(time) WHERE type <> 'outcome'`,
+	`CREATE INDEX entries_credential ON entries(credential) WHERE type <> 'outcome'`,
+	`CREATE INDEX entries_decision ON entries(decision)`,
+	`CREATE INDEX entries_of ON entries("of") WHERE "of" IS NOT NULL`,
+	`CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT`,
+	// One row per call, as audit tail shows it: an intent merged with its
+	// outcome. A call whose outcome is not written reads running (after a
+	// crash, until the next start records it interrupted).
+	`CREATE VIEW calls AS
+SELECT c.seq, c.time, c.session, c.scope, c.client, c.tool, c.kind,
+	c.method, c.host, c.path, c.bucket, c.action, c."key",
+	CASE WHEN c.type <> 'intent' THEN c.decision WHEN o.seq IS NULL THEN 'running' ELSE o.decision END AS decision,
+	iif(o.seq IS NULL, c.code, o.code) AS code,
+	iif(o.seq IS NULL, c.reason, o.reason) AS reason,
+	c."grant", c.credential, c.credential_version,
+	iif(o.seq IS NULL, c.status, o.status) AS status,
+	iif(o.seq IS NULL, c.bytes_in, o.bytes_in) AS bytes_in,
+	iif(o.seq IS NULL, c.bytes_out, o.bytes_out) AS bytes_out,
+	iif(o.seq IS NULL, c.duration_ns, o.duration_ns) AS duration_ns,
+	round(iif(o.seq IS NULL, c.duration_ns, o.duration_ns) / 1e6, 3) AS duration_ms,
+	iif(o.seq IS NULL, c.scrubbed, o.scrubbed) AS scrubbed,
+	o.seq AS outcome_seq,
+	iif(o.seq IS NULL, c.mac, o.mac) AS mac
+FROM entries c LEFT JOIN entries o ON o."of" = c.seq AND o.type = 'outcome'
+WHERE c.type <> 'outcome'`,
+}
+
+// SQLite result codes (the low byte of an extended code) this package names.
+const (
+	sqliteReadOnly = 8
+	sqliteCorrupt  = 11
+	sqliteFull     = 13
+	sqliteCantOpen = 14
+	sqliteNotADB   = 26
+)
+
+// syncFull makes every commit fsync the WAL (synchronous=FULL) instead of
+// the syncer fsyncing it once for the batches waiting. It is for the
+// benchmark that compares the two (KEYHOLE_AUDIT_SYNC=full); explicit
+// fsyncs were measured cheaper (see BENCHMARKS.md).
+var syncFull = os.Getenv("KEYHOLE_AUDIT_SYNC") == "full"
+
+// sqliteStore is the store in an SQLite file: one writer connection (nil
+// for a read-only store) and a pool of read-only connections.
+type sqliteStore struct {
+	path string
+	w    *sql.Conn // the one writer connection
+	wdb  *sql.DB
+	r    *sql.DB // read-only connections
+	lock *os.File
+
+	wmu sync.Mutex // one transaction at a time on the writer connection
+
+	walMu sync.Mutex
+	wal   *os.File // own descriptor of the WAL, for fsync
+}
+
+var _ store = (*sqliteStore)(nil)
+
+// dsn is a file: URI for path with the given parameters.
+func dsn(path string, params ...string) string {
+	u := url.URL{Path: path}
+	return "file:" + u.EscapedPath() + "?" + strings.Join(params, "&")
+}
+
+// openSQLite opens the file at path. A writable store creates the file
+// (0600) and its schema if needed, and takes the writer's lock; a
+// read-only one requires the file to exist.
+func openSQLite(path string, readOnly bool) (*sqliteStore, error) {
+	s := &sqliteStore{path: path}
+	if readOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("audit: open %s: %w", path, err)
+		}
+	} else {
+		if err := s.openWriter(); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	r, err := sql.Open("sqlite", dsn(path, "mode=ro", "_pragma=busy_timeout(10000)", "_pragma=query_only(1)"))
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	s.r = r
+	if err := s.checkReadable(); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *sqliteStore) openWriter() error {
+	// SQLite creates files 0644 and gives the WAL the database's mode; the
+	// log holds arguments, so create it 0600 first.
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: open %s: %w", s.path, err)
+	}
+	f.Close()
+	if s.lock, err = lockFile(s.path); err != nil {
+		return err
+	}
+	sync := "_pragma=synchronous(NORMAL)"
+	if syncFull {
+		sync = "_pragma=synchronous(FULL)"
+	}
+	db, err := sql.Open("sqlite", dsn(s.path, "_pragma=busy_timeout(10000)", "_pragma=journal_mode(WAL)", sync, "_txlock=immediate"))
+	if err != nil {
+		return fmt.Errorf("audit: open %s: %w", s.path, err)
+	}
+	db.SetMaxOpenConns(1)
+	s.wdb = db
+	if s.w, err = db.Conn(context.Background()); err != nil {
+		return s.openError(err)
+	}
+	var mode string
+	if err := s.w.QueryRowContext(context.Background(), `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return s.openError(err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("audit: %s: journal mode is %q, not WAL", s.path, mode)
+	}
+	if err := s.ensureSchema(); err != nil {
+		return err
+	}
+	if !syncFull {
+		if s.wal, err = os.OpenFile(s.path+"-wal", os.O_RDWR|os.O_CREATE, 0o600); err != nil {
+			return fmt.Errorf("audit: open %s-wal: %w", s.path, err)
+		}
+	}
+	return nil
+}
+
+// openError names what an error met while opening the file means.
+func (s *sqliteStore) openError(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqliteNotADB:
+			return fmt.Errorf("audit: %s is not an SQLite database (restore it from a backup, or move it away to start a new log): %w", s.path, err)
+		case sqliteCorrupt:
+			return fmt.Errorf("audit: %s is damaged or truncated (restore it from a backup): %w", s.path, err)
+		case sqliteReadOnly, sqliteCantOpen:
+			return fmt.Errorf("audit: %s cannot be written (is the data dir read-only?): %w", s.path, err)
+		}
+	}
+	return fmt.Errorf("audit: open %s: %w", s.path, err)
+}
+
+// ensureSchema creates the schema in an empty file, and refuses a file
+// whose schema is not one this package wrote.
+func (s *sqliteStore) ensureSchema() error {
+	ctx := context.Background()
+	var version, objects int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return s.openError(err)
+	}
+	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&objects); err != nil {
+		return s.openError(err)
+	}
+	switch {
+	case version == schemaVersion:
+		return nil
+	case version == 0 && objects == 0:
+	default:
+		return fmt.Errorf("audit: %s has schema version %d with %d objects; this keyhole writes version %d", s.path, version, objects, schemaVersion)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.openError(err)
+	}
+	defer tx.Rollback()
+	for _, stmt := range schema {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("audit: create schema in %s: %w", s.path, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
+		return fmt.Errorf("audit: create schema in %s: %w", s.path, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return s.openError(err)
+	}
+	return nil
+}
+
+// checkReadable reads the schema version through a read-only connection,
+// so a file that is not a database or is damaged fails at open.
+func (s *sqliteStore) checkReadable() error {
+	var version int
+	if err := s.r.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		return s.openError(err)
+	}
+	if version != schemaVersion {
+		return fmt.Errorf("audit: %s is not an audit log this keyhole wrote (schema version %d, want %d)", s.path, version, schemaVersion)
+	}
+	var n int
+	if err := s.r.QueryRow(`SELECT count(*) FROM (SELECT seq FROM entries ORDER BY seq DESC LIMIT 1)`).Scan(&n); err != nil {
+		return s.openError(err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) appendBatch(entries []row, meta map[string]string) error {
+	if s.w == nil {
+		return ErrReadOnly
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	ctx := context.Background()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return s.writeError(err)
+	}
+	defer tx.Rollback()
+	if len(entries) > 0 {
+		// One statement per batch keeps the transaction short; 2 params a row.
+		const perStmt = 400
+		for start := 0; start < len(entries); start += perStmt {
+			part := entries[start:min(len(entries), start+perStmt)]
+			var q strings.Builder
+			q.WriteString(`INSERT INTO entries(seq, entry) VALUES `)
+			args := make([]any, 0, 2*len(part))
+			for i, e := range part {
+				if i > 0 {
+					q.WriteByte(',')
+				}
+				q.WriteString("(?,?)")
+				args = append(args, int64(e.Seq), e.Value)
+			}
+			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+				return s.writeError(err)
+			}
+		}
+	}
+	for name, value := range meta {
+		if err := upsertMeta(ctx, tx, name, value); err != nil {
+			return s.writeError(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return s.writeError(err)
+	}
+	return nil
+}
+
+func upsertMeta(ctx context.Context, tx *sql.Tx, name, value string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`, name, value)
+	return err
+}
+
+// writeError names what an error met while writing means.
+func (s *sqliteStore) writeError(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqliteFull {
+		return fmt.Errorf("audit: write %s: the disk is full: %w", s.path, err)
+	}
+	return fmt.Errorf("audit: write %s: %w", s.path, err)
+}
+
+func (s *sqliteStore) sync() error {
+	if s.w == nil || syncFull {
+		return nil
+	}
+	s.walMu.Lock()
+	defer s.walMu.Unlock()
+	// The WAL is the same file while the writer connection is open; if it
+	// were ever replaced, fsync the new one.
+	mine, err := s.wal.Stat()
+	if err != nil {
+		return fmt.Errorf("audit: fsync %s-wal: %w", s.path, err)
+	}
+	if fi, err := os.Stat(s.path + "-wal"); err == nil {
+		if !os.SameFile(fi, mine) {
+			f, err := os.OpenFile(s.path+"-wal", os.O_RDWR, 0)
+			if err != nil {
+				return fmt.Errorf("audit: reopen %s-wal: %w", s.path, err)
+			}
+			s.wal.Close()
+			s.wal = f
+		}
+	}
+	if err := s.wal.Sync(); err != nil {
+		return fmt.Errorf("audit: fsync %s-wal: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *sqliteStore) scanRow(q string, args ...any) (row, bool, error) {
+	var seq int64
+	var v string
+	err := s.r.QueryRow(q, args...).Scan(&seq, &v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return row{}, false, nil
+	}
+	if err != nil {
+		return row{}, false, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	return row{Seq: uint64(seq), Value: v}, true, nil
+}
+
+func (s *sqliteStore) get(seq uint64) (row, bool, error) {
+	return s.scanRow(`SELECT seq, entry FROM entries WHERE seq = ?`, int64(seq))
+}
+
+func (s *sqliteStore) outcome(intent uint64) (row, bool, error) {
+	return s.scanRow(`SELECT seq, entry FROM entries WHERE "of" = ? AND type = 'outcome' ORDER BY seq LIMIT 1`, int64(intent))
+}
+
+func (s *sqliteStore) last() (row, bool, error) {
+	return s.scanRow(`SELECT seq, entry FROM entries ORDER BY seq DESC LIMIT 1`)
+}
+
+// outcomeOfCall is the first outcome of call c.
+const outcomeOfCall = `(SELECT o.entry FROM entries o WHERE o."of" = c.seq AND o.type = 'outcome' ORDER BY o.seq LIMIT 1)`
+
+func (s *sqliteStore) calls(q callQuery) ([]callRow, error) {
+	var where []string
+	var args []any
+	add := func(cond string, a ...any) {
+		where = append(where, cond)
+		args = append(args, a...)
+	}
+	add(`c.type <> 'outcome'`)
+	for _, f := range []struct{ col, v string }{
+		{"c.session", q.Session}, {"c.scope", q.Scope}, {"c.tool", q.Tool}, {"c.credential", q.Credential},
+	} {
+		if f.v != "" {
+			add(f.col+" = ?", f.v)
+		}
+	}
+	if !q.Since.IsZero() {
+		add(`c.time >= ?`, formatTime(q.Since))
+	}
+	if !q.Until.IsZero() {
+		add(`c.time < ?`, formatTime(q.Until))
+	}
+	if q.After > 0 {
+		add(`c.seq > ?`, int64(q.After))
+	}
+	if q.Before > 0 {
+		add(`c.seq < ?`, int64(q.Before))
+	}
+	switch q.Decision {
+	case "":
+	case Running, Interrupted:
+		add(`c.type = 'intent' AND NOT EXISTS (SELECT 1 FROM entries o WHERE o."of" = c.seq AND o.type = 'outcome' AND o.decision <> 'interrupted')`)
+	default:
+		add(`((c.type <> 'intent' AND c.decision = ?) OR (c.type = 'intent' AND EXISTS (SELECT 1 FROM entries o WHERE o."of" = c.seq AND o.type = 'outcome' AND o.decision = ?)))`, string(q.Decision), string(q.Decision))
+	}
+	order := "ASC"
+	if q.Desc {
+		order = "DESC"
+	}
+	query := `SELECT c.seq, c.entry, coalesce(` + outcomeOfCall + `, '') FROM entries c WHERE ` +
+		strings.Join(where, " AND ") + ` ORDER BY c.seq ` + order + ` LIMIT ?`
+	args = append(args, q.Limit)
+	rows, err := s.r.Query(query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	var out []callRow
+	for rows.Next() {
+		var c callRow
+		var seq int64
+		if err := rows.Scan(&seq, &c.First.Value, &c.Outcome.Value); err != nil {
+			return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+		}
+		c.First.Seq = uint64(seq)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	return out, nil
+}
+
+func (s *sqliteStore) rows(q string, args ...any) ([]row, error) {
+	rs, err := s.r.Query(q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	defer rs.Close()
+	var out []row
+	for rs.Next() {
+		var seq int64
+		var v string
+		if err := rs.Scan(&seq, &v); err != nil {
+			return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+		}
+		out = append(out, row{Seq: uint64(seq), Value: v})
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	return out, nil
+}
+
+func (s *sqliteStore) entries(after uint64, limit int) ([]row, error) {
+	return s.rows(`SELECT seq, entry FROM entries WHERE seq > ? ORDER BY seq LIMIT ?`, int64(after), limit)
+}
+
+func (s *sqliteStore) openIntents(after uint64, limit int) ([]row, error) {
+	return s.rows(`SELECT i.seq, i.entry FROM entries i WHERE i.seq > ? AND i.type = 'intent'
+		AND NOT EXISTS (SELECT 1 FROM entries o WHERE o."of" = i.seq AND o.type = 'outcome')
+		ORDER BY i.seq LIMIT ?`, int64(after), limit)
+}
+
+func (s *sqliteStore) deletePrefix(through uint64, meta map[string]string) (int, error) {
+	if s.w == nil {
+		return 0, ErrReadOnly
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	ctx := context.Background()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, s.writeError(err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM entries WHERE seq <= ?`, int64(through))
+	if err != nil {
+		return 0, s.writeError(err)
+	}
+	n, _ := res.RowsAffected()
+	for name, value := range meta {
+		if err := upsertMeta(ctx, tx, name, value); err != nil {
+			return 0, s.writeError(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, s.writeError(err)
+	}
+	return int(n), nil
+}
+
+func (s *sqliteStore) meta(name string) (string, bool, error) {
+	var v string
+	err := s.r.QueryRow(`SELECT value FROM meta WHERE name = ?`, name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	return v, true, nil
+}
+
+func (s *sqliteStore) setMeta(name, value string) error {
+	return s.appendBatch(nil, map[string]string{name: value})
+}
+
+func (s *sqliteStore) schemaProblems() ([]string, error) {
+	want := map[string]string{}
+	for _, stmt := range schema {
+		f := strings.Fields(stmt)
+		// CREATE TABLE|INDEX|VIEW name ...
+		want[f[2]] = normalizeSQL(stmt)
+	}
+	rows, err := s.r.Query(`SELECT type, name, coalesce(sql, '') FROM sqlite_master`)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	var problems []string
+	seen := map[string]bool{}
+	for rows.Next() {
+		var typ, name, text string
+		if err := rows.Scan(&typ, &name, &text); err != nil {
+			return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+		}
+		if strings.HasPrefix(name, "sqlite_autoindex_") {
+			continue
+		}
+		seen[name] = true
+		w, ok := want[name]
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%s %s is not one keyhole creates", typ, name))
+		case normalizeSQL(text) != w:
+			problems = append(problems, fmt.Sprintf("%s %s was altered", typ, name))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	for name := range want {
+		if !seen[name] {
+			problems = append(problems, fmt.Sprintf("%s is missing", name))
+		}
+	}
+	return problems, nil
+}
+
+func normalizeSQL(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func (s *sqliteStore) close() error {
+	var errs []error
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if s.wdb != nil {
+		errs = append(errs, s.wdb.Close())
+	}
+	if s.wal != nil {
+		s.wal.Close()
+	}
+	if s.lock != nil {
+		s.lock.Close()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("audit: close %s: %w", s.path, err)
+	}
+	return nil
+}
