@@ -80,11 +80,11 @@ type Vault struct {
 
 	wmu sync.Mutex // serializes writes and the snapshots they write
 
-	mu      sync.RWMutex // guards the fields below; held exclusively by Rekey, Close and a failed write
-	db      *buntdb.DB   // in memory; the file is a snapshot of it
-	aead    cipher.AEAD
-	root    []byte // key material of DeriveKey, independent of the master key so derived keys survive Rekey
-	closed  bool
+	mu     sync.RWMutex // guards the fields below; held exclusively by Rekey, Close and a failed write
+	db     *buntdb.DB   // in memory; the file is a snapshot of it
+	aead   cipher.AEAD
+	root   []byte // key material of DeriveKey, independent of the master key so derived keys survive Rekey
+	closed bool
 
 	recMu   sync.Mutex
 	records map[string]bool // names of every record ever stored, sealed with the root key

@@ -29,38 +29,38 @@ func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 // entry is one link of the chain, as stored. Field order is the canonical
 // encoding: the MAC covers the JSON encoding of every field before mac.
 type entry struct {
-	Seq         uint64          `json:"seq"`
-	Type        string          `json:"type"`
-	Of          uint64          `json:"of,omitempty"` // outcome: the intent's seq
-	Time        string          `json:"time"`
-	Session     string          `json:"session"`
-	Scope       string          `json:"scope"`
-	Client      string          `json:"client,omitempty"`
-	Tool        string          `json:"tool"`
-	Kind        string          `json:"kind,omitempty"`
-	Method      string          `json:"method,omitempty"`
-	Host        string          `json:"host,omitempty"`
-	Path        string          `json:"path,omitempty"`
-	QueryNames  []string        `json:"query_names,omitempty"`
-	Bucket      string          `json:"bucket,omitempty"`
-	Action      string          `json:"action,omitempty"`
-	Key         string          `json:"key,omitempty"`
-	Args        json.RawMessage `json:"args,omitempty"`
-	ArgsSHA256  string          `json:"args_sha256,omitempty"`
-	Decision    Decision        `json:"decision"`
-	Code        string          `json:"code,omitempty"`
-	Reason      string          `json:"reason,omitempty"`
-	Grant       string          `json:"grant,omitempty"`
-	Credential  string          `json:"credential,omitempty"`
-	CredVersion int             `json:"credential_version,omitempty"`
-	Status      int             `json:"status,omitempty"`
-	BytesIn     int64           `json:"bytes_in,omitempty"`
-	BytesOut    int64           `json:"bytes_out,omitempty"`
-	Duration    int64           `json:"duration_ns,omitempty"`
-	Scrubbed    bool            `json:"scrubbed,omitempty"`
+	Seq         uint64            `json:"seq"`
+	Type        string            `json:"type"`
+	Of          uint64            `json:"of,omitempty"` // outcome: the intent's seq
+	Time        string            `json:"time"`
+	Session     string            `json:"session"`
+	Scope       string            `json:"scope"`
+	Client      string            `json:"client,omitempty"`
+	Tool        string            `json:"tool"`
+	Kind        string            `json:"kind,omitempty"`
+	Method      string            `json:"method,omitempty"`
+	Host        string            `json:"host,omitempty"`
+	Path        string            `json:"path,omitempty"`
+	QueryNames  []string          `json:"query_names,omitempty"`
+	Bucket      string            `json:"bucket,omitempty"`
+	Action      string            `json:"action,omitempty"`
+	Key         string            `json:"key,omitempty"`
+	Args        json.RawMessage   `json:"args,omitempty"`
+	ArgsSHA256  string            `json:"args_sha256,omitempty"`
+	Decision    Decision          `json:"decision"`
+	Code        string            `json:"code,omitempty"`
+	Reason      string            `json:"reason,omitempty"`
+	Grant       string            `json:"grant,omitempty"`
+	Credential  string            `json:"credential,omitempty"`
+	CredVersion int               `json:"credential_version,omitempty"`
+	Status      int               `json:"status,omitempty"`
+	BytesIn     int64             `json:"bytes_in,omitempty"`
+	BytesOut    int64             `json:"bytes_out,omitempty"`
+	Duration    int64             `json:"duration_ns,omitempty"`
+	Scrubbed    bool              `json:"scrubbed,omitempty"`
 	Cut         map[string]string `json:"cut,omitempty"`
-	Prev        string          `json:"prev"`
-	MAC         string          `json:"mac,omitempty"` // set only when read back
+	Prev        string            `json:"prev"`
+	MAC         string            `json:"mac,omitempty"` // set only when read back
 }
 
 // macKey computes the log's MACs.

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // Sessions and tool names are agent-controlled: no value may reach another

@@ -53,7 +53,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		},
 		"delete a record": {
 			tamper: func(db *sql.DB) error { return deleteRaw(db, 4) },
-			want: []problemAt{{4, ProblemMissing}},
+			want:   []problemAt{{4, ProblemMissing}},
 		},
 		"swap two records": {
 			tamper: func(db *sql.DB) error {
@@ -72,13 +72,13 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			openRefused: true,
 		},
 		"forge an appended record": {
-			tamper: func(db *sql.DB) error { return setRaw(db, 9, forge(9, macOf(db, 8))) },
+			tamper:      func(db *sql.DB) error { return setRaw(db, 9, forge(9, macOf(db, 8))) },
 			want:        []problemAt{{9, ProblemForged}},
 			openRefused: true,
 		},
 		"forge a record in place": {
 			tamper: func(db *sql.DB) error { return setRaw(db, 5, forge(5, macOf(db, 4))) },
-			want: []problemAt{{5, ProblemForged}},
+			want:   []problemAt{{5, ProblemForged}},
 		},
 		"forge the checkpoint": {
 			checkpoint: func(cp *memCheckpoint) {
