@@ -59,10 +59,12 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 	rt.Vault = v
 	log, err := audit.Open(audit.Options{
 		Path:       dd.File(AuditFile),
+		Legacy:     dd.File(LegacyAuditFile),
 		Key:        v.DeriveKey(auditKeyLabel),
 		Checkpoint: v,
 		Arguments:  cfg.Config.Audit.Arguments,
 		Mirror:     cfg.Config.Audit.Mirror,
+		Anchor:     cfg.Config.Audit.Anchor,
 		Now:        o.Now,
 	})
 	if err != nil {
@@ -113,7 +115,7 @@ func (rt *Runtime) Close() error {
 // as running while the keyhole owning the data dir is alive, interrupted
 // otherwise. Close releases what it opened.
 func OpenAuditReader(dir string, keys vault.KeySource) (*Runtime, error) {
-	v, err := vault.Open(filepath.Join(dir, VaultFile), keys)
+	v, err := vault.OpenReadOnly(filepath.Join(dir, VaultFile), keys)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dir)
@@ -121,17 +123,19 @@ func OpenAuditReader(dir string, keys vault.KeySource) (*Runtime, error) {
 		return nil, err
 	}
 	log, err := audit.Open(audit.Options{
-		Path: filepath.Join(dir, AuditFile), Key: v.DeriveKey(auditKeyLabel), Checkpoint: v, ReadOnly: true,
+		Path: filepath.Join(dir, AuditFile), Legacy: filepath.Join(dir, LegacyAuditFile),
+		Key: v.DeriveKey(auditKeyLabel), Checkpoint: v, ReadOnly: true,
 		// A call in flight in the keyhole that owns the data dir is running, not interrupted.
 		WriterAlive: func() bool { return ownerAlive(dir) },
 	})
 	if err != nil {
 		defer v.Close()
 		if errors.Is(err, os.ErrNotExist) {
-			// No log and no checkpoint: nothing was ever recorded. A
-			// checkpoint without its log means the log was deleted.
-			if _, cerr := v.GetRecord(audit.CheckpointName); cerr == nil {
-				return nil, fmt.Errorf("keyhole: the audit log %s is missing, but the vault holds its checkpoint: the log was deleted", filepath.Join(dir, AuditFile))
+			// No log and no checkpoint ever: nothing was ever recorded. A
+			// checkpoint without its log, or a checkpoint removed from the
+			// vault, means the log was deleted.
+			if _, cerr := v.GetRecord(audit.CheckpointName); !errors.Is(cerr, os.ErrNotExist) {
+				return nil, fmt.Errorf("keyhole: the audit log %s is missing, but the vault has had its checkpoint: the log was deleted", filepath.Join(dir, AuditFile))
 			}
 			return nil, fmt.Errorf("keyhole: %w in %s: it is written on the first call", ErrNoAuditLog, dir)
 		}

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"time"
 
@@ -121,18 +117,17 @@ func (a *App) auditTailCmd() *cobra.Command {
 			}
 			flt.Limit = n
 			pr := a.recordPrinter(asJSON)
-			var recs []audit.Record
 			err = a.withAudit(func(l *audit.Log) error {
-				recs, err = l.Query(flt)
+				if follow {
+					return l.Follow(cmd.Context(), flt, pr.print)
+				}
+				recs, err := l.Query(flt)
 				if err != nil {
 					return err
 				}
 				return pr.print(recs)
 			})
-			if err != nil || !follow {
-				return a.orEmpty(err, "no calls recorded yet")
-			}
-			return a.followAudit(cmd.Context(), pr, flt, recs)
+			return a.orEmpty(err, "no calls recorded yet")
 		},
 	}
 	ff.register(c, false)
@@ -140,76 +135,6 @@ func (a *App) auditTailCmd() *cobra.Command {
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
 	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return c
-}
-
-// followAudit prints the records matching flt that come after shown, until
-// ctx ends. A read-only log is a snapshot of the file, so the file is read
-// again whenever it changes. A call shown as running is shown again once
-// its outcome is written.
-func (a *App) followAudit(ctx context.Context, pr *recordPrinter, flt audit.Filter, shown []audit.Record) error {
-	path := filepath.Join(a.dataDir(), server.AuditFile)
-	var last uint64
-	running := map[uint64]bool{}
-	note := func(recs []audit.Record) {
-		for _, r := range recs {
-			last = max(last, r.Seq)
-			if r.Decision == audit.Running {
-				running[r.Seq] = true
-			}
-		}
-	}
-	note(shown)
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("audit: follow %s: %w", path, err)
-	}
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		now, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("audit: follow %s: %w", path, err)
-		}
-		// While a call shows as running, read again even if the file is
-		// unchanged: if its broker dies, the call now reads as interrupted.
-		if now.Size() == fi.Size() && now.ModTime().Equal(fi.ModTime()) && len(running) == 0 {
-			continue
-		}
-		fi = now
-		err = a.withAudit(func(l *audit.Log) error {
-			var done []audit.Record
-			for seq := range running {
-				r, err := l.Get(seq)
-				if err != nil {
-					return err
-				}
-				if r.Decision == audit.Running {
-					continue
-				}
-				delete(running, seq)
-				if flt.Decision == "" || r.Decision == flt.Decision {
-					done = append(done, r)
-				}
-			}
-			slices.SortFunc(done, func(x, y audit.Record) int { return cmp.Compare(x.Seq, y.Seq) })
-			f := flt
-			f.Limit, f.AfterSeq = 0, last
-			recs, err := l.Query(f)
-			if err != nil {
-				return err
-			}
-			note(recs)
-			return pr.print(append(done, recs...))
-		})
-		if err != nil {
-			return err
-		}
-	}
 }
 
 // recordPrinter prints records as a table for people or JSON lines.
@@ -269,14 +194,23 @@ func (a *App) auditShowCmd() *cobra.Command {
 
 func (a *App) auditVerifyCmd() *cobra.Command {
 	var asJSON bool
+	var from uint64
+	var anchor string
 	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the audit log's hash chain; exit 1 on any edit, deletion, reordering or truncation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rep audit.Report
+			opts := audit.VerifyOptions{From: from, Anchor: anchor}
+			if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !asJSON {
+				opts.Progress = func(seq, head uint64) {
+					fmt.Fprintf(f, "\rverifying: entry %d of %d", seq, head)
+				}
+				defer fmt.Fprint(f, "\r\x1b[K")
+			}
 			err := a.withAudit(func(l *audit.Log) (err error) {
-				rep, err = l.Verify()
+				rep, err = l.VerifyWith(cmd.Context(), opts)
 				return err
 			})
 			if errors.Is(err, errNoRecords) {
@@ -304,6 +238,8 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.Flags().Uint64Var(&from, "from", 0, "check the chain from this seq on (its link to the entry before included)")
+	c.Flags().StringVar(&anchor, "anchor", "", "also check against this anchor file (audit.anchor): detects a data dir restored from an older copy")
 	return c
 }
 

@@ -11,13 +11,14 @@ import (
 const followPoll = 200 * time.Millisecond
 
 // Follow is `tail -f` on the log: it calls fn with the last f.Limit
-// records that match f (all of them when f.Limit is 0), then with every
-// matching record written after them, in seq order, until ctx ends (then it
-// returns nil) or fn returns an error (which it returns). A call passed as
-// running is passed again once its outcome is written, or once it reads
-// interrupted (its process is gone). It works on a read-only Log over a
-// file another process writes: each poll reads the file as it is.
-func (l *Log) Follow(ctx context.Context, f Filter, fn func(Record) error) error {
+// records that match f (all of them when f.Limit is 0), then with the
+// matching records written after them, in seq order, a batch per poll,
+// until ctx ends (then it returns nil) or fn returns an error (which it
+// returns). A call passed as running is passed again once its outcome is
+// written, or once it reads interrupted (its process is gone). It works on
+// a read-only Log over a file another process writes: each poll reads the
+// file as it is.
+func (l *Log) Follow(ctx context.Context, f Filter, fn func([]Record) error) error {
 	if l.isClosed() {
 		return ErrClosed
 	}
@@ -32,7 +33,9 @@ func (l *Log) Follow(ctx context.Context, f Filter, fn func(Record) error) error
 		if r.Decision == Running {
 			running[r.Seq] = true
 		}
-		if err := fn(r); err != nil {
+	}
+	if len(recs) > 0 {
+		if err := fn(recs); err != nil {
 			return err
 		}
 	}
@@ -88,11 +91,6 @@ func (l *Log) Follow(ctx context.Context, f Filter, fn func(Record) error) error
 				done = append(done, rec)
 			}
 		}
-		for _, rec := range done {
-			if err := fn(rec); err != nil {
-				return err
-			}
-		}
 		g := f
 		g.Limit, g.AfterSeq, g.Decision = 0, after, ""
 		err = l.Stream(ctx, g, func(rec Record) error {
@@ -100,11 +98,19 @@ func (l *Log) Follow(ctx context.Context, f Filter, fn func(Record) error) error
 			if rec.Decision == Running {
 				running[rec.Seq] = true
 			}
-			if f.Decision != "" && rec.Decision != f.Decision {
-				return nil
+			if f.Decision == "" || rec.Decision == f.Decision {
+				done = append(done, rec)
 			}
-			return fn(rec)
+			if len(done) >= pageSize {
+				err := fn(done)
+				done = nil
+				return err
+			}
+			return nil
 		})
+		if err == nil && len(done) > 0 {
+			err = fn(done)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

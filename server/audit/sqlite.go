@@ -26,60 +26,55 @@ var schema = []string{
 	entry TEXT NOT NULL,
 	type TEXT AS (json_extract(entry, '$.type')),
 	"of" INTEGER AS (json_extract(entry, '$.of')),
-	prev TEXT AS (json_extract(entry, '$.prev')),
-	mac TEXT AS (json_extract(entry, '$.mac')),
 	time TEXT AS (json_extract(entry, '$.time')),
 	session TEXT AS (json_extract(entry, '$.session')),
 	scope TEXT AS (json_extract(entry, '$.scope')),
-	client TEXT AS (json_extract(entry, '$.client')),
 	tool TEXT AS (json_extract(entry, '$.tool')),
 	kind TEXT AS (json_extract(entry, '$.kind')),
+	decision TEXT AS (json_extract(entry, '$.decision')),
+	credential TEXT AS (json_extract(entry, '$.credential')),
 	method TEXT AS (json_extract(entry, '$.method')),
 	host TEXT AS (json_extract(entry, '$.host')),
 	path TEXT AS (json_extract(entry, '$.path')),
-	bucket TEXT AS (json_extract(entry, '$.bucket')),
-	action TEXT AS (json_extract(entry, '$.action')),
-	"key" TEXT AS (json_extract(entry, '$.key')),
-	decision TEXT AS (json_extract(entry, '$.decision')),
-	code TEXT AS (json_extract(entry, '$.code')),
-	reason TEXT AS (json_extract(entry, '$.reason')),
-	"grant" TEXT AS (json_extract(entry, '$.grant')),
-	credential TEXT AS (json_extract(entry, '$.credential')),
-	credential_version INTEGER AS (json_extract(entry, '$.credential_version')),
 	status INTEGER AS (json_extract(entry, '$.status')),
-	bytes_in INTEGER AS (json_extract(entry, '$.bytes_in')),
-	bytes_out INTEGER AS (json_extract(entry, '$.bytes_out')),
-	duration_ns INTEGER AS (json_extract(entry, '$.duration_ns')),
-	scrubbed INTEGER AS (json_extract(entry, '$.scrubbed'))
+	duration_ns INTEGER AS (json_extract(entry, '$.duration_ns'))
 ) STRICT`,
-	// Calls (not outcomes) by what people filter on; outcomes by the
+	// Calls (not outcomes) by what people filter on; calls and outcomes
+	// (not intents, which are all allow) by decision; outcomes by the
 	// intent they complete. SQLite appends the rowid (seq) to each key, so
-	// one value's calls come in seq order.
+	// one value's calls come in seq order. Each index is as narrow as its
+	// queries allow: every one is written on the call path.
 	`CREATE INDEX entries_session ON entries(session) WHERE type <> 'outcome'`,
 	`CREATE INDEX entries_tool ON entries(tool) WHERE type <> 'outcome'`,
 	`CREATE INDEX entries_time ON entries(time) WHERE type <> 'outcome'`,
 	`CREATE INDEX entries_credential ON entries(credential) WHERE type <> 'outcome'`,
-	`CREATE INDEX entries_decision ON entries(decision)`,
+	`CREATE INDEX entries_decision ON entries(decision) WHERE type <> 'intent'`,
 	`CREATE INDEX entries_of ON entries("of") WHERE "of" IS NOT NULL`,
 	`CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT`,
 	// One row per call, as audit tail shows it: an intent merged with its
 	// outcome. A call whose outcome is not written reads running (after a
 	// crash, until the next start records it interrupted).
 	`CREATE VIEW calls AS
-SELECT c.seq, c.time, c.session, c.scope, c.client, c.tool, c.kind,
-	c.method, c.host, c.path, c.bucket, c.action, c."key",
+SELECT c.seq, c.time, c.session, c.scope,
+	json_extract(c.entry, '$.client') AS client,
+	c.tool, c.kind, c.method, c.host, c.path,
+	json_extract(c.entry, '$.bucket') AS bucket,
+	json_extract(c.entry, '$.action') AS action,
+	json_extract(c.entry, '$.key') AS "key",
 	CASE WHEN c.type <> 'intent' THEN c.decision WHEN o.seq IS NULL THEN 'running' ELSE o.decision END AS decision,
-	iif(o.seq IS NULL, c.code, o.code) AS code,
-	iif(o.seq IS NULL, c.reason, o.reason) AS reason,
-	c."grant", c.credential, c.credential_version,
-	iif(o.seq IS NULL, c.status, o.status) AS status,
-	iif(o.seq IS NULL, c.bytes_in, o.bytes_in) AS bytes_in,
-	iif(o.seq IS NULL, c.bytes_out, o.bytes_out) AS bytes_out,
-	iif(o.seq IS NULL, c.duration_ns, o.duration_ns) AS duration_ns,
-	round(iif(o.seq IS NULL, c.duration_ns, o.duration_ns) / 1e6, 3) AS duration_ms,
-	iif(o.seq IS NULL, c.scrubbed, o.scrubbed) AS scrubbed,
+	json_extract(coalesce(o.entry, c.entry), '$.code') AS code,
+	json_extract(coalesce(o.entry, c.entry), '$.reason') AS reason,
+	json_extract(c.entry, '$.grant') AS "grant",
+	c.credential,
+	json_extract(c.entry, '$.credential_version') AS credential_version,
+	coalesce(o.status, c.status) AS status,
+	json_extract(coalesce(o.entry, c.entry), '$.bytes_in') AS bytes_in,
+	json_extract(coalesce(o.entry, c.entry), '$.bytes_out') AS bytes_out,
+	coalesce(o.duration_ns, c.duration_ns) AS duration_ns,
+	round(coalesce(o.duration_ns, c.duration_ns) / 1e6, 3) AS duration_ms,
+	json_extract(coalesce(o.entry, c.entry), '$.scrubbed') AS scrubbed,
 	o.seq AS outcome_seq,
-	iif(o.seq IS NULL, c.mac, o.mac) AS mac
+	json_extract(coalesce(o.entry, c.entry), '$.mac') AS mac
 FROM entries c LEFT JOIN entries o ON o."of" = c.seq AND o.type = 'outcome'
 WHERE c.type <> 'outcome'`,
 }
@@ -108,7 +103,8 @@ type sqliteStore struct {
 	r    *sql.DB // read-only connections
 	lock *os.File
 
-	wmu sync.Mutex // one transaction at a time on the writer connection
+	wmu  sync.Mutex // one transaction at a time on the writer connection
+	stmt writerStmts
 
 	walMu sync.Mutex
 	wal   *os.File // own descriptor of the WAL, for fsync
@@ -166,7 +162,7 @@ func (s *sqliteStore) openWriter() error {
 	if syncFull {
 		sync = "_pragma=synchronous(FULL)"
 	}
-	db, err := sql.Open("sqlite", dsn(s.path, "_pragma=busy_timeout(10000)", "_pragma=journal_mode(WAL)", sync, "_txlock=immediate"))
+	db, err := sql.Open("sqlite", dsn(s.path, "_pragma=busy_timeout(10000)", "_pragma=journal_mode(WAL)", sync))
 	if err != nil {
 		return fmt.Errorf("audit: open %s: %w", s.path, err)
 	}
@@ -184,6 +180,9 @@ func (s *sqliteStore) openWriter() error {
 	}
 	if err := s.ensureSchema(); err != nil {
 		return err
+	}
+	if err := s.stmt.prepare(s.w); err != nil {
+		return s.openError(err)
 	}
 	if !syncFull {
 		if s.wal, err = os.OpenFile(s.path+"-wal", os.O_RDWR|os.O_CREATE, 0o600); err != nil {
@@ -263,52 +262,80 @@ func (s *sqliteStore) checkReadable() error {
 	return nil
 }
 
-func (s *sqliteStore) appendBatch(entries []row, meta map[string]string) error {
+// writerStmts are the statements of the write path, prepared once on the
+// writer connection: a transaction is BEGIN, the inserts, COMMIT, with no
+// SQL parsed on the way.
+type writerStmts struct {
+	begin, commit, rollback, insert, setMeta, deleteTo *sql.Stmt
+}
+
+func (w *writerStmts) prepare(c *sql.Conn) error {
+	ctx := context.Background()
+	for _, p := range []struct {
+		st  **sql.Stmt
+		sql string
+	}{
+		{&w.begin, `BEGIN IMMEDIATE`},
+		{&w.commit, `COMMIT`},
+		{&w.rollback, `ROLLBACK`},
+		{&w.insert, `INSERT INTO entries(seq, entry) VALUES (?, ?)`},
+		{&w.setMeta, `INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`},
+		{&w.deleteTo, `DELETE FROM entries WHERE seq <= ?`},
+	} {
+		st, err := c.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return err
+		}
+		*p.st = st
+	}
+	return nil
+}
+
+func (w *writerStmts) close() {
+	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.insert, w.setMeta, w.deleteTo} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+// write runs fn in one transaction on the writer connection.
+func (s *sqliteStore) write(fn func(ctx context.Context) error) error {
 	if s.w == nil {
 		return ErrReadOnly
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	ctx := context.Background()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
+	if _, err := s.stmt.begin.ExecContext(ctx); err != nil {
 		return s.writeError(err)
 	}
-	defer tx.Rollback()
-	if len(entries) > 0 {
-		// One statement per batch keeps the transaction short; 2 params a row.
-		const perStmt = 400
-		for start := 0; start < len(entries); start += perStmt {
-			part := entries[start:min(len(entries), start+perStmt)]
-			var q strings.Builder
-			q.WriteString(`INSERT INTO entries(seq, entry) VALUES `)
-			args := make([]any, 0, 2*len(part))
-			for i, e := range part {
-				if i > 0 {
-					q.WriteByte(',')
-				}
-				q.WriteString("(?,?)")
-				args = append(args, int64(e.Seq), e.Value)
-			}
-			if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-				return s.writeError(err)
-			}
+	err := fn(ctx)
+	if err == nil {
+		if _, err = s.stmt.commit.ExecContext(ctx); err == nil {
+			return nil
 		}
 	}
-	for name, value := range meta {
-		if err := upsertMeta(ctx, tx, name, value); err != nil {
-			return s.writeError(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return s.writeError(err)
-	}
-	return nil
+	// A failed statement or COMMIT leaves the transaction open (or SQLite
+	// rolled it back already): either way nothing of it is in the file.
+	s.stmt.rollback.ExecContext(ctx)
+	return s.writeError(err)
 }
 
-func upsertMeta(ctx context.Context, tx *sql.Tx, name, value string) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`, name, value)
-	return err
+func (s *sqliteStore) appendBatch(entries []row, meta map[string]string) error {
+	return s.write(func(ctx context.Context) error {
+		for _, e := range entries {
+			if _, err := s.stmt.insert.ExecContext(ctx, int64(e.Seq), e.Value); err != nil {
+				return err
+			}
+		}
+		for name, value := range meta {
+			if _, err := s.stmt.setMeta.ExecContext(ctx, name, value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // writeError names what an error met while writing means.
@@ -470,31 +497,21 @@ func (s *sqliteStore) openIntents(after uint64, limit int) ([]row, error) {
 }
 
 func (s *sqliteStore) deletePrefix(through uint64, meta map[string]string) (int, error) {
-	if s.w == nil {
-		return 0, ErrReadOnly
-	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	ctx := context.Background()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, s.writeError(err)
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `DELETE FROM entries WHERE seq <= ?`, int64(through))
-	if err != nil {
-		return 0, s.writeError(err)
-	}
-	n, _ := res.RowsAffected()
-	for name, value := range meta {
-		if err := upsertMeta(ctx, tx, name, value); err != nil {
-			return 0, s.writeError(err)
+	var n int64
+	err := s.write(func(ctx context.Context) error {
+		res, err := s.stmt.deleteTo.ExecContext(ctx, int64(through))
+		if err != nil {
+			return err
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, s.writeError(err)
-	}
-	return int(n), nil
+		n, _ = res.RowsAffected()
+		for name, value := range meta {
+			if _, err := s.stmt.setMeta.ExecContext(ctx, name, value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return int(n), err
 }
 
 func (s *sqliteStore) meta(name string) (string, bool, error) {
@@ -562,6 +579,7 @@ func (s *sqliteStore) close() error {
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
+	s.stmt.close()
 	if s.w != nil {
 		errs = append(errs, s.w.Close())
 	}
