@@ -162,7 +162,7 @@ func (s *sqliteStore) openWriter() error {
 	if syncFull {
 		sync = "_pragma=synchronous(FULL)"
 	}
-	db, err := sql.Open("sqlite", dsn(s.path, "_pragma=busy_timeout(10000)", "_pragma=journal_mode(WAL)", sync))
+	db, err := sql.Open("sqlite", dsn(s.path, "_pragma=busy_timeout(10000)", sync))
 	if err != nil {
 		return fmt.Errorf("audit: open %s: %w", s.path, err)
 	}
@@ -170,13 +170,6 @@ func (s *sqliteStore) openWriter() error {
 	s.wdb = db
 	if s.w, err = db.Conn(context.Background()); err != nil {
 		return s.openError(err)
-	}
-	var mode string
-	if err := s.w.QueryRowContext(context.Background(), `PRAGMA journal_mode`).Scan(&mode); err != nil {
-		return s.openError(err)
-	}
-	if mode != "wal" {
-		return fmt.Errorf("audit: %s: journal mode is %q, not WAL", s.path, mode)
 	}
 	if err := s.ensureSchema(); err != nil {
 		return err
@@ -219,12 +212,19 @@ func (s *sqliteStore) ensureSchema() error {
 	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&objects); err != nil {
 		return s.openError(err)
 	}
-	switch {
-	case version == schemaVersion:
+	if version != schemaVersion && (version != 0 || objects != 0) {
+		return fmt.Errorf("audit: %s is not an audit log this keyhole wrote (schema version %d with %d objects, want version %d)", s.path, version, objects, schemaVersion)
+	}
+	// Only a file that is ours, or empty, is switched to WAL.
+	var mode string
+	if err := s.w.QueryRowContext(ctx, `PRAGMA journal_mode = WAL`).Scan(&mode); err != nil {
+		return s.openError(err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("audit: %s: journal mode is %q, not WAL", s.path, mode)
+	}
+	if version == schemaVersion {
 		return nil
-	case version == 0 && objects == 0:
-	default:
-		return fmt.Errorf("audit: %s has schema version %d with %d objects; this keyhole writes version %d", s.path, version, objects, schemaVersion)
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
