@@ -115,10 +115,14 @@ func (l *Log) checkStart() error {
 		}
 		return nil
 	}
+	// The copy in the log is written after the vault's checkpoint: it is
+	// never newer, and missing only before the second checkpoint.
 	if cp2, ok, err := l.checkpointCopy(); err != nil {
 		return err
 	} else if ok && cp2.N > cp.N {
 		return fmt.Errorf("%w: the vault's checkpoint (#%d) is older than the one this log recorded (#%d): the vault was rolled back", ErrTampered, cp.N, cp2.N)
+	} else if !ok && cp.N > 1 {
+		return fmt.Errorf("%w: the log's copy of its checkpoint was removed", ErrTampered)
 	}
 	if cp.Seq > l.head.Seq {
 		return fmt.Errorf("%w: the log ends at seq %d, its checkpoint is at seq %d: the tail was cut", ErrTampered, l.head.Seq, cp.Seq)

@@ -383,6 +383,8 @@ func (c *checkState) checkTail(v *verifier) {
 		if v.entries > 0 || v.hasAnchor {
 			v.report(v.last, ProblemTruncated, "the vault holds no checkpoint for this log, so its tail cannot be checked")
 		}
+	case !c.copyOK && c.copyErr == nil && c.cp.N > 1:
+		v.report(c.cp.Seq, ProblemRolledBack, fmt.Sprintf("the log's copy of its checkpoint was removed (the vault's is #%d): the log may have been cut and its vault rolled back", c.cp.N))
 	case c.copyOK && c.copy.N > c.cp.N:
 		v.report(c.cp.Seq, ProblemRolledBack, fmt.Sprintf("the vault's checkpoint (#%d, at entry %d) is older than the one this log recorded (#%d, at entry %d): the vault was restored from an older copy", c.cp.N, c.cp.Seq, c.copy.N, c.copy.Seq))
 	case c.cp.Seq > v.last:
