@@ -75,7 +75,7 @@ func BenchmarkQuerySession(b *testing.B) {
 }
 
 // fill appends n entries in large group commits.
-func fill(b *testing.B, l *Log, n int, mk func(i int) *entry) {
+func fill(b testing.TB, l *Log, n int, mk func(i int) *entry) {
 	b.Helper()
 	for start := 0; start < n; start += maxBatch {
 		ops := make([]*op, 0, maxBatch)
