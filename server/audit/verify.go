@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -170,36 +171,55 @@ func (l *Log) walkWith(ctx context.Context, v *verifier, progress func(seq, head
 			head = r.Seq
 		}
 	}
-	after := v.last
-	page, err := l.st.entries(after, verifyPage)
-	for err == nil && len(page) > 0 {
+	type fetched struct {
+		rows []row
+		err  error
+	}
+	fetch := func(after uint64) <-chan fetched {
+		c := make(chan fetched, 1)
+		go func() {
+			rows, err := l.st.entries(after, verifyPage)
+			c <- fetched{rows, err}
+		}()
+		return c
+	}
+	// The next page is read while this one is checked: reading and MACs
+	// run on both cores.
+	cur := <-fetch(v.last)
+	for cur.err == nil && len(cur.rows) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var next []row
+		page := cur.rows
+		var nextc <-chan fetched
 		if len(page) == verifyPage {
-			next, err = l.st.entries(page[len(page)-1].Seq, verifyPage)
-			if err != nil {
-				break
-			}
+			nextc = fetch(page[len(page)-1].Seq)
 		}
+		var next fetched
 		for i := range page {
 			var following *row
-			switch {
-			case i+1 < len(page):
+			if i+1 < len(page) {
 				following = &page[i+1]
-			case len(next) > 0:
-				following = &next[0]
+			} else if nextc != nil {
+				// The last entry's classification needs the next page.
+				next = <-nextc
+				nextc = nil
+				if len(next.rows) > 0 {
+					following = &next.rows[0]
+				}
 			}
 			v.check(page[i], following)
+		}
+		if nextc != nil {
+			next = <-nextc
 		}
 		if progress != nil {
 			progress(v.last, max(head, v.last))
 		}
-		page = next
+		cur = next
 	}
-	if err != nil {
-		return fmt.Errorf("audit: verify: %w", err)
+	if cur.err != nil {
+		return fmt.Errorf("audit: verify: %w", cur.err)
 	}
 	return nil
 }
@@ -292,13 +312,15 @@ func (v *verifier) sealedMAC(value string) (mac string, valid bool) {
 		v.mac = hmac.New(sha256.New, v.keyed)
 	}
 	v.mac.Reset()
-	v.mac.Write([]byte(value[:n-macSuffixLen]))
-	v.mac.Write([]byte("}"))
+	io.WriteString(v.mac, value[:n-macSuffixLen])
+	v.mac.Write(closeBrace)
 	var sum [sha256.Size]byte
 	var want [2 * sha256.Size]byte
 	hex.Encode(want[:], v.mac.Sum(sum[:0]))
 	return mac, hmac.Equal(want[:], []byte(mac))
 }
+
+var closeBrace = []byte("}")
 
 // fastLink reads seq and prev from a sealed value this package wrote:
 // `{"seq":N,` first, `"prev":"…"` just before the MAC.
@@ -315,12 +337,15 @@ func fastLink(value string) (seq uint64, prev string, ok bool) {
 	if err != nil {
 		return 0, "", false
 	}
+	// The body ends with "prev":"" (the first entry) or "prev":"<64 hex>".
 	body := value[:len(value)-macSuffixLen]
-	i := strings.LastIndex(body, `"prev":"`)
-	if i < 0 || !strings.HasSuffix(body, `"`) {
-		return 0, "", false
+	const field = `"prev":"`
+	for _, n := range []int{0, 64} {
+		if i := len(body) - 1 - n - len(field); i >= 0 && body[i:i+len(field)] == field && body[len(body)-1] == '"' {
+			return seq, body[i+len(field) : len(body)-1], true
+		}
 	}
-	return seq, body[i+len(`"prev":"`) : len(body)-1], true
+	return 0, "", false
 }
 
 // classifyBadMAC tells an edited entry (the chain still names its MAC: the
