@@ -81,7 +81,7 @@ type VerifyOptions struct {
 // verifyPage is how many entries Verify reads at a time, each page in its
 // own short read transaction, so memory stays flat and writers are never
 // held up.
-const verifyPage = 4096
+const verifyPage = 1024
 
 // maxProblems bounds a report of a badly damaged file.
 const maxProblems = 1000
