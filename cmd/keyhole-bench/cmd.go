@@ -47,10 +47,10 @@ type Config struct {
 // defaultConfig keeps a full run to about a minute of load on 2 cores.
 func defaultConfig() Config {
 	return Config{
-		Levels:      []int{1, 8, 64},
-		Rounds:      5,
-		Duration:    time.Second,
-		Warmup:      300 * time.Millisecond,
+		Levels:       []int{1, 8, 64},
+		Rounds:       5,
+		Duration:     time.Second,
+		Warmup:       300 * time.Millisecond,
 		Sessions:     100,
 		StartupRuns:  10,
 		GrowthWarmup: 5000,
