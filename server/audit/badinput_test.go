@@ -231,3 +231,21 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// The WAL and shared-memory files hold entries too: they are as private as
+// the log.
+func TestLogFilesArePrivate(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	defer l.Close()
+	mustWrite(t, l, denied("s", "github"))
+	for _, p := range []string{f.path, f.path + "-wal", f.path + "-shm", f.path + ".lock"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s mode = %v, want 0600", filepath.Base(p), perm)
+		}
+	}
+}
