@@ -235,3 +235,38 @@ func TestFailedWriteChangesNothing(t *testing.T) {
 	os.RemoveAll(path + ".tmp")
 	mustSet(t, v, "beta", "b")
 }
+
+// Meta is read on every call (for the credential's version): it is cached,
+// and every write, a rotation above all, is seen at once.
+func TestMetaSeesEveryWrite(t *testing.T) {
+	v, _ := newVault(t, randomKey(t))
+	mustSet(t, v, "alpha", testValue)
+	for i := 2; i <= 4; i++ {
+		if m, err := v.Meta("alpha"); err != nil || m.Version != i-1 {
+			t.Fatalf("Meta before rotation %d = %+v, %v", i, m, err)
+		}
+		if _, err := v.Rotate("alpha", []byte(fmt.Sprintf("value-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := v.Meta("alpha"); m.Version != i {
+			t.Fatalf("Meta after rotation = version %d, want %d", m.Version, i)
+		}
+	}
+	used := time.Now().Add(time.Hour).UTC()
+	if err := v.Touch("alpha", used); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := v.Meta("alpha"); !m.LastUsed.Equal(used) {
+		t.Fatalf("Meta after Touch = %+v, want last used %v", m, used)
+	}
+	if err := v.Delete("alpha"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Meta("alpha"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Meta after Delete = %v, want ErrNotFound", err)
+	}
+	v.Close()
+	if _, err := v.Meta("alpha"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Meta after Close = %v, want ErrClosed", err)
+	}
+}

@@ -33,6 +33,7 @@ func (v *Vault) Rekey(newKey KeySource) error {
 	}
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
+	v.forgetMetas()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {

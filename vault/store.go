@@ -147,7 +147,13 @@ func (v *Vault) Meta(name string) (Meta, error) {
 	if err := checkName(name); err != nil {
 		return Meta{}, err
 	}
-	var m Meta
+	v.metaMu.Lock()
+	m, ok := v.metas[name]
+	gen := v.gen
+	v.metaMu.Unlock()
+	if ok {
+		return m, nil
+	}
 	err := v.view(func(tx *buntdb.Tx) error {
 		rec, meta, err := v.getRecord(tx, name)
 		if err != nil {
@@ -159,6 +165,14 @@ func (v *Vault) Meta(name string) (Meta, error) {
 	if err != nil {
 		return Meta{}, err
 	}
+	v.metaMu.Lock()
+	if v.gen == gen {
+		if v.metas == nil {
+			v.metas = make(map[string]Meta)
+		}
+		v.metas[name] = m
+	}
+	v.metaMu.Unlock()
 	return m, nil
 }
 
@@ -397,6 +411,8 @@ func (v *Vault) update(fn func(tx *buntdb.Tx) error) error {
 	}
 	v.wmu.Lock()
 	defer v.wmu.Unlock()
+	v.forgetMetas()
+	defer v.forgetMetas()
 	v.mu.RLock()
 	if v.closed {
 		v.mu.RUnlock()
@@ -425,6 +441,15 @@ func (v *Vault) update(fn func(tx *buntdb.Tx) error) error {
 		v.restore()
 	}
 	return err
+}
+
+// forgetMetas empties the metadata cache and makes reads in flight not
+// fill it.
+func (v *Vault) forgetMetas() {
+	v.metaMu.Lock()
+	v.metas = nil
+	v.gen++
+	v.metaMu.Unlock()
 }
 
 // restore reads the vault back from its file after a write that could not

@@ -88,6 +88,13 @@ type Vault struct {
 
 	recMu   sync.Mutex
 	records map[string]bool // names of every record ever stored, sealed with the root key
+
+	// metas caches decrypted metadata (the broker reads a secret's version
+	// on every call); any write empties it. gen counts writes, so a reader
+	// that raced a write does not cache what it read before it.
+	metaMu sync.Mutex
+	metas  map[string]Meta
+	gen    uint64
 }
 
 // existsError reports an existing vault file; it matches both fs.ErrExist and ErrExists.
@@ -384,6 +391,7 @@ func (v *Vault) upgrade() error {
 
 // Close closes the vault and wipes its keys. Calling Close again returns nil.
 func (v *Vault) Close() error {
+	v.forgetMetas()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {

@@ -17,9 +17,10 @@ import (
 const schemaVersion = 1
 
 // schema is the SQLite schema. entries holds each sealed entry as it was
-// MAC'd (entry) under its seq; every other column is generated from that
-// JSON, so no column can say what the MAC'd entry does not. Only the
-// indexed columns are computed on insert.
+// MAC'd (entry) under its seq, and the columns the indexes need, generated
+// from that JSON, so no column can say what the MAC'd entry does not.
+// SQLite computes every generated column on insert, so the table has only
+// those; the calls view has every column people filter on.
 var schema = []string{
 	`CREATE TABLE entries (
 	seq INTEGER PRIMARY KEY,
@@ -28,16 +29,9 @@ var schema = []string{
 	"of" INTEGER AS (json_extract(entry, '$.of')),
 	time TEXT AS (json_extract(entry, '$.time')),
 	session TEXT AS (json_extract(entry, '$.session')),
-	scope TEXT AS (json_extract(entry, '$.scope')),
 	tool TEXT AS (json_extract(entry, '$.tool')),
-	kind TEXT AS (json_extract(entry, '$.kind')),
 	decision TEXT AS (json_extract(entry, '$.decision')),
-	credential TEXT AS (json_extract(entry, '$.credential')),
-	method TEXT AS (json_extract(entry, '$.method')),
-	host TEXT AS (json_extract(entry, '$.host')),
-	path TEXT AS (json_extract(entry, '$.path')),
-	status INTEGER AS (json_extract(entry, '$.status')),
-	duration_ns INTEGER AS (json_extract(entry, '$.duration_ns'))
+	credential TEXT AS (json_extract(entry, '$.credential'))
 ) STRICT`,
 	// Calls (not outcomes) by what people filter on; calls and outcomes
 	// (not intents, which are all allow) by decision; outcomes by the
@@ -55,9 +49,14 @@ var schema = []string{
 	// outcome. A call whose outcome is not written reads running (after a
 	// crash, until the next start records it interrupted).
 	`CREATE VIEW calls AS
-SELECT c.seq, c.time, c.session, c.scope,
+SELECT c.seq, c.time, c.session,
+	json_extract(c.entry, '$.scope') AS scope,
 	json_extract(c.entry, '$.client') AS client,
-	c.tool, c.kind, c.method, c.host, c.path,
+	c.tool,
+	json_extract(c.entry, '$.kind') AS kind,
+	json_extract(c.entry, '$.method') AS method,
+	json_extract(c.entry, '$.host') AS host,
+	json_extract(c.entry, '$.path') AS path,
 	json_extract(c.entry, '$.bucket') AS bucket,
 	json_extract(c.entry, '$.action') AS action,
 	json_extract(c.entry, '$.key') AS "key",
@@ -67,12 +66,13 @@ SELECT c.seq, c.time, c.session, c.scope,
 	json_extract(c.entry, '$.grant') AS "grant",
 	c.credential,
 	json_extract(c.entry, '$.credential_version') AS credential_version,
-	coalesce(o.status, c.status) AS status,
+	json_extract(coalesce(o.entry, c.entry), '$.status') AS status,
 	json_extract(coalesce(o.entry, c.entry), '$.bytes_in') AS bytes_in,
 	json_extract(coalesce(o.entry, c.entry), '$.bytes_out') AS bytes_out,
-	coalesce(o.duration_ns, c.duration_ns) AS duration_ns,
-	round(coalesce(o.duration_ns, c.duration_ns) / 1e6, 3) AS duration_ms,
+	json_extract(coalesce(o.entry, c.entry), '$.duration_ns') AS duration_ns,
+	round(json_extract(coalesce(o.entry, c.entry), '$.duration_ns') / 1e6, 3) AS duration_ms,
 	json_extract(coalesce(o.entry, c.entry), '$.scrubbed') AS scrubbed,
+	c.type AS type,
 	o.seq AS outcome_seq,
 	json_extract(coalesce(o.entry, c.entry), '$.mac') AS mac
 FROM entries c LEFT JOIN entries o ON o."of" = c.seq AND o.type = 'outcome'
@@ -412,7 +412,7 @@ func (s *sqliteStore) calls(q callQuery) ([]callRow, error) {
 	}
 	add(`c.type <> 'outcome'`)
 	for _, f := range []struct{ col, v string }{
-		{"c.session", q.Session}, {"c.scope", q.Scope}, {"c.tool", q.Tool}, {"c.credential", q.Credential},
+		{"c.session", q.Session}, {"json_extract(c.entry, '$.scope')", q.Scope}, {"c.tool", q.Tool}, {"c.credential", q.Credential},
 	} {
 		if f.v != "" {
 			add(f.col+" = ?", f.v)
