@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -228,6 +227,7 @@ func (l *Log) walkWith(ctx context.Context, v *verifier, progress func(seq, head
 type verifier struct {
 	keyed     macKey
 	mac       hash.Hash
+	buf       []byte // the body a MAC is computed over, reused
 	anchor    link
 	hasAnchor bool
 	expect    uint64 // seq the next entry should have
@@ -312,15 +312,13 @@ func (v *verifier) sealedMAC(value string) (mac string, valid bool) {
 		v.mac = hmac.New(sha256.New, v.keyed)
 	}
 	v.mac.Reset()
-	io.WriteString(v.mac, value[:n-macSuffixLen])
-	v.mac.Write(closeBrace)
+	v.buf = append(append(v.buf[:0], value[:n-macSuffixLen]...), '}')
+	v.mac.Write(v.buf)
 	var sum [sha256.Size]byte
 	var want [2 * sha256.Size]byte
 	hex.Encode(want[:], v.mac.Sum(sum[:0]))
 	return mac, hmac.Equal(want[:], []byte(mac))
 }
-
-var closeBrace = []byte("}")
 
 // fastLink reads seq and prev from a sealed value this package wrote:
 // `{"seq":N,` first, `"prev":"…"` just before the MAC.
