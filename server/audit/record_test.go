@@ -248,6 +248,8 @@ func TestFollow(t *testing.T) {
 		select {
 		case rec := <-got:
 			return rec
+		case err := <-done:
+			t.Fatalf("Follow returned %v before passing what it should", err)
 		case <-time.After(20 * time.Second):
 			t.Fatalf("Follow passed nothing")
 		}

@@ -303,7 +303,7 @@ func (l *Log) writeCheckpoint(head checkpoint) error {
 		return nil // a newer head is already checkpointed
 	}
 	head.N = l.cpN + 1
-	head.Time = formatTime(l.now())
+	head.Time = formatTime(time.Now()) // for people reading the anchor file: the wall clock
 	data := l.keyed.encodeCheckpoint(head)
 	if err := l.cp.PutRecord(CheckpointName, data); err != nil {
 		return fmt.Errorf("audit: write checkpoint: %w", err)
