@@ -21,11 +21,12 @@ func BenchmarkAppend(b *testing.B) {
 			l := f.open()
 			defer l.Close()
 			ctx := context.Background()
-			rec := allowed("bench", "github")
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			b.ResetTimer()
-			for range callers {
+			for c := range callers {
+				// One session per caller, as each client of a broker has.
+				rec := allowed("ses_bench"+strconv.Itoa(c*7919), "github")
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
