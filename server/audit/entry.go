@@ -366,7 +366,7 @@ func record(first, outcome *entry, inflight bool) Record {
 		Status: first.Status, BytesIn: first.BytesIn, BytesOut: first.BytesOut,
 		Duration: time.Duration(first.Duration), Scrubbed: first.Scrubbed, Hops: first.Hops,
 		CredentialKind: first.CredKind, TokenID: first.TokenID, TokenExpires: parseOptTime(first.TokenExp),
-		Cut: first.Cut,
+		Cut:  first.Cut,
 		Prev: first.Prev, MAC: first.MAC,
 	}
 	if first.Type != typeIntent {
