@@ -163,7 +163,7 @@ func TestDesktopNotificationOnANewRequest(t *testing.T) {
 		a.Client = "evil\x1b[2K\u202e"
 	}))
 	e.m.Ask(context.Background(), ask(noWait, func(a *Ask) { a.Call.Path = "/quiet" })) // notify off: no notification
-	e.m.Close()                                                                        // waits for notify-send
+	e.m.Close()                                                                         // waits for notify-send
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatalf("notify-send did not run: %v", err)

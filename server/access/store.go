@@ -47,7 +47,7 @@ func openStore(path string, k keys) (*store, error) {
 		return nil, fmt.Errorf("access: open %s: %w", path, err)
 	}
 	cfg.SyncPolicy = buntdb.Always // requests are rare; an approval is durable once given
-	cfg.AutoShrinkDisabled = true   // a shrink would recreate the file with a looser mode
+	cfg.AutoShrinkDisabled = true  // a shrink would recreate the file with a looser mode
 	if err := db.SetConfig(cfg); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("access: open %s: %w", path, err)
