@@ -58,6 +58,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	var self selfAddrs
 	o.Env.SelfAddrs = self.get
+	o.Approvals = true // the socket takes the answers to access requests
 	rt, err := Open(o.RuntimeOptions)
 	if err != nil {
 		return err
@@ -150,6 +151,7 @@ loop:
 		select {
 		case <-flush.C:
 			m.Flush()
+			sweepAccess(rt.Access, m)
 		case <-ctx.Done():
 			break loop
 		case err := <-errc:
@@ -165,6 +167,9 @@ loop:
 				break loop
 			}
 		}
+	}
+	if rt.Access != nil {
+		rt.Access.Release() // held calls answer now, not after the shutdown timeout
 	}
 	timeout := o.ShutdownTimeout
 	if timeout == 0 {

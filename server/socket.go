@@ -83,7 +83,11 @@ func (b *Broker) SocketHandler(m *LiveSessions, v *vault.Vault, reload func() er
 	if metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload}
+	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload, access: b.access}
 	mux.Handle("/admin/", admin.Handler(ops))
+	acc := admin.AccessHandler(ops)
+	mux.Handle("/admin/access", acc)
+	mux.Handle("/admin/access/", acc)
+	mux.Handle("/admin/access-events", acc)
 	return mux
 }

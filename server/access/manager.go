@@ -93,7 +93,8 @@ type Manager struct {
 	// request they make counts toward their tripwire.
 	denied   map[string]bool
 	watchers map[chan Event]struct{}
-	closed   bool
+	closed   bool // released: no new requests
+	shut     bool // closed
 }
 
 // entry is a request with what only the manager sees.
@@ -139,13 +140,15 @@ func Open(o Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close stops notifications, releases held calls (as pending) and closes
-// the request file.
-func (m *Manager) Close() error {
+// Release answers every held call (their requests stay open, so a
+// repeat after a restart finds them), refuses new ones and ends the
+// watchers: a broker that stops calls it before it waits for its
+// in-flight calls.
+func (m *Manager) Release() {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
-		m.mu.Unlock()
-		return nil
+		return
 	}
 	m.closed = true
 	close(m.closing)
@@ -153,9 +156,22 @@ func (m *Manager) Close() error {
 		close(w)
 	}
 	m.watchers = nil
-	m.mu.Unlock()
+}
+
+// Close releases held calls, stops notifications and closes the request
+// file.
+func (m *Manager) Close() error {
+	m.Release()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shut {
+		return nil
+	}
+	m.shut = true
 	m.notify.close()
-	return m.store.close()
+	err := m.store.close()
+	m.store = nil // later steps of held calls are kept in memory and the audit only
+	return err
 }
 
 // Ask is a call that needs a person's approval, as the broker describes
