@@ -85,9 +85,9 @@ type Broker struct {
 	secrets Secrets
 	audit   AuditLog
 	// access holds calls that need a person's approval; nil denies them.
-	access  *access.Manager
-	log     *slog.Logger
-	now     func() time.Time
+	access *access.Manager
+	log    *slog.Logger
+	now    func() time.Time
 	// lastUsed throttles vault writes of a secret's last use to one a minute.
 	lastUsed sync.Map // secret name -> time.Time
 	metrics  *Metrics
