@@ -202,7 +202,9 @@ func (h *accessHome) waitRequest(t *testing.T, what string, ok func(access.Reque
 }
 
 func heldOn(path string, n int) func(access.Request) bool {
-	return func(r access.Request) bool { return r.Call.Path == path && r.State == access.StateOpen && r.Waiting >= n }
+	return func(r access.Request) bool {
+		return r.Call.Path == path && r.State == access.StateOpen && r.Waiting >= n
+	}
 }
 
 // pendingID is the request id a call that was not made names.
@@ -407,10 +409,16 @@ func TestAccessApprovalIsForThatRequestOnly(t *testing.T) {
 	}
 	h.ok("", "access", "approve", id)
 	for name, other := range map[string]func() (*mcp.CallToolResult, error){
-		"another body":  func() (*mcp.CallToolResult, error) { return callTracker(agent, "POST", "/issues/7/labels", map[string]any{"labels": []string{"wontfix"}}, query) },
-		"another path":  func() (*mcp.CallToolResult, error) { return callTracker(agent, "POST", "/issues/8/labels", body, query) },
-		"another query": func() (*mcp.CallToolResult, error) { return callTracker(agent, "POST", "/issues/7/labels", body, map[string]any{"notify": "yes"}) },
-		"no query":      func() (*mcp.CallToolResult, error) { return callTracker(agent, "POST", "/issues/7/labels", body, nil) },
+		"another body": func() (*mcp.CallToolResult, error) {
+			return callTracker(agent, "POST", "/issues/7/labels", map[string]any{"labels": []string{"wontfix"}}, query)
+		},
+		"another path": func() (*mcp.CallToolResult, error) {
+			return callTracker(agent, "POST", "/issues/8/labels", body, query)
+		},
+		"another query": func() (*mcp.CallToolResult, error) {
+			return callTracker(agent, "POST", "/issues/7/labels", body, map[string]any{"notify": "yes"})
+		},
+		"no query": func() (*mcp.CallToolResult, error) { return callTracker(agent, "POST", "/issues/7/labels", body, nil) },
 	} {
 		res, err := other()
 		if err != nil {
