@@ -70,7 +70,8 @@ type notifier struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the webhook deliverer
+	shown  sync.WaitGroup // desktop notifications
 	queue  chan Event
 
 	mu     sync.Mutex
@@ -108,7 +109,7 @@ func (n *notifier) announce(ev Event) {
 		return
 	}
 	if ev.Type == EventRequest && ev.Request.Notify.Desktop && n.sendPath != "" {
-		n.wg.Add(1)
+		n.shown.Add(1)
 		go n.desktop(ev)
 	}
 	if ev.Request.Notify.Webhook != "" {
@@ -120,20 +121,22 @@ func (n *notifier) announce(ev Event) {
 	}
 }
 
-// close stops deliveries (a post being retried is abandoned) and waits
-// for them.
+// close lets desktop notifications finish (each is bounded by a
+// timeout), stops deliveries (a post being retried is abandoned) and
+// waits for them.
 func (n *notifier) close() {
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()
+	n.shown.Wait()
 	n.cancel()
 	n.wg.Wait()
 }
 
 // desktop runs notify-send for a new request.
 func (n *notifier) desktop(ev Event) {
-	defer n.wg.Done()
-	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer n.shown.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r := &ev.Request
 	title := "keyhole: approve " + r.ID + "?"
