@@ -118,8 +118,10 @@ type Request struct {
 	// Exact is the grant --for-session adds: exactly this method on this
 	// path, or this action on this key.
 	Exact policy.ExactGrant `json:"exact"`
-	// Notify is where the request is announced (from the scope).
-	Notify Notify `json:"notify"`
+	// Notify is where the request is announced (from the scope). It is
+	// kept with the request but not shown: a webhook URL may carry a
+	// token of its receiver's.
+	Notify Notify `json:"-"`
 }
 
 // Call is the canonical request an access request would send, scrubbed.

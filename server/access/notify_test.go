@@ -179,3 +179,25 @@ func TestDesktopNotificationOnANewRequest(t *testing.T) {
 	}
 	servertest.AssertNoSecret(t, "desktop notification", got, testSecret)
 }
+
+// A request restored after a restart is still announced to its webhook,
+// whose URL (which may carry the receiver's token) is never shown.
+func TestWebhookOfARestoredRequest(t *testing.T) {
+	hook := newHookServer(t, 0)
+	e := newTestEnv(t, func(o *Options) {
+		o.WebhookKey = func(string) ([]byte, error) { return []byte(webhookKey), nil }
+	})
+	target := hook.URL + "/keyhole?token=receiver-token-123"
+	ans := e.m.Ask(context.Background(), ask(noWait, func(a *Ask) { a.Approval.Webhook, a.Approval.WebhookSecret = target, "hook_key" }))
+	hook.next(t)
+	e.restart()
+	e.m.Approve(ans.ID, "os:alice", "", false, e.ss)
+	var wb WebhookBody
+	if p := hook.next(t); json.Unmarshal(p.body, &wb) != nil || wb.Event != "access.approve" || wb.Request.ID != ans.ID {
+		t.Fatalf("post after a restart = %s", p.body)
+	}
+	shown, _ := json.Marshal(e.m.List(true))
+	if strings.Contains(string(shown), "receiver-token-123") {
+		t.Fatalf("the webhook URL is shown: %s", shown)
+	}
+}

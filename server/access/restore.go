@@ -28,7 +28,7 @@ func (m *Manager) restore() error {
 			continue
 		}
 		e := &entry{Request: l.rec.Request, binding: l.rec.Binding, done: make(chan struct{})}
-		e.Waiting = 0
+		e.Waiting, e.Request.Notify = 0, l.rec.Notify
 		if e.State != StateOpen {
 			close(e.done)
 		}

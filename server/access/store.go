@@ -13,6 +13,7 @@ import (
 // HMAC.
 type stored struct {
 	Request
+	Notify  Notify `json:"notify"`
 	Binding string `json:"binding,omitempty"`
 }
 
@@ -67,7 +68,7 @@ func (s *store) put(r Request, bindingMAC string) error {
 	if s == nil {
 		return nil
 	}
-	rec := stored{Request: r, Binding: bindingMAC}
+	rec := stored{Request: r, Notify: r.Notify, Binding: bindingMAC}
 	rec.Waiting = 0 // a held call does not outlive its process
 	enc, err := json.Marshal(rec)
 	if err != nil {
