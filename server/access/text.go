@@ -90,7 +90,7 @@ func WriteText(w io.Writer, r *Request, now time.Time) error {
 		line("credential", "%s (injected by keyhole; the agent never sees it)", Printable(c.Credential))
 	}
 	if r.Grant != "" {
-		line("why", "its grant needs a person's approval: %s", Printable(r.Grant))
+		line("grant", "%s", Printable(r.Grant))
 	} else {
 		line("why", "outside the scope: %s", Printable(r.Denied))
 	}
