@@ -242,6 +242,10 @@ func (m *Manager) Ask(ctx context.Context, a Ask) Answer {
 				return ans
 			}
 		case StateOpen:
+			if !m.now().Before(e.Expires) {
+				m.expireLocked(ctx, e, "nobody answered within its ttl of "+e.TTL.String())
+				break
+			}
 			e.Asks++
 			e.Waiting++
 			m.mu.Unlock()

@@ -615,3 +615,18 @@ func assertFileHasNoSecret(t *testing.T, path string) {
 	}
 	servertest.AssertNoSecret(t, path, string(b), testSecret)
 }
+
+// A repeat of a request that expired unanswered (before any sweep) opens
+// a new one instead of joining it.
+func TestRepeatOfAnExpiredOpenRequestOpensANewOne(t *testing.T) {
+	e := newTestEnv(t, nil)
+	first := e.m.Ask(context.Background(), ask(noWait))
+	e.clock.Advance(10 * time.Minute)
+	second := e.m.Ask(context.Background(), ask(noWait))
+	if second.ID == first.ID || second.Code != CodePending {
+		t.Fatalf("repeat after the ttl = %+v, want a new pending request", second)
+	}
+	if r, _ := e.m.Show(first.ID); r.State != StateExpired {
+		t.Fatalf("the first request is %s, want expired", r.State)
+	}
+}
