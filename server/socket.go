@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/vault"
 )
 
@@ -83,7 +84,8 @@ func (b *Broker) SocketHandler(m *LiveSessions, v *vault.Vault, reload func() er
 	if metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload, access: b.access}
+	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload,
+		config: func() (*config.Loaded, error) { return b.Config(), nil }, logins: &pendingLogins{}, access: b.access}
 	mux.Handle("/admin/", admin.Handler(ops))
 	acc := admin.AccessHandler(ops)
 	mux.Handle("/admin/access", acc)

@@ -26,7 +26,16 @@ func TestConfigFixtures(t *testing.T) {
 		"many_problems.yaml":   {"7:5: tools.github.colour: unknown key", "11:16: scopes.triage.grants[0].tool: tool \"nope\" is not defined"},
 		"syntax.yaml":          {"keyhole.yaml"},
 		"duplicate_key.yaml":   {"4:1: "},
-		"approval.yaml":        nil,
+		"minted.yaml":          nil,
+		"minted_bad.yaml": {
+			"9:92: tools.slack.credential.oauth2.refresh: unknown key",
+			"16:28: tools.github.credential.github_app.app_id: expected integer, but got string",
+		},
+		"minted_semantic.yaml": {
+			"tools.slack.credential.oauth2.auth_url: is required with flow: authorization_code",
+			"tools.slack.credential.oauth2.token_url: http is allowed only with allow_private_network",
+		},
+		"approval.yaml": nil,
 		"bad_approval.yaml": {
 			"9:14: scopes.triage.on_deny: ",
 			"13:7: scopes.triage.approval.retries: unknown key",
