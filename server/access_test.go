@@ -250,3 +250,28 @@ func TestAccessForSessionGrantIsKeptWithTheSession(t *testing.T) {
 		t.Fatalf("%d requests, want only the first", n)
 	}
 }
+
+// The sweep judges a session the broker does not serve yet from its
+// stored record, without making it live (which would keep an idle broker
+// running): an active one keeps its requests, a revoked one loses them.
+func TestAccessSweepDoesNotRestoreSessions(t *testing.T) {
+	a := newAccessEnv(t)
+	c1, keep := a.agent(t)
+	c2, gone := a.agent(t)
+	kept := requestOf(t, comment(t, c1, "1", "x"))
+	lost := requestOf(t, comment(t, c2, "2", "x"))
+	if _, err := a.sessions.Revoke(gone, "", false, "by test"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := NewLiveSessions(a.sessions.store, LiveSessionsOptions{Config: a.broker.Config, Now: a.clock.Now})
+	sweepAccess(a.acc, fresh)
+	if n := fresh.ActiveCount(); n != 0 {
+		t.Fatalf("the sweep made %d sessions live", n)
+	}
+	if r, _ := a.acc.Show(kept); r.State != access.StateOpen {
+		t.Fatalf("the request of active session %s is %s", keep, r.State)
+	}
+	if r, _ := a.acc.Show(lost); r.State != access.StateExpired || !strings.Contains(r.Ended, "revoked") {
+		t.Fatalf("the request of revoked session %s is %s (%s)", gone, r.State, r.Ended)
+	}
+}

@@ -95,13 +95,30 @@ func (a accessSessions) session(id string) (*Session, error) {
 	return a.m.get(rec)
 }
 
-// Live implements access.Sessions.
+// Live implements access.Sessions. A session this broker does not serve
+// yet is judged from its stored record, not made live: the sweep asks
+// about every session with a request, and must not keep a broker from
+// its idle exit.
 func (a accessSessions) Live(id string) error {
-	s, err := a.session(id)
-	if err != nil {
-		return err
+	now := a.m.now()
+	a.m.mu.Lock()
+	s, ok := a.m.live[id]
+	a.m.mu.Unlock()
+	if ok {
+		if d := s.Live(now); !d.Allow {
+			return errors.New(d.Reason)
+		}
+		return nil
 	}
-	if d := s.Live(a.m.now()); !d.Allow {
+	rec, err := a.m.store.Get(id)
+	if err != nil {
+		return fmt.Errorf("no session %s", id)
+	}
+	sc, ok := a.m.config().Policy.Scope(rec.Scope)
+	if !ok {
+		return fmt.Errorf("session %s: its scope %s is no longer defined", id, rec.Scope)
+	}
+	if d := policy.RestoreSession(rec.SessionInfo, sc).Live(now); !d.Allow {
 		return errors.New(d.Reason)
 	}
 	return nil
