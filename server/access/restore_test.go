@@ -134,3 +134,15 @@ func TestTamperedRecordIsDropped(t *testing.T) {
 		t.Fatalf("the drop of %s was not audited: %+v", a.ID, e.records())
 	}
 }
+
+func TestRequestFileIsPrivate(t *testing.T) {
+	e := newTestEnv(t, nil)
+	e.m.Ask(context.Background(), ask(noWait))
+	fi, err := os.Stat(e.opts.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %v, want 0600", e.opts.Path, fi.Mode().Perm())
+	}
+}
