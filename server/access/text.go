@@ -65,27 +65,8 @@ func WriteText(w io.Writer, r *Request, now time.Time) error {
 	}
 	line("session", "%s)", sess)
 	line("config", "%s (sha256 %s)", Printable(r.Config), short(r.ConfigSHA256))
+	writeCall(&b, &r.Call, line)
 	c := &r.Call
-	if c.Kind == "s3" {
-		line("call", "%s: %s s3://%s/%s", Printable(c.Tool), c.Action, Printable(c.Bucket), Printable(c.Key))
-		if c.Action == "list" {
-			line("list", "delimiter %q, max_keys %d, continuation_token %q", Printable(c.Delimiter), c.MaxKeys, Printable(c.ContinuationToken))
-		}
-	} else {
-		line("call", "%s: %s %s%s", Printable(c.Tool), c.Method, Printable(c.Host), Printable(c.Path))
-		for _, q := range c.Query {
-			line("query", "%s = %s", Printable(q.Name), Printable(q.Value))
-		}
-		for _, h := range c.Headers {
-			line("header", "%s: %s", Printable(h.Name), Printable(h.Value))
-		}
-		if c.Body != nil {
-			line("body", "%d bytes, sha256 %s%s", c.Body.Bytes, c.Body.SHA256, bodyNote(c.Body))
-			for _, l := range strings.Split(c.Body.Preview, "\n") {
-				fmt.Fprintf(&b, "  %-10s | %s\n", "", Printable(l))
-			}
-		}
-	}
 	if c.Credential != "" {
 		line("credential", "%s (injected by keyhole; the agent never sees it)", Printable(c.Credential))
 	}
@@ -122,6 +103,30 @@ func WriteText(w io.Writer, r *Request, now time.Time) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeCall writes the lines of the canonical request.
+func writeCall(b *strings.Builder, c *Call, line func(label, format string, args ...any)) {
+	if c.Kind == "s3" {
+		line("call", "%s: %s s3://%s/%s", Printable(c.Tool), c.Action, Printable(c.Bucket), Printable(c.Key))
+		if c.Action == "list" {
+			line("list", "delimiter %q, max_keys %d, continuation_token %q", Printable(c.Delimiter), c.MaxKeys, Printable(c.ContinuationToken))
+		}
+	} else {
+		line("call", "%s: %s %s%s", Printable(c.Tool), c.Method, Printable(c.Host), Printable(c.Path))
+		for _, q := range c.Query {
+			line("query", "%s = %s", Printable(q.Name), Printable(q.Value))
+		}
+		for _, h := range c.Headers {
+			line("header", "%s: %s", Printable(h.Name), Printable(h.Value))
+		}
+		if c.Body != nil {
+			line("body", "%d bytes, sha256 %s%s", c.Body.Bytes, c.Body.SHA256, bodyNote(c.Body))
+			for _, l := range strings.Split(c.Body.Preview, "\n") {
+				fmt.Fprintf(b, "  %-10s | %s\n", "", Printable(l))
+			}
+		}
+	}
 }
 
 // WriteEvent writes one step of a request as one line.
