@@ -62,6 +62,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		// A reloaded config goes on with the OAuth 2.0 tokens of the old.
 		o.Env.Tokens = tools.NewTokens()
 	}
+	o.Approvals = true // the socket takes the answers to access requests
 	rt, err := Open(o.RuntimeOptions)
 	if err != nil {
 		return err
@@ -154,6 +155,7 @@ loop:
 		select {
 		case <-flush.C:
 			m.Flush()
+			sweepAccess(rt.Access, m)
 		case <-ctx.Done():
 			break loop
 		case err := <-errc:
@@ -169,6 +171,9 @@ loop:
 				break loop
 			}
 		}
+	}
+	if rt.Access != nil {
+		rt.Access.Release() // held calls answer now, not after the shutdown timeout
 	}
 	timeout := o.ShutdownTimeout
 	if timeout == 0 {
