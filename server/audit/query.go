@@ -26,6 +26,9 @@ type Filter struct {
 	Limit int
 	// AfterSeq keeps only records whose seq is greater (for tailing).
 	AfterSeq uint64
+	// BeforeSeq, if set, keeps only records whose seq is smaller (for
+	// paging back from a record, with Limit).
+	BeforeSeq uint64
 }
 
 func (f *Filter) match(r *Record) bool {
@@ -41,7 +44,7 @@ func (f *Filter) match(r *Record) bool {
 func (f *Filter) query() callQuery {
 	return callQuery{
 		Session: f.Session, Scope: f.Scope, Tool: f.Tool, Credential: f.Credential,
-		Decision: f.Decision, Since: f.Since, Until: f.Until, After: f.AfterSeq,
+		Decision: f.Decision, Since: f.Since, Until: f.Until, After: f.AfterSeq, Before: f.BeforeSeq,
 	}
 }
 

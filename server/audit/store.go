@@ -26,6 +26,9 @@ type store interface {
 	// It may return calls that do not match (the Log checks each against
 	// the entry's MAC'd JSON), never leave out one that does.
 	calls(q callQuery) ([]callRow, error)
+	// activity counts the calls (first entries) whose time is at or after
+	// since, and the denied ones, per minute, oldest first.
+	activity(since string) ([]Minute, error)
 	// entries returns up to limit entries with seq > after, ascending.
 	entries(after uint64, limit int) ([]row, error)
 	// openIntents returns up to limit intents with seq > after, ascending,
