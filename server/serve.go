@@ -27,7 +27,11 @@ type ServeOptions struct {
 	// MetricsAddr, if set, serves Prometheus /metrics there (it is always on
 	// the unix socket).
 	MetricsAddr string
-	// TLSCert and TLSKey serve HTTPAddr over TLS.
+	// UIAddr, if set, serves the browser console there (server/console);
+	// a host left out is 127.0.0.1, and another address than loopback
+	// needs TLS. `keyhole ui` gets a login link through the socket.
+	UIAddr string
+	// TLSCert and TLSKey serve HTTPAddr and UIAddr over TLS.
 	TLSCert, TLSKey string
 	// InsecureHTTP allows plain HTTP on a non-loopback address.
 	InsecureHTTP bool
@@ -52,6 +56,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		if err := checkListenAddr(o); err != nil {
 			return err
 		}
+	}
+	if err := checkUIAddr(o); err != nil {
+		return err
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics()
@@ -79,11 +86,16 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	reload := func() error { return reloadConfig(b, rt.Audit, o.ConfigPath, o.Env) }
 
 	activity := &idleTracker{last: time.Now()}
+	ui, err := openUI(o, rt, m, &self)
+	if err != nil {
+		return err
+	}
+	defer ui.close()
 	sock, err := ListenSocket(rt.DataDir)
 	if err != nil {
 		return err
 	}
-	servers := []*http.Server{{Handler: activity.wrap(b.SocketHandler(m, rt.Vault, reload, o.Metrics)), ReadHeaderTimeout: 10 * time.Second}}
+	servers := []*http.Server{{Handler: activity.wrap(ui.socket(b.SocketHandler(m, rt.Vault, reload, o.Metrics))), ReadHeaderTimeout: 10 * time.Second}}
 	listeners := []net.Listener{sock}
 	tlsFlags := []bool{false}
 
@@ -119,6 +131,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second})
 		listeners = append(listeners, l)
 		tlsFlags = append(tlsFlags, false)
+	}
+	if ui.console != nil {
+		servers, listeners, tlsFlags = append(servers, ui.srv), append(listeners, ui.l), append(tlsFlags, ui.tls)
 	}
 
 	errc := make(chan error, len(servers))

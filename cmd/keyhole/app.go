@@ -103,6 +103,7 @@ The model never holds a credential.`,
 		a.sessionCmd(),
 		a.demoCmd(),
 		a.accessCmd(),
+		a.uiCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)

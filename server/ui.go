@@ -1,0 +1,197 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/access"
+	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/config"
+	"github.com/keyhole-dev/keyhole/server/console"
+)
+
+// The browser console (`keyhole serve --ui ADDR`): its listener, its
+// login links on the socket, and what it is given of the broker. The
+// console itself is server/console.
+
+// uiHook is the console of a serving broker, or none.
+type uiHook struct {
+	console *console.Console // nil: no --ui
+	srv     *http.Server
+	l       net.Listener
+	tls     bool
+}
+
+// uiAddr is --ui as a listen address: a host that is left out is
+// 127.0.0.1 (the console is on loopback unless asked otherwise).
+func uiAddr(addr string) (string, error) {
+	if !strings.Contains(addr, ":") {
+		addr = ":" + addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return "", fmt.Errorf("keyhole: --ui %q: want host:port, e.g. 127.0.0.1:7778", addr)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// checkUIAddr refuses a console on a non-loopback address without TLS:
+// its cookie and every page would cross the network in clear text.
+func checkUIAddr(o ServeOptions) error {
+	if o.UIAddr == "" {
+		return nil
+	}
+	addr, err := uiAddr(o.UIAddr)
+	if err != nil {
+		return err
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return errors.New("keyhole: --tls-cert and --tls-key go together")
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	ip, err := netip.ParseAddr(host)
+	loop := host == "localhost" || (err == nil && ip.IsLoopback())
+	if !loop && o.TLSCert == "" {
+		return fmt.Errorf("keyhole: --ui %s is not a loopback address: serve the console with --tls-cert/--tls-key, or on 127.0.0.1", o.UIAddr)
+	}
+	return nil
+}
+
+// openUI listens for the console when o asks for one. The console is
+// served once the broker adds uiHook's server to its own.
+func openUI(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) (*uiHook, error) {
+	if o.UIAddr == "" {
+		return &uiHook{}, nil
+	}
+	addr, err := uiAddr(o.UIAddr)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("keyhole: listen on %s: %w", addr, err)
+	}
+	self.add(l.Addr())
+	b := rt.Broker
+	useTLS := o.TLSCert != ""
+	ops := &adminOps{vault: rt.Vault, config: func() (*config.Loaded, error) { return b.Config(), nil }}
+	co := console.Options{
+		Audit:    rt.Audit,
+		Sessions: consoleSessions{m: m, access: rt.Access},
+		Secrets:  ops.SecretList,
+		Config:   b.Config,
+		BaseURL:  consoleURL(l.Addr(), useTLS),
+		Loopback: isLoopbackAddr(l.Addr()),
+		Operator: decider(),
+		Now:      b.now,
+		Logger:   b.log,
+	}
+	if rt.Access != nil {
+		co.Access = consoleAccess{acc: rt.Access, ss: accessSessions{m}}
+	}
+	c, err := console.New(co)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv.RegisterOnShutdown(c.Close) // event streams end, so Shutdown need not wait for them
+	b.log.Info("browser console", "url", co.BaseURL+"/ui/", "login", "keyhole ui")
+	return &uiHook{console: c, srv: srv, l: l, tls: useTLS}, nil
+}
+
+// consoleURL is the console's origin as a browser opens it: the
+// listener's address, or the machine's name for a wildcard one.
+func consoleURL(a net.Addr, useTLS bool) string {
+	scheme := "http"
+	if useTLS {
+		scheme = "https"
+	}
+	host := a.String()
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil && ap.Addr().IsUnspecified() {
+		name, err := os.Hostname()
+		if err != nil {
+			name = "localhost"
+		}
+		host = net.JoinHostPort(name, fmt.Sprint(ap.Port()))
+	}
+	return scheme + "://" + host
+}
+
+// socket adds the console's login route to the broker's socket handler:
+// `keyhole ui` asks it for a one-time link.
+func (u *uiHook) socket(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.Handle("/admin/console/", admin.ConsoleHandler(func() (admin.ConsoleLink, error) {
+		if u.console == nil {
+			return admin.ConsoleLink{}, admin.ErrNoConsole
+		}
+		url, expires, err := u.console.LoginURL()
+		return admin.ConsoleLink{URL: url, Expires: expires}, err
+	}))
+	return mux
+}
+
+// close ends the console's streams and its listener, if it has one.
+func (u *uiHook) close() {
+	if u.console != nil {
+		u.console.Close()
+		u.l.Close()
+	}
+}
+
+// consoleSessions are the broker's live sessions as the console sees
+// them. A revocation in the console is `keyhole session revoke`'s: the
+// session's next call is refused and its access requests end.
+type consoleSessions struct {
+	m      *LiveSessions
+	access *access.Manager
+}
+
+var _ console.Sessions = consoleSessions{}
+
+func (s consoleSessions) List(all bool) ([]policy.SessionInfo, error) { return s.m.List(all) }
+func (s consoleSessions) Show(id string) (policy.SessionInfo, error) { return s.m.Show(id) }
+
+func (s consoleSessions) Revoke(id, by string) error {
+	ids, err := s.m.Revoke(id, "", false, "revoked in the console by "+by)
+	if s.access != nil {
+		for _, id := range ids {
+			s.access.EndSession(id, "was revoked")
+		}
+	}
+	return err
+}
+
+// consoleAccess is the access manager bound to the broker's sessions:
+// the console answers requests through the manager's own Approve and
+// Deny, as `keyhole access approve` does.
+type consoleAccess struct {
+	acc *access.Manager
+	ss  access.Sessions
+}
+
+var _ console.Access = consoleAccess{}
+
+func (a consoleAccess) List(all bool) []access.Request         { return a.acc.List(all) }
+func (a consoleAccess) Show(id string) (access.Request, error) { return a.acc.Show(id) }
+func (a consoleAccess) Watch() (<-chan access.Event, func())   { return a.acc.Watch() }
+
+func (a consoleAccess) Approve(id, by, note string, forSession bool) (access.Request, error) {
+	return a.acc.Approve(id, by, note, forSession, a.ss)
+}
+
+func (a consoleAccess) Deny(id, by, note string) (access.Request, error) {
+	return a.acc.Deny(id, by, note, a.ss)
+}
