@@ -162,7 +162,7 @@ type consoleSessions struct {
 var _ console.Sessions = consoleSessions{}
 
 func (s consoleSessions) List(all bool) ([]policy.SessionInfo, error) { return s.m.List(all) }
-func (s consoleSessions) Show(id string) (policy.SessionInfo, error) { return s.m.Show(id) }
+func (s consoleSessions) Show(id string) (policy.SessionInfo, error)  { return s.m.Show(id) }
 
 func (s consoleSessions) Revoke(id, by string) error {
 	ids, err := s.m.Revoke(id, "", false, "revoked in the console by "+by)

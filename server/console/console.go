@@ -124,13 +124,13 @@ type Options struct {
 // Console serves the browser console. Its methods are safe for concurrent
 // use.
 type Console struct {
-	o      Options
-	origin *url.URL
-	secure bool // served over TLS: cookies are Secure
-	logins *logins
-	auth   *consoleSessions
-	pages  *pages
-	verify *verifier
+	o       Options
+	origin  *url.URL
+	secure  bool // served over TLS: cookies are Secure
+	logins  *logins
+	auth    *consoleSessions
+	pages   *pages
+	verify  *verifier
 	started time.Time
 
 	// done ends the event streams when the broker stops.

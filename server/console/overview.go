@@ -45,7 +45,7 @@ type chart struct {
 
 type bar struct {
 	X, Y, H, DY, DH int // the bar of calls, and of the denied ones inside it
-	Label          string
+	Label           string
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, s consoleSession) {
