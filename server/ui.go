@@ -13,8 +13,10 @@ import (
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/console"
+	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // The browser console (`keyhole serve --ui ADDR`): its listener, its
@@ -84,21 +86,9 @@ func openUI(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) (*uiH
 	self.add(l.Addr())
 	b := rt.Broker
 	useTLS := o.TLSCert != ""
-	ops := &adminOps{vault: rt.Vault, config: func() (*config.Loaded, error) { return b.Config(), nil }}
-	co := console.Options{
-		Audit:    rt.Audit,
-		Sessions: consoleSessions{m: m, access: rt.Access},
-		Secrets:  ops.SecretList,
-		Config:   b.Config,
-		BaseURL:  consoleURL(l.Addr(), useTLS),
-		Loopback: isLoopbackAddr(l.Addr()),
-		Operator: decider(),
-		Now:      b.now,
-		Logger:   b.log,
-	}
-	if rt.Access != nil {
-		co.Access = consoleAccess{acc: rt.Access, ss: accessSessions{m}}
-	}
+	co := consoleOptions(b, rt.Audit, rt.Vault, rt.Access, m)
+	co.BaseURL = consoleURL(l.Addr(), useTLS)
+	co.Loopback = isLoopbackAddr(l.Addr())
 	c, err := console.New(co)
 	if err != nil {
 		l.Close()
@@ -108,6 +98,27 @@ func openUI(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) (*uiH
 	srv.RegisterOnShutdown(c.Close) // event streams end, so Shutdown need not wait for them
 	b.log.Info("browser console", "url", co.BaseURL+"/ui/", "login", "keyhole ui")
 	return &uiHook{console: c, srv: srv, l: l, tls: useTLS}, nil
+}
+
+// consoleOptions is what the console is given of a broker: its audit
+// log, its sessions, its access requests (through the manager, bound to
+// the sessions), the vault's metadata and the config. BaseURL and
+// Loopback are the listener's to set.
+func consoleOptions(b *Broker, log *audit.Log, v *vault.Vault, acc *access.Manager, m *LiveSessions) console.Options {
+	ops := &adminOps{vault: v, config: func() (*config.Loaded, error) { return b.Config(), nil }}
+	co := console.Options{
+		Audit:    log,
+		Sessions: consoleSessions{m: m, access: acc},
+		Secrets:  ops.SecretList,
+		Config:   b.Config,
+		Operator: decider(),
+		Now:      b.now,
+		Logger:   b.log,
+	}
+	if acc != nil {
+		co.Access = consoleAccess{acc: acc, ss: accessSessions{m}}
+	}
+	return co
 }
 
 // consoleURL is the console's origin as a browser opens it: the

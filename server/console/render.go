@@ -16,6 +16,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/keyhole-dev/keyhole/server/access"
 )
 
 //go:embed templates static
@@ -67,6 +69,7 @@ var funcs = template.FuncMap{
 	"target":   target,
 	"answer":   answerOf,
 	"card":     cardOf,
+	"summary":  func(r access.Request) string { return r.Summary() },
 	"time":     fmtTime,
 	"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"dur":      fmtDuration,
