@@ -7,11 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -285,66 +283,41 @@ func (h *harness) hold(a access.Ask) (access.Request, <-chan access.Answer) {
 	return access.Request{}, nil
 }
 
-// browser is a signed-in browser: its cookie jar and CSRF token.
+// browser is a browser tab on the harness's console, failing t.
 type browser struct {
-	t    *testing.T
-	h    *harness
-	http *http.Client
-	csrf string
+	t *testing.T
+	h *harness
+	*servertest.Browser
 }
 
-var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+// browser returns a signed-out browser.
+func (h *harness) browser() *browser {
+	return &browser{t: h.t, h: h, Browser: servertest.NewBrowser(h.srv.URL)}
+}
 
 // signIn opens a fresh login link and returns the browser it signed in.
 func (h *harness) signIn() *browser {
 	h.t.Helper()
-	jar, _ := cookiejar.New(nil)
-	b := &browser{t: h.t, h: h, http: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	b := h.browser()
 	link, _, err := h.con.LoginURL()
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	resp, _ := b.do(http.MethodGet, link, nil, nil)
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/" {
-		h.t.Fatalf("GET the login link = %d (Location %q), want 303 to /ui/", resp.StatusCode, resp.Header.Get("Location"))
+	if err := b.SignIn(link); err != nil {
+		h.t.Fatal(err)
 	}
-	_, body := b.get("/ui/")
-	m := csrfField.FindStringSubmatch(body)
-	if m == nil {
-		h.t.Fatalf("the overview has no CSRF token:\n%s", body)
-	}
-	b.csrf = m[1]
 	return b
 }
 
-// do sends a request to the console (target is a path or a whole URL)
-// with extra headers, and returns the answer and its body.
-func (b *browser) do(method, target string, body io.Reader, header map[string]string) (*http.Response, string) {
+// do sends a request (target is a path or a whole URL; form, if set, is
+// posted) with extra headers, and returns the answer and its body.
+func (b *browser) do(method, target string, form url.Values, header map[string]string) (*http.Response, string) {
 	b.t.Helper()
-	if strings.HasPrefix(target, "/") {
-		target = b.h.srv.URL + target
-	}
-	req, err := http.NewRequest(method, target, body)
+	resp, body, err := b.Do(method, target, form, header)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	for k, v := range header {
-		if k == "Host" {
-			req.Host = v
-			continue
-		}
-		req.Header.Set(k, v)
-	}
-	resp, err := b.http.Do(req)
-	if err != nil {
-		b.t.Fatalf("%s %s: %v", method, target, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp, string(out)
+	return resp, body
 }
 
 func (b *browser) get(path string) (*http.Response, string) {
@@ -356,13 +329,11 @@ func (b *browser) get(path string) (*http.Response, string) {
 // its own).
 func (b *browser) post(path string, form url.Values) (*http.Response, string) {
 	b.t.Helper()
-	if form == nil {
-		form = url.Values{}
+	resp, body, err := b.Post(path, form)
+	if err != nil {
+		b.t.Fatal(err)
 	}
-	if _, ok := form["csrf"]; !ok {
-		form.Set("csrf", b.csrf)
-	}
-	return b.do(http.MethodPost, path, strings.NewReader(form.Encode()), nil)
+	return resp, body
 }
 
 // mustGet fetches a page and fails unless it answers 200.

@@ -242,7 +242,7 @@ func TestVerifyTheChainFromTheOverview(t *testing.T) {
 
 func TestStaticAssets(t *testing.T) {
 	h := newHarness(t)
-	b := &browser{t: t, h: h, http: http.DefaultClient}
+	b := h.browser()
 	for path, ctype := range map[string]string{"/ui/static/console.js": "text/javascript", "/ui/static/console.css": "text/css"} {
 		resp, body := b.get(path + "?v=" + assetVersion)
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), ctype) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
@@ -20,8 +19,7 @@ import (
 
 func TestLoginLinkWorksOnceAndExpires(t *testing.T) {
 	h := newHarness(t)
-	jar, _ := cookiejar.New(nil)
-	b := &browser{t: t, h: h, http: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	b := h.browser()
 
 	link, expires, err := h.con.LoginURL()
 	if err != nil || !expires.Equal(t0.Add(2*time.Minute)) {
@@ -33,7 +31,7 @@ func TestLoginLinkWorksOnceAndExpires(t *testing.T) {
 	if resp, _ := b.do(http.MethodGet, link, nil, nil); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("first use = %d, want 303", resp.StatusCode)
 	}
-	fresh := &browser{t: t, h: h, http: &http.Client{CheckRedirect: b.http.CheckRedirect}}
+	fresh := h.browser()
 	if resp, body := fresh.do(http.MethodGet, link, nil, nil); resp.StatusCode != http.StatusForbidden || resp.Header.Get("Set-Cookie") != "" || !strings.Contains(body, "keyhole ui") {
 		t.Fatalf("second use = %d (Set-Cookie %q), want 403 saying how to get a link:\n%s", resp.StatusCode, resp.Header.Get("Set-Cookie"), body)
 	}
@@ -72,7 +70,7 @@ func TestSessionCookieFlags(t *testing.T) {
 					o.BaseURL, o.Loopback = tc.base, false
 				}
 			})
-			b := &browser{t: t, h: h, http: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+			b := h.browser()
 			link, _, _ := h.con.LoginURL()
 			u, _ := url.Parse(link)
 			hdr := map[string]string{}
@@ -98,17 +96,17 @@ func TestSessionCookieFlags(t *testing.T) {
 func TestSignedOutBrowsersGetNothing(t *testing.T) {
 	h := newHarness(t)
 	req, _ := h.fill()
-	anon := &browser{t: t, h: h, http: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	anon := h.browser()
 	for _, path := range []string{"/ui/", "/ui/sessions", "/ui/sessions/ses_1", "/ui/audit", "/ui/audit/1", "/ui/audit/events", "/ui/access", "/ui/access/" + req.ID, "/ui/access/events", "/ui/secrets", "/ui/config"} {
 		resp, body := anon.get(path)
 		if resp.StatusCode != http.StatusUnauthorized || strings.Contains(body, "ses_1") || strings.Contains(body, "github_token") || !strings.Contains(body, "keyhole ui --open") {
 			t.Errorf("GET %s signed out = %d, want 401 showing only how to sign in:\n%s", path, resp.StatusCode, body)
 		}
 	}
-	if resp, _ := anon.do(http.MethodPost, "/ui/sessions/ses_1/revoke", strings.NewReader("csrf=x"), nil); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := anon.do(http.MethodPost, "/ui/sessions/ses_1/revoke", url.Values{"csrf": {"x"}}, nil); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("revoke signed out = %d, want 403", resp.StatusCode)
 	}
-	if resp, _ := anon.do(http.MethodPost, "/ui/access/"+req.ID+"/approve", strings.NewReader("csrf=x"), nil); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := anon.do(http.MethodPost, "/ui/access/"+req.ID+"/approve", url.Values{"csrf": {"x"}}, nil); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("approve signed out = %d, want 403", resp.StatusCode)
 	}
 	if s, _ := h.ss.Show("ses_1"); s.State != policy.StateActive {
@@ -163,15 +161,15 @@ func TestStateChangesWithoutTheCSRFTokenAreRefused(t *testing.T) {
 	for _, path := range actions {
 		for name, form := range map[string]url.Values{
 			"no token":           {"csrf": {""}, "scope": {"once"}},
-			"wrong token":        {"csrf": {"AAAA" + b.csrf[4:]}, "scope": {"once"}},
-			"another's token":    {"csrf": {other.csrf}, "scope": {"once"}},
+			"wrong token":        {"csrf": {"AAAA" + b.CSRF[4:]}, "scope": {"once"}},
+			"another's token":    {"csrf": {other.CSRF}, "scope": {"once"}},
 			"token in the query": {"csrf": {""}, "scope": {"once"}},
 		} {
 			target := path
 			if name == "token in the query" {
-				target += "?csrf=" + url.QueryEscape(b.csrf)
+				target += "?csrf=" + url.QueryEscape(b.CSRF)
 			}
-			resp, body := b.do(http.MethodPost, target, strings.NewReader(form.Encode()), nil)
+			resp, body := b.do(http.MethodPost, target, form, nil)
 			if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "CSRF") {
 				t.Errorf("POST %s with %s = %d, want 403 naming the CSRF token", path, name, resp.StatusCode)
 			}
@@ -213,25 +211,17 @@ func TestForeignHostAndOriginAreRefused(t *testing.T) {
 	}
 	for name, hdr := range refused {
 		for _, m := range []string{http.MethodGet, http.MethodPost} {
-			var body *strings.Reader
-			path := "/ui/sessions"
+			path, form := "/ui/sessions", url.Values(nil)
 			if m == http.MethodPost {
-				path = "/ui/sessions/ses_1/revoke"
-				body = strings.NewReader(url.Values{"csrf": {b.csrf}}.Encode())
+				path, form = "/ui/sessions/ses_1/revoke", url.Values{"csrf": {b.CSRF}}
 			}
-			var resp *http.Response
-			if body != nil {
-				resp, _ = b.do(m, path, body, hdr)
-			} else {
-				resp, _ = b.do(m, path, nil, hdr)
-			}
-			if resp.StatusCode != http.StatusForbidden {
+			if resp, _ := b.do(m, path, form, hdr); resp.StatusCode != http.StatusForbidden {
 				t.Errorf("%s %s with %s = %d, want 403", m, path, name, resp.StatusCode)
 			}
 		}
 	}
 	crossSite := map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
-	if resp, _ := b.do(http.MethodPost, "/ui/access/"+req.ID+"/deny", strings.NewReader(url.Values{"csrf": {b.csrf}}.Encode()), crossSite); resp.StatusCode != http.StatusForbidden {
+	if resp, _ := b.do(http.MethodPost, "/ui/access/"+req.ID+"/deny", url.Values{"csrf": {b.CSRF}}, crossSite); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("a cross-site form post = %d, want 403", resp.StatusCode)
 	}
 	if resp, _ := b.do(http.MethodGet, "/ui/audit/events", nil, map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}); resp.StatusCode != http.StatusForbidden {
@@ -252,7 +242,7 @@ func TestForeignHostAndOriginAreRefused(t *testing.T) {
 		}
 	}
 	same := map[string]string{"Origin": h.srv.URL, "Sec-Fetch-Site": "same-origin"}
-	if resp, _ := b.do(http.MethodPost, "/ui/sessions/ses_1/revoke", strings.NewReader(url.Values{"csrf": {b.csrf}}.Encode()), same); resp.StatusCode != http.StatusSeeOther {
+	if resp, _ := b.do(http.MethodPost, "/ui/sessions/ses_1/revoke", url.Values{"csrf": {b.CSRF}}, same); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("a same-origin revoke = %d, want 303", resp.StatusCode)
 	}
 }
@@ -378,7 +368,7 @@ func openStream(t *testing.T, b *browser, path string) *stream {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.h.srv.URL+path, nil)
-	resp, err := b.http.Do(req)
+	resp, err := b.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
