@@ -4,7 +4,7 @@ BIN      := bin/keyhole
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-clients lint fuzz bench bench-audit demo run clean
+.PHONY: all build test test-clients test-ui ui-screenshots lint fuzz bench bench-audit bench-console demo run clean
 
 all: build
 
@@ -24,6 +24,22 @@ test:
 # clients/package-lock.json. Needs node and npm.
 test-clients: build
 	cd clients && npm ci --no-audit --no-fund --ignore-scripts && node run.mjs ../$(BIN)
+
+# The browser console end to end in headless Chromium, driven from Go with
+# chromedp (cmd/keyhole/ui_browser_test.go, build tag browser); not part of
+# make test. Needs Chromium: Debian's chromium (apt-get install -y chromium)
+# or KEYHOLE_CHROMIUM. A failing step leaves a screenshot in bin/ui-shots/.
+CHROMIUM ?= $(or $(KEYHOLE_CHROMIUM),$(shell command -v chromium || command -v chromium-browser || command -v google-chrome))
+test-ui:
+	@if [ -z "$(CHROMIUM)" ] || [ ! -x "$(CHROMIUM)" ]; then \
+		echo "make test-ui: Chromium is not installed; install it (apt-get install -y chromium) or set KEYHOLE_CHROMIUM" >&2; exit 1; fi
+	KEYHOLE_CHROMIUM=$(CHROMIUM) $(GO) test -tags browser -race -count=1 -timeout 10m -run '^TestConsoleInChromium$$' ./cmd/keyhole
+
+# The README's screenshots of the console (docs/console-*.png), taken by
+# the test-ui run.
+ui-screenshots:
+	@mkdir -p docs
+	KEYHOLE_UI_DOCS=$(abspath docs) $(MAKE) test-ui
 
 # govulncheck runs when it is installed (go install golang.org/x/vuln/cmd/govulncheck@v1.9.0)
 # and its database is reachable; a machine without network skips it with a note.

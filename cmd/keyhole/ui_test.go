@@ -19,6 +19,8 @@ type consoleBroker struct {
 	cmd     *exec.Cmd
 	mcpURL  string
 	console string
+	// log is what the broker wrote to stderr.
+	log servertest.SyncBuffer
 }
 
 // startConsole starts the broker with its console and waits until its
@@ -47,6 +49,7 @@ func startConsole(t *testing.T, h *home, extra ...string) *consoleBroker {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
+			b.log.Write([]byte(line + "\n"))
 			if b.console == "" && strings.Contains(line, "browser console") {
 				b.console = strings.TrimSuffix(field(line, "url="), "/ui/")
 			}
@@ -56,7 +59,7 @@ func startConsole(t *testing.T, h *home, extra ...string) *consoleBroker {
 				break
 			}
 		}
-		io.Copy(io.Discard, stderr)
+		io.Copy(&b.log, stderr)
 	}()
 	select {
 	case <-found:

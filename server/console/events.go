@@ -188,6 +188,12 @@ func (c *Console) accessEvents(w http.ResponseWriter, r *http.Request, _ console
 				out.send("closed", "", map[string]string{"error": "the broker stopped sending access requests"})
 				return
 			}
+			// The event is published as the step happens, before the call
+			// that asked is counted as held; the manager's lock orders
+			// this read after that count.
+			if cur, err := c.o.Access.Show(ev.Request.ID); err == nil && cur.State == ev.Request.State {
+				ev.Request.Waiting = cur.Waiting
+			}
 			if err := out.send("access", "", accessEventOf(ev)); err != nil {
 				return
 			}

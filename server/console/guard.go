@@ -35,12 +35,15 @@ func (c *Console) guard(next http.Handler) http.Handler {
 			plainError(w, http.StatusForbidden, "forbidden: Host is not this console's")
 			return
 		}
-		if origin := r.Header.Get("Origin"); origin != "" && origin != c.scheme()+"://"+r.Host {
+		site := r.Header.Get("Sec-Fetch-Site")
+		if origin := r.Header.Get("Origin"); origin != "" && origin != c.scheme()+"://"+r.Host && !(origin == "null" && site == "same-origin") {
+			// Under Referrer-Policy: no-referrer a browser sends Origin: null
+			// on its own form posts; Sec-Fetch-Site, which no page can set,
+			// then says they are the console's.
 			c.o.Logger.Warn("console: a request from a foreign Origin was refused", "origin", origin, "path", r.URL.Path)
 			plainError(w, http.StatusForbidden, "forbidden: Origin is not this console")
 			return
 		}
-		site := r.Header.Get("Sec-Fetch-Site")
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && site != "" && site != "same-origin" {
 			plainError(w, http.StatusForbidden, "forbidden: a state change must come from the console itself")
 			return

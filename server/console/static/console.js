@@ -73,14 +73,21 @@
       es = new EventSource(btn.getAttribute('data-stream'));
       es.addEventListener('record', onRecord);
       es.addEventListener('failed', function () { status.textContent = 'The audit log could not be read; stopped.'; stop(); });
-      es.onopen = function () { status.textContent = 'Following: ' + added + ' new records.'; };
-      es.onerror = function () { if (es) status.textContent = 'Connection lost; reconnecting…'; };
+      es.onopen = function () {
+        btn.setAttribute('data-live', 'open');
+        status.textContent = 'Following: ' + added + ' new records.';
+      };
+      es.onerror = function () {
+        btn.setAttribute('data-live', 'lost');
+        if (es) status.textContent = 'Connection lost; reconnecting…';
+      };
       btn.setAttribute('aria-pressed', 'true');
       btn.textContent = 'Stop following';
     }
     function stop() {
       if (es) es.close();
       es = null;
+      btn.removeAttribute('data-live');
       btn.setAttribute('aria-pressed', 'false');
       btn.textContent = 'Follow live';
     }
@@ -97,6 +104,9 @@
     var tmpl = document.getElementById('request-template');
     var list = document.getElementById('requests');
     var es = new EventSource(host.getAttribute('data-stream'));
+    // data-live says whether new requests show up without a reload.
+    es.onopen = function () { host.setAttribute('data-live', 'open'); };
+    es.onerror = function () { host.setAttribute('data-live', 'lost'); };
 
     function field(card, name) { return card.querySelector('[data-field="' + name + '"]'); }
     function setRisks(dd, risks) {
@@ -172,7 +182,7 @@
       if (ev.type === 'request') status.textContent = 'New access request ' + ev.id + ': ' + ev.summary;
       else status.textContent = 'Access request ' + ev.id + ' is ' + ev.state + (ev.decision ? ' (' + ev.decision + ')' : '') + '.';
     });
-    es.addEventListener('closed', function () { es.close(); });
+    es.addEventListener('closed', function () { es.close(); host.setAttribute('data-live', 'closed'); });
   }
 
   document.addEventListener('DOMContentLoaded', function () {
