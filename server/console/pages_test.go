@@ -263,3 +263,14 @@ func TestStaticAssets(t *testing.T) {
 		t.Fatalf("GET /ui/static/ = %d, want 404 (no listing)", resp.StatusCode)
 	}
 }
+
+func TestSessionsListShowsTheNewest(t *testing.T) {
+	h := newHarness(t)
+	for i := range maxSessionRows + 50 {
+		h.session(fmt.Sprintf("ses_%04d", i), "triage", "")
+	}
+	body := h.signIn().mustGet("/ui/sessions")
+	if !strings.Contains(body, fmt.Sprintf("The newest %d of %d", maxSessionRows, maxSessionRows+50)) || !strings.Contains(body, "ses_0249") || strings.Contains(body, "ses_0049<") {
+		t.Fatalf("the sessions page does not show the newest %d of %d:\n%.2000s", maxSessionRows, maxSessionRows+50, body)
+	}
+}

@@ -19,10 +19,15 @@ import (
 // audit page pages through the rest.
 const timelineLimit = 200
 
+// maxSessionRows caps the sessions list: the newest ones.
+const maxSessionRows = 200
+
 type sessionListData struct {
 	All      bool
 	Sessions []policy.SessionInfo
-	Err      string
+	// Total is how many there are when the list holds only the newest.
+	Total int
+	Err   string
 }
 
 func (c *Console) sessionList(w http.ResponseWriter, r *http.Request, s consoleSession) {
@@ -32,6 +37,9 @@ func (c *Console) sessionList(w http.ResponseWriter, r *http.Request, s consoleS
 		d.Err = err.Error()
 	}
 	slices.Reverse(list) // newest first
+	if len(list) > maxSessionRows {
+		d.Total, list = len(list), list[:maxSessionRows]
+	}
 	d.Sessions = list
 	c.render(w, http.StatusOK, s, "sessions", "Sessions", "sessions", d)
 }
