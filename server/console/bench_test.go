@@ -172,4 +172,3 @@ func benchLog(b *testing.B, path string, n int, now time.Time) *audit.Log {
 	b.Logf("wrote %d calls in %v", n, time.Since(start))
 	return log
 }
-
