@@ -90,6 +90,16 @@ bench-audit:
 	KEYHOLE_AUDIT_LARGE_N=$(AUDIT_N) KEYHOLE_AUDIT_LARGE_DIR=$(abspath $(AUDIT_DIR)) \
 		$(GO) test -run '^$$' -bench '^BenchmarkLargeLog$$' -benchmem -benchtime 5x -timeout 60m ./server/audit
 
+# The console's pages over an audit log of CONSOLE_N calls, in process
+# (writing a million calls takes minutes; CONSOLE_DIR keeps them between
+# runs). Not part of make test.
+CONSOLE_N   ?= 1000000
+CONSOLE_DIR ?= bin/console-bench
+bench-console:
+	@mkdir -p $(CONSOLE_DIR)
+	KEYHOLE_CONSOLE_BENCH_N=$(CONSOLE_N) KEYHOLE_CONSOLE_BENCH_DIR=$(abspath $(CONSOLE_DIR)) \
+		$(GO) test -run '^$$' -bench '^BenchmarkPages$$' -benchtime 20x -timeout 60m ./server/console
+
 demo: build
 	./$(BIN) demo
 
