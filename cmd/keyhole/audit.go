@@ -116,12 +116,22 @@ func (a *App) auditTailCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			flt.Limit = n
+			if n < 0 {
+				return &usageError{fmt.Errorf("-n %d: want a number of records, or 0 for all", n)}
+			}
+			// One more than asked says whether -n cut anything.
+			if n > 0 {
+				flt.Limit = n + 1
+			}
 			pr := a.recordPrinter(asJSON)
 			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error {
 				recs, err := l.Query(flt)
 				if err != nil {
 					return err
+				}
+				if n > 0 && len(recs) > n {
+					recs = recs[len(recs)-n:]
+					fmt.Fprintf(a.stderr, "showing the last %d matching records; older ones exist (-n 0 shows all, or narrow with --since, --session, --tool)\n", n)
 				}
 				if err := pr.print(recs); err != nil || !follow {
 					return err
@@ -131,7 +141,7 @@ func (a *App) auditTailCmd() *cobra.Command {
 		},
 	}
 	ff.register(c, false)
-	c.Flags().IntVarP(&n, "lines", "n", 20, "how many records")
+	c.Flags().IntVarP(&n, "lines", "n", 20, "how many of the latest records (0: all)")
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
 	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return c

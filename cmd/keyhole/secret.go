@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/terminal"
 )
 
 // maxSecretBytes caps a secret value read from stdin, env or a file.
@@ -231,7 +232,7 @@ func (a *App) secretListCmd() *cobra.Command {
 				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tVERSION\tUPDATED\tLAST USED\tDESCRIPTION")
 				for _, m := range metas {
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", m.Name, m.Version, ago(m.Updated), ago(m.LastUsed), m.Description)
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", terminal.Escape(m.Name), m.Version, ago(m.Updated), ago(m.LastUsed), terminal.Escape(m.Description))
 				}
 				return tw.Flush()
 			})

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/terminal"
 )
 
 func (a *App) sessionCmd() *cobra.Command {
@@ -81,7 +82,7 @@ func (a *App) sessionListCmd() *cobra.Command {
 				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tSCOPE\tLABEL\tCREATED\tEXPIRES\tSTATE\tCALLS\tLAST CALL")
 				for _, s := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.ID, s.Scope, orDash(s.Label),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", terminal.Escape(s.ID), terminal.Escape(s.Scope), orDash(terminal.Escape(s.Label)),
 						s.Created.Local().Format("01-02 15:04"), s.Expires.Local().Format("01-02 15:04"), s.State, s.Calls, ago(s.LastCall))
 				}
 				return tw.Flush()
