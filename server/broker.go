@@ -94,6 +94,9 @@ type Broker struct {
 	// toolLists caches what tools/list shows a scope's sessions:
 	// *policy.Scope -> []mcp.Tool.
 	toolLists sync.Map
+
+	authFailOnce sync.Once
+	authFail     *authFailures
 }
 
 // Options configures a Broker.
@@ -160,6 +163,24 @@ type Outcome struct {
 	Message string
 	// Result is set for a successful call.
 	Result *tools.Result
+	// Note, if set, is shown to the agent beside the result: what keyhole
+	// did to it and what that means for the session.
+	Note string
+}
+
+// scrubNote tells the agent a credential was removed from its result,
+// and, when that counts toward the scope's max_denials, how many more end
+// the session.
+func scrubNote(t policy.Tripwire) string {
+	const removed = "keyhole removed a credential from this result"
+	switch {
+	case t.Ended:
+		return removed + "; that was one too many for this session's max_denials, so the session has ended: ask the user for a new session"
+	case t.Counted:
+		return fmt.Sprintf("%s; this counts toward the session's max_denials: %d more and the session ends", removed, t.Left)
+	default:
+		return removed
+	}
 }
 
 func denied(msg string) *Outcome {
@@ -284,10 +305,10 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		outcome.BytesIn, outcome.BytesOut = result.BytesIn, result.BytesOut
 		outcome.Scrubbed = result.Scrubbed
 		outcome.Hops = auditHops(result.Hops, scrubber)
-		if result.Scrubbed {
-			s.NoteScrubbed(b.now())
-		}
 		out = &Outcome{Decision: audit.Allow, Result: result}
+		if result.Scrubbed {
+			out.Note = scrubNote(s.NoteScrubbed(b.now()))
+		}
 	}
 	// The outcome is recorded even when the caller gave up: a cancelled call
 	// is still a call, and it must not read as running or interrupted.

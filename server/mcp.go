@@ -134,7 +134,11 @@ func toolResult(o *Outcome) *mcp.CallToolResult {
 	if o.Result == nil {
 		return mcp.NewToolResultError(o.Message)
 	}
-	return mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
+	res := mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
+	if o.Note != "" {
+		res.Content = append(res.Content, mcp.NewTextContent("("+o.Note+")"))
+	}
+	return res
 }
 
 // scopeTools is the tool list the sessions of a scope of cfg see, built

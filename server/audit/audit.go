@@ -109,8 +109,16 @@ type Record struct {
 	Duration    time.Duration   `json:"duration_ns"`
 	Scrubbed    bool            `json:"scrubbed,omitempty"`
 	Hops        []Hop           `json:"hops,omitempty"` // redirects the call followed, in order
-	Prev        string          `json:"prev"`           // hex MAC of the entry before the completing entry
-	MAC         string          `json:"mac"`            // hex MAC of the entry that completed the record
+	// Operator is the OS user who made a change of who may do what
+	// (keyhole.secret.*, keyhole.session.*, keyhole.reload, keyhole.init).
+	Operator string `json:"operator,omitempty"`
+	// Source is the address a keyhole.auth.failed request came from.
+	Source string `json:"source,omitempty"`
+	// Count is how many requests a rate-limited record (keyhole.auth.failed)
+	// stands for; 0 and 1 both mean one.
+	Count int    `json:"count,omitempty"`
+	Prev  string `json:"prev"` // hex MAC of the entry before the completing entry
+	MAC   string `json:"mac"`  // hex MAC of the entry that completed the record
 }
 
 // Hop is one redirect a call followed after the broker re-authorized it:

@@ -86,6 +86,9 @@ type entry struct {
 	Duration    int64           `json:"duration_ns,omitempty"`
 	Scrubbed    bool            `json:"scrubbed,omitempty"`
 	Hops        []Hop           `json:"hops,omitempty"`
+	Operator    string          `json:"operator,omitempty"`
+	Source      string          `json:"source,omitempty"`
+	Count       int             `json:"count,omitempty"`
 	Prev        string          `json:"prev"`
 	MAC         string          `json:"mac,omitempty"` // set only when read back
 }
@@ -220,6 +223,7 @@ func fromRecord(t string, r *Record) *entry {
 		Credential: r.Credential, CredVersion: r.CredVersion,
 		Status: r.Status, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
 		Duration: int64(r.Duration), Scrubbed: r.Scrubbed, Hops: r.Hops,
+		Operator: r.Operator, Source: r.Source, Count: r.Count,
 	}
 }
 
@@ -250,6 +254,7 @@ func record(first, outcome *entry, inflight bool) Record {
 		Credential: first.Credential, CredVersion: first.CredVersion,
 		Status: first.Status, BytesIn: first.BytesIn, BytesOut: first.BytesOut,
 		Duration: time.Duration(first.Duration), Scrubbed: first.Scrubbed, Hops: first.Hops,
+		Operator: first.Operator, Source: first.Source, Count: first.Count,
 		Prev: first.Prev, MAC: first.MAC,
 	}
 	if first.Type != typeIntent {
