@@ -242,7 +242,7 @@ func (s *Session) denyLocked() bool {
 		return false
 	}
 	s.info.State = StateEnded
-	s.info.EndReason = "tripwire: this session was ended after " + strconv.Itoa(s.info.Denials) + " denials (max_denials " + strconv.Itoa(max) + " of scope " + s.scope.name + "); ask the user for a new session"
+	s.info.EndReason = "tripwire: this session was ended after " + strconv.Itoa(s.info.Denials) + " denials; ask the user for a new session (max_denials " + strconv.Itoa(max) + " of scope " + s.scope.name + ")"
 	return true
 }
 

@@ -144,7 +144,7 @@ func TestSessionTripwire(t *testing.T) {
 	s.NoteScrubbed(t0)
 	decide(t, s, t0, okReq, "")
 	d := decide(t, s, t0, badReq, CodeTripwire)
-	wantEnd := "tripwire: this session was ended after 3 denials (max_denials 3 of scope s); ask the user for a new session"
+	wantEnd := "tripwire: this session was ended after 3 denials; ask the user for a new session (max_denials 3 of scope s)"
 	if want := badReason + "; " + wantEnd; d.Reason != want {
 		t.Fatalf("Reason =\n %q\nwant\n %q", d.Reason, want)
 	}

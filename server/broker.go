@@ -97,7 +97,13 @@ type Broker struct {
 
 	authFailOnce sync.Once
 	authFail     *authFailures
+	// mcpSessions counts the MCP sessions mcp-go holds open.
+	mcpSessions atomic.Int64
 }
+
+// MCPSessions is how many MCP sessions (initialize handshakes over HTTP,
+// stdio clients) the broker holds open.
+func (b *Broker) MCPSessions() int64 { return b.mcpSessions.Load() }
 
 // Options configures a Broker.
 type Options struct {

@@ -202,8 +202,17 @@ func unauthorized(w http.ResponseWriter, desc, msg string) {
 // refuse answers a request the front door turns away, and closes the
 // connection: what is left of the request's body is never read.
 func refuse(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Connection", "close")
+	dropBody(w)
 	http.Error(w, msg, status)
+}
+
+// dropBody makes the connection close after the answer without reading
+// what is left of the request's body. net/http would otherwise read up
+// to 256 KiB of it after the handler, waiting on a client that promised a
+// body and never sends it; a read deadline in the past ends that wait.
+func dropBody(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 // headerSafe keeps a text printable ASCII, for a header's quoted string.
@@ -239,7 +248,7 @@ func readBody(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func tooLarge(w http.ResponseWriter, size int64) {
-	w.Header().Set("Connection", "close")
+	dropBody(w)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusRequestEntityTooLarge)
 	json.NewEncoder(w).Encode(mcp.NewJSONRPCError(mcp.NewRequestId(nil), mcp.INVALID_REQUEST, TooLargeMessage(size), map[string]int{"limit": MaxMessageBytes}))

@@ -56,6 +56,10 @@ func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *config.Loaded) {
 // allows, and a call to any other tool is refused as unknown.
 func (b *Broker) newMCPServer() *mcpserver.MCPServer {
 	hooks := &mcpserver.Hooks{}
+	// How many MCP sessions mcp-go holds: what one token could grow
+	// without the cap of HTTPOptions.SessionsPerToken.
+	hooks.AddOnRegisterSession(func(context.Context, mcpserver.ClientSession) { b.mcpSessions.Add(1) })
+	hooks.AddOnUnregisterSession(func(context.Context, mcpserver.ClientSession) { b.mcpSessions.Add(-1) })
 	hooks.AddAfterInitialize(func(ctx context.Context, _ any, req *mcp.InitializeRequest, _ *mcp.InitializeResult) {
 		if s, ok := SessionFrom(ctx); ok {
 			s.SetClient(req.Params.ClientInfo.Name, req.Params.ClientInfo.Version)

@@ -61,3 +61,14 @@ func (m *Metrics) CountConns(l *connLimit) {
 		}, func() float64 { return float64(l.Refused()) }),
 	)
 }
+
+// CountMCPSessions reports the MCP sessions the broker holds open as the
+// keyhole_mcp_sessions gauge.
+func (m *Metrics) CountMCPSessions(count func() int64) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyhole_mcp_sessions", Help: "MCP sessions (initialize handshakes) the broker holds open.",
+	}, func() float64 { return float64(count()) }))
+}

@@ -79,6 +79,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	b := rt.Broker
 	m := NewLiveSessions(store, LiveSessionsOptions{Config: b.Config, Now: b.now, Logger: b.log})
 	o.Metrics.CountSessions(m.ActiveCount)
+	o.Metrics.CountMCPSessions(b.MCPSessions)
 	reload := func() error { return reloadConfig(b, rt.Audit, o.ConfigPath, o.Env) }
 
 	activity := &idleTracker{last: time.Now()}
