@@ -267,10 +267,10 @@ func (c *httpCompiler) timeout(s string) time.Duration {
 	if s == "" {
 		return httpDefaultTimeout
 	}
-	d, err := time.ParseDuration(s)
+	d, err := policy.ParseDuration(s)
 	switch {
 	case err != nil:
-		c.fail("timeout", "is not a Go duration such as 10s")
+		c.fail("timeout", "is not a duration such as 10s")
 	case d <= 0:
 		c.fail("timeout", "must be positive")
 	case d > httpMaxTimeout:

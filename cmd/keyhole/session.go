@@ -53,7 +53,7 @@ Authorization: Bearer <token> for keyhole serve --http.`,
 		},
 	}
 	c.Flags().StringVar(&scope, "scope", "", "scope of the session (required)")
-	c.Flags().DurationVar(&ttl, "ttl", 0, "session lifetime (default and maximum: the scope's ttl)")
+	durationVar(c, &ttl, "ttl", 0, "session lifetime, e.g. 30m or 1d (default and maximum: the scope's ttl)")
 	c.Flags().StringVar(&label, "label", "", "a note for session list (e.g. the agent or run)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the session and token as JSON")
 	c.MarkFlagRequired("scope")
