@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -178,4 +179,18 @@ func mcpTool(t tools.Tool, sc *policy.Scope) mcp.Tool {
 	open := true
 	tool.Annotations.OpenWorldHint = &open
 	return tool
+}
+
+// Build is what `keyhole version --json` prints.
+type Build struct {
+	Version  string `json:"version"`
+	Go       string `json:"go"`
+	Platform string `json:"platform"`
+	// Protocols are the MCP revisions keyhole serves, newest first.
+	Protocols []string `json:"mcp_protocols"`
+}
+
+// BuildInfo describes this binary.
+func BuildInfo() Build {
+	return Build{Version: Version, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, Protocols: slices.Clone(mcp.ValidProtocolVersions)}
 }

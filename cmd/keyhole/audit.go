@@ -58,6 +58,13 @@ type filterFlags struct {
 	since, until                   string
 }
 
+func (a *App) registerFilters(f *filterFlags, c *cobra.Command, until bool) {
+	f.register(c, until)
+	c.RegisterFlagCompletionFunc("session", a.completeSessions)
+	c.RegisterFlagCompletionFunc("scope", a.completeScopes)
+	c.RegisterFlagCompletionFunc("decision", cobra.FixedCompletions([]string{"allow", "deny", "error", "interrupted", "running"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
 func (f *filterFlags) register(c *cobra.Command, until bool) {
 	c.Flags().StringVar(&f.session, "session", "", "only this session id")
 	c.Flags().StringVar(&f.scope, "scope", "", "only this scope")
@@ -140,7 +147,7 @@ func (a *App) auditTailCmd() *cobra.Command {
 			}), "no calls recorded yet")
 		},
 	}
-	ff.register(c, false)
+	a.registerFilters(&ff, c, false)
 	c.Flags().IntVarP(&n, "lines", "n", 20, "how many of the latest records (0: all)")
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
 	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
@@ -260,7 +267,7 @@ func (a *App) auditExportCmd() *cobra.Command {
 			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error { return l.Export(a.stdout, format, flt) }), "no calls recorded yet")
 		},
 	}
-	ff.register(c, true)
+	a.registerFilters(&ff, c, true)
 	c.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
 	return c
 }

@@ -158,6 +158,7 @@ func (a *App) mcpConfigCmd() *cobra.Command {
 	c.Flags().StringVar(&o.tokenEnv, "token-env", "", "environment variable holding the session token (with --http)")
 	c.Flags().StringVar(&o.name, "name", "keyhole", "server name in the client's config")
 	c.Flags().BoolVar(&write, "write", false, "merge into the client's config file, after a backup")
+	c.RegisterFlagCompletionFunc("scope", a.completeScopes)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -67,7 +68,8 @@ audit log.`,
 }
 
 func (a *App) reloadCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "reload",
 		Short: "Re-read keyhole.yaml in the running broker (running sessions keep their scope)",
 		Args:  cobra.NoArgs,
@@ -77,11 +79,30 @@ func (a *App) reloadCmd() *cobra.Command {
 				return fmt.Errorf("%w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, a.dataDir())
 			}
 			defer ad.Close()
-			if err := ad.Reload(); err != nil {
+			err = ad.Reload()
+			if asJSON {
+				res := struct {
+					Reloaded bool   `json:"reloaded"`
+					Error    string `json:"error,omitempty"`
+				}{Reloaded: err == nil}
+				if err != nil {
+					res.Error = trimPrefix(err.Error())
+				}
+				if jerr := json.NewEncoder(a.stdout).Encode(res); jerr != nil {
+					return jerr
+				}
+				if err != nil {
+					return &silentError{code: 1}
+				}
+				return nil
+			}
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout, "reloaded keyhole.yaml; new sessions use it, running ones keep their scope")
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"reloaded": true} or the error as JSON`)
+	return c
 }
