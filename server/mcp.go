@@ -174,7 +174,7 @@ func mcpTool(t tools.Tool, sc *policy.Scope) mcp.Tool {
 		}
 		readOnly = sc.ReadOnly(t.Name())
 	}
-	tool := mcp.NewToolWithRawSchema(t.Name(), desc, t.InputSchema())
+	tool := mcp.NewToolWithRawSchema(t.Name(), desc, narrowMethods(t, sc))
 	tool.Annotations.ReadOnlyHint = &readOnly
 	open := true
 	tool.Annotations.OpenWorldHint = &open
@@ -193,4 +193,34 @@ type Build struct {
 // BuildInfo describes this binary.
 func BuildInfo() Build {
 	return Build{Version: Version, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, Protocols: slices.Clone(mcp.ValidProtocolVersions)}
+}
+
+// narrowMethods is the tool's input schema as a scope's session sees it:
+// the method of a generic http tool limited to the methods the scope
+// grants on it, so the model is not offered a method every call of which
+// is denied. Other schemas are the tool's own.
+func narrowMethods(t tools.Tool, sc *policy.Scope) json.RawMessage {
+	schema := t.InputSchema()
+	if sc == nil || t.Kind() != "http" || t.Info().Method != "" {
+		return schema
+	}
+	methods := sc.Methods(t.Name())
+	if len(methods) == 0 {
+		return schema
+	}
+	var doc map[string]any
+	if json.Unmarshal(schema, &doc) != nil {
+		return schema
+	}
+	props, _ := doc["properties"].(map[string]any)
+	method, _ := props["method"].(map[string]any)
+	if method == nil {
+		return schema
+	}
+	method["enum"] = methods
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return schema
+	}
+	return out
 }

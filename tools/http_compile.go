@@ -41,7 +41,7 @@ const httpGenericSchema = `{
   "additionalProperties": false,
   "required": ["method", "path"],
   "properties": {
-    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], "description": "HTTP method, upper case."},
+    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], "description": "HTTP method, upper case."},
     "path": {"type": "string", "description": "Request path under the tool's base URL, starting with \"/\". No query string: use query."},
     "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Query parameters."},
     "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra request headers. Authorization, Cookie, Host, Proxy-* and hop-by-hop headers are refused."},
@@ -336,7 +336,7 @@ func (c *httpCompiler) template(t *httpTool, cfg Config) {
 		return
 	}
 	if !httpMethods[cfg.Method] {
-		c.fail("method", "must be one of GET, HEAD, POST, PUT, PATCH, DELETE")
+		c.fail("method", "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 	}
 	t.method, t.path = cfg.Method, cfg.Path
 	props := c.inputSchema(cfg.InputSchema)
