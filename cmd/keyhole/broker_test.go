@@ -140,6 +140,14 @@ func (h *home) brokerPID(t *testing.T) int {
 type auditLine struct {
 	Seq      uint64 `json:"seq"`
 	Tool     string `json:"tool"`
+	Client   string `json:"client"`
+	Operator string `json:"operator"`
+	Source   string `json:"source"`
+	Count    int    `json:"count"`
+	Code     string `json:"code"`
+	Reason   string `json:"reason"`
+	Scope    string `json:"scope"`
+	Cred     string `json:"credential"`
 	Session  string `json:"session"`
 	Decision string `json:"decision"`
 	Status   int    `json:"status"`
@@ -148,6 +156,18 @@ type auditLine struct {
 // auditRecords returns the audit records of calls, leaving out those of
 // the operator's changes (keyhole.secret.set, keyhole.session.new, …).
 func (h *home) auditRecords(t *testing.T) []auditLine {
+	t.Helper()
+	var calls []auditLine
+	for _, a := range h.auditRecordsFull(t) {
+		if !strings.HasPrefix(a.Tool, "keyhole.") {
+			calls = append(calls, a)
+		}
+	}
+	return calls
+}
+
+// auditRecordsFull returns every audit record.
+func (h *home) auditRecordsFull(t *testing.T) []auditLine {
 	t.Helper()
 	r := h.ok("", "audit", "tail", "-n", "100000", "--json")
 	var out []auditLine
@@ -158,9 +178,6 @@ func (h *home) auditRecords(t *testing.T) []auditLine {
 		var a auditLine
 		if err := json.Unmarshal([]byte(line), &a); err != nil {
 			t.Fatalf("audit line %q: %v", line, err)
-		}
-		if strings.HasPrefix(a.Tool, "keyhole.") {
-			continue // an operator's change, not a call
 		}
 		out = append(out, a)
 	}
