@@ -13,9 +13,12 @@ import (
 // TableHeader is the header line of WriteTable's table.
 const TableHeader = "SEQ\tTIME\tSESSION\tTOOL\tMETHOD\tPATH\tDECISION\tSTATUS\tCREDENTIAL\tSCRUBBED\tDURATION\tREASON"
 
-// tableReason is how many characters of a reason the table shows; `audit
-// show SEQ` shows all of it.
-const tableReason = 60
+// How many characters of a path (or key) and of a reason the table
+// shows; `audit show SEQ` shows all of them.
+const (
+	tablePath   = 80
+	tableReason = 60
+)
 
 // WriteTable writes records as the table people read (`keyhole audit
 // tail`): one line per call, each line prefixed by indent. header writes
@@ -47,7 +50,7 @@ func WriteTable(w io.Writer, recs []Record, indent string, header, color bool) e
 		}
 		fmt.Fprintf(tw, "%s%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			indent, r.Seq, r.Time.Local().Format("15:04:05.000"), cell(r.Session), cell(r.Tool),
-			cell(what), cell(where), paint(r.Decision, color), status, cell(cred), scrubbed,
+			cell(what), orDash(terminal.EscapeShort(where, tablePath)), paint(r.Decision, color), status, cell(cred), scrubbed,
 			r.Duration.Round(time.Microsecond), orDash(terminal.EscapeShort(r.Reason, tableReason)))
 	}
 	return tw.Flush()
