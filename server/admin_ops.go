@@ -22,6 +22,10 @@ type adminOps struct {
 	// need neither the session store nor the config.
 	sessions func() (*LiveSessions, error)
 	reload   func() error
+	// config is the config whose tools log in (secret login) and say
+	// which secrets need a login (secret list).
+	config func() (*config.Loaded, error)
+	logins *pendingLogins
 	// changes records every change of who may do what in the audit log.
 	changes recorder
 }
@@ -48,7 +52,13 @@ func (a *adminOps) SecretRotate(name string, value []byte) (admin.SecretMeta, er
 }
 
 func (a *adminOps) SecretMeta(name string) (admin.SecretMeta, error) { return a.vault.Meta(name) }
-func (a *adminOps) SecretList() ([]admin.SecretMeta, error)          { return a.vault.List() }
+func (a *adminOps) SecretList() ([]admin.SecretMeta, error) {
+	metas, err := a.vault.List()
+	if err != nil {
+		return nil, err
+	}
+	return a.withLoginStatus(metas), nil
+}
 
 func (a *adminOps) SecretDelete(name string) error {
 	if err := a.vault.Delete(name); err != nil {
@@ -148,9 +158,12 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 		return nil, err
 	}
 	l := &localAdmin{dd: dd}
+	cfg := sync.OnceValues(func() (*config.Loaded, error) { return config.Load(o.ConfigPath, config.ToolEnv{}) })
 	l.adminOps = adminOps{
 		vault:    v,
-		sessions: sync.OnceValues(func() (*LiveSessions, error) { return l.openSessions(o, v) }),
+		config:   cfg,
+		logins:   &pendingLogins{},
+		sessions: sync.OnceValues(func() (*LiveSessions, error) { return l.openSessions(cfg, o, v) }),
 		reload: func() error {
 			return fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
 		},
@@ -183,8 +196,8 @@ func (a *localAdmin) openAudit(o RuntimeOptions, v *vault.Vault) (AuditLog, erro
 	return auditLog{l}, nil
 }
 
-func (a *localAdmin) openSessions(o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
-	cfg, err := config.Load(o.ConfigPath, config.ToolEnv{})
+func (a *localAdmin) openSessions(loadConfig func() (*config.Loaded, error), o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
+	cfg, err := loadConfig()
 	if err != nil {
 		return nil, err
 	}

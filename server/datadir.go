@@ -19,7 +19,10 @@ var ErrDataDirInUse = errors.New("data dir in use")
 const (
 	lockFile  = "keyhole.lock"
 	VaultFile = "vault.db"
-	AuditFile = "audit.db"
+	AuditFile = "audit.sqlite"
+	// LegacyAuditFile is the buntdb audit log of keyhole before SQLite; it is
+	// migrated into AuditFile on the first start and kept as audit.db.migrated.
+	LegacyAuditFile = "audit.db"
 )
 
 // DataDir is a data dir this process owns: it holds an exclusive lock on

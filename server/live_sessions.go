@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -226,6 +227,7 @@ func (m *LiveSessions) Revoke(id, scope string, all bool, reason string) ([]stri
 		}
 		s.Revoke(reason)
 		m.saveNow(s)
+		s.endMinted(context.Background(), m.log)
 		done = append(done, r.ID)
 	}
 	if id != "" && len(done) == 0 {
@@ -248,6 +250,7 @@ func (m *LiveSessions) End(id, reason string) error {
 	}
 	s.End(reason)
 	m.saveNow(s)
+	s.endMinted(context.Background(), m.log)
 	return nil
 }
 

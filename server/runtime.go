@@ -111,10 +111,12 @@ func (rt *Runtime) Close() error {
 func openAuditLog(dd *DataDir, v *vault.Vault, a config.Audit, now func() time.Time) (*audit.Log, error) {
 	return audit.Open(audit.Options{
 		Path:       dd.File(AuditFile),
+		Legacy:     dd.File(LegacyAuditFile),
 		Key:        v.DeriveKey(auditKeyLabel),
 		Checkpoint: v,
 		Arguments:  a.Arguments,
 		Mirror:     a.Mirror,
+		Anchor:     a.Anchor,
 		Now:        now,
 	})
 }

@@ -66,6 +66,10 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	var self selfAddrs
 	o.Env.SelfAddrs = self.get
+	if o.Env.Tokens == nil {
+		// A reloaded config goes on with the OAuth 2.0 tokens of the old.
+		o.Env.Tokens = tools.NewTokens()
+	}
 	rt, err := Open(o.RuntimeOptions)
 	if err != nil {
 		return err

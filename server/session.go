@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,8 @@ type Session struct {
 	// persist stores the session's state after each call; nil for a
 	// session that lives only as long as its process (standalone stdio).
 	persist func(policy.SessionInfo)
+	// ended runs endMinted once.
+	ended sync.Once
 }
 
 func (s *Session) save(now time.Time) {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/vault"
 )
 
@@ -89,6 +90,7 @@ func (b *Broker) socketHandler(m *LiveSessions, v *vault.Vault, reload func() er
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}
 	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload,
+		config: func() (*config.Loaded, error) { return b.Config(), nil }, logins: &pendingLogins{},
 		changes: recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now}}
 	mux.Handle("/admin/", admin.Handler(ops))
 	return mux

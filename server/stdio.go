@@ -67,6 +67,7 @@ func (b *Broker) ServeStdio(ctx context.Context, scope string, in io.Reader, out
 	err = stdio.Listen(ctx, pr, w)
 	pr.Close()
 	s.End("client disconnected")
+	s.endMinted(ctx, b.log)
 	b.log.Info("session ended", LogSession, s.ID(), "calls", s.Info(b.now()).Calls)
 	if errors.Is(err, context.Canceled) {
 		return nil

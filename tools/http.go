@@ -39,6 +39,8 @@ type httpTool struct {
 	// maps each array element to an object of those fields.
 	eachFields bool
 	follow     bool
+	// allowHeaders are the routing headers (folded) the agent may set.
+	allowHeaders map[string]bool
 
 	// Templated tools only.
 	method     string
@@ -49,6 +51,9 @@ type httpTool struct {
 	schema      *jsonschema.Schema
 	inputSchema json.RawMessage
 	client      *http.Client
+	// mint derives what an oauth2 or github_app credential sends; nil
+	// for the other modes, which send the secret.
+	mint minter
 }
 
 var _ Tool = (*httpTool)(nil)

@@ -44,7 +44,7 @@ const httpGenericSchema = `{
     "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], "description": "HTTP method, upper case."},
     "path": {"type": "string", "description": "Request path under the tool's base URL, starting with \"/\". No query string: use query."},
     "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Query parameters."},
-    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra request headers. Authorization, Cookie, Host, Proxy-* and hop-by-hop headers are refused."},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra request headers. Authorization, Cookie, Host, Proxy-*, hop-by-hop headers and headers that override the method, path or host (X-HTTP-Method-Override, X-Forwarded-Host, Forwarded, ...) are refused; names are compared ignoring case and _ versus -."},
     "body": {"type": ["string", "object", "array"], "description": "Request body: a string, or JSON sent as application/json."}
   }
 }`
@@ -81,6 +81,7 @@ func compileHTTP(name string, cfg Config, env Env) (Tool, []error) {
 		c.fail("follow_redirects", `must be "none" or "same_origin"`)
 	}
 	c.template(t, cfg)
+	t.allowHeaders = c.allowHeaders(cfg)
 	net := checkNetwork(cfg, c.fail)
 
 	if len(c.errs) > 0 {
@@ -93,6 +94,7 @@ func compileHTTP(name string, cfg Config, env Env) (Tool, []error) {
 	// Execute builds each redirect hop itself, so a credential is never
 	// copied to another origin.
 	t.client = net.client(env, clientTimeouts{dial: t.timeout, headers: t.timeout}, nil)
+	t.mint = buildMinter(name, cfg, t.client, t.timeout, env)
 	return t, nil
 }
 
@@ -218,12 +220,13 @@ func (c *httpCompiler) credential(cfg Config) {
 		c.fail("credential.secret", "must match ^[a-z][a-z0-9_.-]{0,63}$")
 	}
 	switch cr.Inject {
-	case "bearer", "basic", "query", "header", "aws_sigv4":
+	case "bearer", "basic", "query", "header", "aws_sigv4", "oauth2", "github_app":
 	case "":
-		c.fail("credential.inject", "is required: bearer, header, basic, query or aws_sigv4")
+		c.fail("credential.inject", "is required: bearer, header, basic, query, aws_sigv4, oauth2 or github_app")
 	default:
-		c.fail("credential.inject", "must be bearer, header, basic, query or aws_sigv4")
+		c.fail("credential.inject", "must be bearer, header, basic, query, aws_sigv4, oauth2 or github_app")
 	}
+	c.mintedCredential(cfg)
 	if cr.Inject == "header" {
 		lower := strings.ToLower(cr.Header)
 		switch {

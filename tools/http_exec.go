@@ -54,6 +54,10 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte, env C
 	}
 	ctx, cancel := t.callContext(ctx)
 	defer cancel()
+	cred, info, sc, err := t.credential(ctx, secret, env)
+	if err != nil {
+		return nil, err
+	}
 
 	hop := httpHop{
 		method:  call.Request.Method,
@@ -66,11 +70,11 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte, env C
 	var hops []Hop
 	fail := func(err error) (*Result, error) {
 		ee := t.execError(ctx, sc, err)
-		ee.Hops = hops
+		ee.Hops, ee.Credential = hops, info
 		return nil, ee
 	}
 	for n := 0; ; n++ {
-		req, err := t.newRequest(ctx, hop, call.http.header, secret)
+		req, err := t.newRequest(ctx, hop, call.http.header, cred)
 		if err != nil {
 			return fail(err)
 		}
@@ -96,12 +100,28 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte, env C
 	if err != nil {
 		var ee *ExecError
 		if errors.As(err, &ee) {
-			ee.Hops = hops
+			ee.Hops, ee.Credential = hops, info
 		}
 		return nil, err
 	}
-	res.Hops = hops
+	res.Hops, res.Credential = hops, info
 	return res, nil
+}
+
+// credential returns what a call injects, what the audit records of it,
+// and the scrubber for the call's result: for a static secret, the
+// secret and env.Scrubber; for oauth2 and github_app, the token the
+// minter gives and a scrubber that also covers every value derived from
+// the secret, the token just minted included.
+func (t *httpTool) credential(ctx context.Context, secret []byte, env CallEnv) ([]byte, CredentialInfo, *scrub.Scrubber, error) {
+	if t.mint == nil {
+		return secret, CredentialInfo{Kind: CredStatic}, env.Scrubber, nil
+	}
+	m, err := t.mint.token(ctx, secret, env)
+	if err != nil {
+		return nil, CredentialInfo{}, nil, err
+	}
+	return []byte(m.token), m.info, m.sc, nil
 }
 
 // Scrubber implements Tool.
@@ -115,20 +135,34 @@ func (t *httpTool) Scrubber(secret []byte) *scrub.Scrubber {
 const minUserScrub = 8
 
 // scrubValues lists every value whose forms must not reach the agent: the
-// secret itself and, for basic, the password alone and a key-length user
-// name alone; for aws_sigv4, each credential field.
+// secret itself; for basic, the password and a key-length user name (or
+// the user name whatever its length when the password is empty: then it is
+// the key); for aws_sigv4, each credential field. The whole "user:password"
+// is not one of them: any eight-byte part of a value is redacted, and
+// "alice:p" is mostly a public name; every form of the whole holds the
+// forms of the password, which are.
 func (t *httpTool) scrubValues(secret []byte) [][]byte {
 	switch t.cred.Inject {
 	case "basic":
-		if i := bytes.IndexByte(secret, ':'); i >= 0 {
-			vals := [][]byte{secret, secret[i+1:]}
-			if i >= minUserScrub {
-				vals = append(vals, secret[:i])
-			}
+		user, pass, ok := bytes.Cut(secret, []byte(":"))
+		if !ok {
+			break
+		}
+		var vals [][]byte
+		if len(pass) > 0 {
+			vals = append(vals, pass)
+		}
+		if len(user) >= minUserScrub || len(pass) == 0 && len(user) > 0 {
+			vals = append(vals, user)
+		}
+		if len(vals) > 0 {
 			return vals
 		}
 	case "aws_sigv4":
 		return awsSecretValues(secret)
+	}
+	if t.mint != nil {
+		return t.mint.scrubValues(secret)
 	}
 	return [][]byte{secret}
 }
@@ -169,7 +203,7 @@ func (t *httpTool) newRequest(ctx context.Context, hop httpHop, header map[strin
 		req.Header.Set("User-Agent", "keyhole")
 	}
 	switch t.cred.Inject {
-	case "bearer":
+	case "bearer", "oauth2", "github_app":
 		if !httpguts.ValidHeaderFieldValue(string(secret)) {
 			return nil, &httpCredError{"credential is not a valid header value"}
 		}

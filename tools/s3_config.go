@@ -63,11 +63,14 @@ func (k *s3ConfigCheck) foreignFields(c Config) {
 		{"path", c.Path != ""},
 		{"input_schema", c.InputSchema != nil},
 		{"follow_redirects", c.FollowRedirects != ""},
+		{"allow_headers", c.AllowHeaders != nil},
 		{"aws", c.AWS != nil},
 		{"response.fields", c.Response.Fields != nil},
 		{"credential.header", c.Credential.Header != ""},
 		{"credential.prefix", c.Credential.Prefix != ""},
 		{"credential.param", c.Credential.Param != ""},
+		{"credential.oauth2", c.Credential.OAuth2 != nil},
+		{"credential.github_app", c.Credential.GitHubApp != nil},
 	} {
 		if f.set {
 			k.fail(f.field, "applies to http tools only; an s3 tool is defined by bucket, region and endpoint")

@@ -126,12 +126,16 @@ func (a *App) auditTailCmd() *cobra.Command {
 			if n < 0 {
 				return &usageError{fmt.Errorf("-n %d: want a number of records, or 0 for all", n)}
 			}
-			// One more than asked says whether -n cut anything.
-			if n > 0 {
-				flt.Limit = n + 1
-			}
 			pr := a.recordPrinter(asJSON)
-			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error {
+			err = a.withAudit(func(l *server.AuditReader) error {
+				if follow {
+					flt.Limit = n
+					return l.Follow(cmd.Context(), flt, pr.print)
+				}
+				// One more than asked says whether -n cut anything.
+				if n > 0 {
+					flt.Limit = n + 1
+				}
 				recs, err := l.Query(flt)
 				if err != nil {
 					return err
@@ -140,11 +144,9 @@ func (a *App) auditTailCmd() *cobra.Command {
 					recs = recs[len(recs)-n:]
 					fmt.Fprintf(a.stderr, "showing the last %d matching records; older ones exist (-n 0 shows all, or narrow with --since, --session, --tool)\n", n)
 				}
-				if err := pr.print(recs); err != nil || !follow {
-					return err
-				}
-				return l.Follow(cmd.Context(), flt, recs, pr.print)
-			}), "no calls recorded yet")
+				return pr.print(recs)
+			})
+			return a.orEmpty(err, "no calls recorded yet")
 		},
 	}
 	a.registerFilters(&ff, c, false)
@@ -211,14 +213,23 @@ func (a *App) auditShowCmd() *cobra.Command {
 
 func (a *App) auditVerifyCmd() *cobra.Command {
 	var asJSON bool
+	var from uint64
+	var anchor string
 	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the audit log's hash chain; exit 1 on any edit, deletion, reordering or truncation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rep audit.Report
+			opts := audit.VerifyOptions{From: from, Anchor: anchor}
+			if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !asJSON {
+				opts.Progress = func(seq, head uint64) {
+					fmt.Fprintf(f, "\rverifying: entry %d of %d", seq, head)
+				}
+				defer fmt.Fprint(f, "\r\x1b[K")
+			}
 			err := a.withAudit(func(l *server.AuditReader) (err error) {
-				rep, err = l.Verify()
+				rep, err = l.VerifyWith(cmd.Context(), opts)
 				return err
 			})
 			if errors.Is(err, errNoRecords) {
@@ -246,6 +257,8 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.Flags().Uint64Var(&from, "from", 0, "check the chain from this seq on (its link to the entry before included)")
+	c.Flags().StringVar(&anchor, "anchor", "", "also check against this anchor file (audit.anchor): detects a data dir restored from an older copy")
 	return c
 }
 

@@ -21,6 +21,13 @@ type (
 		Value       []byte `json:"value"`
 		Description string `json:"description,omitempty"`
 	}
+	loginStartBody struct {
+		RedirectURL string `json:"redirect_url"`
+	}
+	loginFinishBody struct {
+		State string `json:"state"`
+		Code  string `json:"code"`
+	}
 	sessionNewBody struct {
 		Scope string        `json:"scope"`
 		TTL   time.Duration `json:"ttl,omitempty"`
@@ -58,6 +65,17 @@ func Handler(ops Ops) http.Handler {
 		withBody(w, r, func(b *secretBody) (any, error) {
 			defer clear(b.Value)
 			return ops.SecretRotate(r.PathValue("name"), b.Value)
+		})
+	})
+	mux.HandleFunc("POST /admin/secrets/{name}/login", func(w http.ResponseWriter, r *http.Request) {
+		withBody(w, r, func(b *loginStartBody) (any, error) {
+			return ops.SecretLoginStart(r.PathValue("name"), b.RedirectURL)
+		})
+	})
+	mux.HandleFunc("POST /admin/secrets/{name}/login/finish", func(w http.ResponseWriter, r *http.Request) {
+		withBody(w, r, func(b *loginFinishBody) (any, error) {
+			defer func() { b.Code = "" }()
+			return ops.SecretLoginFinish(r.PathValue("name"), b.State, b.Code)
 		})
 	})
 	mux.HandleFunc("DELETE /admin/secrets/{name}", func(w http.ResponseWriter, r *http.Request) {

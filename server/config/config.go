@@ -53,6 +53,7 @@ type Audit struct {
 	Arguments string `yaml:"arguments"` // full (default) | hashed | none
 	Retention string `yaml:"retention"` // Go duration or days ("90d"); "" keeps everything
 	Mirror    string `yaml:"mirror"`    // optional JSON-lines copy of every record
+	Anchor    string `yaml:"anchor"`    // optional file outside the data dir: every checkpoint appended
 }
 
 // Loaded is a checked and compiled configuration.
@@ -186,6 +187,11 @@ func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 	// Semantic checks run even when the schema found problems, so a
 	// person sees every problem at once; a key the schema already
 	// reported is not reported twice.
+	if env.Tokens == nil {
+		// The tools of one config that share an OAuth 2.0 secret share
+		// its tokens.
+		env.Tokens = tools.NewTokens()
+	}
 	loaded, errs := compileConfig(cfg, env)
 	problems = mergeProblems(problems, locate(root, errs), explained)
 	if len(problems) > 0 {
