@@ -20,6 +20,7 @@ const (
 	ToolSecretSet     = "keyhole.secret.set"
 	ToolSecretRotate  = "keyhole.secret.rotate"
 	ToolSecretRm      = "keyhole.secret.rm"
+	ToolSecretLogin   = "keyhole.secret.login"
 	ToolSessionNew    = "keyhole.session.new"
 	ToolSessionRevoke = "keyhole.session.revoke"
 	ToolReload        = "keyhole.reload"

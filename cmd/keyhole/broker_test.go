@@ -513,7 +513,7 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 		Calls int    `json:"calls"`
 		State string `json:"state"`
 	}
-	if err := json.Unmarshal([]byte(h.ok("", "session", "show", id).stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
+	if err := json.Unmarshal([]byte(h.ok("", "session", "show", id, "--json").stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
 		t.Fatalf("session show = %+v (%v), want 2 calls, active", info, err)
 	}
 	if r := h.ok("", "reload"); !strings.Contains(r.stdout, "reloaded") {
