@@ -207,10 +207,10 @@ func failed(msg string) *Outcome {
 }
 
 // call takes a call through the pipeline, in order: the session's
-// liveness, the tool, the arguments, the scope's grants and limits, the
-// secret (decrypted first so every record is scrubbed of it), the audit
-// intent, the upstream, the audit outcome. Every path writes exactly one
-// audit record.
+// liveness, the tool, the arguments (a credential in them ends the
+// session), the scope's grants and limits, the secret (decrypted first so
+// every record is scrubbed of it), the audit intent, the upstream, the
+// audit outcome. Every path writes exactly one audit record.
 func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) *Outcome {
 	if d := s.Live(b.now()); !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
@@ -237,6 +237,12 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 	rec.Credential = tool.SecretName()
 	rec.Args = args
 
+	// Arguments that carry a credential are refused before anything else
+	// and end the session (invariant 9): raw, then as Prepare decoded them.
+	probe := b.probeScrubbers(s, tool)
+	if argsProbe(probe, args, nil) {
+		return nil, nil, b.tripOnSecret(ctx, s, rec, probe)
+	}
 	call, err := tool.Prepare(args)
 	if err != nil {
 		// A probing agent's malformed calls count toward its tripwire.
@@ -250,6 +256,9 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	describe(rec, call.AuditFields())
+	if argsProbe(probe, args, call) {
+		return nil, nil, b.tripOnSecret(ctx, s, rec, probe)
+	}
 
 	d := s.Decide(b.now(), call.Request)
 	if !d.Allow {

@@ -21,31 +21,33 @@ const optionsConfig = baseConfig + `  preflight:
 func TestToolsListNarrowsMethodToTheGrant(t *testing.T) {
 	e := newEnv(t, optionsConfig)
 	for scope, want := range map[string][]string{"triage": {"GET", "POST"}, "tiny": {"GET"}, "preflight": {"GET", "OPTIONS"}} {
-		c, _ := e.connect(scope)
-		list, err := c.ListTools(context.Background(), mcp.ListToolsRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, tool := range list.Tools {
-			if tool.Name != "github" {
-				continue
+		// One stdio session at a time: each ends with its subtest.
+		t.Run(scope, func(t *testing.T) {
+			c, _ := e.connectFor(t, scope)
+			list, err := c.ListTools(context.Background(), mcp.ListToolsRequest{})
+			if err != nil {
+				t.Fatal(err)
 			}
-			var schema struct {
-				Properties struct {
-					Method struct {
-						Enum []string `json:"enum"`
-					} `json:"method"`
-				} `json:"properties"`
+			for _, tool := range list.Tools {
+				if tool.Name != "github" {
+					continue
+				}
+				var schema struct {
+					Properties struct {
+						Method struct {
+							Enum []string `json:"enum"`
+						} `json:"method"`
+					} `json:"properties"`
+				}
+				raw, _ := json.Marshal(tool.InputSchema)
+				if len(tool.RawInputSchema) > 0 {
+					raw = tool.RawInputSchema
+				}
+				if err := json.Unmarshal(raw, &schema); err != nil || !slices.Equal(schema.Properties.Method.Enum, want) {
+					t.Errorf("scope %s: github's method enum = %v (%v), want %v", scope, schema.Properties.Method.Enum, err, want)
+				}
 			}
-			raw, _ := json.Marshal(tool.InputSchema)
-			if len(tool.RawInputSchema) > 0 {
-				raw = tool.RawInputSchema
-			}
-			if err := json.Unmarshal(raw, &schema); err != nil || !slices.Equal(schema.Properties.Method.Enum, want) {
-				t.Errorf("scope %s: github's method enum = %v (%v), want %v", scope, schema.Properties.Method.Enum, err, want)
-			}
-		}
-		c.Close()
+		})
 	}
 }
 
