@@ -140,6 +140,7 @@ func toolResult(o *Outcome) *mcp.CallToolResult {
 		return mcp.NewToolResultError(o.Message)
 	}
 	res := mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
+	res.IsError = o.Result.UpstreamError
 	if o.Note != "" {
 		res.Content = append(res.Content, mcp.NewTextContent("("+o.Note+")"))
 	}
