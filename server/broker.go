@@ -103,6 +103,8 @@ type Broker struct {
 	authFail     *authFailures
 	// mcpSessions counts the MCP sessions mcp-go holds open.
 	mcpSessions atomic.Int64
+	// scrub caches scrubbers by tool and secret value.
+	scrub scrubbers
 }
 
 // MCPSessions is how many MCP sessions (initialize handshakes over HTTP,
@@ -141,6 +143,7 @@ func (b *Broker) Config() *config.Loaded { return b.cfg.Load() }
 // one they started with (pinned).
 func (b *Broker) SetConfig(c *config.Loaded) {
 	b.cfg.Store(c)
+	b.forgetScrubbers()
 	b.registerTools(b.mcp(), c)
 }
 
@@ -285,7 +288,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 	if m, err := b.secrets.Meta(tool.SecretName()); err == nil {
 		rec.CredVersion = m.Version
 	}
-	scrubber := tool.Scrubber(secret.Bytes())
+	scrubber := b.scrubberFor(tool, secret.Bytes())
 	scrubRecord(rec, scrubber)
 
 	pending, err := b.audit.Begin(ctx, *rec)
@@ -365,7 +368,7 @@ func auditHops(hops []tools.Hop, sc *scrub.Scrubber) []audit.Hop {
 // record is written as it is.
 func (b *Broker) denyScrubbed(ctx context.Context, rec *audit.Record, tool tools.Tool, msg string) *Outcome {
 	if secret, err := b.secrets.Get(tool.SecretName()); err == nil {
-		sc := tool.Scrubber(secret.Bytes())
+		sc := b.scrubberFor(tool, secret.Bytes())
 		scrubRecord(rec, sc)
 		msg, _ = sc.String(msg)
 	}

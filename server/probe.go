@@ -32,7 +32,7 @@ func (b *Broker) probeScrubbers(s *Session, called tools.Tool) []*scrub.Scrubber
 		if err != nil {
 			return
 		}
-		out = append(out, t.Scrubber(secret.Bytes()))
+		out = append(out, b.scrubberFor(t, secret.Bytes()))
 	}
 	add(called)
 	for _, n := range s.Scope().Tools() {
