@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -66,6 +67,9 @@ func (a *App) completeSecrets(cmd *cobra.Command, args []string, prefix string) 
 func (a *App) quietAdmin(fn func(admin.Admin)) {
 	opts := a.runtimeOptions()
 	opts.Keys = a.keySourceNoPrompt()
+	if _, err := os.Stat(opts.DataDir); err != nil {
+		return // nothing to complete, and nothing to create
+	}
 	ad, err := server.OpenAdmin(opts)
 	if err != nil {
 		return

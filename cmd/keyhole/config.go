@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 
@@ -117,6 +118,9 @@ func (a *App) strictly(strict bool, warnings []string) error {
 func (a *App) secretWarnings(cfg *config.Loaded) []string {
 	opts := a.runtimeOptions()
 	opts.Keys = a.keySourceNoPrompt()
+	if _, err := os.Stat(opts.DataDir); err != nil {
+		return []string{fmt.Sprintf("no data dir at %s, so the tools' secrets could not be checked: run `keyhole init`", opts.DataDir)}
+	}
 	ad, err := server.OpenAdmin(opts)
 	if err != nil {
 		return []string{"could not check that the tools' secrets are in the vault: " + trimPrefix(err.Error())}
