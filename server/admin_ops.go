@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
@@ -26,6 +27,9 @@ type adminOps struct {
 	// which secrets need a login (secret list).
 	config func() (*config.Loaded, error)
 	logins *pendingLogins
+	// access holds the broker's access requests; nil in a command that
+	// opened the data dir itself.
+	access *access.Manager
 	// changes records every change of who may do what in the audit log.
 	changes recorder
 }
@@ -120,6 +124,7 @@ func (a *adminOps) SessionRevoke(id, scope string, all bool) ([]string, error) {
 		return nil, err
 	}
 	ids, err := m.Revoke(id, scope, all, "revoked by operator "+Operator())
+	a.endAccess(ids, "was revoked")
 	var errs []error
 	for _, rid := range ids {
 		rec := changeRecord(a.changes.clock(), ToolSessionRevoke, "session "+rid+" revoked")
@@ -137,7 +142,9 @@ func (a *adminOps) SessionEnd(id string) error {
 	if err != nil {
 		return err
 	}
-	return m.End(id, "ended by client")
+	err = m.End(id, "ended by client")
+	a.endAccess([]string{id}, "ended (its client is gone)")
+	return err
 }
 
 func (a *adminOps) Reload() error { return a.reload() }

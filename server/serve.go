@@ -70,6 +70,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		// A reloaded config goes on with the OAuth 2.0 tokens of the old.
 		o.Env.Tokens = tools.NewTokens()
 	}
+	o.Approvals = true // the socket takes the answers to access requests
 	rt, err := Open(o.RuntimeOptions)
 	if err != nil {
 		return err
@@ -171,6 +172,7 @@ loop:
 		case <-flush.C:
 			m.Flush()
 			b.FlushAuthFailures(false)
+			sweepAccess(rt.Access, m)
 		case <-ctx.Done():
 			break loop
 		case err := <-errc:
@@ -186,6 +188,9 @@ loop:
 				break loop
 			}
 		}
+	}
+	if rt.Access != nil {
+		rt.Access.Release() // held calls answer now, not after the shutdown timeout
 	}
 	timeout := o.ShutdownTimeout
 	if timeout == 0 {

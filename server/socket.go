@@ -90,8 +90,12 @@ func (b *Broker) socketHandler(m *LiveSessions, v *vault.Vault, reload func() er
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}
 	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload,
-		config: func() (*config.Loaded, error) { return b.Config(), nil }, logins: &pendingLogins{},
+		config: func() (*config.Loaded, error) { return b.Config(), nil }, logins: &pendingLogins{}, access: b.access,
 		changes: recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now}}
 	mux.Handle("/admin/", admin.Handler(ops))
+	acc := admin.AccessHandler(ops)
+	mux.Handle("/admin/access", acc)
+	mux.Handle("/admin/access/", acc)
+	mux.Handle("/admin/access-events", acc)
 	return mux
 }

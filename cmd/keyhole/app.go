@@ -103,6 +103,7 @@ The model never holds a credential.`,
 		a.reloadCmd(),
 		a.sessionCmd(),
 		a.demoCmd(),
+		a.accessCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)

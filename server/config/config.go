@@ -7,7 +7,9 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -58,7 +60,10 @@ type Audit struct {
 
 // Loaded is a checked and compiled configuration.
 type Loaded struct {
-	Path      string
+	Path string
+	// Digest is the hex SHA-256 of the file as read: the config's identity
+	// (an approval is bound to the config its session runs).
+	Digest    string
 	Config    Config
 	Tools     map[string]tools.Tool
 	Policy    *policy.Policy
@@ -198,6 +203,8 @@ func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 		return nil, &Error{Path: path, Problems: problems}
 	}
 	loaded.Path = path
+	sum := sha256.Sum256(data)
+	loaded.Digest = hex.EncodeToString(sum[:])
 	return loaded, nil
 }
 
