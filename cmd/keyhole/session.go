@@ -124,6 +124,9 @@ func (a *App) sessionShowCmd() *cobra.Command {
 				row("CALLS", fmt.Sprint(info.Calls))
 				row("DENIALS", fmt.Sprint(info.Denials))
 				row("LAST CALL", ago(info.LastCall))
+				for _, g := range info.Grants {
+					row("GRANTED", g.String()+" (access request "+g.Request+")")
+				}
 				if why := info.DeadReason(); why != "" {
 					row("WHY", why)
 				}
