@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -27,6 +28,8 @@ type InitOptions struct {
 type InitResult struct {
 	Created []string
 	Backups []string
+	// Warnings are problems that did not stop Init, for the operator.
+	Warnings []string
 }
 
 // ErrExists is returned by Init when a file it would create exists.
@@ -82,9 +85,27 @@ func Init(o InitOptions) (*InitResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := recordInit(dd, v, res); err != nil {
+		res.Warnings = append(res.Warnings, err.Error())
+	}
 	if err := v.Close(); err != nil {
 		return nil, err
 	}
 	res.Created = append(res.Created, vaultPath)
 	return res, nil
+}
+
+// recordInit writes the keyhole.init record: the first change of who may
+// do what in a data dir is that it exists.
+func recordInit(dd *DataDir, v *vault.Vault, res *InitResult) error {
+	l, err := openAuditLog(dd, v, config.Audit{}, nil)
+	if err != nil {
+		return fmt.Errorf("keyhole init could not be recorded in the audit log: %w", err)
+	}
+	reason := "data dir " + dd.Path + " initialised with an empty vault"
+	if len(res.Backups) > 0 {
+		reason += fmt.Sprintf(" (%d earlier file(s) kept as backups)", len(res.Backups))
+	}
+	_, err = l.Write(context.Background(), changeRecord(time.Now(), ToolInit, reason))
+	return errors.Join(err, l.Close())
 }

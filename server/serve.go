@@ -46,6 +46,14 @@ type ServeOptions struct {
 	ShutdownTimeout time.Duration
 	// Ready, if set, is called with the listeners' addresses once serving.
 	Ready func(socket, http net.Addr)
+	// MaxConns and MaxConnsPerSource cap the connections of the TCP
+	// listeners, in total and from one address (0: DefaultMaxConns,
+	// DefaultMaxConnsPerSource). The unix socket is not counted.
+	MaxConns, MaxConnsPerSource int
+	// SessionsPerToken and SessionIdleTTL bound the MCP sessions of a
+	// phantom token (see HTTPOptions).
+	SessionsPerToken int
+	SessionIdleTTL   time.Duration
 }
 
 // Serve runs the broker until ctx is done: it owns the data dir, listens on
@@ -83,6 +91,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	b := rt.Broker
 	m := NewLiveSessions(store, LiveSessionsOptions{Config: b.Config, Now: b.now, Logger: b.log})
 	o.Metrics.CountSessions(m.ActiveCount)
+	o.Metrics.CountMCPSessions(b.MCPSessions)
 	reload := func() error { return reloadConfig(b, rt.Audit, o.ConfigPath, o.Env) }
 
 	activity := &idleTracker{last: time.Now()}
@@ -95,22 +104,27 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	if err != nil {
 		return err
 	}
-	servers := []*http.Server{{Handler: activity.wrap(ui.socket(b.SocketHandler(m, rt.Vault, reload, o.Metrics))), ReadHeaderTimeout: 10 * time.Second}}
+	httpOpts := HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL}
+	servers := []*http.Server{newHTTPServer(activity.wrap(ui.socket(b.socketHandler(m, rt.Vault, reload, o.Metrics, httpOpts))))}
 	listeners := []net.Listener{sock}
 	tlsFlags := []bool{false}
 
 	var httpAddr net.Addr
 	if o.HTTPAddr != "" {
-		l, err := net.Listen("tcp", o.HTTPAddr)
+		tcp, err := net.Listen("tcp", o.HTTPAddr)
 		if err != nil {
 			sock.Close()
 			return fmt.Errorf("keyhole: listen on %s: %w", o.HTTPAddr, err)
 		}
+		l := limitConns(tcp, o.MaxConns, o.MaxConnsPerSource)
+		o.Metrics.CountConns(l)
 		httpAddr = l.Addr()
 		self.add(l.Addr())
 		loop := isLoopbackAddr(l.Addr())
-		h := b.HTTPHandler(m, HTTPOptions{Loopback: loop, AllowedOrigins: o.AllowedOrigins})
-		servers = append(servers, &http.Server{Handler: activity.wrap(h), ReadHeaderTimeout: 10 * time.Second})
+		tcpOpts := httpOpts
+		tcpOpts.Loopback = loop
+		h := b.HTTPHandler(m, tcpOpts)
+		servers = append(servers, newHTTPServer(activity.wrap(h)))
 		listeners = append(listeners, l)
 		tlsFlags = append(tlsFlags, o.TLSCert != "")
 		if !loop && o.TLSCert == "" {
@@ -118,17 +132,18 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		}
 	}
 	if o.MetricsAddr != "" {
-		l, err := net.Listen("tcp", o.MetricsAddr)
+		tcp, err := net.Listen("tcp", o.MetricsAddr)
 		if err != nil {
 			for _, l := range listeners {
 				l.Close()
 			}
 			return fmt.Errorf("keyhole: listen on %s: %w", o.MetricsAddr, err)
 		}
+		l := limitConns(tcp, o.MaxConns, o.MaxConnsPerSource)
 		self.add(l.Addr())
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
-		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, newHTTPServer(mux))
 		listeners = append(listeners, l)
 		tlsFlags = append(tlsFlags, false)
 	}
@@ -164,12 +179,14 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	flush := time.NewTicker(time.Second)
 	defer flush.Stop()
 	defer m.Flush()
+	defer b.FlushAuthFailures(true)
 	var serveErr error
 loop:
 	for {
 		select {
 		case <-flush.C:
 			m.Flush()
+			b.FlushAuthFailures(false)
 			sweepAccess(rt.Access, m)
 		case <-ctx.Done():
 			break loop
@@ -209,7 +226,7 @@ loop:
 // reloadConfig applies a new config to new sessions and audits the reload;
 // an invalid config is rejected and the old one stays.
 func reloadConfig(b *Broker, log *audit.Log, path string, env tools.Env) error {
-	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Tool: "keyhole.reload", Decision: audit.Allow, Reason: "config reloaded from " + path}
+	rec := changeRecord(b.now(), ToolReload, "config reloaded from "+path)
 	cfg, err := config.Load(path, env)
 	if err != nil {
 		rec.Decision, rec.Code, rec.Reason = audit.Error, "invalid_config", err.Error()

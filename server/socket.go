@@ -79,13 +79,19 @@ func peerUID(c net.Conn) int {
 // /healthz. The socket's mode and the peer-uid check are its access
 // control; /mcp still needs a session token.
 func (b *Broker) SocketHandler(m *LiveSessions, v *vault.Vault, reload func() error, metrics *Metrics) http.Handler {
+	return b.socketHandler(m, v, reload, metrics, HTTPOptions{})
+}
+
+func (b *Broker) socketHandler(m *LiveSessions, v *vault.Vault, reload func() error, metrics *Metrics, o HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/", b.HTTPHandler(m, HTTPOptions{}))
+	o.Loopback = false // a unix socket has no Host to check
+	mux.Handle("/", b.HTTPHandler(m, o))
 	if metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}
 	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload,
-		config: func() (*config.Loaded, error) { return b.Config(), nil }, logins: &pendingLogins{}, access: b.access}
+		config: func() (*config.Loaded, error) { return b.Config(), nil }, logins: &pendingLogins{}, access: b.access,
+		changes: recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now}}
 	mux.Handle("/admin/", admin.Handler(ops))
 	acc := admin.AccessHandler(ops)
 	mux.Handle("/admin/access", acc)

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/access"
@@ -27,7 +26,7 @@ import (
 type uiHook struct {
 	console *console.Console // nil: no --ui
 	srv     *http.Server
-	l       net.Listener
+	l       *connLimit
 	tls     bool
 }
 
@@ -79,10 +78,11 @@ func openUI(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) (*uiH
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", addr)
+	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("keyhole: listen on %s: %w", addr, err)
 	}
+	l := limitConns(tcp, o.MaxConns, o.MaxConnsPerSource)
 	self.add(l.Addr())
 	b := rt.Broker
 	useTLS := o.TLSCert != ""
@@ -94,7 +94,7 @@ func openUI(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) (*uiH
 		l.Close()
 		return nil, err
 	}
-	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := newHTTPServer(c.Handler())
 	srv.RegisterOnShutdown(c.Close) // event streams end, so Shutdown need not wait for them
 	b.log.Info("browser console", "url", co.BaseURL+"/ui/", "login", "keyhole ui")
 	return &uiHook{console: c, srv: srv, l: l, tls: useTLS}, nil
@@ -105,10 +105,12 @@ func openUI(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) (*uiH
 // the sessions), the vault's metadata and the config. BaseURL and
 // Loopback are the listener's to set.
 func consoleOptions(b *Broker, log *audit.Log, v *vault.Vault, acc *access.Manager, m *LiveSessions) console.Options {
-	ops := &adminOps{vault: v, config: func() (*config.Loaded, error) { return b.Config(), nil }}
+	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, access: acc,
+		config:  func() (*config.Loaded, error) { return b.Config(), nil },
+		changes: recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now}}
 	co := console.Options{
 		Audit:    log,
-		Sessions: consoleSessions{m: m, access: acc},
+		Sessions: consoleSessions{m: m, ops: ops},
 		Secrets:  ops.SecretList,
 		Config:   b.Config,
 		Operator: decider(),
@@ -164,10 +166,11 @@ func (u *uiHook) close() {
 
 // consoleSessions are the broker's live sessions as the console sees
 // them. A revocation in the console is `keyhole session revoke`'s: the
-// session's next call is refused and its access requests end.
+// session's next call is refused, its access requests end, and the
+// revocation is recorded.
 type consoleSessions struct {
-	m      *LiveSessions
-	access *access.Manager
+	m   *LiveSessions
+	ops *adminOps
 }
 
 var _ console.Sessions = consoleSessions{}
@@ -176,12 +179,7 @@ func (s consoleSessions) List(all bool) ([]policy.SessionInfo, error) { return s
 func (s consoleSessions) Show(id string) (policy.SessionInfo, error)  { return s.m.Show(id) }
 
 func (s consoleSessions) Revoke(id, by string) error {
-	ids, err := s.m.Revoke(id, "", false, "revoked in the console by "+by)
-	if s.access != nil {
-		for _, id := range ids {
-			s.access.EndSession(id, "was revoked")
-		}
-	}
+	_, err := s.ops.revoke(id, "", false, by, " by "+by)
 	return err
 }
 

@@ -177,8 +177,12 @@ func TestConsoleApprovesAHeldCallAndRevokesItsSession(t *testing.T) {
 			t.Fatalf("the upstream received %s %s after the revocation", r.Method, r.Path)
 		}
 	}
-	if got := page(t, b, "/ui/sessions/"+info[0].ID); !strings.Contains(got, "revoked in the console by console:con_") {
+	if got := page(t, b, "/ui/sessions/"+info[0].ID); !strings.Contains(got, "revoked by console:con_") {
 		t.Fatalf("the session's page does not say who revoked it:\n%s", got)
+	}
+	revs, err := u.audit.Query(audit.Filter{Tool: ToolSessionRevoke})
+	if err != nil || len(revs) != 1 || revs[0].Session != info[0].ID || !strings.Contains(revs[0].Reason, "revoked by console:con_") || revs[0].Operator == "" {
+		t.Fatalf("the revocation's change record = %+v, %v; want one naming the session and the console session", revs, err)
 	}
 }
 

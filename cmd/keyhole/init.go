@@ -41,6 +41,9 @@ It refuses to replace existing files unless --force, which keeps backups.`,
 			for _, p := range res.Created {
 				fmt.Fprintf(a.stdout, "created      %s\n", p)
 			}
+			for _, w := range res.Warnings {
+				fmt.Fprintf(a.stderr, "warning: %s\n", trimPrefix(w))
+			}
 			fmt.Fprintf(a.stdout, `
 Next:
   printf %%s "$GITHUB_TOKEN" | keyhole secret set github_token

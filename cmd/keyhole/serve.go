@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -60,13 +61,18 @@ audit log.`,
 	c.Flags().StringVar(&o.TLSKey, "tls-key", "", "TLS key for --http and --ui")
 	c.Flags().BoolVar(&o.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback --http address")
 	c.Flags().StringSliceVar(&o.AllowedOrigins, "allowed-origin", nil, "extra Origin allowed on a loopback listener (repeatable)")
-	c.Flags().DurationVar(&o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")
-	c.Flags().DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
+	durationVar(c, &o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")
+	durationVar(c, &o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
+	c.Flags().IntVar(&o.MaxConns, "max-connections", server.DefaultMaxConns, "most TCP connections held at once (the unix socket is not counted)")
+	c.Flags().IntVar(&o.MaxConnsPerSource, "max-connections-per-source", server.DefaultMaxConnsPerSource, "most TCP connections held at once from one address")
+	c.Flags().IntVar(&o.SessionsPerToken, "sessions-per-token", server.DefaultSessionsPerToken, "most MCP sessions one phantom token holds; a new one closes its least recently used")
+	durationVar(c, &o.SessionIdleTTL, "session-idle-ttl", server.DefaultSessionIdleTTL, "close an MCP session unused this long")
 	return c
 }
 
 func (a *App) reloadCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "reload",
 		Short: "Re-read keyhole.yaml in the running broker (running sessions keep their scope)",
 		Args:  cobra.NoArgs,
@@ -76,11 +82,30 @@ func (a *App) reloadCmd() *cobra.Command {
 				return fmt.Errorf("%w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, a.dataDir())
 			}
 			defer ad.Close()
-			if err := ad.Reload(); err != nil {
+			err = ad.Reload()
+			if asJSON {
+				res := struct {
+					Reloaded bool   `json:"reloaded"`
+					Error    string `json:"error,omitempty"`
+				}{Reloaded: err == nil}
+				if err != nil {
+					res.Error = trimPrefix(err.Error())
+				}
+				if jerr := json.NewEncoder(a.stdout).Encode(res); jerr != nil {
+					return jerr
+				}
+				if err != nil {
+					return &silentError{code: 1}
+				}
+				return nil
+			}
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(a.stdout, "reloaded keyhole.yaml; new sessions use it, running ones keep their scope")
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"reloaded": true} or the error as JSON`)
+	return c
 }

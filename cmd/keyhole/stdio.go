@@ -49,5 +49,6 @@ and one audit log. --standalone serves in-process instead (one client only).`,
 	c.Flags().StringVar(&scope, "scope", "", "the scope this session runs under (required)")
 	c.Flags().BoolVar(&standalone, "standalone", false, "serve in-process instead of through the shared broker")
 	c.MarkFlagRequired("scope")
+	c.RegisterFlagCompletionFunc("scope", a.completeScopes)
 	return c
 }
