@@ -7,7 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"github.com/gofrs/flock"
 
 	"github.com/keyhole-dev/keyhole/vault"
 )
@@ -17,7 +18,10 @@ var ErrDataDirInUse = errors.New("data dir in use")
 
 // Files in a data dir.
 const (
-	lockFile  = "keyhole.lock"
+	lockFile = "keyhole.lock"
+	// PIDFile names the process that owns the data dir; it exists while
+	// the lock is held.
+	PIDFile   = "keyhole.pid"
 	VaultFile = "vault.db"
 	AuditFile = "audit.db"
 )
@@ -26,7 +30,7 @@ const (
 // it until Close, so buntdb never has two writers.
 type DataDir struct {
 	Path string
-	lock *os.File
+	lock *flock.Flock
 }
 
 // OpenDataDir creates dir (0700) if needed and takes its exclusive lock. If
@@ -39,59 +43,61 @@ func OpenDataDir(dir string) (*DataDir, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("keyhole: create data dir %s: %w", dir, err)
 	}
-	path := filepath.Join(dir, lockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	lk := flock.New(filepath.Join(dir, lockFile), flock.SetPermissions(0o600))
+	ok, err := lk.TryLock()
 	if err != nil {
-		return nil, fmt.Errorf("keyhole: open lock %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pid := readPID(f)
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("keyhole: data dir %s is in use by pid %s (stop it, or use another --data-dir): %w", dir, pid, ErrDataDirInUse)
-		}
 		return nil, fmt.Errorf("keyhole: lock data dir %s: %w", dir, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	if !ok {
+		pid := "unknown"
+		if n, err := ownerPID(dir); err == nil {
+			pid = strconv.Itoa(n)
+		}
+		return nil, fmt.Errorf("keyhole: data dir %s is in use by pid %s (stop it with `keyhole stop`, or use another --data-dir): %w", dir, pid, ErrDataDirInUse)
 	}
-	return &DataDir{Path: dir, lock: f}, nil
+	pidPath := filepath.Join(dir, PIDFile)
+	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		lk.Close()
+		return nil, fmt.Errorf("keyhole: write %s: %w", pidPath, err)
+	}
+	return &DataDir{Path: dir, lock: lk}, nil
 }
 
-func readPID(f *os.File) string {
-	buf := make([]byte, 32)
-	n, _ := f.ReadAt(buf, 0)
-	if pid := strings.TrimSpace(string(buf[:n])); pid != "" {
-		return pid
+// ownerPID reads the pid of the process that owns (or last owned) dir.
+func ownerPID(dir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	if err != nil {
+		return 0, err
 	}
-	return "unknown"
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("keyhole: %s holds %q, not a pid", PIDFile, b)
+	}
+	return pid, nil
 }
 
 // OwnerAlive reports whether a live process other than this one owns the
-// data dir, by the pid its lock file names. It never takes the lock, so it
+// data dir, by the pid its pid file names. It never takes the lock, so it
 // cannot make a keyhole that is starting find the data dir in use. A stale
 // pid that the system has given to another process reads as alive.
 func OwnerAlive(dir string) bool {
-	b, err := os.ReadFile(filepath.Join(dir, lockFile))
-	if err != nil {
+	pid, err := ownerPID(dir)
+	if err != nil || pid == os.Getpid() {
 		return false
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 || pid == os.Getpid() {
-		return false
-	}
-	err = syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	return processAlive(pid)
 }
 
 // File returns the path of a file in the data dir.
 func (d *DataDir) File(name string) string { return filepath.Join(d.Path, name) }
 
-// Close releases the lock.
+// Close releases the lock. The pid file goes first, so from the moment
+// the lock is free no reader takes the data dir for owned.
 func (d *DataDir) Close() error {
 	if d.lock == nil {
 		return nil
 	}
+	os.Remove(d.File(PIDFile))
 	err := d.lock.Close()
 	d.lock = nil
 	return err

@@ -48,6 +48,9 @@ type ServeOptions struct {
 // its unix socket and optionally on TCP, and on shutdown stops accepting,
 // lets in-flight calls finish, and flushes the audit log.
 func Serve(ctx context.Context, o ServeOptions) error {
+	if err := SharedBrokerSupported(); err != nil {
+		return err
+	}
 	if o.HTTPAddr != "" {
 		if err := checkListenAddr(o); err != nil {
 			return err

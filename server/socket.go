@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -23,6 +22,9 @@ const (
 // 0600). Connections from another uid are closed unread. The caller must
 // own the data dir, so a leftover socket file is stale and replaced.
 func ListenSocket(dd *DataDir) (net.Listener, error) {
+	if err := SharedBrokerSupported(); err != nil {
+		return nil, err
+	}
 	path := dd.File(SocketFile)
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -36,7 +38,12 @@ func ListenSocket(dd *DataDir) (net.Listener, error) {
 	return &peerCheck{Listener: l, uid: os.Getuid()}, nil
 }
 
-// peerCheck accepts only connections from its own uid (SO_PEERCRED).
+// SharedBrokerSupported says whether this system can run the shared broker
+// (`keyhole serve` and the stdio relay), and if not, what to run instead.
+func SharedBrokerSupported() error { return errNoPeerCred }
+
+// peerCheck accepts only connections from its own uid (SO_PEERCRED, or
+// LOCAL_PEERCRED on macOS).
 type peerCheck struct {
 	net.Listener
 	uid int
@@ -65,11 +72,7 @@ func peerUID(c net.Conn) int {
 		return -1
 	}
 	uid := -1
-	raw.Control(func(fd uintptr) {
-		if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
-			uid = int(cred.Uid)
-		}
-	})
+	raw.Control(func(fd uintptr) { uid = peerUIDOf(fd) })
 	return uid
 }
 

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,8 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/gofrs/flock"
 
 	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/admin"
@@ -44,6 +44,9 @@ type StartOptions struct {
 // dir to another process is not a failure: EnsureBroker keeps dialing
 // until the deadline, and starts another when the data dir is free again.
 func EnsureBroker(ctx context.Context, o StartOptions) error {
+	if err := server.SharedBrokerSupported(); err != nil {
+		return err
+	}
 	if brokerAnswers(o.DataDir) {
 		return nil
 	}
@@ -123,7 +126,7 @@ func (o StartOptions) start() (<-chan error, int64, error) {
 	}
 	cmd := exec.Command(o.Exe, "serve", "--idle-exit", "10m", "--data-dir", o.DataDir, "--config", o.ConfigPath, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	detach(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, 0, fmt.Errorf("keyhole: start a broker: %w", err)
 	}
@@ -152,28 +155,15 @@ func brokerAnswers(dataDir string) bool {
 
 // takeStartLock takes the exclusive start lock, polling until ctx ends.
 func takeStartLock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("keyhole: open %s: %w", path, err)
+	lk := flock.New(path, flock.SetPermissions(0o600))
+	ok, err := lk.TryLockContext(ctx, 25*time.Millisecond)
+	if err != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("keyhole: lock %s: %w", path, err)
 	}
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("keyhole: lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-tick.C:
-		}
+	if !ok {
+		return nil, ctx.Err()
 	}
+	return func() { lk.Close() }, nil
 }
 
 // lastLineSince returns the last non-empty line written to a log file at
