@@ -108,19 +108,26 @@ func awsToken(s, deny string) bool {
 }
 
 // awsSecretValues returns every value of an aws_sigv4 secret that must be
-// scrubbed from what the agent sees: the secret as stored, and, when it
-// parses, the access key id, the secret access key and the session token.
-// Use it as scrub.New(awsSecretValues(secret)...).
+// scrubbed from what the agent sees: when it parses, the access key id, the
+// secret access key and the session token; otherwise the secret as stored.
+// The JSON around the keys (its field names, a role ARN) is not secret, and
+// since the scrubber redacts any eight-byte part of a value, scrubbing the
+// whole JSON would redact every `{"access` and `arn:aws:` in any body; every
+// form of the whole holds the forms of the keys, which are scrubbed. Use it
+// as scrub.New(awsSecretValues(secret)...).
 func awsSecretValues(secret []byte) [][]byte {
-	vals := [][]byte{secret}
 	creds, _, err := parseAWSRoleSecret(secret)
 	if err != nil {
-		return vals
+		return [][]byte{secret}
 	}
+	var vals [][]byte
 	for _, v := range []string{creds.AccessKeyID, creds.SecretAccessKey, creds.SessionToken} {
 		if v != "" {
 			vals = append(vals, []byte(v))
 		}
+	}
+	if len(vals) == 0 {
+		return [][]byte{secret}
 	}
 	return vals
 }

@@ -39,6 +39,8 @@ type httpTool struct {
 	// maps each array element to an object of those fields.
 	eachFields bool
 	follow     bool
+	// allowHeaders are the routing headers (folded) the agent may set.
+	allowHeaders map[string]bool
 
 	// Templated tools only.
 	method     string

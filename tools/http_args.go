@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -36,6 +37,69 @@ var httpAgentForbidden = map[string]bool{
 	"authorization": true, "cookie": true, "host": true, "connection": true,
 	"keep-alive": true, "transfer-encoding": true, "content-length": true,
 	"te": true, "trailer": true, "upgrade": true, "accept-encoding": true,
+}
+
+// httpRoutingHeaders are request headers that frameworks and proxies honour
+// to change the method, path, host, scheme or client address they act on:
+// a GET granted on one path could become a DELETE, another path or
+// another host behind the upstream. The agent may not set them unless the
+// tool names one in allow_headers. Keys are folded (httpFoldHeader).
+var httpRoutingHeaders = map[string]string{
+	"x-http-method-override": "X-HTTP-Method-Override",
+	"x-http-method":          "X-HTTP-Method",
+	"x-method-override":      "X-Method-Override",
+	"x-original-url":         "X-Original-URL",
+	"x-rewrite-url":          "X-Rewrite-URL",
+	"x-original-host":        "X-Original-Host",
+	"x-host":                 "X-Host",
+	"forwarded":              "Forwarded",
+	"x-forwarded-host":       "X-Forwarded-Host",
+	"x-forwarded-proto":      "X-Forwarded-Proto",
+	"x-forwarded-scheme":     "X-Forwarded-Scheme",
+	"x-forwarded-port":       "X-Forwarded-Port",
+	"x-forwarded-prefix":     "X-Forwarded-Prefix",
+	"x-forwarded-server":     "X-Forwarded-Server",
+	"x-forwarded-for":        "X-Forwarded-For",
+	"x-real-ip":              "X-Real-IP",
+}
+
+// httpFoldHeader folds a header name as CGI, WSGI and PHP do when they map
+// headers to variables (HTTP_X_API_KEY): case and "_" versus "-" do not
+// count. Agent headers are compared with forbidden, routing and injection
+// headers after folding, so X_Api_Key cannot shadow an injected X-Api-Key.
+func httpFoldHeader(name string) string {
+	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
+}
+
+// allowHeaders checks allow_headers: routing headers (by name, any case)
+// that the agent of a generic tool may set after all. It returns them
+// folded.
+func (c *httpCompiler) allowHeaders(cfg Config) map[string]bool {
+	if len(cfg.AllowHeaders) == 0 {
+		return nil
+	}
+	if cfg.Method != "" {
+		c.fail("allow_headers", "applies only to generic http tools; a templated tool takes no headers from the agent")
+		return nil
+	}
+	allowed := map[string]bool{}
+	for i, name := range cfg.AllowHeaders {
+		field := fmt.Sprintf("allow_headers[%d]", i)
+		f := httpFoldHeader(name)
+		switch {
+		case httpRoutingHeaders[f] == "":
+			names := make([]string, 0, len(httpRoutingHeaders))
+			for _, n := range httpRoutingHeaders {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			c.fail(field, "%s is not a method, path or host override header; only these can be allowed: %s (the rest of the refused headers never can)", httpPrintable(name, 64), strings.Join(names, ", "))
+		case allowed[f]:
+			c.fail(field, "is listed twice")
+		}
+		allowed[f] = true
+	}
+	return allowed
 }
 
 func httpArgErr(msg string) error { return &ArgError{Msg: msg} }
@@ -226,7 +290,8 @@ func (t *httpTool) checkQuery(q url.Values) error {
 
 // checkHeaders turns the agent's headers into an http.Header, refusing
 // invalid names and values, headers the agent may not set (never merging
-// them), a header given twice in different case, and more than 32.
+// them), a header given twice in different case or spelling (X-A and
+// x_a), and more than 32.
 func (t *httpTool) checkHeaders(v any) (http.Header, error) {
 	h := http.Header{}
 	m, _ := v.(map[string]any)
@@ -238,37 +303,42 @@ func (t *httpTool) checkHeaders(v any) (http.Header, error) {
 		names = append(names, k)
 	}
 	sort.Strings(names)
+	seen := map[string]bool{}
 	for _, name := range names {
 		if !httpguts.ValidHeaderFieldName(name) {
 			return nil, httpArgErr("headers: a header name is not a valid HTTP token")
 		}
 		canon := http.CanonicalHeaderKey(name)
-		if msg := t.headerForbidden(name); msg != "" {
+		folded := httpFoldHeader(name)
+		if msg := t.headerForbidden(folded); msg != "" {
 			return nil, httpArgErr("headers: " + canon + " " + msg)
 		}
 		val, _ := m[name].(string)
 		if !httpguts.ValidHeaderFieldValue(val) {
 			return nil, httpArgErr("headers: the value of " + canon + " contains invalid characters")
 		}
-		if _, dup := h[canon]; dup {
-			return nil, httpArgErr("headers: " + canon + " is given twice")
+		if seen[folded] {
+			return nil, httpArgErr("headers: " + canon + " is given twice (names differing only in case or in _ and - are one header)")
 		}
+		seen[folded] = true
 		h.Set(canon, val)
 	}
 	return h, nil
 }
 
-// headerForbidden says why the agent may not set header name, or "".
-func (t *httpTool) headerForbidden(name string) string {
-	lower := strings.ToLower(name)
+// headerForbidden says why the agent may not set the header whose folded
+// name (httpFoldHeader) is folded, or "".
+func (t *httpTool) headerForbidden(folded string) string {
 	switch {
-	case t.cred.Inject == "header" && strings.EqualFold(name, t.cred.Header):
+	case t.cred.Inject == "header" && folded == httpFoldHeader(t.cred.Header):
 		return "is set by keyhole"
-	case httpAgentForbidden[lower] || strings.HasPrefix(lower, "proxy-"):
+	case httpAgentForbidden[folded] || strings.HasPrefix(folded, "proxy-"):
 		return "may not be set by the agent"
+	case httpRoutingHeaders[folded] != "" && !t.allowHeaders[folded]:
+		return "could move the request's method, path or host upstream; the tool does not allow it (allow_headers)"
 	case t.cred.Inject == "aws_sigv4":
 		for _, s := range awsSignedHeaders {
-			if strings.EqualFold(name, s) {
+			if folded == httpFoldHeader(s) {
 				return "is set by keyhole"
 			}
 		}

@@ -44,7 +44,7 @@ const httpGenericSchema = `{
     "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], "description": "HTTP method, upper case."},
     "path": {"type": "string", "description": "Request path under the tool's base URL, starting with \"/\". No query string: use query."},
     "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Query parameters."},
-    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra request headers. Authorization, Cookie, Host, Proxy-* and hop-by-hop headers are refused."},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra request headers. Authorization, Cookie, Host, Proxy-*, hop-by-hop headers and headers that override the method, path or host (X-HTTP-Method-Override, X-Forwarded-Host, Forwarded, ...) are refused; names are compared ignoring case and _ versus -."},
     "body": {"type": ["string", "object", "array"], "description": "Request body: a string, or JSON sent as application/json."}
   }
 }`
@@ -81,6 +81,7 @@ func compileHTTP(name string, cfg Config, env Env) (Tool, []error) {
 		c.fail("follow_redirects", `must be "none" or "same_origin"`)
 	}
 	c.template(t, cfg)
+	t.allowHeaders = c.allowHeaders(cfg)
 	net := checkNetwork(cfg, c.fail)
 
 	if len(c.errs) > 0 {

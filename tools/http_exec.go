@@ -115,16 +115,27 @@ func (t *httpTool) Scrubber(secret []byte) *scrub.Scrubber {
 const minUserScrub = 8
 
 // scrubValues lists every value whose forms must not reach the agent: the
-// secret itself and, for basic, the password alone and a key-length user
-// name alone; for aws_sigv4, each credential field.
+// secret itself; for basic, the password and a key-length user name (or
+// the user name whatever its length when the password is empty: then it is
+// the key); for aws_sigv4, each credential field. The whole "user:password"
+// is not one of them: any eight-byte part of a value is redacted, and
+// "alice:p" is mostly a public name; every form of the whole holds the
+// forms of the password, which are.
 func (t *httpTool) scrubValues(secret []byte) [][]byte {
 	switch t.cred.Inject {
 	case "basic":
-		if i := bytes.IndexByte(secret, ':'); i >= 0 {
-			vals := [][]byte{secret, secret[i+1:]}
-			if i >= minUserScrub {
-				vals = append(vals, secret[:i])
-			}
+		user, pass, ok := bytes.Cut(secret, []byte(":"))
+		if !ok {
+			break
+		}
+		var vals [][]byte
+		if len(pass) > 0 {
+			vals = append(vals, pass)
+		}
+		if len(user) >= minUserScrub || len(pass) == 0 && len(user) > 0 {
+			vals = append(vals, user)
+		}
+		if len(vals) > 0 {
 			return vals
 		}
 	case "aws_sigv4":

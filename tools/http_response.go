@@ -34,18 +34,25 @@ var httpResponseHeaders = map[string]bool{
 // Body is the body's JSON value when the body is complete JSON; otherwise
 // the body as a string, base64-encoded (BodyEncoding "base64") when it is
 // not UTF-8. With response.fields, Body is the projection (see project) and
-// a body that is not complete JSON is withheld (null, with Note).
+// a body that is not complete JSON is withheld (null, with Note). A body
+// in which a credential was found in an encoded form is withheld too
+// (null, Withheld, Note). Invalid UTF-8 inside a JSON body is replaced by
+// U+FFFD (InvalidUTF8), so every frame carrying the result is valid.
 type httpView struct {
 	Status       int               `json:"status"`
 	Headers      map[string]string `json:"headers"`
 	Body         any               `json:"body"`
 	BodyEncoding string            `json:"body_encoding,omitempty"`
 	Truncated    bool              `json:"truncated"`
+	Withheld     bool              `json:"withheld,omitempty"`
+	InvalidUTF8  bool              `json:"invalid_utf8_replaced,omitempty"`
 	Note         string            `json:"note,omitempty"`
 }
 
-// shape reads at most max_bytes of the (decompressed) body and builds the
-// scrubbed result.
+// shape reads the (decompressed) body, scrubs it and only then cuts it at
+// max_bytes, and builds the result. It reads Margin() bytes past max_bytes
+// so that a credential the cut falls into is redacted whole. Last, every
+// byte the agent would receive is checked again (see sealResult).
 func (t *httpTool) shape(ctx context.Context, resp *http.Response, sc *scrub.Scrubber, bytesOut int64) (*Result, error) {
 	n := 0
 	for _, vs := range resp.Header {
@@ -57,31 +64,56 @@ func (t *httpTool) shape(ctx context.Context, resp *http.Response, sc *scrub.Scr
 			Detail: fmt.Sprintf("%d header fields, status %d", n, resp.StatusCode),
 		}
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(t.maxBytes)+1))
+	limit := int64(t.maxBytes) + int64(sc.Margin())
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, t.execError(ctx, sc, err)
 	}
 	res := &Result{Status: resp.StatusCode, BytesIn: int64(len(raw)), BytesOut: bytesOut}
-	if len(raw) > t.maxBytes {
-		raw, res.Truncated = raw[:t.maxBytes], true
-	}
-	view := httpView{Status: resp.StatusCode, Truncated: res.Truncated}
+	body, cut, outcome := sc.Capped(raw, t.maxBytes, int64(len(raw)) > limit)
+	res.Truncated = cut
+	view := httpView{Status: resp.StatusCode, Truncated: cut}
 	var hit bool
-	view.Headers, hit = httpShapeHeaders(resp.Header, sc)
-	body, bodyHit := sc.Bytes(raw)
-	projHit := t.shapeBody(&view, body, resp.Header.Get("Content-Type"), sc)
-	text, textHit := sc.String(view.text(t.maxBytes))
-
-	res.Structured, res.Text = view, text
-	res.Scrubbed = hit || bodyHit || projHit || textHit
+	view.Headers, hit, view.InvalidUTF8 = httpShapeHeaders(resp.Header, sc)
+	projHit := false
+	if outcome == scrub.Withheld {
+		view.Body, view.Withheld, view.Note = nil, true, scrub.WithheldNote
+	} else {
+		projHit = t.shapeBody(&view, body, resp.Header.Get("Content-Type"), sc)
+	}
+	res.Structured, res.Text = view, view.text(t.maxBytes)
+	sealed := sealResult(res, sc, func() any {
+		return httpView{Status: resp.StatusCode, Headers: map[string]string{}, Truncated: cut, Withheld: true, Note: scrub.WithheldNote}
+	}, func(v any) string { return v.(httpView).text(t.maxBytes) })
+	res.Withheld = view.Withheld || sealed
+	res.Scrubbed = hit || outcome != scrub.Clean || projHit || sealed
 	return res, nil
 }
 
+// sealResult checks every byte the agent would receive of res — its
+// structured content as JSON and its text — once more, whole: a credential
+// that only the rendering put together (two scrubbed parts side by side,
+// an escape the encoder added) or a structure that does not marshal
+// replaces the result by withheld() and its text, and sealResult reports
+// true. Text that is not UTF-8 is made valid.
+func sealResult(res *Result, sc *scrub.Scrubber, withheld func() any, text func(any) string) bool {
+	res.Text = strings.ToValidUTF8(res.Text, "\uFFFD")
+	js, err := json.Marshal(res.Structured)
+	if err == nil && utf8.Valid(js) && !sc.Contains(js) && !sc.Contains([]byte(res.Text)) {
+		return false
+	}
+	res.Structured = withheld()
+	res.Text = text(res.Structured)
+	return true
+}
+
 // httpShapeHeaders keeps the allowlisted headers, lower-cased, values of a
-// repeated header joined with ", ", names and values scrubbed.
-func httpShapeHeaders(h http.Header, sc *scrub.Scrubber) (map[string]string, bool) {
+// repeated header joined with ", ", names and values scrubbed (a value
+// withheld becomes Redacted) and made valid UTF-8. It reports whether
+// anything was scrubbed and whether invalid UTF-8 was replaced.
+func httpShapeHeaders(h http.Header, sc *scrub.Scrubber) (map[string]string, bool, bool) {
 	out := map[string]string{}
-	hit := false
+	hit, invalid := false, false
 	for k, vs := range h {
 		name := strings.ToLower(k)
 		if !httpResponseHeaders[name] && !strings.HasPrefix(name, "x-ratelimit-") && !strings.HasPrefix(name, "ratelimit-") {
@@ -89,28 +121,40 @@ func httpShapeHeaders(h http.Header, sc *scrub.Scrubber) (map[string]string, boo
 		}
 		name, h1 := sc.String(name)
 		val, h2 := sc.String(strings.Join(vs, ", "))
+		if !utf8.ValidString(val) {
+			val, invalid = strings.ToValidUTF8(val, "\uFFFD"), true
+		}
 		out[name] = val
 		hit = hit || h1 || h2
 	}
-	return out, hit
+	return out, hit, invalid
 }
 
 // shapeBody sets view.Body from the scrubbed body and reports whether the
-// projection needed scrubbing.
+// projection needed scrubbing. A JSON body with invalid UTF-8 in its
+// strings has it replaced by U+FFFD, and says so.
 func (t *httpTool) shapeBody(view *httpView, body []byte, contentType string, sc *scrub.Scrubber) bool {
 	if len(body) == 0 {
 		view.Body = ""
 		return false
 	}
 	isJSON := !view.Truncated && json.Valid(body)
+	if isJSON && !utf8.Valid(body) {
+		// Outside strings JSON is ASCII, so only string contents change.
+		body, view.InvalidUTF8 = bytes.ToValidUTF8(body, []byte("\uFFFD")), true
+	}
 	if len(t.fields) > 0 {
 		if !isJSON {
 			view.Note = "body withheld: only response.fields may be returned and the body is not complete JSON"
 			return false
 		}
-		proj, hit := sc.Bytes(t.project(body))
+		proj, o := sc.Scrub(t.project(body))
+		if o == scrub.Withheld || !json.Valid(proj) {
+			view.Body, view.Withheld, view.Note = nil, true, scrub.WithheldNote
+			return true
+		}
 		view.Body = json.RawMessage(proj)
-		return hit
+		return o != scrub.Clean
 	}
 	mt, _, _ := mime.ParseMediaType(contentType)
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
@@ -211,6 +255,9 @@ func (v httpView) text(maxBytes int) string {
 			fmt.Fprintf(&b, "(body is %s-encoded)\n", v.BodyEncoding)
 		}
 		b.WriteString(body)
+	}
+	if v.InvalidUTF8 {
+		b.WriteString("\n(invalid UTF-8 in the response was replaced by U+FFFD)")
 	}
 	if v.Note != "" {
 		fmt.Fprintf(&b, "(%s)", v.Note)

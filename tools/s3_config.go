@@ -63,6 +63,7 @@ func (k *s3ConfigCheck) foreignFields(c Config) {
 		{"path", c.Path != ""},
 		{"input_schema", c.InputSchema != nil},
 		{"follow_redirects", c.FollowRedirects != ""},
+		{"allow_headers", c.AllowHeaders != nil},
 		{"aws", c.AWS != nil},
 		{"response.fields", c.Response.Fields != nil},
 		{"credential.header", c.Credential.Header != ""},

@@ -52,6 +52,17 @@ type S3ObjectResult struct {
 	Encoding     string            `json:"encoding,omitempty"`
 	Body         *string           `json:"body,omitempty"`
 	Truncated    bool              `json:"truncated,omitempty"`
+	// Withheld says the body was withheld: a credential was found in it in
+	// an encoded form (Note says so).
+	Withheld bool   `json:"withheld,omitempty"`
+	Note     string `json:"note,omitempty"`
+}
+
+// s3WithheldResult replaces a whole result in which a credential was
+// found only once it was rendered.
+type s3WithheldResult struct {
+	Withheld bool   `json:"withheld"`
+	Note     string `json:"note"`
 }
 
 // s3Scrubber scrubs every string of a result and remembers whether it had
@@ -63,12 +74,6 @@ type s3Scrubber struct {
 
 func (s *s3Scrubber) str(v string) string {
 	out, hit := s.sc.String(v)
-	s.hit = s.hit || hit
-	return out
-}
-
-func (s *s3Scrubber) bytes(v []byte) []byte {
-	out, hit := s.sc.Bytes(v)
 	s.hit = s.hit || hit
 	return out
 }
@@ -142,8 +147,15 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte, env Cal
 	if err != nil {
 		return nil, &ExecError{Msg: "internal error: rendering the result failed", Detail: s.str(err.Error())}
 	}
-	res.Text = s.str(string(text))
-	res.Scrubbed = s.hit
+	res.Text = string(text)
+	sealed := sealResult(res, s.sc, func() any {
+		return s3WithheldResult{Withheld: true, Note: scrub.WithheldNote}
+	}, func(v any) string {
+		js, _ := json.Marshal(v)
+		return string(js)
+	})
+	res.Withheld = res.Withheld || sealed
+	res.Scrubbed = s.hit || sealed
 	return res, nil
 }
 
@@ -153,15 +165,16 @@ func (t *s3Tool) get(ctx context.Context, s *s3Scrubber, key string, opt func(*s
 		return nil, err
 	}
 	defer out.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(out.Body, t.maxBytes+1))
+	// Read past max_bytes and scrub before cutting, so a credential the cut
+	// falls into is redacted whole.
+	limit := t.maxBytes + int64(s.sc.Margin())
+	body, err := io.ReadAll(io.LimitReader(out.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("tools: reading object body: %w", err)
 	}
 	bytesIn := int64(len(body))
-	truncated := int64(len(body)) > t.maxBytes
-	if truncated {
-		body = body[:t.maxBytes]
-	}
+	body, truncated, o := s.sc.Capped(body, int(t.maxBytes), bytesIn > limit)
+	s.hit = s.hit || o != scrub.Clean
 	r := S3ObjectResult{
 		Key:          s.str(key),
 		Size:         aws.ToInt64(out.ContentLength),
@@ -173,20 +186,24 @@ func (t *s3Tool) get(ctx context.Context, s *s3Scrubber, key string, opt func(*s
 	if r.Size < bytesIn && !truncated {
 		r.Size = bytesIn
 	}
-	var rendered string
-	if text, ok := s3Text(body, truncated); ok {
+	switch text, ok := s3Text(body, truncated); {
+	case o == scrub.Withheld:
+		r.Withheld, r.Note = true, scrub.WithheldNote
+	case ok:
 		r.Encoding = "text"
-		rendered = s.str(string(text))
-	} else {
+		rendered := string(text)
+		r.Body = &rendered
+	default:
 		r.Encoding = "base64"
-		rendered = s.str(base64.StdEncoding.EncodeToString(s.bytes(body)))
+		rendered := base64.StdEncoding.EncodeToString(body)
+		r.Body = &rendered
 	}
-	r.Body = &rendered
 	return &Result{
 		Structured: r,
 		Status:     s3Status(out.ResultMetadata),
 		BytesIn:    bytesIn,
 		Truncated:  truncated,
+		Withheld:   r.Withheld,
 	}, nil
 }
 

