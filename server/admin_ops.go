@@ -3,8 +3,9 @@ package server
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/config"
@@ -20,7 +21,12 @@ type adminOps struct {
 	// sessions opens the live sessions on first use: secret commands
 	// need neither the session store nor the config.
 	sessions func() (*LiveSessions, error)
-	reload   func() error
+	reload   func(config string) (admin.Reloaded, error)
+	// status and stop are the running broker's; nil in a command that
+	// opened the data dir itself.
+	status func() (admin.Status, error)
+	stop   func() (admin.Stopping, error)
+	log    *slog.Logger
 }
 
 var _ admin.Ops = (*adminOps)(nil)
@@ -37,12 +43,16 @@ func (a *adminOps) SecretMeta(name string) (admin.SecretMeta, error) { return a.
 func (a *adminOps) SecretList() ([]admin.SecretMeta, error)          { return a.vault.List() }
 func (a *adminOps) SecretDelete(name string) error                   { return a.vault.Delete(name) }
 
-func (a *adminOps) SessionNew(scope string, ttl time.Duration, label string) (admin.SessionInfo, string, error) {
+func (a *adminOps) SessionNew(req admin.SessionRequest) (admin.SessionInfo, string, error) {
 	m, err := a.sessions()
 	if err != nil {
 		return admin.SessionInfo{}, "", err
 	}
-	return m.Create(scope, ttl, label)
+	if req.ClientVersion != "" && req.ClientVersion != Version && a.log != nil {
+		a.log.Warn(fmt.Sprintf("a keyhole stdio of version %s joined this broker of version %s; its session runs %s until the broker restarts (keyhole stop, then start the client again)", req.ClientVersion, Version, Version),
+			"client_version", req.ClientVersion, "broker_version", Version)
+	}
+	return m.Create(req)
 }
 
 func (a *adminOps) SessionList(all bool) ([]admin.SessionInfo, error) {
@@ -77,7 +87,21 @@ func (a *adminOps) SessionEnd(id string) error {
 	return m.End(id, "ended by client")
 }
 
-func (a *adminOps) Reload() error { return a.reload() }
+func (a *adminOps) Reload(config string) (admin.Reloaded, error) { return a.reload(config) }
+
+func (a *adminOps) Status() (admin.Status, error) {
+	if a.status == nil {
+		return admin.Status{}, admin.ErrNoBroker
+	}
+	return a.status()
+}
+
+func (a *adminOps) Stop() (admin.Stopping, error) {
+	if a.stop == nil {
+		return admin.Stopping{}, admin.ErrNoBroker
+	}
+	return a.stop()
+}
 
 // OpenAdmin connects to the broker that owns the data dir, or opens the
 // data dir itself when none runs.
@@ -98,8 +122,8 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 	l.adminOps = adminOps{
 		vault:    v,
 		sessions: sync.OnceValues(func() (*LiveSessions, error) { return l.openSessions(o, v) }),
-		reload: func() error {
-			return fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
+		reload: func(string) (admin.Reloaded, error) {
+			return admin.Reloaded{}, fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
 		},
 	}
 	return l, nil
@@ -112,17 +136,29 @@ type localAdmin struct {
 	store *sessions.Store
 }
 
+// openSessions opens the session store of a data dir no broker owns. Its
+// default config is the command's; a session names its own. Sessions a
+// broker left behind are restored as a starting broker would (relayed
+// ones ended: no broker serves their clients), without the audit's counts.
 func (a *localAdmin) openSessions(o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
-	cfg, err := config.Load(o.ConfigPath, config.ToolEnv{})
+	path, err := filepath.Abs(o.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
-	store, err := sessions.Open(a.dd.File(SessionsFile))
+	cfg, err := config.Load(path, config.ToolEnv{})
+	if err != nil {
+		return nil, err
+	}
+	store, err := sessions.Open(a.dd.File(SessionsFile), v.DeriveKey(sessions.KeyLabel))
 	if err != nil {
 		return nil, err
 	}
 	a.store = store
-	return NewLiveSessions(store, LiveSessionsOptions{Config: func() *config.Loaded { return cfg }, Now: o.Now, Logger: o.Logger}), nil
+	m := NewLiveSessions(store, LiveSessionsOptions{Configs: newConfigs(cfg, config.ToolEnv{}, nil), Now: o.Now, Logger: o.Logger})
+	if _, _, err := m.Restore(); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func (a *localAdmin) Remote() bool { return false }

@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -80,7 +79,7 @@ var _ AuditLog = auditLog{}
 
 // Broker runs the call pipeline for every session it serves.
 type Broker struct {
-	cfg     atomic.Pointer[config.Loaded]
+	configs *Configs
 	secrets Secrets
 	audit   AuditLog
 	log     *slog.Logger
@@ -98,7 +97,12 @@ type Broker struct {
 
 // Options configures a Broker.
 type Options struct {
-	Config  *config.Loaded
+	// Config is the broker's own config: new sessions that name no
+	// config get it.
+	Config *config.Loaded
+	// Env is what the tools of configs the broker loads later take from
+	// their surroundings.
+	Env     tools.Env
 	Secrets Secrets
 	Audit   AuditLog
 	Logger  *slog.Logger
@@ -117,19 +121,23 @@ func NewBroker(o Options) *Broker {
 	if b.now == nil {
 		b.now = time.Now
 	}
-	b.cfg.Store(o.Config)
+	b.configs = newConfigs(nil, o.Env, func(c *config.Loaded) { b.registerTools(b.mcp(), c) })
+	if o.Config != nil {
+		b.configs.Set(o.Config)
+	}
 	return b
 }
 
-// Config returns the config new sessions start with.
-func (b *Broker) Config() *config.Loaded { return b.cfg.Load() }
+// Config returns the broker's own config: what new sessions that name no
+// config start with.
+func (b *Broker) Config() *config.Loaded { return b.configs.Default() }
 
-// SetConfig replaces the config for new sessions; running sessions keep the
-// one they started with (pinned).
-func (b *Broker) SetConfig(c *config.Loaded) {
-	b.cfg.Store(c)
-	b.registerTools(b.mcp(), c)
-}
+// Configs returns every config the broker serves.
+func (b *Broker) Configs() *Configs { return b.configs }
+
+// SetConfig makes c the broker's own config for new sessions; running
+// sessions keep the one they started with (pinned).
+func (b *Broker) SetConfig(c *config.Loaded) { b.configs.Set(c) }
 
 // Call takes one tools/call through the pipeline and returns what the agent
 // sees. It never returns a Go error for a denied or failed call: those are
@@ -210,7 +218,7 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 		if errors.As(err, &ae) {
 			msg = "invalid arguments: " + ae.Msg
 		}
-		rec.Code, rec.Reason = "invalid_arguments", msg
+		rec.Code, rec.Reason = codeInvalidArguments, msg
 		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	describe(rec, call.AuditFields())

@@ -8,9 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/keyhole-dev/keyhole/server/admin"
-	"github.com/keyhole-dev/keyhole/vault"
-)
+	"github.com/keyhole-dev/keyhole/server/admin")
 
 // More files in a data dir.
 const (
@@ -80,13 +78,12 @@ func peerUID(c net.Conn) int {
 // (with their session tokens, as over TCP), the admin API, /metrics and
 // /healthz. The socket's mode and the peer-uid check are its access
 // control; /mcp still needs a session token.
-func (b *Broker) SocketHandler(m *LiveSessions, v *vault.Vault, reload func() error, metrics *Metrics) http.Handler {
+func (b *Broker) SocketHandler(m *LiveSessions, ops admin.Ops, metrics *Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", b.HTTPHandler(m, HTTPOptions{}))
 	if metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload}
 	mux.Handle("/admin/", admin.Handler(ops))
 	return mux
 }

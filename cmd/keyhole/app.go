@@ -100,6 +100,8 @@ The model never holds a credential.`,
 		a.mcpConfigCmd(),
 		a.serveCmd(),
 		a.reloadCmd(),
+		a.statusCmd(),
+		a.stopCmd(),
 		a.sessionCmd(),
 		a.demoCmd(),
 	)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/vault"
@@ -21,10 +20,8 @@ type (
 		Value       []byte `json:"value"`
 		Description string `json:"description,omitempty"`
 	}
-	sessionNewBody struct {
-		Scope string        `json:"scope"`
-		TTL   time.Duration `json:"ttl,omitempty"`
-		Label string        `json:"label,omitempty"`
+	reloadBody struct {
+		Config string `json:"config,omitempty"`
 	}
 	sessionNewResult struct {
 		Session SessionInfo `json:"session"`
@@ -67,8 +64,8 @@ func Handler(ops Ops) http.Handler {
 		reply(w, func() ([]SessionInfo, error) { return ops.SessionList(r.URL.Query().Get("all") == "true") })
 	})
 	mux.HandleFunc("POST /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
-		withBody(w, r, func(b *sessionNewBody) (any, error) {
-			info, tok, err := ops.SessionNew(b.Scope, b.TTL, b.Label)
+		withBody(w, r, func(b *SessionRequest) (any, error) {
+			info, tok, err := ops.SessionNew(*b)
 			return sessionNewResult{Session: info, Token: tok}, err
 		})
 	})
@@ -88,7 +85,13 @@ func Handler(ops Ops) http.Handler {
 		reply(w, func() (any, error) { return nil, ops.SessionEnd(r.PathValue("id")) })
 	})
 	mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, func() (any, error) { return nil, ops.Reload() })
+		withBody(w, r, func(b *reloadBody) (any, error) { return ops.Reload(b.Config) })
+	})
+	mux.HandleFunc("GET /admin/status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, ops.Status)
+	})
+	mux.HandleFunc("POST /admin/stop", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, ops.Stop)
 	})
 	return mux
 }

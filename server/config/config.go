@@ -7,6 +7,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -58,7 +60,12 @@ type Audit struct {
 
 // Loaded is a checked and compiled configuration.
 type Loaded struct {
-	Path      string
+	Path string
+	// Source is the file's bytes as loaded and SHA256 their hex hash: a
+	// session keeps them, so it runs this config across reloads and
+	// restarts whatever the file says later.
+	Source    []byte
+	SHA256    string
 	Config    Config
 	Tools     map[string]tools.Tool
 	Policy    *policy.Policy
@@ -121,14 +128,16 @@ type ToolEnv = tools.Env
 // problem is reported at once in a *Error; a config with any problem
 // is not returned.
 func Load(path string, env tools.Env) (*Loaded, error) {
-	data, err := readConfigFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	return Parse(path, data, env)
 }
 
-func readConfigFile(path string) ([]byte, error) {
+// ReadFile reads a config file's bytes, at most 4 MiB, with the errors
+// Load gives.
+func ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -192,7 +201,16 @@ func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 		return nil, &Error{Path: path, Problems: problems}
 	}
 	loaded.Path = path
+	loaded.Source = bytes.Clone(data)
+	loaded.SHA256 = Hash(data)
 	return loaded, nil
+}
+
+// Hash is the hex SHA-256 of a config file's bytes: the name of that
+// version of the config.
+func Hash(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 // mergeProblems adds semantic problems whose key no schema problem covers.

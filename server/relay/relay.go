@@ -24,21 +24,29 @@ import (
 )
 
 // Serve serves one MCP client on in/out through the broker that owns
-// dataDir, as its own session of scope: the gopls -remote pattern, so many
-// editor windows share one vault, one audit chain and one set of limits.
-// The session ends when in reaches EOF. If the broker goes away, pending
-// requests get a JSON-RPC error and Serve returns an error.
-func Serve(ctx context.Context, dataDir, scope string, in io.Reader, out io.Writer, log *slog.Logger) error {
+// dataDir, as its own session of scope of the config file at config (an
+// absolute path): the gopls -remote pattern, so many editor windows share
+// one vault, one audit chain and one set of limits, each running its own
+// project's config. The session ends when in reaches EOF, or when the
+// broker stops. If the broker goes away, pending requests get a JSON-RPC
+// error and Serve returns an error.
+func Serve(ctx context.Context, dataDir, config, scope string, in io.Reader, out io.Writer, log *slog.Logger) error {
 	ad, err := admin.Dial(dataDir)
 	if err != nil {
 		return err
 	}
 	defer ad.Close()
-	info, tok, err := ad.SessionNew(scope, 0, fmt.Sprintf("stdio pid %d", os.Getpid()))
+	info, tok, err := ad.SessionNew(admin.SessionRequest{
+		Scope:         scope,
+		Label:         fmt.Sprintf("stdio pid %d", os.Getpid()),
+		Config:        config,
+		Relay:         true,
+		ClientVersion: server.Version,
+	})
 	if err != nil {
 		return err
 	}
-	log.Info("session started via broker", server.LogSession, info.ID, server.LogScope, scope)
+	log.Info("session started via broker", server.LogSession, info.ID, server.LogScope, scope, server.LogConfig, info.Config)
 	defer func() {
 		if err := ad.SessionEnd(info.ID); err != nil {
 			log.Warn("end session", server.LogSession, info.ID, server.LogError, err)
