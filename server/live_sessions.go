@@ -33,9 +33,9 @@ type LiveSessions struct {
 	store   *sessions.Store
 
 	mu     sync.Mutex
-	live   map[string]*Session      // by session id
-	byHash map[string]*Session      // by token hash, so a request needs no store read
-	dirty  map[string]*Session      // counters changed since the last Flush
+	live   map[string]*Session     // by session id
+	byHash map[string]*Session     // by token hash, so a request needs no store read
+	dirty  map[string]*Session     // counters changed since the last Flush
 	saved  map[string]policy.State // the state last written, by session id
 }
 

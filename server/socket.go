@@ -8,7 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/keyhole-dev/keyhole/server/admin")
+	"github.com/keyhole-dev/keyhole/server/admin"
+)
 
 // More files in a data dir.
 const (

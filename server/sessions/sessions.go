@@ -20,7 +20,6 @@ import (
 	"hash/crc32"
 	"math/big"
 	"strings"
-
 )
 
 // TokenPrefix starts every phantom token, so secret scanners can find a
@@ -81,4 +80,3 @@ func encode62(n *big.Int, width int) string {
 	}
 	return string(out)
 }
-

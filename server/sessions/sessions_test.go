@@ -229,7 +229,10 @@ func TestConfigSnapshots(t *testing.T) {
 	if _, err := s.Config(strings.Repeat("b", 64)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Config(unknown) = %v, want ErrNotFound", err)
 	}
-	s.db.Update(func(tx *buntdb.Tx) error { _, _, err := tx.Set("config:"+sha, "version: 1\nscopes: {}\n", nil); return err })
+	s.db.Update(func(tx *buntdb.Tx) error {
+		_, _, err := tx.Set("config:"+sha, "version: 1\nscopes: {}\n", nil)
+		return err
+	})
 	if _, err := s.Config(sha); !errors.Is(err, ErrTampered) {
 		t.Fatalf("Config of an edited snapshot = %v, want ErrTampered", err)
 	}
