@@ -21,7 +21,10 @@ const (
 	lockFile = "keyhole.lock"
 	// PIDFile names the process that owns the data dir; it exists while
 	// the lock is held.
-	PIDFile   = "keyhole.pid"
+	PIDFile = "keyhole.pid"
+	// stoppingFile names a broker that is stopping (it no longer answers
+	// on its socket); it goes with the pid file.
+	stoppingFile = "keyhole.stopping"
 	VaultFile = "vault.db"
 	AuditFile = "audit.db"
 )
@@ -88,6 +91,40 @@ func OwnerAlive(dir string) bool {
 	return processAlive(pid)
 }
 
+// dataDirFree reports whether no process holds the data dir's lock. It
+// takes the lock for an instant to know, so it is only for a caller that
+// waits for an owner to let go (a process that has exited, even one not
+// yet reaped, holds no lock).
+func dataDirFree(dir string) bool {
+	lk := flock.New(filepath.Join(dir, lockFile), flock.SetPermissions(0o600))
+	ok, err := lk.TryLock()
+	if err != nil || !ok {
+		return false
+	}
+	lk.Close()
+	return true
+}
+
+// markStopping notes that the broker owning the data dir is stopping.
+func (d *DataDir) markStopping() {
+	os.WriteFile(d.File(stoppingFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+}
+
+// StoppingBroker returns the pid of the broker that owns dir and is
+// stopping (it no longer answers on its socket), if there is one.
+func StoppingBroker(dir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, stoppingFile))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	owner, err := ownerPID(dir)
+	return pid, err == nil && owner == pid && processAlive(pid)
+}
+
 // File returns the path of a file in the data dir.
 func (d *DataDir) File(name string) string { return filepath.Join(d.Path, name) }
 
@@ -97,6 +134,7 @@ func (d *DataDir) Close() error {
 	if d.lock == nil {
 		return nil
 	}
+	os.Remove(d.File(stoppingFile))
 	os.Remove(d.File(PIDFile))
 	err := d.lock.Close()
 	d.lock = nil

@@ -84,18 +84,21 @@ func StopBroker(ctx context.Context, dataDir string, o StopOptions) (admin.Stopp
 	if o.Timeout == 0 {
 		o.Timeout = 15 * time.Second
 	}
-	c, err := admin.Dial(dataDir)
-	if err != nil {
-		return admin.Stopping{}, err
-	}
-	st, err := c.Stop()
-	c.Close()
-	if err != nil {
+	var st admin.Stopping
+	if c, err := admin.Dial(dataDir); err == nil {
+		st, err = c.Stop()
+		c.Close()
+		if err != nil {
+			return st, err
+		}
+	} else if pid, ok := StoppingBroker(dataDir); ok {
+		st.PID = pid // stopping already: wait for it, or kill it
+	} else {
 		return st, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	if waitExit(wctx, st.PID) {
+	if waitFree(wctx, dataDir) {
 		return st, nil
 	}
 	if !o.Force {
@@ -106,20 +109,21 @@ func StopBroker(ctx context.Context, dataDir string, o StopOptions) (admin.Stopp
 	}
 	kctx, kcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer kcancel()
-	if !waitExit(kctx, st.PID) {
-		return st, fmt.Errorf("keyhole: broker pid %d did not exit after it was killed", st.PID)
+	if !waitFree(kctx, dataDir) {
+		return st, fmt.Errorf("keyhole: broker pid %d did not let go of %s after it was killed", st.PID, dataDir)
 	}
 	return st, nil
 }
 
-// waitExit polls until process pid has exited or ctx ends.
-func waitExit(ctx context.Context, pid int) bool {
-	t := time.NewTicker(20 * time.Millisecond)
+// waitFree polls until the data dir's lock is free or ctx ends: the
+// broker has released it on its way out, or died.
+func waitFree(ctx context.Context, dir string) bool {
+	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for processAlive(pid) {
+	for !dataDirFree(dir) {
 		select {
 		case <-ctx.Done():
-			return !processAlive(pid)
+			return dataDirFree(dir)
 		case <-t.C:
 		}
 	}

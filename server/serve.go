@@ -259,6 +259,7 @@ loop:
 // waits (up to ShutdownTimeout) for running calls to finish and be
 // recorded, then ends the relayed stdio sessions and flushes the rest.
 func (p *brokerProc) shutdown() {
+	p.rt.DataDir.markStopping()
 	timeout := p.o.ShutdownTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second

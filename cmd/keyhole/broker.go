@@ -21,7 +21,9 @@ const exitNoBroker = 3
 // noBroker reports on stderr that no broker owns the data dir, and exits 3.
 func (a *App) noBroker() error {
 	dir := a.dataDir()
-	if server.OwnerAlive(dir) {
+	if pid, ok := server.StoppingBroker(dir); ok {
+		fmt.Fprintf(a.stderr, "keyhole: the broker (pid %d) of %s is stopping; `keyhole stop --force` kills it\n", pid, dir)
+	} else if server.OwnerAlive(dir) {
 		fmt.Fprintf(a.stderr, "keyhole: no broker answers for %s; its data dir is held by another keyhole (a --standalone stdio or a command)\n", dir)
 	} else {
 		fmt.Fprintf(a.stderr, "keyhole: no broker is running for %s\n", dir)
