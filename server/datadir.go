@@ -25,8 +25,8 @@ const (
 	// stoppingFile names a broker that is stopping (it no longer answers
 	// on its socket); it goes with the pid file.
 	stoppingFile = "keyhole.stopping"
-	VaultFile = "vault.db"
-	AuditFile = "audit.db"
+	VaultFile    = "vault.db"
+	AuditFile    = "audit.db"
 )
 
 // DataDir is a data dir this process owns: it holds an exclusive lock on
