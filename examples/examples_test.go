@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -29,9 +30,11 @@ import (
 // examples are the directories that must exist, each with a keyhole.yaml
 // and a README.md, and the scope each defines.
 var examples = map[string]string{
-	"github-triage":  "triage",
-	"billing-sync":   "billing_sync",
-	"archive-report": "archive_report",
+	"github-triage":     "triage",
+	"github-app-triage": "app_triage",
+	"calendar-oauth":    "scheduling",
+	"billing-sync":      "billing_sync",
+	"archive-report":    "archive_report",
 }
 
 func load(t *testing.T, dir string) *config.Loaded {
@@ -175,6 +178,103 @@ func TestGitHubTriageScope(t *testing.T) {
 		{"own Authorization header", "github", `{"method":"GET","path":"/repos/acme/api/issues","headers":{"Authorization":"token ghp_other"}}`, refuse},
 		{"lower-case method", "github", `{"method":"patch","path":"/repos/acme/api/issues/7"}`, refuse},
 	})
+}
+
+func TestGitHubAppTriageScope(t *testing.T) {
+	runCalls(t, "github-app-triage", []call{
+		{"list issues", "github", `{"method":"GET","path":"/repos/acme/api/issues"}`, allow},
+		{"comment", "github", `{"method":"POST","path":"/repos/acme/api/issues/7/comments","body":{"body":"Thanks!"}}`, allow},
+		{"close an issue", "github", `{"method":"PATCH","path":"/repos/acme/api/issues/7","body":{"state":"closed"}}`, deny},
+		{"another repo", "github", `{"method":"GET","path":"/repos/acme/billing/issues"}`, deny},
+		{"add a collaborator", "github", `{"method":"PUT","path":"/repos/acme/api/collaborators/mallory"}`, deny},
+	})
+}
+
+func TestCalendarOAuthScope(t *testing.T) {
+	runCalls(t, "calendar-oauth", []call{
+		{"team events", "calendar", `{"method":"GET","path":"/calendars/team@acme.example/events","query":{"timeMin":"2026-03-02T00:00:00Z"}}`, allow},
+		{"the CEO's events", "calendar", `{"method":"GET","path":"/calendars/ceo@acme.example/events"}`, deny},
+		{"create an event", "calendar", `{"method":"POST","path":"/calendars/team@acme.example/events","body":{"summary":"x"}}`, deny},
+		{"list calendars", "calendar", `{"method":"GET","path":"/users/me/calendarList"}`, deny},
+	})
+}
+
+// TestGitHubAppTriageMintsANarrowToken runs examples/github-app-triage
+// against a fake GitHub API (standing in for api.github.com, App
+// endpoints included): the session's token reaches acme/api only, with
+// issues and metadata only, and is revoked when the session ends.
+func TestGitHubAppTriageMintsANarrowToken(t *testing.T) {
+	api := servertest.NewGitHubAPI(t, 123456, 7890123, "acme", []string{"api", "billing", "web"},
+		map[string]string{"metadata": "read", "issues": "write", "contents": "write", "administration": "write", "members": "read"})
+	text, err := os.ReadFile(filepath.Join("github-app-triage", "keyhole.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := strings.ReplaceAll(string(text), "https://api.github.com", api.URL)
+	local = strings.Replace(local, "    timeout: 10s\n", "    timeout: 10s\n    allow_private_network: true\n", 1)
+	rt := openExample(t, local, map[string][]byte{"gh_app_key": []byte(api.PrivateKeyPEM())})
+	c, wire := servertest.ConnectStdio(t, func(ctx context.Context, in io.Reader, out io.Writer) error {
+		return rt.Broker.ServeStdio(ctx, "app_triage", in, out)
+	}, "examples-test")
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "github"
+	req.Params.Arguments = map[string]any{"method": "GET", "path": "/repos/acme/api/issues"}
+	res, err := c.CallTool(context.Background(), req)
+	if err != nil || res.IsError {
+		t.Fatalf("CallTool(github) = %v %+v", err, res)
+	}
+	toks := api.Tokens()
+	if len(toks) != 1 || strings.Join(toks[0].Repositories, ",") != "api" || len(toks[0].Permissions) != 2 ||
+		toks[0].Permissions["issues"] != "write" || toks[0].Permissions["metadata"] != "read" {
+		t.Fatalf("minted %+v; want one token for acme/api with issues:write and metadata:read", toks)
+	}
+	c.Close()
+	for i := 0; !api.Tokens()[0].Revoked; i++ {
+		if i == 600 {
+			t.Fatalf("the session ended and its token was not revoked")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, v := range append(api.Issued(), api.PrivateKeyPEM()) {
+		servertest.AssertNoSecret(t, "what the agent received", string(wire.Bytes()), v)
+	}
+}
+
+// openExample runs a config (text) in a fresh data dir with secrets set.
+func openExample(t *testing.T, text string, secrets map[string][]byte) *server.Runtime {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "keyhole.yaml")
+	if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys := vault.KeySource{KeyFile: filepath.Join(dir, "master.key")}
+	dataDir := filepath.Join(dir, "data")
+	if _, err := server.Init(server.InitOptions{ConfigPath: filepath.Join(dir, "starter.yaml"), DataDir: dataDir, KeyFile: keys.KeyFile}); err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	v, err := vault.Open(filepath.Join(dataDir, server.VaultFile), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range secrets {
+		if err := v.Set(name, value, "example"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := server.Open(server.RuntimeOptions{DataDir: dataDir, ConfigPath: cfgPath, Keys: keys})
+	if err != nil {
+		t.Fatalf("server.Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := rt.Close(); err != nil {
+			t.Errorf("Runtime.Close = %v", err)
+		}
+	})
+	return rt
 }
 
 func TestBillingSyncScope(t *testing.T) {

@@ -27,6 +27,10 @@ type adminOps struct {
 	status func() (admin.Status, error)
 	stop   func() (admin.Stopping, error)
 	log    *slog.Logger
+	// config is the config whose tools log in (secret login) and say
+	// which secrets need a login (secret list).
+	config func() (*config.Loaded, error)
+	logins *pendingLogins
 }
 
 var _ admin.Ops = (*adminOps)(nil)
@@ -40,8 +44,14 @@ func (a *adminOps) SecretRotate(name string, value []byte) (admin.SecretMeta, er
 }
 
 func (a *adminOps) SecretMeta(name string) (admin.SecretMeta, error) { return a.vault.Meta(name) }
-func (a *adminOps) SecretList() ([]admin.SecretMeta, error)          { return a.vault.List() }
-func (a *adminOps) SecretDelete(name string) error                   { return a.vault.Delete(name) }
+func (a *adminOps) SecretList() ([]admin.SecretMeta, error) {
+	metas, err := a.vault.List()
+	if err != nil {
+		return nil, err
+	}
+	return a.withLoginStatus(metas), nil
+}
+func (a *adminOps) SecretDelete(name string) error { return a.vault.Delete(name) }
 
 func (a *adminOps) SessionNew(req admin.SessionRequest) (admin.SessionInfo, string, error) {
 	m, err := a.sessions()
@@ -119,9 +129,18 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 		return nil, err
 	}
 	l := &localAdmin{dd: dd}
+	cfg := sync.OnceValues(func() (*config.Loaded, error) {
+		path, err := filepath.Abs(o.ConfigPath)
+		if err != nil {
+			return nil, err
+		}
+		return config.Load(path, config.ToolEnv{})
+	})
 	l.adminOps = adminOps{
 		vault:    v,
-		sessions: sync.OnceValues(func() (*LiveSessions, error) { return l.openSessions(o, v) }),
+		config:   cfg,
+		logins:   &pendingLogins{},
+		sessions: sync.OnceValues(func() (*LiveSessions, error) { return l.openSessions(cfg, o, v) }),
 		reload: func(string) (admin.Reloaded, error) {
 			return admin.Reloaded{}, fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
 		},
@@ -140,12 +159,8 @@ type localAdmin struct {
 // default config is the command's; a session names its own. Sessions a
 // broker left behind are restored as a starting broker would (relayed
 // ones ended: no broker serves their clients), without the audit's counts.
-func (a *localAdmin) openSessions(o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
-	path, err := filepath.Abs(o.ConfigPath)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := config.Load(path, config.ToolEnv{})
+func (a *localAdmin) openSessions(loadConfig func() (*config.Loaded, error), o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
+	cfg, err := loadConfig()
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,10 @@ type Secrets interface {
 	Get(name string) (vault.Secret, error)
 	Meta(name string) (vault.Meta, error)
 	Touch(name string, t time.Time) error
+	// Replace and SetStatus store what a tool learns about its secret
+	// (a rotated refresh token; that it needs a login).
+	Replace(name string, prev, next []byte) (vault.Meta, error)
+	SetStatus(name, status string) error
 }
 
 // AuditLog is what the broker needs from the audit log.
@@ -153,6 +157,11 @@ func (b *Broker) Call(ctx context.Context, s *Session, name string, args json.Ra
 	}
 	out := b.call(ctx, s, name, args, &rec)
 	s.save(b.now())
+	if s.Info(b.now()).State != policy.StateActive {
+		// Expired, or ended by this call's tripwire: credentials minted
+		// for it are revoked now.
+		s.endMinted(ctx, b.log)
+	}
 	label := name
 	if _, ok := s.cfg.Tools[name]; !ok {
 		label = "(unknown)" // an agent must not grow the metric's label set
@@ -266,7 +275,8 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 			}
 			return nil
 		},
-		Session: &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: s.Scope().S3Grants(name)},
+		Session: &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: s.Scope().S3Grants(name), HTTP: s.Scope().HTTPGrants(name)},
+		Secret:  secretWriter{secrets: b.secrets, name: tool.SecretName(), log: b.log},
 	}
 	result, execErr := tool.Execute(ctx, call, secret.Bytes(), env)
 	b.touch(tool.SecretName())
@@ -280,6 +290,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		if errors.As(execErr, &ee) {
 			msg, detail = ee.Msg, ee.Detail
 			outcome.Hops = auditHops(ee.Hops, scrubber)
+			auditCredential(&outcome, ee.Credential)
 		}
 		// Belt and braces: the tool scrubs its errors; scrub again with the
 		// secret in hand before anything is stored or shown.
@@ -292,6 +303,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		outcome.BytesIn, outcome.BytesOut = result.BytesIn, result.BytesOut
 		outcome.Scrubbed = result.Scrubbed
 		outcome.Hops = auditHops(result.Hops, scrubber)
+		auditCredential(&outcome, result.Credential)
 		if result.Scrubbed {
 			s.NoteScrubbed(b.now())
 		}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -353,6 +354,7 @@ func (m *LiveSessions) EndRelays(reason string) {
 		if s.Info(m.now()).State == policy.StateActive {
 			s.End(reason)
 			m.saveNow(s)
+			s.endMinted(context.Background(), m.log)
 		}
 	}
 }
@@ -428,6 +430,7 @@ func (m *LiveSessions) Revoke(id, scope string, all bool, reason string) ([]stri
 		}
 		s.Revoke(reason)
 		m.saveNow(s)
+		s.endMinted(context.Background(), m.log)
 		done = append(done, r.ID)
 	}
 	if id != "" && len(done) == 0 {
@@ -450,6 +453,7 @@ func (m *LiveSessions) End(id, reason string) error {
 	}
 	s.End(reason)
 	m.saveNow(s)
+	s.endMinted(context.Background(), m.log)
 	return nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
+	"github.com/keyhole-dev/keyhole/tools"
 )
 
 // ServeOptions configures `keyhole serve`.
@@ -77,6 +78,10 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	var self selfAddrs
 	o.Env.SelfAddrs = self.get
+	if o.Env.Tokens == nil {
+		// A reloaded config goes on with the OAuth 2.0 tokens of the old.
+		o.Env.Tokens = tools.NewTokens()
+	}
 	rt, err := Open(o.RuntimeOptions)
 	if err != nil {
 		return err
@@ -147,6 +152,8 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 		status:   p.status,
 		stop:     p.requestStop,
 		log:      b.log,
+		config:   func() (*config.Loaded, error) { return b.Config(), nil },
+		logins:   &pendingLogins{},
 	}
 	p.add(sock, p.streams.wrap(p.activity.wrap(b.SocketHandler(p.m, ops, o.Metrics))), false)
 

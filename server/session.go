@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,8 @@ type Session struct {
 	// relay marks the session of a stdio client relayed through the
 	// broker.
 	relay bool
+	// ended runs endMinted once.
+	ended sync.Once
 }
 
 func (s *Session) save(now time.Time) {

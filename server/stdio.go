@@ -44,6 +44,7 @@ func (b *Broker) ServeStdio(ctx context.Context, scope string, in io.Reader, out
 	stdio.SetContextFunc(func(ctx context.Context) context.Context { return WithSession(ctx, s) })
 	err = stdio.Listen(ctx, CapLines(in, MaxMessageBytes), out)
 	s.End("client disconnected")
+	s.endMinted(ctx, b.log)
 	b.log.Info("session ended", LogSession, s.ID(), "calls", s.Info(b.now()).Calls)
 	if errors.Is(err, context.Canceled) {
 		return nil

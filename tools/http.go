@@ -51,6 +51,9 @@ type httpTool struct {
 	schema      *jsonschema.Schema
 	inputSchema json.RawMessage
 	client      *http.Client
+	// mint derives what an oauth2 or github_app credential sends; nil
+	// for the other modes, which send the secret.
+	mint minter
 }
 
 var _ Tool = (*httpTool)(nil)

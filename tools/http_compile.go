@@ -94,6 +94,7 @@ func compileHTTP(name string, cfg Config, env Env) (Tool, []error) {
 	// Execute builds each redirect hop itself, so a credential is never
 	// copied to another origin.
 	t.client = net.client(env, clientTimeouts{dial: t.timeout, headers: t.timeout}, nil)
+	t.mint = buildMinter(name, cfg, t.client, t.timeout, env)
 	return t, nil
 }
 
@@ -219,12 +220,13 @@ func (c *httpCompiler) credential(cfg Config) {
 		c.fail("credential.secret", "must match ^[a-z][a-z0-9_.-]{0,63}$")
 	}
 	switch cr.Inject {
-	case "bearer", "basic", "query", "header", "aws_sigv4":
+	case "bearer", "basic", "query", "header", "aws_sigv4", "oauth2", "github_app":
 	case "":
-		c.fail("credential.inject", "is required: bearer, header, basic, query or aws_sigv4")
+		c.fail("credential.inject", "is required: bearer, header, basic, query, aws_sigv4, oauth2 or github_app")
 	default:
-		c.fail("credential.inject", "must be bearer, header, basic, query or aws_sigv4")
+		c.fail("credential.inject", "must be bearer, header, basic, query, aws_sigv4, oauth2 or github_app")
 	}
+	c.mintedCredential(cfg)
 	if cr.Inject == "header" {
 		lower := strings.ToLower(cr.Header)
 		switch {

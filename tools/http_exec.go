@@ -54,6 +54,10 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte, env C
 	}
 	ctx, cancel := t.callContext(ctx)
 	defer cancel()
+	cred, info, sc, err := t.credential(ctx, secret, env)
+	if err != nil {
+		return nil, err
+	}
 
 	hop := httpHop{
 		method:  call.Request.Method,
@@ -66,11 +70,11 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte, env C
 	var hops []Hop
 	fail := func(err error) (*Result, error) {
 		ee := t.execError(ctx, sc, err)
-		ee.Hops = hops
+		ee.Hops, ee.Credential = hops, info
 		return nil, ee
 	}
 	for n := 0; ; n++ {
-		req, err := t.newRequest(ctx, hop, call.http.header, secret)
+		req, err := t.newRequest(ctx, hop, call.http.header, cred)
 		if err != nil {
 			return fail(err)
 		}
@@ -96,12 +100,28 @@ func (t *httpTool) Execute(ctx context.Context, call *Call, secret []byte, env C
 	if err != nil {
 		var ee *ExecError
 		if errors.As(err, &ee) {
-			ee.Hops = hops
+			ee.Hops, ee.Credential = hops, info
 		}
 		return nil, err
 	}
-	res.Hops = hops
+	res.Hops, res.Credential = hops, info
 	return res, nil
+}
+
+// credential returns what a call injects, what the audit records of it,
+// and the scrubber for the call's result: for a static secret, the
+// secret and env.Scrubber; for oauth2 and github_app, the token the
+// minter gives and a scrubber that also covers every value derived from
+// the secret, the token just minted included.
+func (t *httpTool) credential(ctx context.Context, secret []byte, env CallEnv) ([]byte, CredentialInfo, *scrub.Scrubber, error) {
+	if t.mint == nil {
+		return secret, CredentialInfo{Kind: CredStatic}, env.Scrubber, nil
+	}
+	m, err := t.mint.token(ctx, secret, env)
+	if err != nil {
+		return nil, CredentialInfo{}, nil, err
+	}
+	return []byte(m.token), m.info, m.sc, nil
 }
 
 // Scrubber implements Tool.
@@ -140,6 +160,9 @@ func (t *httpTool) scrubValues(secret []byte) [][]byte {
 		}
 	case "aws_sigv4":
 		return awsSecretValues(secret)
+	}
+	if t.mint != nil {
+		return t.mint.scrubValues(secret)
 	}
 	return [][]byte{secret}
 }
@@ -180,7 +203,7 @@ func (t *httpTool) newRequest(ctx context.Context, hop httpHop, header map[strin
 		req.Header.Set("User-Agent", "keyhole")
 	}
 	switch t.cred.Inject {
-	case "bearer":
+	case "bearer", "oauth2", "github_app":
 		if !httpguts.ValidHeaderFieldValue(string(secret)) {
 			return nil, &httpCredError{"credential is not a valid header value"}
 		}

@@ -69,6 +69,8 @@ func (k *s3ConfigCheck) foreignFields(c Config) {
 		{"credential.header", c.Credential.Header != ""},
 		{"credential.prefix", c.Credential.Prefix != ""},
 		{"credential.param", c.Credential.Param != ""},
+		{"credential.oauth2", c.Credential.OAuth2 != nil},
+		{"credential.github_app", c.Credential.GitHubApp != nil},
 	} {
 		if f.set {
 			k.fail(f.field, "applies to http tools only; an s3 tool is defined by bucket, region and endpoint")

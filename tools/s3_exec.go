@@ -118,6 +118,7 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte, env Cal
 	// The deadline covers reading the object body too.
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	info := CredentialInfo{Kind: CredStatic}
 	if role != "" {
 		// The role secret's keys only assume the role; the call is signed
 		// with the session's credentials, and they are scrubbed too.
@@ -127,6 +128,7 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte, env Cal
 			return nil, err
 		}
 		s = &s3Scrubber{sc: sc}
+		info = CredentialInfo{Kind: CredAWSSTS, TokenID: tokenID(creds.AccessKeyID), Expires: creds.Expires}
 	}
 
 	var res *Result
@@ -141,8 +143,11 @@ func (t *s3Tool) Execute(ctx context.Context, call *Call, secret []byte, env Cal
 		return nil, &ExecError{Msg: "internal error: s3 tools offer only list, get and head"}
 	}
 	if err != nil {
-		return nil, t.execError(s, req.Action, err)
+		ee := t.execError(s, req.Action, err)
+		ee.Credential = info
+		return nil, ee
 	}
+	res.Credential = info
 	text, err := json.Marshal(res.Structured)
 	if err != nil {
 		return nil, &ExecError{Msg: "internal error: rendering the result failed", Detail: s.str(err.Error())}

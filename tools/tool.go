@@ -56,10 +56,36 @@ type Config struct {
 // Credential says which vault secret a tool uses and how it is injected.
 type Credential struct {
 	Secret string `yaml:"secret" json:"secret"`
-	Inject string `yaml:"inject" json:"inject"`           // bearer | header | basic | query | aws_sigv4
+	Inject string `yaml:"inject" json:"inject"`           // bearer | header | basic | query | aws_sigv4 | oauth2 | github_app
 	Header string `yaml:"header" json:"header,omitempty"` // inject: header
 	Prefix string `yaml:"prefix" json:"prefix,omitempty"` // inject: header, optional ("Token ")
 	Param  string `yaml:"param" json:"param,omitempty"`   // inject: query
+	// OAuth2 says how an oauth2 credential gets its access tokens.
+	OAuth2 *OAuth2 `yaml:"oauth2" json:"oauth2,omitempty"` // inject: oauth2
+	// GitHubApp names the GitHub App installation whose tokens a
+	// github_app credential mints per session.
+	GitHubApp *GitHubApp `yaml:"github_app" json:"github_app,omitempty"` // inject: github_app
+}
+
+// OAuth2 is the oauth2 block of an http tool's credential: the secret
+// holds {"client_id", "client_secret"} (and, once someone logged in, the
+// refresh token), and calls carry an access token keyhole gets from
+// TokenURL.
+type OAuth2 struct {
+	Flow     string   `yaml:"flow" json:"flow"` // client_credentials | authorization_code
+	TokenURL string   `yaml:"token_url" json:"token_url"`
+	AuthURL  string   `yaml:"auth_url" json:"auth_url,omitempty"` // authorization_code only
+	Scopes   []string `yaml:"scopes" json:"scopes,omitempty"`
+	Audience string   `yaml:"audience" json:"audience,omitempty"`
+}
+
+// GitHubApp is the github_app block of an http tool's credential: the
+// secret holds the App's private key (PEM), and each session's calls
+// carry an installation token limited to what its grants reach.
+type GitHubApp struct {
+	AppID          int64  `yaml:"app_id" json:"app_id"`
+	InstallationID int64  `yaml:"installation_id" json:"installation_id"`
+	APIURL         string `yaml:"api_url" json:"api_url,omitempty"` // default https://api.github.com
 }
 
 // Response shapes what of an upstream response reaches the agent.
@@ -154,8 +180,12 @@ type CallEnv struct {
 	Authorize func(policy.Request) error
 	// Session is the session the call runs in. s3 tools whose secret names
 	// a role need it: they assume the role once per session, limited to
-	// its grants and lifetime.
+	// its grants and lifetime; so do github_app tools.
 	Session *CallSession
+	// Secret stores what a tool learns about its own secret: a rotated
+	// OAuth 2.0 refresh token, or that the secret needs an operator's
+	// login. nil stores nothing.
+	Secret SecretWriter
 }
 
 // Hop is one request a call made after its first: a same-origin redirect
@@ -175,6 +205,9 @@ type CallSession struct {
 	// S3 is what the session's scope grants on the called tool, when it
 	// is an s3 tool.
 	S3 []policy.S3Grant
+	// HTTP is what the session's scope grants on the called tool, when it
+	// is an http tool.
+	HTTP []policy.HTTPGrant
 }
 
 // Result is the shaped, scrubbed outcome of an executed call.
@@ -200,6 +233,8 @@ type Result struct {
 	Truncated bool
 	// Hops are the redirects the call followed, in order.
 	Hops []Hop
+	// Credential says what credential the call sent, for the audit.
+	Credential CredentialInfo
 }
 
 // ArgError is a call the tool refuses to build: invalid, unsafe or
@@ -220,6 +255,11 @@ type Env struct {
 	// SelfAddrs returns the broker's own listening addresses, which no
 	// tool may dial. nil means none.
 	SelfAddrs func() []netip.AddrPort
+	// Tokens holds the OAuth 2.0 tokens of oauth2 tools, shared by every
+	// tool compiled with this Env: tools with one secret refresh it once,
+	// and a reloaded config goes on with the tokens of the old one. nil
+	// gives each tool its own.
+	Tokens *Tokens
 }
 
 // ExecError is a call that was allowed but failed on its way to or from the
@@ -230,6 +270,8 @@ type ExecError struct {
 	Detail string
 	// Hops are the redirects the call followed before it failed.
 	Hops []Hop
+	// Credential says what credential the call sent or tried to get.
+	Credential CredentialInfo
 }
 
 func (e *ExecError) Error() string { return e.Msg }

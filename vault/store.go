@@ -21,6 +21,10 @@ type Meta struct {
 	Created     time.Time `json:"created"`
 	Updated     time.Time `json:"updated"`
 	LastUsed    time.Time `json:"last_used,omitzero"`
+	// Status is what an operator must do about the secret, set by the
+	// broker when the secret stopped working ("needs login"); "" when
+	// nothing. A new value (Rotate, Replace) clears it.
+	Status string `json:"status,omitempty"`
 }
 
 // secretRecord is a secret as stored: plain metadata and the sealed value
@@ -31,11 +35,12 @@ type secretRecord struct {
 	Created     time.Time `json:"created"`
 	Updated     time.Time `json:"updated"`
 	LastUsed    time.Time `json:"last_used,omitzero"`
+	Status      string    `json:"status,omitempty"`
 	Sealed      string    `json:"sealed"`
 }
 
 func (r secretRecord) meta(name string) Meta {
-	return Meta{Name: name, Version: r.Version, Description: r.Description, Created: r.Created, Updated: r.Updated, LastUsed: r.LastUsed}
+	return Meta{Name: name, Version: r.Version, Description: r.Description, Created: r.Created, Updated: r.Updated, LastUsed: r.LastUsed, Status: r.Status}
 }
 
 // nameRule is the rule ErrBadName refers to.
@@ -94,6 +99,7 @@ func (v *Vault) Rotate(name string, value []byte) (Meta, error) {
 		}
 		rec.Version++
 		rec.Updated = time.Now().UTC()
+		rec.Status = ""
 		rec.Sealed = sealString(v.aead, key, value)
 		m = rec.meta(name)
 		return set(tx, key, mustJSON(rec))

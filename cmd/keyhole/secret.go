@@ -74,7 +74,7 @@ func (a *App) secretCmd() *cobra.Command {
 read from stdin (or --from-env / --from-file), never from the command line, and
 is never printed again.`,
 	}
-	c.AddCommand(a.secretSetCmd(), a.secretRotateCmd(), a.secretListCmd(), a.secretRmCmd(), a.secretRekeyCmd())
+	c.AddCommand(a.secretSetCmd(), a.secretRotateCmd(), a.secretListCmd(), a.secretRmCmd(), a.secretRekeyCmd(), a.secretLoginCmd())
 	return c
 }
 
@@ -229,9 +229,13 @@ func (a *App) secretListCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tVERSION\tUPDATED\tLAST USED\tDESCRIPTION")
+				fmt.Fprintln(tw, "NAME\tVERSION\tUPDATED\tLAST USED\tSTATUS\tDESCRIPTION")
 				for _, m := range metas {
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", m.Name, m.Version, ago(m.Updated), ago(m.LastUsed), m.Description)
+					status := m.Status
+					if status == "" {
+						status = "ok"
+					}
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", m.Name, m.Version, ago(m.Updated), ago(m.LastUsed), status, m.Description)
 				}
 				return tw.Flush()
 			})

@@ -24,6 +24,15 @@ type SecretMeta = vault.Meta
 // SessionInfo is a session's state as an operator sees it: never its token.
 type SessionInfo = policy.SessionInfo
 
+// LoginStart is an OAuth 2.0 login begun by SecretLoginStart: the URL a
+// person opens, and the state the redirect must carry back.
+type LoginStart struct {
+	URL   string `json:"url"`
+	State string `json:"state"`
+	// Tool is the tool whose settings the login uses.
+	Tool string `json:"tool"`
+}
+
 // Ops is what an operator does to a data dir.
 type Ops interface {
 	SecretSet(name string, value []byte, description string) error
@@ -31,6 +40,14 @@ type Ops interface {
 	SecretMeta(name string) (SecretMeta, error)
 	SecretList() ([]SecretMeta, error)
 	SecretDelete(name string) error
+	// SecretLoginStart begins an OAuth 2.0 login (authorization code with
+	// PKCE) for the secret of an oauth2 tool with flow
+	// authorization_code, whose authorization server sends the browser
+	// back to redirectURL, a loopback URL the caller listens on.
+	SecretLoginStart(name, redirectURL string) (LoginStart, error)
+	// SecretLoginFinish exchanges the code the redirect brought (with the
+	// login's state) and stores the refresh token in the secret.
+	SecretLoginFinish(name, state, code string) (SecretMeta, error)
 	// SessionNew starts a session and returns it with its phantom token.
 	SessionNew(req SessionRequest) (SessionInfo, string, error)
 	SessionList(all bool) ([]SessionInfo, error)

@@ -42,6 +42,12 @@ func (f *fakeOps) SecretList() ([]SecretMeta, error) {
 	return []SecretMeta{{Name: "a"}, {Name: "b"}}, f.note("list")
 }
 func (f *fakeOps) SecretDelete(name string) error { return f.note("delete %s", name) }
+func (f *fakeOps) SecretLoginStart(name, redirect string) (LoginStart, error) {
+	return LoginStart{URL: "https://auth.example/authorize?x", State: "st", Tool: "api"}, f.note("login %s %s", name, redirect)
+}
+func (f *fakeOps) SecretLoginFinish(name, state, code string) (SecretMeta, error) {
+	return SecretMeta{Name: name, Version: 3}, f.note("login finish %s %s %s", name, state, code)
+}
 func (f *fakeOps) SessionNew(r SessionRequest) (SessionInfo, string, error) {
 	return SessionInfo{ID: "ses_1", Scope: r.Scope}, "khs_token", f.note("new %s %s %s %s %v %s", r.Scope, r.TTL, r.Label, r.Config, r.Relay, r.ClientVersion)
 }
@@ -103,6 +109,9 @@ func TestEveryOperationCrossesTheSocket(t *testing.T) {
 		{"meta", func() (any, error) { return c.SecretMeta("a/b") }, SecretMeta{Name: "a/b", Version: 1}},
 		{"list", func() (any, error) { return c.SecretList() }, []SecretMeta{{Name: "a"}, {Name: "b"}}},
 		{"delete", func() (any, error) { return nil, c.SecretDelete("tok") }, nil},
+		{"login", func() (any, error) { return c.SecretLoginStart("oauth", "http://127.0.0.1:9/cb") },
+			LoginStart{URL: "https://auth.example/authorize?x", State: "st", Tool: "api"}},
+		{"login finish", func() (any, error) { return c.SecretLoginFinish("oauth", "st", "code1") }, SecretMeta{Name: "oauth", Version: 3}},
 		{"new", func() (any, error) {
 			info, tok, err := c.SessionNew(SessionRequest{Scope: "triage", TTL: time.Minute, Label: "run 1", Config: "/p/keyhole.yaml", Relay: true, ClientVersion: "v9"})
 			return []any{info.ID, info.Scope, tok}, err
@@ -128,6 +137,7 @@ func TestEveryOperationCrossesTheSocket(t *testing.T) {
 	}
 	want := []string{
 		`set tok "s3cret-value" CI`, `rotate tok "s3cret-value"`, "meta a/b", "list", "delete tok",
+		"login oauth http://127.0.0.1:9/cb", "login finish oauth st code1",
 		"new triage 1m0s run 1 /p/keyhole.yaml true v9", "sessions true", "show ses_9",
 		`revoke "ses_9" "" false`, `revoke "" "triage" false`, `revoke "" "" true`, "end ses_9", "reload /p/keyhole.yaml", "status", "stop",
 	}

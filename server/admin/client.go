@@ -117,6 +117,20 @@ func (c *Client) SecretDelete(name string) error {
 	return c.do(http.MethodDelete, secretPath(name), nil, nil)
 }
 
+// SecretLoginStart implements Ops.
+func (c *Client) SecretLoginStart(name, redirectURL string) (LoginStart, error) {
+	var l LoginStart
+	err := c.do(http.MethodPost, secretPath(name)+"/login", loginStartBody{RedirectURL: redirectURL}, &l)
+	return l, err
+}
+
+// SecretLoginFinish implements Ops.
+func (c *Client) SecretLoginFinish(name, state, code string) (SecretMeta, error) {
+	var m SecretMeta
+	err := c.do(http.MethodPost, secretPath(name)+"/login/finish", loginFinishBody{State: state, Code: code}, &m)
+	return m, err
+}
+
 // SessionNew implements Ops.
 func (c *Client) SessionNew(req SessionRequest) (SessionInfo, string, error) {
 	var r sessionNewResult

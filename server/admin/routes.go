@@ -23,6 +23,13 @@ type (
 	reloadBody struct {
 		Config string `json:"config,omitempty"`
 	}
+	loginStartBody struct {
+		RedirectURL string `json:"redirect_url"`
+	}
+	loginFinishBody struct {
+		State string `json:"state"`
+		Code  string `json:"code"`
+	}
 	sessionNewResult struct {
 		Session SessionInfo `json:"session"`
 		Token   string      `json:"token"`
@@ -55,6 +62,17 @@ func Handler(ops Ops) http.Handler {
 		withBody(w, r, func(b *secretBody) (any, error) {
 			defer clear(b.Value)
 			return ops.SecretRotate(r.PathValue("name"), b.Value)
+		})
+	})
+	mux.HandleFunc("POST /admin/secrets/{name}/login", func(w http.ResponseWriter, r *http.Request) {
+		withBody(w, r, func(b *loginStartBody) (any, error) {
+			return ops.SecretLoginStart(r.PathValue("name"), b.RedirectURL)
+		})
+	})
+	mux.HandleFunc("POST /admin/secrets/{name}/login/finish", func(w http.ResponseWriter, r *http.Request) {
+		withBody(w, r, func(b *loginFinishBody) (any, error) {
+			defer func() { b.Code = "" }()
+			return ops.SecretLoginFinish(r.PathValue("name"), b.State, b.Code)
 		})
 	})
 	mux.HandleFunc("DELETE /admin/secrets/{name}", func(w http.ResponseWriter, r *http.Request) {

@@ -109,8 +109,14 @@ type Record struct {
 	Duration    time.Duration   `json:"duration_ns"`
 	Scrubbed    bool            `json:"scrubbed,omitempty"`
 	Hops        []Hop           `json:"hops,omitempty"` // redirects the call followed, in order
-	Prev        string          `json:"prev"`           // hex MAC of the entry before the completing entry
-	MAC         string          `json:"mac"`            // hex MAC of the entry that completed the record
+	// CredentialKind is what the call sent: static, aws_sts, oauth2 or
+	// github_app; TokenID and TokenExpires name a minted token (never
+	// its value: "sha256:" and 16 hex digits of its hash) and its expiry.
+	CredentialKind string    `json:"credential_kind,omitempty"`
+	TokenID        string    `json:"token_id,omitempty"`
+	TokenExpires   time.Time `json:"token_expires,omitzero"`
+	Prev           string    `json:"prev"` // hex MAC of the entry before the completing entry
+	MAC            string    `json:"mac"`  // hex MAC of the entry that completed the record
 }
 
 // Hop is one redirect a call followed after the broker re-authorized it:

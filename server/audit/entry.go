@@ -86,6 +86,9 @@ type entry struct {
 	Duration    int64           `json:"duration_ns,omitempty"`
 	Scrubbed    bool            `json:"scrubbed,omitempty"`
 	Hops        []Hop           `json:"hops,omitempty"`
+	CredKind    string          `json:"credential_kind,omitempty"`
+	TokenID     string          `json:"token_id,omitempty"`
+	TokenExp    string          `json:"token_expires,omitempty"`
 	Prev        string          `json:"prev"`
 	MAC         string          `json:"mac,omitempty"` // set only when read back
 }
@@ -220,7 +223,22 @@ func fromRecord(t string, r *Record) *entry {
 		Credential: r.Credential, CredVersion: r.CredVersion,
 		Status: r.Status, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
 		Duration: int64(r.Duration), Scrubbed: r.Scrubbed, Hops: r.Hops,
+		CredKind: r.CredentialKind, TokenID: r.TokenID, TokenExp: formatOptTime(r.TokenExpires),
 	}
+}
+
+// parseOptTime parses what formatOptTime wrote.
+func parseOptTime(s string) time.Time {
+	t, _ := time.Parse(timeLayout, s)
+	return t
+}
+
+// formatOptTime formats t, or "" for the zero time.
+func formatOptTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return formatTime(t)
 }
 
 // outcomeOf builds the outcome entry of intent from the caller's outcome.
@@ -233,6 +251,7 @@ func outcomeOf(intent *entry, intentSeq uint64, o *Record) *entry {
 		Decision: o.Decision, Code: o.Code, Reason: o.Reason,
 		Status: o.Status, BytesIn: o.BytesIn, BytesOut: o.BytesOut,
 		Duration: int64(o.Duration), Scrubbed: o.Scrubbed, Hops: o.Hops,
+		CredKind: o.CredentialKind, TokenID: o.TokenID, TokenExp: formatOptTime(o.TokenExpires),
 	}
 }
 
@@ -250,6 +269,7 @@ func record(first, outcome *entry, inflight bool) Record {
 		Credential: first.Credential, CredVersion: first.CredVersion,
 		Status: first.Status, BytesIn: first.BytesIn, BytesOut: first.BytesOut,
 		Duration: time.Duration(first.Duration), Scrubbed: first.Scrubbed, Hops: first.Hops,
+		CredentialKind: first.CredKind, TokenID: first.TokenID, TokenExpires: parseOptTime(first.TokenExp),
 		Prev: first.Prev, MAC: first.MAC,
 	}
 	if first.Type != typeIntent {
@@ -265,6 +285,7 @@ func record(first, outcome *entry, inflight bool) Record {
 	r.Decision, r.Code, r.Reason = outcome.Decision, outcome.Code, outcome.Reason
 	r.Status, r.BytesIn, r.BytesOut = outcome.Status, outcome.BytesIn, outcome.BytesOut
 	r.Duration, r.Scrubbed, r.Hops = time.Duration(outcome.Duration), outcome.Scrubbed, outcome.Hops
+	r.CredentialKind, r.TokenID, r.TokenExpires = outcome.CredKind, outcome.TokenID, parseOptTime(outcome.TokenExp)
 	r.Prev, r.MAC = outcome.Prev, outcome.MAC
 	return r
 }

@@ -195,6 +195,11 @@ func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 	// Semantic checks run even when the schema found problems, so a
 	// person sees every problem at once; a key the schema already
 	// reported is not reported twice.
+	if env.Tokens == nil {
+		// The tools of one config that share an OAuth 2.0 secret share
+		// its tokens.
+		env.Tokens = tools.NewTokens()
+	}
 	loaded, errs := compileConfig(cfg, env)
 	problems = mergeProblems(problems, locate(root, errs))
 	if len(problems) > 0 {

@@ -26,6 +26,15 @@ func TestConfigFixtures(t *testing.T) {
 		"many_problems.yaml":   {"7:5: tools.github.colour: unknown key", "11:16: scopes.triage.grants[0].tool: tool \"nope\" is not defined"},
 		"syntax.yaml":          {"keyhole.yaml"},
 		"duplicate_key.yaml":   {"4:1: "},
+		"minted.yaml":          nil,
+		"minted_bad.yaml": {
+			"9:92: tools.slack.credential.oauth2.refresh: unknown key",
+			"16:28: tools.github.credential.github_app.app_id: expected integer, but got string",
+		},
+		"minted_semantic.yaml": {
+			"tools.slack.credential.oauth2.auth_url: is required with flow: authorization_code",
+			"tools.slack.credential.oauth2.token_url: http is allowed only with allow_private_network",
+		},
 	}
 	for file, want := range cases {
 		t.Run(file, func(t *testing.T) {
