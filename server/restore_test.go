@@ -36,7 +36,7 @@ func TestRestoredCountersComeFromTheAudit(t *testing.T) {
 	}
 	ok := map[string]any{"method": "GET", "path": "/repos/acme/api/issues"}
 	servertest.CallTool(t, c, "github", ok)
-	servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/admin"})          // a denial
+	servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/admin"})         // a denial
 	servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/x", "bogus": 1}) // invalid arguments: a denial, not a call
 	// A crash before the store heard of any of it: the store as it was
 	// when the session started.
