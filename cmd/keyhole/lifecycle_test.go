@@ -222,3 +222,65 @@ func TestAKilledBrokersEditorSessionsReadEnded(t *testing.T) {
 		t.Fatalf("active sessions after the restart = %+v; want only the new editor's", got)
 	}
 }
+
+// versioned builds the keyhole binary as release version v.
+func versioned(t *testing.T, v string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "keyhole-"+v)
+	build := exec.Command("go", "build", "-race", "-ldflags", "-X github.com/keyhole-dev/keyhole/server.Version="+v, "-o", out, ".")
+	if msg, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build keyhole %s: %v\n%s", v, err, msg)
+	}
+	return out
+}
+
+// TestANewerStdioReplacesAnIdleBroker (issue 13 item 5): a keyhole stdio
+// from a newer binary joins an older background broker that serves other
+// editors, with a warning naming both versions on its stderr and in the
+// broker's log; once no editor uses it, the next newer stdio replaces it.
+func TestANewerStdioReplacesAnIdleBroker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two versions of keyhole")
+	}
+	v1, v2 := versioned(t, "v0.1.0"), versioned(t, "v0.2.0")
+	up, _ := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	h.killBrokerAtCleanup(t)
+
+	old := h.stdioIn(t, v1, h.dir, nil, "--scope", "triage")
+	st, _ := h.status()
+	if st.Version != "v0.1.0" {
+		t.Fatalf("the first editor's broker is %q, want v0.1.0", st.Version)
+	}
+	var stderr servertest.SyncBuffer
+	newer := h.stdioIn(t, v2, h.dir, &stderr, "--scope", "triage")
+	if text, isErr := callTool(t, newer, "tracker", map[string]any{"method": "GET", "path": "/issues/1"}); isErr {
+		t.Fatalf("the newer editor's call through the older broker = %q", text)
+	}
+	if after, _ := h.status(); after.PID != st.PID || after.Version != "v0.1.0" {
+		t.Fatalf("a newer stdio replaced a broker that served another editor: %+v", after)
+	}
+	for what, text := range map[string]string{"the newer stdio's stderr": stderr.String(), "broker.log": readFile(t, filepath.Join(h.dir, "data", "keyhole", "broker.log"))} {
+		if !strings.Contains(text, "v0.1.0") || !strings.Contains(text, "v0.2.0") {
+			t.Fatalf("%s does not warn naming both versions:\n%s", what, text)
+		}
+	}
+
+	old.Close()
+	newer.Close()
+	h.waitStatus(t, "no client", func(st brokerStatus, code int) bool { return code == 0 && st.Clients == 0 })
+	next := h.stdioIn(t, v2, h.dir, nil, "--scope", "triage")
+	st2, _ := h.status()
+	if st2.Version != "v0.2.0" || st2.PID == st.PID || !st2.AutoStarted {
+		t.Fatalf("after the editors left, a newer stdio's broker = %+v; want a new background broker of v0.2.0", st2)
+	}
+	waitGone(t, st.PID)
+	if text, isErr := callTool(t, next, "tracker", map[string]any{"method": "GET", "path": "/issues/2"}); isErr {
+		t.Fatalf("a call through the replacing broker = %q", text)
+	}
+	// An older stdio joins the newer broker and leaves it be.
+	h.stdioIn(t, v1, h.dir, nil, "--scope", "triage")
+	if st3, _ := h.status(); st3.PID != st2.PID {
+		t.Fatalf("an older stdio replaced a newer broker: %+v", st3)
+	}
+}
