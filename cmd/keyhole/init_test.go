@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestASecondProjectReusesTheKeyAndVault (issue 13 item 3): `keyhole
+// init` in a second project writes just its keyhole.yaml and says it
+// reused the master key and vault; init --force never leaves a data dir
+// that cannot start (vault, audit log and sessions move aside together,
+// the old log still verifies with the old key), and refuses while a
+// broker owns the data dir.
+func TestASecondProjectReusesTheKeyAndVault(t *testing.T) {
+	up, _ := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	h.killBrokerAtCleanup(t)
+	c := h.stdioClient(t)
+	if _, err := call(c, "/issues/1"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	keyFile := filepath.Join(h.dir, "config", "keyhole", "master.key")
+	dataDir := filepath.Join(h.dir, "data", "keyhole")
+	key, vault := readFile(t, keyFile), readFile(t, filepath.Join(dataDir, "vault.db"))
+
+	two := filepath.Join(h.dir, "two")
+	os.MkdirAll(two, 0o755)
+	r := h.runIn(two, "", "init")
+	if r.code != 0 || !strings.Contains(r.stdout, "reused       "+keyFile) || !strings.Contains(r.stdout, "reused       "+filepath.Join(dataDir, "vault.db")) ||
+		!strings.Contains(r.stdout, "created      keyhole.yaml") || strings.Count(r.stdout, "created") != 1 {
+		t.Fatalf("init in a second project = exit %d\n%s%s\nwant just keyhole.yaml created, the key and vault reused", r.code, r.stdout, r.stderr)
+	}
+	if readFile(t, keyFile) != key || readFile(t, filepath.Join(dataDir, "vault.db")) != vault {
+		t.Fatal("init in a second project changed the master key or the vault")
+	}
+	if r := h.runIn(two, "", "secret", "list"); !strings.Contains(r.stdout, "github_token") {
+		t.Fatalf("secret list in the second project = %q, want the shared vault's github_token", r.stdout)
+	}
+	if r := h.runIn(two, "", "init"); r.code != 1 || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("init again = exit %d %q", r.code, r.stderr)
+	}
+
+	// --force refuses while a broker owns the data dir, and changes nothing.
+	c = h.stdioClient(t)
+	if r := h.runIn(two, "", "init", "--force"); r.code != 1 || !strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, "keyhole stop") {
+		t.Fatalf("init --force beside a broker = exit %d %q; want a refusal naming keyhole stop", r.code, r.stderr)
+	}
+	if readFile(t, keyFile) != key || readFile(t, filepath.Join(dataDir, "vault.db")) != vault {
+		t.Fatal("a refused init --force changed the master key or the vault")
+	}
+	c.Close()
+	h.ok("", "stop")
+
+	r = h.runIn(two, "", "init", "--force")
+	if r.code != 0 {
+		t.Fatalf("init --force = exit %d %q", r.code, r.stderr)
+	}
+	m := regexp.MustCompile(`KEYHOLE_KEY_FILE=(\S+) keyhole audit verify --data-dir (\S+)`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("init --force = %q; want the command that verifies the old log", r.stdout)
+	}
+	for _, name := range []string{"vault.db", "audit.db", "sessions.db"} {
+		if _, err := os.Stat(filepath.Join(m[2], name)); err != nil {
+			t.Fatalf("init --force did not move %s aside with the vault: %v", name, err)
+		}
+	}
+	if readFile(t, m[1]) != key || readFile(t, keyFile) == key {
+		t.Fatal("init --force did not keep the old key and write a new one")
+	}
+	// The data dir starts: a broker opens the new vault and a new log.
+	h.env = append(h.env, "KEYHOLE_CONFIG="+filepath.Join(two, "keyhole.yaml"))
+	c = h.stdioClient(t)
+	c.Close()
+	if r := h.ok("", "audit", "verify"); !strings.Contains(r.stdout, "chain intact") {
+		t.Fatalf("audit verify after init --force = %q", r.stdout)
+	}
+	// The old log still verifies with the old key.
+	h.env = append(h.env, "KEYHOLE_KEY_FILE="+m[1])
+	old := h.runIn(h.dir, "", "--data-dir", m[2], "audit", "verify")
+	if old.code != 0 || !strings.Contains(old.stdout, "chain intact") || strings.Contains(old.stdout, " 0 entries") {
+		t.Fatalf("the old log with the old key = exit %d %q %q; want it intact", old.code, old.stdout, old.stderr)
+	}
+}
