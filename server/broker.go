@@ -152,6 +152,7 @@ func (b *Broker) Call(ctx context.Context, s *Session, name string, args json.Ra
 		Time:    start.UTC(),
 		Session: s.ID(),
 		Scope:   s.Scope().Name(),
+		Config:  s.cfg.Path,
 		Client:  clientOf(ctx, s),
 		Tool:    name,
 	}

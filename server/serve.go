@@ -324,7 +324,7 @@ func reloadConfig(b *Broker, log *audit.Log, path string) (admin.Reloaded, error
 	if path == "" {
 		path = b.Config().Path
 	}
-	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Tool: "keyhole.reload", Decision: audit.Allow}
+	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Config: path, Tool: "keyhole.reload", Decision: audit.Allow}
 	var res admin.Reloaded
 	cfg, changed, err := b.configs.Reload(path)
 	if err != nil {
@@ -343,7 +343,7 @@ func reloadConfig(b *Broker, log *audit.Log, path string) (admin.Reloaded, error
 // auditConfig records that a new version of a config file was loaded for
 // new sessions.
 func auditConfig(b *Broker, log *audit.Log, cfg *config.Loaded, why string) {
-	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Tool: "keyhole.reload", Decision: audit.Allow,
+	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Config: cfg.Path, Tool: "keyhole.reload", Decision: audit.Allow,
 		Reason: fmt.Sprintf("config %s (sha256 %s) %s", cfg.Path, cfg.SHA256[:12], why)}
 	if _, err := log.Write(context.Background(), rec); err != nil {
 		b.log.Error("audit a config load", LogConfig, cfg.Path, LogError, err)

@@ -153,8 +153,18 @@ func TestOneBrokerServesEachProjectsConfig(t *testing.T) {
 	// session list and status name each session's config.
 	oneCfg, twoCfg := filepath.Join(h.dir, "keyhole.yaml"), filepath.Join(two, "keyhole.yaml")
 	byScope := map[string][]string{}
+	configOf := map[string]string{}
 	for _, s := range h.sessions(two, false) {
 		byScope[s.Scope] = append(byScope[s.Scope], s.Config)
+		configOf[s.ID] = s.Config
+	}
+	// Every audit record names the config its session runs.
+	tail := h.ok("", "audit", "tail", "--json").stdout
+	for _, line := range strings.Split(strings.TrimSpace(tail), "\n") {
+		var rec struct{ Session, Config string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Config == "" || (rec.Session != "-" && rec.Config != configOf[rec.Session]) {
+			t.Fatalf("audit record %s names config %q, want its session's %q (%v)", line, rec.Config, configOf[rec.Session], err)
+		}
 	}
 	if fmt.Sprint(byScope["writer"]) != fmt.Sprint([]string{twoCfg}) || len(byScope["triage"]) != 2 {
 		t.Fatalf("session list configs by scope = %v; want writer of %s and a triage of each project", byScope, twoCfg)
