@@ -22,7 +22,7 @@ func (a *App) auditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "Review, verify and export the per-call audit log",
 	}
-	c.AddCommand(a.auditTailCmd(), a.auditShowCmd(), a.auditVerifyCmd(), a.auditExportCmd())
+	c.AddCommand(a.auditTailCmd(), a.auditShowCmd(), a.auditVerifyCmd(), a.auditExportCmd(), a.auditArchiveCmd())
 	return c
 }
 
@@ -194,16 +194,27 @@ func (a *App) auditShowCmd() *cobra.Command {
 
 func (a *App) auditVerifyCmd() *cobra.Command {
 	var asJSON bool
+	var archive string
 	c := &cobra.Command{
-		Use:   "verify",
+		Use:   "verify [--archive DIR]",
 		Short: "Check the audit log's hash chain; exit 1 on any edit, deletion, reordering or truncation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rep audit.Report
-			err := a.withAudit(func(l *server.AuditReader) (err error) {
+			verify := func(l *server.AuditReader) (err error) {
 				rep, err = l.Verify()
 				return err
-			})
+			}
+			var err error
+			if archive != "" {
+				var r *server.AuditReader
+				if r, err = server.OpenArchivedAudit(a.dataDir(), archive, a.keySource()); err == nil {
+					err = verify(r)
+					r.Close()
+				}
+			} else {
+				err = a.withAudit(verify)
+			}
 			if errors.Is(err, errNoRecords) {
 				rep, err = audit.Report{OK: true}, nil // nothing recorded, nothing to doubt
 			}
@@ -229,6 +240,7 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.Flags().StringVar(&archive, "archive", "", "verify a log `keyhole audit archive` moved into this directory")
 	return c
 }
 

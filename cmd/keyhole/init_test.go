@@ -1,11 +1,15 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tidwall/buntdb"
 )
 
 // TestASecondProjectReusesTheKeyAndVault (issue 13 item 3): `keyhole
@@ -83,5 +87,69 @@ func TestASecondProjectReusesTheKeyAndVault(t *testing.T) {
 	old := h.runIn(h.dir, "", "--data-dir", m[2], "audit", "verify")
 	if old.code != 0 || !strings.Contains(old.stdout, "chain intact") || strings.Contains(old.stdout, " 0 entries") {
 		t.Fatalf("the old log with the old key = exit %d %q %q; want it intact", old.code, old.stdout, old.stderr)
+	}
+}
+
+// TestAuditArchiveIsTheWayOutOfALogThatDoesNotMatchItsCheckpoint (issue
+// 13 item 3): a log cut behind its checkpoint stops the broker from
+// starting; `keyhole audit archive` moves it aside, where it still
+// verifies with its key (and says it was cut), and starts a new chain
+// whose first record names the archived head; the broker starts again.
+func TestAuditArchiveIsTheWayOutOfALogThatDoesNotMatchItsCheckpoint(t *testing.T) {
+	up, _ := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	h.killBrokerAtCleanup(t)
+	c := h.stdioClient(t)
+	for i := 0; i < 3; i++ {
+		call(c, fmt.Sprintf("/issues/%d", i))
+	}
+	c.Close()
+	if r := h.run("", "audit", "archive"); r.code != 1 || !strings.Contains(r.stderr, "keyhole stop") {
+		t.Fatalf("audit archive beside a broker = exit %d %q; want a refusal naming keyhole stop", r.code, r.stderr)
+	}
+	h.ok("", "stop")
+
+	// Cut the newest entry, as a crash of the disk or an intruder might.
+	db, err := buntdb.Open(filepath.Join(h.dir, "data", "keyhole", "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *buntdb.Tx) error {
+		var last string
+		tx.DescendKeys("e:*", func(k, _ string) bool { last = k; return false })
+		_, err := tx.Delete(last)
+		return err
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.run("", "stdio", "--scope", "triage"); r.code != 1 || !strings.Contains(r.stderr, "does not match its checkpoint") {
+		t.Fatalf("stdio on a cut log = exit %d %q; want the broker's refusal", r.code, r.stderr)
+	}
+	if r := h.run("", "audit", "verify"); r.code != 1 || !strings.Contains(r.stdout, "TAMPERED") {
+		t.Fatalf("audit verify of a cut log = exit %d %q", r.code, r.stdout)
+	}
+
+	// 3 calls, an intent and an outcome each, less the one cut: head 5.
+	r := h.ok("", "audit", "archive")
+	m := regexp.MustCompile(`to (\S+); it is TAMPERED`).FindStringSubmatch(r.stdout)
+	if m == nil || !strings.Contains(r.stdout, "head seq 5") {
+		t.Fatalf("audit archive = %q; want the archive dir, the head it kept and that it is tampered", r.stdout)
+	}
+	if r := h.run("", "audit", "verify", "--archive", m[1]); r.code != 1 || !strings.Contains(r.stdout, "truncated") {
+		t.Fatalf("audit verify --archive = exit %d %q; want the archived log verified with its key, and its cut reported", r.code, r.stdout)
+	}
+	if r := h.ok("", "audit", "verify"); !strings.Contains(r.stdout, "1 entries") {
+		t.Fatalf("audit verify of the new chain = %q; want its first record only", r.stdout)
+	}
+	c = h.stdioClient(t)
+	defer c.Close()
+	if res, err := call(c, "/issues/9"); err != nil || res.IsError {
+		t.Fatalf("a call after the archive: %v %+v", err, res)
+	}
+	var first struct{ Tool, Reason string }
+	if err := json.Unmarshal([]byte(h.ok("", "audit", "show", "1").stdout), &first); err != nil || first.Tool != "keyhole.audit.archive" || !strings.Contains(first.Reason, m[1]) || !strings.Contains(first.Reason, "head seq 5 mac ") {
+		t.Fatalf("the new chain's first record = %+v (%v); want keyhole.audit.archive naming the archived head", first, err)
 	}
 }
