@@ -36,8 +36,8 @@ type ServeOptions struct {
 	InsecureHTTP bool
 	// AllowedOrigins are extra Origin values accepted on a loopback listener.
 	AllowedOrigins []string
-	// IdleExit, if set, stops the broker once it has had no active session
-	// and no request for this long.
+	// IdleExit, if set, stops the broker once it has served no stdio
+	// client and no request for this long.
 	IdleExit time.Duration
 	// Reload re-reads the config when it receives (SIGHUP).
 	Reload <-chan struct{}
@@ -252,8 +252,10 @@ loop:
 				b.log.Error("reload rejected; keeping the old config", LogError, err)
 			}
 		case <-idle:
-			if p.m.ActiveCount() == 0 && p.activity.idleFor() >= o.IdleExit {
-				b.log.Info("no sessions; idle exit", "after", o.IdleExit)
+			// Phantom-token sessions outlive the broker (they are restored
+			// at the next start); editors' stdio clients do not.
+			if _, relays := p.m.counts(); relays == 0 && p.activity.idleFor() >= o.IdleExit {
+				b.log.Info("no editor sessions; idle exit", "after", o.IdleExit)
 				break loop
 			}
 		}
