@@ -97,10 +97,10 @@ func (h *home) session(id string) sessionLine {
 	return sessionLine{}
 }
 
-// TestARestartDoesNotWidenARunningSession (issue 14 item 6): a session
-// keeps the scope it started with across a broker restart, whatever the
-// config file says by then; a new session gets the new scope.
-func TestARestartDoesNotWidenARunningSession(t *testing.T) {
+// TestInvariant10_ARestartDoesNotWidenARunningSession (issue 14 item 6):
+// a session keeps the scope it started with across a broker restart,
+// whatever the config file says by then; a new session gets the new scope.
+func TestInvariant10_ARestartDoesNotWidenARunningSession(t *testing.T) {
 	up, seen := methodUpstream(t)
 	h := brokerHome(t, up.URL)
 	h.writeConfig(restartConfig, up.URL, "GET")
@@ -274,11 +274,11 @@ scopes:
       - {tool: archive, actions: [list, get], prefixes: ["%s"]}
 `
 
-// TestARestartDoesNotWidenAnS3Session (issue 14 item 6): a session granted
-// reports/2026/ is still denied outside it after the config is widened to
+// TestInvariant10_ARestartDoesNotWidenAnS3Session (issue 14 item 6): a
+// session granted reports/2026/ is still denied outside it after the config is widened to
 // the whole bucket and the broker restarted, and the session policy the
 // restarted broker asks STS for is derived from the grants it started with.
-func TestARestartDoesNotWidenAnS3Session(t *testing.T) {
+func TestInvariant10_ARestartDoesNotWidenAnS3Session(t *testing.T) {
 	backend := s3mem.New()
 	if err := backend.CreateBucket("acme-archive"); err != nil {
 		t.Fatal(err)
