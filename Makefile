@@ -4,7 +4,7 @@ BIN      := bin/keyhole
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-clients lint fuzz bench demo run clean
+.PHONY: all build test test-clients lint fuzz bench bench-audit demo run clean
 
 all: build
 
@@ -52,17 +52,32 @@ fuzz:
 	done
 
 # Micro-benchmarks of the hot path's pieces, then the end-to-end comparison
-# of direct, bare MCP and keyhole (cmd/keyhole-bench), printed as one table.
-# BENCHTIME sets each micro-benchmark's time; BENCH_ARGS passes flags to
-# keyhole-bench (e.g. BENCH_ARGS='--rounds 3 --duration 500ms'). See BENCHMARKS.md.
-BENCHTIME  ?= 200ms
-BENCH_ARGS ?=
+# of direct, bare MCP and keyhole (cmd/keyhole-bench), then its growth
+# phase (BENCH_GROWTH calls through the broker, the audit log padded to
+# BENCH_FILL records, a restart and the audit commands), printed as one
+# table. BENCHTIME sets each micro-benchmark's time; BENCH_ARGS passes flags
+# to keyhole-bench (e.g. BENCH_ARGS='--rounds 3 --duration 500ms'). See BENCHMARKS.md.
+BENCHTIME    ?= 200ms
+BENCH_ARGS   ?=
+BENCH_GROWTH ?= 50000
+BENCH_FILL   ?= 1000000
 bench: build
 	@echo "micro-benchmarks (-benchtime $(BENCHTIME))" >&2
 	@$(GO) test -run '^$$' -bench '^(BenchmarkDecide|BenchmarkCanonicalPath|BenchmarkProjection|BenchmarkScrub|BenchmarkAppend)$$' \
 		-benchmem -benchtime $(BENCHTIME) -count 1 ./policy ./tools ./tools/scrub ./server/audit > bin/bench-micro.txt \
 		|| { cat bin/bench-micro.txt; exit 1; }
-	@$(GO) run ./cmd/keyhole-bench --keyhole $(BIN) --micro bin/bench-micro.txt $(BENCH_ARGS)
+	@$(GO) run ./cmd/keyhole-bench --keyhole $(BIN) --micro bin/bench-micro.txt \
+		--growth $(BENCH_GROWTH) --fill $(BENCH_FILL) $(BENCH_ARGS)
+
+# The audit log's readers and start over a log of AUDIT_N records, in
+# process (writing a million records takes minutes; AUDIT_DIR keeps them
+# between runs). Not part of make test.
+AUDIT_N   ?= 1000000
+AUDIT_DIR ?= bin/audit-bench
+bench-audit:
+	@mkdir -p $(AUDIT_DIR)
+	KEYHOLE_AUDIT_LARGE_N=$(AUDIT_N) KEYHOLE_AUDIT_LARGE_DIR=$(abspath $(AUDIT_DIR)) \
+		$(GO) test -run '^$$' -bench '^BenchmarkLargeLog$$' -benchmem -benchtime 5x -timeout 60m ./server/audit
 
 demo: build
 	./$(BIN) demo

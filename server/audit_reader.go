@@ -1,13 +1,10 @@
 package server
 
 import (
-	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
@@ -19,7 +16,8 @@ import (
 var ErrNoAuditLog = errors.New("no audit log yet")
 
 // AuditReader is the audit log of a data dir opened read-only, for the
-// commands that review, verify and follow it. It never writes to the log
+// commands that review, verify and follow it (audit.Log.Follow reads the
+// file as it grows, with the key the reader already holds). It never writes to the log
 // or the vault, so it is safe beside a running keyhole that owns the data
 // dir. It reads the file as it was when opened; a call without an outcome
 // reads as running while the keyhole owning the data dir is alive,
@@ -35,18 +33,22 @@ type AuditReader struct {
 // opened for the audit key and the chain's checkpoint. Close releases
 // both.
 func OpenAuditReader(dir string, keys KeySource) (*AuditReader, error) {
-	v, err := openVault(dir, keys)
+	v, err := vault.OpenReadOnly(filepath.Join(dir, VaultFile), keys)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dir)
+		}
 		return nil, err
 	}
 	r := &AuditReader{dir: dir, key: v.DeriveKey(auditKeyLabel), vault: v}
 	if r.Log, err = r.open(v); err != nil {
 		defer v.Close()
 		if errors.Is(err, os.ErrNotExist) {
-			// No log and no checkpoint: nothing was ever recorded. A
-			// checkpoint without its log means the log was deleted.
-			if _, cerr := v.GetRecord(audit.CheckpointName); cerr == nil {
-				return nil, fmt.Errorf("keyhole: the audit log %s is missing, but the vault holds its checkpoint: the log was deleted", r.path())
+			// No log and no checkpoint ever: nothing was ever recorded. A
+			// checkpoint without its log, or a checkpoint removed from the
+			// vault, means the log was deleted.
+			if _, cerr := v.GetRecord(audit.CheckpointName); !errors.Is(cerr, os.ErrNotExist) {
+				return nil, fmt.Errorf("keyhole: the audit log %s is missing, but the vault has had its checkpoint: the log was deleted", r.path())
 			}
 			return nil, fmt.Errorf("keyhole: %w in %s: it is written on the first call", ErrNoAuditLog, dir)
 		}
@@ -61,7 +63,7 @@ func (r *AuditReader) path() string { return filepath.Join(r.dir, AuditFile) }
 // checkpoint is not needed (following, not verifying).
 func (r *AuditReader) open(cp audit.Checkpointer) (*audit.Log, error) {
 	o := audit.Options{
-		Path: r.path(), Key: r.key, ReadOnly: true,
+		Path: r.path(), Legacy: filepath.Join(r.dir, LegacyAuditFile), Key: r.key, ReadOnly: true,
 		// A call in flight in the keyhole that owns the data dir is running, not interrupted.
 		WriterAlive: func() bool { return OwnerAlive(r.dir) },
 	}
@@ -76,97 +78,15 @@ func (r *AuditReader) Close() error {
 	return errors.Join(r.Log.Close(), r.vault.Close())
 }
 
-// followEvery is how often Follow looks at the log file.
-const followEvery = 500 * time.Millisecond
-
-// Follow passes fn the records matching flt that come after shown (what
-// the caller already printed), as they are written, until ctx ends. The
-// file is read again only when it changed, with the key the reader already
-// holds: the vault is not opened again. A call shown as running is passed
-// again once its outcome is written, or once it reads as interrupted.
-func (r *AuditReader) Follow(ctx context.Context, flt audit.Filter, shown []audit.Record, fn func([]audit.Record) error) error {
-	var last uint64
-	running := map[uint64]bool{}
-	note := func(recs []audit.Record) {
-		for _, rec := range recs {
-			last = max(last, rec.Seq)
-			if rec.Decision == audit.Running {
-				running[rec.Seq] = true
-			}
-		}
-	}
-	note(shown)
-	fi, err := os.Stat(r.path())
-	if err != nil {
-		return fmt.Errorf("audit: follow %s: %w", r.path(), err)
-	}
-	tick := time.NewTicker(followEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		now, err := os.Stat(r.path())
-		if err != nil {
-			return fmt.Errorf("audit: follow %s: %w", r.path(), err)
-		}
-		// While a call shows as running, read again even if the file is
-		// unchanged: if its broker dies, the call now reads as interrupted.
-		if now.Size() == fi.Size() && now.ModTime().Equal(fi.ModTime()) && len(running) == 0 {
-			continue
-		}
-		fi = now
-		recs, err := r.newRecords(flt, last, running)
-		if err != nil {
-			return err
-		}
-		note(recs)
-		if err := fn(recs); err != nil {
-			return err
-		}
-	}
-}
-
-// newRecords reads the log again and returns the calls that completed
-// since they were shown as running, then the records after seq last.
-func (r *AuditReader) newRecords(flt audit.Filter, last uint64, running map[uint64]bool) ([]audit.Record, error) {
-	l, err := r.open(nil)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Close()
-	var done []audit.Record
-	for seq := range running {
-		rec, err := l.Get(seq)
-		if err != nil {
-			return nil, err
-		}
-		if rec.Decision == audit.Running {
-			continue
-		}
-		delete(running, seq)
-		if flt.Decision == "" || rec.Decision == flt.Decision {
-			done = append(done, rec)
-		}
-	}
-	slices.SortFunc(done, func(x, y audit.Record) int { return cmp.Compare(x.Seq, y.Seq) })
-	f := flt
-	f.Limit, f.AfterSeq = 0, last
-	recs, err := l.Query(f)
-	if err != nil {
-		return nil, err
-	}
-	return append(done, recs...), nil
-}
-
 // OpenArchivedAudit opens, read-only, a log that `keyhole audit archive`
 // moved into archiveDir: with the key of dataDir's vault (it is the same
 // vault) and the checkpoint the vault held for it then, kept beside it.
 func OpenArchivedAudit(dataDir, archiveDir string, keys KeySource) (*AuditReader, error) {
-	v, err := openVault(dataDir, keys)
+	v, err := vault.OpenReadOnly(filepath.Join(dataDir, VaultFile), keys)
 	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dataDir)
+		}
 		return nil, err
 	}
 	r := &AuditReader{dir: archiveDir, key: v.DeriveKey(auditKeyLabel), vault: v}
@@ -199,6 +119,9 @@ func ArchiveAudit(o RuntimeOptions) (audit.Archived, error) {
 	}
 	defer dd.Close()
 	if _, err := os.Stat(dd.File(AuditFile)); err != nil {
+		if _, lerr := os.Stat(dd.File(LegacyAuditFile)); lerr == nil {
+			return audit.Archived{}, fmt.Errorf("keyhole: the audit log in %s is still in the old format (%s); a broker migrates it when it starts", dd.Path, LegacyAuditFile)
+		}
 		return audit.Archived{}, fmt.Errorf("keyhole: no audit log in %s to archive", dd.Path)
 	}
 	v, err := openVault(dd.Path, o.Keys)

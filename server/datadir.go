@@ -26,7 +26,10 @@ const (
 	// on its socket); it goes with the pid file.
 	stoppingFile = "keyhole.stopping"
 	VaultFile    = "vault.db"
-	AuditFile    = "audit.db"
+	AuditFile    = "audit.sqlite"
+	// LegacyAuditFile is the buntdb audit log of keyhole before SQLite; it is
+	// migrated into AuditFile on the first start and kept as audit.db.migrated.
+	LegacyAuditFile = "audit.db"
 )
 
 // DataDir is a data dir this process owns: it holds an exclusive lock on

@@ -72,10 +72,12 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 	rt.Vault = v
 	log, err := audit.Open(audit.Options{
 		Path:       dd.File(AuditFile),
+		Legacy:     dd.File(LegacyAuditFile),
 		Key:        v.DeriveKey(auditKeyLabel),
 		Checkpoint: v,
 		Arguments:  cfg.Config.Audit.Arguments,
 		Mirror:     cfg.Config.Audit.Mirror,
+		Anchor:     cfg.Config.Audit.Anchor,
 		Now:        o.Now,
 	})
 	if err != nil {

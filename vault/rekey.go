@@ -2,12 +2,10 @@ package vault
 
 import (
 	"crypto/cipher"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
+	"maps"
 	"strings"
+	"time"
 
 	"github.com/tidwall/buntdb"
 )
@@ -15,9 +13,8 @@ import (
 // Rekey re-encrypts every secret and record under the master key from newKey
 // (a passphrase gets a fresh salt) and replaces the vault file atomically:
 // the new vault is written beside the old one with mode 0600, synced, and
-// renamed over it, so a crash leaves either the old vault or the new one. The
-// rewrite also drops the file's append-only history, so no value sealed under
-// the old key survives on disk. Afterwards the old key no longer opens the
+// renamed over it, so a crash leaves either the old vault or the new one, and
+// no value sealed under the old key survives on disk. Afterwards the old key no longer opens the
 // vault. If any value fails to decrypt, Rekey changes nothing and returns an
 // error wrapping ErrCorrupt. Keys from DeriveKey are unchanged.
 func (v *Vault) Rekey(newKey KeySource) error {
@@ -31,6 +28,12 @@ func (v *Vault) Rekey(newKey KeySource) error {
 		return err
 	}
 
+	if v.readOnly {
+		return ErrReadOnly
+	}
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	v.forgetMetas()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
@@ -41,42 +44,25 @@ func (v *Vault) Rekey(newKey KeySource) error {
 		return err
 	}
 
-	tmp := v.path + ".rekey"
-	// A leftover of an interrupted Rekey holds nothing the vault still needs.
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("vault: rekey: %w", err)
-	}
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	v.recMu.Lock()
+	names := maps.Clone(v.records)
+	v.recMu.Unlock()
+	next, err := build(v.path, mk, v.root, names, records)
 	if err != nil {
-		return fmt.Errorf("vault: rekey: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("vault: rekey: %w", err)
-	}
-	next, err := writeNew(tmp, mk, v.root, records)
-	if err != nil {
-		_ = os.Remove(tmp)
 		return err
 	}
-	// next.db keeps its descriptor across the rename, so it becomes the handle
-	// of the file at v.path; no reopen is needed.
-	if err := os.Rename(tmp, v.path); err != nil {
+	if err := next.persist(); err != nil {
 		_ = next.db.Close()
-		_ = os.Remove(tmp)
 		return fmt.Errorf("vault: rekey: %w", err)
 	}
 	old := v.db
 	v.db, v.aead = next.db, next.aead
-	_ = old.Close() // its file is already unlinked; nothing left to lose
-	if err := syncDir(filepath.Dir(v.path)); err != nil {
-		return fmt.Errorf("vault: rekey: re-encrypted, but the new file may not survive a crash: %w", err)
-	}
+	_ = old.Close()
 	return nil
 }
 
 // reseal returns every secret and record of the vault sealed under aead,
-// keyed as stored. The header records are left out: writeNew writes them.
+// keyed as stored. The header records are left out: build writes them.
 func (v *Vault) reseal(aead cipher.AEAD) (map[string]string, error) {
 	out := make(map[string]string)
 	err := v.db.View(func(tx *buntdb.Tx) error {
@@ -86,7 +72,7 @@ func (v *Vault) reseal(aead cipher.AEAD) (map[string]string, error) {
 			case key == keyCheck || key == keyKDF || key == keyRoot:
 			case strings.HasPrefix(key, prefixSecret):
 				name := strings.TrimPrefix(key, prefixSecret)
-				rec, err := decodeRecord(name, val)
+				rec, meta, err := v.getRecord(tx, name)
 				if err != nil {
 					ferr = err
 					return false
@@ -98,6 +84,8 @@ func (v *Vault) reseal(aead cipher.AEAD) (map[string]string, error) {
 				}
 				rec.Sealed = sealString(aead, key, plain)
 				clear(plain)
+				rec.Meta = sealString(aead, metaAAD(name), []byte(mustJSON(meta)))
+				rec.Description, rec.Created, rec.Updated, rec.LastUsed = "", time.Time{}, time.Time{}, time.Time{}
 				out[key] = mustJSON(rec)
 			case strings.HasPrefix(key, prefixRecord):
 				plain, err := openString(v.aead, key, val)

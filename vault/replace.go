@@ -33,7 +33,7 @@ func (v *Vault) Replace(name string, prev, next []byte) (Meta, error) {
 	var m Meta
 	err := v.update(func(tx *buntdb.Tx) error {
 		key := prefixSecret + name
-		rec, err := getRecord(tx, name)
+		rec, meta, err := v.getRecord(tx, name)
 		if err != nil {
 			return err
 		}
@@ -47,11 +47,11 @@ func (v *Vault) Replace(name string, prev, next []byte) (Meta, error) {
 			return fmt.Errorf("%w: %s", ErrChanged, name)
 		}
 		rec.Version++
-		rec.Updated = time.Now().UTC()
-		rec.Status = ""
+		meta.Updated = time.Now().UTC()
+		meta.Status = ""
 		rec.Sealed = sealString(v.aead, key, next)
-		m = rec.meta(name)
-		return set(tx, key, mustJSON(rec))
+		m = meta.meta(name, rec.Version)
+		return v.putRecord(tx, name, rec, meta)
 	})
 	if err != nil {
 		return Meta{}, err
@@ -77,14 +77,14 @@ func (v *Vault) SetStatus(name, status string) error {
 		b = bytes.ToValidUTF8(b[:maxStatus], nil)
 	}
 	return v.update(func(tx *buntdb.Tx) error {
-		rec, err := getRecord(tx, name)
+		rec, meta, err := v.getRecord(tx, name)
 		if err != nil {
 			return err
 		}
-		if rec.Status == string(b) {
+		if meta.Status == string(b) {
 			return nil
 		}
-		rec.Status = string(b)
-		return set(tx, prefixSecret+name, mustJSON(rec))
+		meta.Status = string(b)
+		return v.putRecord(tx, name, rec, meta)
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
 	"strings"
 	"time"
@@ -27,20 +28,33 @@ type Meta struct {
 	Status string `json:"status,omitempty"`
 }
 
-// secretRecord is a secret as stored: plain metadata and the sealed value
-// (base64 of nonce||ciphertext, additional data "secret:"+name).
+// secretRecord is a secret as stored: its version, the sealed value (base64
+// of nonce||ciphertext, additional data "secret:"+name) and its sealed
+// metadata (additional data "meta:secret:"+name). Earlier versions kept the
+// metadata in plain fields; they are read, and rewritten sealed on Open.
 type secretRecord struct {
-	Version     int       `json:"version"`
+	Version int    `json:"version"`
+	Sealed  string `json:"sealed"`
+	Meta    string `json:"meta,omitempty"`
+
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created,omitzero"`
+	Updated     time.Time `json:"updated,omitzero"`
+	LastUsed    time.Time `json:"last_used,omitzero"`
+}
+
+// secretMeta is the sealed part of a secret's metadata: nothing in the file
+// says when a secret was set, rotated or last used.
+type secretMeta struct {
 	Description string    `json:"description,omitempty"`
 	Created     time.Time `json:"created"`
 	Updated     time.Time `json:"updated"`
 	LastUsed    time.Time `json:"last_used,omitzero"`
 	Status      string    `json:"status,omitempty"`
-	Sealed      string    `json:"sealed"`
 }
 
-func (r secretRecord) meta(name string) Meta {
-	return Meta{Name: name, Version: r.Version, Description: r.Description, Created: r.Created, Updated: r.Updated, LastUsed: r.LastUsed, Status: r.Status}
+func (m secretMeta) meta(name string, version int) Meta {
+	return Meta{Name: name, Version: version, Description: m.Description, Created: m.Created, Updated: m.Updated, LastUsed: m.LastUsed, Status: m.Status}
 }
 
 // nameRule is the rule ErrBadName refers to.
@@ -76,8 +90,8 @@ func (v *Vault) Set(name string, value []byte, description string) error {
 			return fmt.Errorf("vault: store: %w", err)
 		}
 		now := time.Now().UTC()
-		rec := secretRecord{Version: 1, Description: description, Created: now, Updated: now, Sealed: sealString(v.aead, key, value)}
-		return set(tx, key, mustJSON(rec))
+		rec := secretRecord{Version: 1, Sealed: sealString(v.aead, key, value)}
+		return v.putRecord(tx, name, rec, secretMeta{Description: description, Created: now, Updated: now})
 	})
 }
 
@@ -93,16 +107,16 @@ func (v *Vault) Rotate(name string, value []byte) (Meta, error) {
 	var m Meta
 	err := v.update(func(tx *buntdb.Tx) error {
 		key := prefixSecret + name
-		rec, err := getRecord(tx, name)
+		rec, meta, err := v.getRecord(tx, name)
 		if err != nil {
 			return err
 		}
 		rec.Version++
-		rec.Updated = time.Now().UTC()
-		rec.Status = ""
+		meta.Updated = time.Now().UTC()
+		meta.Status = ""
 		rec.Sealed = sealString(v.aead, key, value)
-		m = rec.meta(name)
-		return set(tx, key, mustJSON(rec))
+		m = meta.meta(name, rec.Version)
+		return v.putRecord(tx, name, rec, meta)
 	})
 	if err != nil {
 		return Meta{}, err
@@ -119,7 +133,7 @@ func (v *Vault) Get(name string) (Secret, error) {
 	}
 	var plain []byte
 	err := v.view(func(tx *buntdb.Tx) error {
-		rec, err := getRecord(tx, name)
+		rec, err := decodeRecord(tx, name)
 		if err != nil {
 			return err
 		}
@@ -139,18 +153,32 @@ func (v *Vault) Meta(name string) (Meta, error) {
 	if err := checkName(name); err != nil {
 		return Meta{}, err
 	}
-	var m Meta
+	v.metaMu.Lock()
+	m, ok := v.metas[name]
+	gen := v.gen
+	v.metaMu.Unlock()
+	if ok {
+		return m, nil
+	}
 	err := v.view(func(tx *buntdb.Tx) error {
-		rec, err := getRecord(tx, name)
+		rec, meta, err := v.getRecord(tx, name)
 		if err != nil {
 			return err
 		}
-		m = rec.meta(name)
+		m = meta.meta(name, rec.Version)
 		return nil
 	})
 	if err != nil {
 		return Meta{}, err
 	}
+	v.metaMu.Lock()
+	if v.gen == gen {
+		if v.metas == nil {
+			v.metas = make(map[string]Meta)
+		}
+		v.metas[name] = m
+	}
+	v.metaMu.Unlock()
 	return m, nil
 }
 
@@ -161,12 +189,12 @@ func (v *Vault) List() ([]Meta, error) {
 		var derr error
 		err := tx.AscendKeys(prefixSecret+"*", func(key, val string) bool {
 			name := strings.TrimPrefix(key, prefixSecret)
-			rec, err := decodeRecord(name, val)
+			rec, meta, err := v.getRecord(tx, name)
 			if err != nil {
 				derr = err
 				return false
 			}
-			metas = append(metas, rec.meta(name))
+			metas = append(metas, meta.meta(name, rec.Version))
 			return true
 		})
 		if err != nil {
@@ -205,12 +233,15 @@ func (v *Vault) Touch(name string, t time.Time) error {
 		return err
 	}
 	return v.update(func(tx *buntdb.Tx) error {
-		rec, err := getRecord(tx, name)
-		if err != nil || !t.After(rec.LastUsed) {
+		rec, meta, err := v.getRecord(tx, name)
+		if err != nil {
 			return err
 		}
-		rec.LastUsed = t.UTC()
-		return set(tx, prefixSecret+name, mustJSON(rec))
+		if !t.After(meta.LastUsed) {
+			return errUnchanged
+		}
+		meta.LastUsed = t.UTC()
+		return v.putRecord(tx, name, rec, meta)
 	})
 }
 
@@ -232,18 +263,34 @@ func checkRecordName(name string) error {
 // PutRecord stores data under name, sealed with additional data
 // "record:"+name. Records are for small values other subsystems keep in the
 // vault file, such as the audit chain's head checkpoint; they are not secrets
-// and are not listed. PutRecord replaces an existing record.
+// and are not listed. PutRecord replaces an existing record; the file keeps
+// no earlier value of it. The first PutRecord of a name also records the name
+// (sealed), so that its removal from the file can be told from its absence.
 func (v *Vault) PutRecord(name string, data []byte) error {
 	if err := checkRecordName(name); err != nil {
 		return err
 	}
 	return v.update(func(tx *buntdb.Tx) error {
+		v.recMu.Lock()
+		defer v.recMu.Unlock()
+		if v.records == nil {
+			v.records = map[string]bool{}
+		}
+		if !v.records[name] {
+			v.records[name] = true
+			if err := v.setRoot(tx); err != nil {
+				delete(v.records, name)
+				return err
+			}
+		}
 		return set(tx, prefixRecord+name, sealString(v.aead, prefixRecord+name, data))
 	})
 }
 
-// GetRecord returns the data stored by PutRecord under name, ErrNotFound if
-// there is none, or an error wrapping ErrCorrupt if it was altered.
+// GetRecord returns the data stored by PutRecord under name; an error
+// wrapping ErrNotFound and fs.ErrNotExist if no record of that name was ever
+// stored; ErrRecordRemoved if one was and is gone; or an error wrapping
+// ErrCorrupt if it was altered.
 func (v *Vault) GetRecord(name string) ([]byte, error) {
 	if err := checkRecordName(name); err != nil {
 		return nil, err
@@ -252,7 +299,13 @@ func (v *Vault) GetRecord(name string) ([]byte, error) {
 	err := v.view(func(tx *buntdb.Tx) error {
 		sealed, err := tx.Get(prefixRecord + name)
 		if errors.Is(err, buntdb.ErrNotFound) {
-			return fmt.Errorf("%w: record %s", ErrNotFound, name)
+			v.recMu.Lock()
+			had := v.records[name]
+			v.recMu.Unlock()
+			if had {
+				return fmt.Errorf("%w: %s", ErrRecordRemoved, name)
+			}
+			return fmt.Errorf("%w: record %s (%w)", ErrNotFound, name, fs.ErrNotExist)
 		}
 		if err != nil {
 			return fmt.Errorf("vault: store: %w", err)
@@ -284,8 +337,8 @@ func (v *Vault) DeriveKey(label string) []byte {
 	return key
 }
 
-// getRecord reads and decodes the record of secret name, or ErrNotFound.
-func getRecord(tx *buntdb.Tx, name string) (secretRecord, error) {
+// decodeRecord reads the record of secret name, or ErrNotFound.
+func decodeRecord(tx *buntdb.Tx, name string) (secretRecord, error) {
 	val, err := tx.Get(prefixSecret + name)
 	if errors.Is(err, buntdb.ErrNotFound) {
 		return secretRecord{}, fmt.Errorf("%w: %s", ErrNotFound, name)
@@ -293,10 +346,6 @@ func getRecord(tx *buntdb.Tx, name string) (secretRecord, error) {
 	if err != nil {
 		return secretRecord{}, fmt.Errorf("vault: store: %w", err)
 	}
-	return decodeRecord(name, val)
-}
-
-func decodeRecord(name, val string) (secretRecord, error) {
 	var rec secretRecord
 	if err := json.Unmarshal([]byte(val), &rec); err != nil {
 		return secretRecord{}, fmt.Errorf("%w: secret %s has a malformed record", ErrCorrupt, name)
@@ -304,34 +353,52 @@ func decodeRecord(name, val string) (secretRecord, error) {
 	return rec, nil
 }
 
+// getRecord reads the record of secret name and opens its metadata.
+func (v *Vault) getRecord(tx *buntdb.Tx, name string) (secretRecord, secretMeta, error) {
+	rec, err := decodeRecord(tx, name)
+	if err != nil {
+		return rec, secretMeta{}, err
+	}
+	if rec.Meta == "" {
+		// Written by an earlier version, in plain fields.
+		return rec, secretMeta{Description: rec.Description, Created: rec.Created, Updated: rec.Updated, LastUsed: rec.LastUsed}, nil
+	}
+	plain, err := openString(v.aead, metaAAD(name), rec.Meta)
+	if err != nil {
+		return rec, secretMeta{}, fmt.Errorf("%w: secret %s has metadata that cannot be decrypted (altered, moved or damaged record)", ErrCorrupt, name)
+	}
+	var m secretMeta
+	if err := json.Unmarshal(plain, &m); err != nil {
+		return rec, secretMeta{}, fmt.Errorf("%w: secret %s has malformed metadata", ErrCorrupt, name)
+	}
+	return rec, m, nil
+}
+
+// putRecord stores the record of secret name with its metadata sealed.
+func (v *Vault) putRecord(tx *buntdb.Tx, name string, rec secretRecord, m secretMeta) error {
+	rec.Meta = sealString(v.aead, metaAAD(name), []byte(mustJSON(m)))
+	rec.Description, rec.Created, rec.Updated, rec.LastUsed = "", time.Time{}, time.Time{}, time.Time{}
+	return set(tx, prefixSecret+name, mustJSON(rec))
+}
+
+func metaAAD(name string) string { return "meta:" + prefixSecret + name }
+
+// errUnchanged, returned by an update's fn, means it wrote nothing: the
+// update succeeds without a new snapshot.
+var errUnchanged = errors.New("vault: unchanged")
+
 // view runs fn in a read transaction while holding the vault open.
 func (v *Vault) view(fn func(tx *buntdb.Tx) error) error {
-	return v.run(false, fn)
-}
-
-// update runs fn in a write transaction, committed durably, while holding the vault open.
-func (v *Vault) update(fn func(tx *buntdb.Tx) error) error {
-	return v.run(true, fn)
-}
-
-// run returns fn's error as is and wraps buntdb's own (commit) errors.
-func (v *Vault) run(writable bool, fn func(tx *buntdb.Tx) error) error {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	if v.closed {
 		return ErrClosed
 	}
 	var fnErr error
-	call := func(tx *buntdb.Tx) error {
+	err := v.db.View(func(tx *buntdb.Tx) error {
 		fnErr = fn(tx)
 		return fnErr
-	}
-	var err error
-	if writable {
-		err = v.db.Update(call)
-	} else {
-		err = v.db.View(call)
-	}
+	})
 	if fnErr != nil {
 		return fnErr
 	}
@@ -339,6 +406,95 @@ func (v *Vault) run(writable bool, fn func(tx *buntdb.Tx) error) error {
 		return fmt.Errorf("vault: store: %w", err)
 	}
 	return nil
+}
+
+// update runs fn in a write transaction and replaces the file with the
+// result. If the file cannot be written the change is undone in memory too
+// (the vault is read back from the file) and the error returned.
+func (v *Vault) update(fn func(tx *buntdb.Tx) error) error {
+	if v.readOnly {
+		return ErrReadOnly
+	}
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	v.forgetMetas()
+	defer v.forgetMetas()
+	v.mu.RLock()
+	if v.closed {
+		v.mu.RUnlock()
+		return ErrClosed
+	}
+	var fnErr error
+	err := v.db.Update(func(tx *buntdb.Tx) error {
+		fnErr = fn(tx)
+		return fnErr
+	})
+	if errors.Is(fnErr, errUnchanged) {
+		v.mu.RUnlock()
+		return nil
+	}
+	if fnErr != nil {
+		v.mu.RUnlock()
+		return fnErr
+	}
+	if err != nil {
+		v.mu.RUnlock()
+		return fmt.Errorf("vault: store: %w", err)
+	}
+	err = v.persist()
+	v.mu.RUnlock()
+	if err != nil {
+		v.restore()
+	}
+	return err
+}
+
+// forgetMetas empties the metadata cache and makes reads in flight not
+// fill it.
+func (v *Vault) forgetMetas() {
+	v.metaMu.Lock()
+	v.metas = nil
+	v.gen++
+	v.metaMu.Unlock()
+}
+
+// restore reads the vault back from its file after a write that could not
+// be persisted, so memory holds only what the file holds.
+func (v *Vault) restore() {
+	db, err := load(v.path)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		if err == nil {
+			_ = db.Close()
+		}
+		return
+	}
+	if err != nil {
+		// Neither the change nor the file can be trusted: stop serving.
+		v.closed = true
+		clear(v.root)
+		v.aead = nil
+		_ = v.db.Close()
+		return
+	}
+	_ = v.db.Close()
+	v.db = db
+	// The record names in memory may include one the failed write added.
+	var root string
+	if db.View(func(tx *buntdb.Tx) error { root, _ = tx.Get(keyRoot); return nil }) == nil {
+		if plain, err := openString(v.aead, keyRoot, root); err == nil && len(plain) > keySize {
+			var names rootNames
+			if json.Unmarshal(plain[keySize:], &names) == nil {
+				v.recMu.Lock()
+				v.records = make(map[string]bool, len(names.Records))
+				for _, n := range names.Records {
+					v.records[n] = true
+				}
+				v.recMu.Unlock()
+			}
+		}
+	}
 }
 
 func mustJSON(v any) string {

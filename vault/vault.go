@@ -7,19 +7,34 @@
 // makes a wrong master key a clear ErrWrongKey, and a damaged or truncated
 // file is reported as ErrCorrupt and never replaced by an empty vault.
 //
-// buntdb does not lock its file: exactly one process may open a vault file
-// at a time, which the caller enforces (keyhole's data-dir lock).
+// The vault is held in memory and every write replaces the file with a
+// snapshot of it (written beside it, fsynced, renamed over it), so the file
+// never keeps an earlier value of anything: no old checkpoint to replay, no
+// old ciphertext. A secret's metadata (description, times) is sealed too, so
+// nothing in the file dates anything. The names of the records ever stored
+// with PutRecord are sealed with the root key, so a record that was removed
+// from the file reads as ErrRecordRemoved, not as never stored.
+//
+// Exactly one process may open a vault file for writing at a time, which
+// the caller enforces (keyhole's data-dir lock); OpenReadOnly reads a
+// snapshot beside it.
 package vault
 
 import (
+	"bufio"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/tidwall/buntdb"
@@ -39,6 +54,11 @@ var (
 	ErrVaultFileMode = errors.New("vault: vault file is readable by others")
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("vault: closed")
+	// ErrReadOnly is returned by every write to a vault opened with OpenReadOnly.
+	ErrReadOnly = errors.New("vault: opened read-only")
+	// ErrRecordRemoved is returned by GetRecord for a record that was stored
+	// and is no longer in the file: someone removed it.
+	ErrRecordRemoved = errors.New("vault: record was removed from the vault file")
 )
 
 // Keys of the vault's own records. Every sealed value uses its buntdb key as
@@ -55,13 +75,26 @@ const (
 
 // Vault is an open vault file. Its methods are safe for concurrent use.
 type Vault struct {
-	path string
+	path     string
+	readOnly bool
 
-	mu     sync.RWMutex // guards the fields below; held exclusively by Rekey and Close
-	db     *buntdb.DB
+	wmu sync.Mutex // serializes writes and the snapshots they write
+
+	mu     sync.RWMutex // guards the fields below; held exclusively by Rekey, Close and a failed write
+	db     *buntdb.DB   // in memory; the file is a snapshot of it
 	aead   cipher.AEAD
 	root   []byte // key material of DeriveKey, independent of the master key so derived keys survive Rekey
 	closed bool
+
+	recMu   sync.Mutex
+	records map[string]bool // names of every record ever stored, sealed with the root key
+
+	// metas caches decrypted metadata (the broker reads a secret's version
+	// on every call); any write empties it. gen counts writes, so a reader
+	// that raced a write does not cache what it read before it.
+	metaMu sync.Mutex
+	metas  map[string]Meta
+	gen    uint64
 }
 
 // existsError reports an existing vault file; it matches both fs.ErrExist and ErrExists.
@@ -96,8 +129,14 @@ func Create(path string, ks KeySource) (*Vault, error) {
 	}
 	root := make([]byte, keySize)
 	_, _ = rand.Read(root)
-	v, err := writeNew(path, mk, root, nil)
+	v, err := build(path, mk, root, map[string]bool{}, nil)
+	if err == nil {
+		err = v.persist()
+	}
 	if err != nil {
+		if v != nil {
+			_ = v.db.Close()
+		}
 		clear(root)
 		_ = os.Remove(path)
 		return nil, err
@@ -105,19 +144,19 @@ func Create(path string, ks KeySource) (*Vault, error) {
 	return v, nil
 }
 
-// writeNew fills the empty file at path with a vault under mk holding root
-// and the given records (already sealed under mk), and returns it open.
-func writeNew(path string, mk masterKey, root []byte, records map[string]string) (*Vault, error) {
+// build builds, in memory, a vault under mk holding root, the names of
+// the records ever stored and the given records (already sealed under mk).
+// It writes nothing: persist does.
+func build(path string, mk masterKey, root []byte, names map[string]bool, records map[string]string) (*Vault, error) {
 	aead, err := newAEAD(mk.key)
 	if err != nil {
 		return nil, err
 	}
-	db, err := openDB(path)
+	db, err := buntdb.Open(":memory:")
 	if err != nil {
 		return nil, fmt.Errorf("vault: create %s: %w", path, err)
 	}
-	// The header goes first, in a transaction of its own, so a file cut short
-	// anywhere in it has no key-check record and is refused as corrupt.
+	v := &Vault{path: path, db: db, aead: aead, root: root, records: names}
 	err = db.Update(func(tx *buntdb.Tx) error {
 		if mk.kdf != nil {
 			if err := set(tx, keyKDF, mustJSON(mk.kdf)); err != nil {
@@ -127,36 +166,73 @@ func writeNew(path string, mk masterKey, root []byte, records map[string]string)
 		if err := set(tx, keyCheck, sealString(aead, keyCheck, []byte(checkPlaintext))); err != nil {
 			return err
 		}
-		return set(tx, keyRoot, sealString(aead, keyRoot, root))
-	})
-	if err == nil && len(records) > 0 {
-		err = db.Update(func(tx *buntdb.Tx) error {
-			for k, val := range records {
-				if err := set(tx, k, val); err != nil {
-					return err
-				}
+		if err := v.setRoot(tx); err != nil {
+			return err
+		}
+		for k, val := range records {
+			if err := set(tx, k, val); err != nil {
+				return err
 			}
-			return nil
-		})
-	}
+		}
+		return nil
+	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("vault: write %s: %w", path, err)
 	}
-	return &Vault{path: path, db: db, aead: aead, root: root}, nil
+	return v, nil
 }
 
-// Open opens an existing vault file. A missing file yields an error wrapping
-// fs.ErrNotExist (Open never creates one); an empty, damaged or truncated file
-// yields ErrCorrupt and is left untouched; a wrong key yields ErrWrongKey; a
-// file whose mode grants group or other access yields ErrVaultFileMode.
+// rootRecord is the sealed root record: the root key, then the names of the
+// records ever stored (a vault written before names were kept has only the
+// key).
+type rootNames struct {
+	Records []string `json:"records"`
+}
+
+// setRoot seals the root key and the record names into the root record.
+// v.recMu is held, or v is not yet shared.
+func (v *Vault) setRoot(tx *buntdb.Tx) error {
+	names := rootNames{Records: slices.Sorted(maps.Keys(v.records))}
+	plain := append(append([]byte(nil), v.root...), mustJSON(names)...)
+	defer clear(plain)
+	return set(tx, keyRoot, sealString(v.aead, keyRoot, plain))
+}
+
+// Open opens an existing vault file for reading and writing. A missing file
+// yields an error wrapping fs.ErrNotExist (Open never creates one); an empty,
+// damaged or truncated file yields ErrCorrupt and is left untouched; a wrong
+// key yields ErrWrongKey; a file whose mode grants group or other access
+// yields ErrVaultFileMode. A vault written by an earlier version (plain
+// metadata, no record names) is rewritten in the current form.
 func Open(path string, ks KeySource) (*Vault, error) {
-	if err := checkFile(path); err != nil {
+	v, err := open(path, ks)
+	if err != nil {
 		return nil, err
 	}
-	db, err := openDB(path)
+	if err := v.upgrade(); err != nil {
+		_ = v.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// OpenReadOnly opens a vault file as Open does, reading a snapshot of it and
+// never writing to it: every write returns ErrReadOnly. It is safe beside a
+// process that has the vault open for writing.
+func OpenReadOnly(path string, ks KeySource) (*Vault, error) {
+	v, err := open(path, ks)
 	if err != nil {
-		return nil, fmt.Errorf("vault: open %s: %w", path, err)
+		return nil, err
+	}
+	v.readOnly = true
+	return v, nil
+}
+
+func open(path string, ks KeySource) (*Vault, error) {
+	db, err := load(path)
+	if err != nil {
+		return nil, err
 	}
 	v, err := unlock(db, path, ks)
 	if err != nil {
@@ -166,39 +242,39 @@ func Open(path string, ks KeySource) (*Vault, error) {
 	return v, nil
 }
 
-// checkFile refuses a vault file that is missing, not regular, open to group
-// or other, empty, or not a complete buntdb log. It reads the file without
-// modifying it: buntdb.Open would silently truncate a log that ends mid-record.
-func checkFile(path string) error {
+// load reads the vault file into memory. It refuses a file that is missing,
+// not regular, open to group or other, empty, or not a complete buntdb
+// file, and never modifies it.
+func load(path string) (*buntdb.DB, error) {
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("vault: %s does not exist; run keyhole init to create it: %w", path, fs.ErrNotExist)
+		return nil, fmt.Errorf("vault: %s does not exist; run keyhole init to create it: %w", path, fs.ErrNotExist)
 	}
 	if err != nil {
-		return fmt.Errorf("vault: open: %w", err)
+		return nil, fmt.Errorf("vault: open: %w", err)
 	}
 	switch perm := fi.Mode().Perm(); {
 	case !fi.Mode().IsRegular():
-		return fmt.Errorf("vault: open %s: not a regular file", path)
+		return nil, fmt.Errorf("vault: open %s: not a regular file", path)
 	case perm&0o077 != 0:
-		return fmt.Errorf("%w: %s has mode %#o; fix with: chmod 600 %s", ErrVaultFileMode, path, perm, path)
+		return nil, fmt.Errorf("%w: %s has mode %#o; fix with: chmod 600 %s", ErrVaultFileMode, path, perm, path)
 	case fi.Size() == 0:
-		return fmt.Errorf("%w: %s is empty (restore it from a backup; keyhole init creates a new vault only where none exists)", ErrCorrupt, path)
+		return nil, fmt.Errorf("%w: %s is empty (restore it from a backup; keyhole init creates a new vault only where none exists)", ErrCorrupt, path)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("vault: open: %w", err)
+		return nil, fmt.Errorf("vault: open: %w", err)
 	}
 	defer f.Close()
 	mem, err := buntdb.Open(":memory:")
 	if err != nil {
-		return fmt.Errorf("vault: open %s: %w", path, err)
+		return nil, fmt.Errorf("vault: open %s: %w", path, err)
 	}
-	defer mem.Close()
-	if err := mem.Load(f); err != nil {
-		return fmt.Errorf("%w: %s is damaged or truncated (%v); restore it from a backup", ErrCorrupt, path, err)
+	if err := mem.Load(bufio.NewReader(f)); err != nil {
+		_ = mem.Close()
+		return nil, fmt.Errorf("%w: %s is damaged or truncated (%v); restore it from a backup", ErrCorrupt, path, err)
 	}
-	return nil
+	return mem, nil
 }
 
 // unlock reads the header records of db and proves the master key.
@@ -243,15 +319,79 @@ func unlock(db *buntdb.DB, path string, ks KeySource) (*Vault, error) {
 	if string(plain) != checkPlaintext {
 		return nil, fmt.Errorf("%w: %s has a malformed key-check record", ErrCorrupt, path)
 	}
-	rootKey, err := openString(aead, keyRoot, root)
-	if err != nil || len(rootKey) != keySize {
+	plainRoot, err := openString(aead, keyRoot, root)
+	if err != nil || len(plainRoot) < keySize {
 		return nil, fmt.Errorf("%w: %s has a damaged root key record", ErrCorrupt, path)
 	}
-	return &Vault{path: path, db: db, aead: aead, root: rootKey}, nil
+	v := &Vault{path: path, db: db, aead: aead, root: plainRoot[:keySize:keySize]}
+	if len(plainRoot) > keySize {
+		var names rootNames
+		if err := json.Unmarshal(plainRoot[keySize:], &names); err != nil {
+			return nil, fmt.Errorf("%w: %s has a damaged root key record", ErrCorrupt, path)
+		}
+		v.records = make(map[string]bool, len(names.Records))
+		for _, n := range names.Records {
+			v.records[n] = true
+		}
+	}
+	return v, nil
+}
+
+// upgrade rewrites a vault written by an earlier version: the names of its
+// records into the root record, and its secrets' metadata sealed. The new
+// snapshot replaces the file, and with it the file's history.
+func (v *Vault) upgrade() error {
+	var plain []string
+	err := v.db.View(func(tx *buntdb.Tx) error {
+		return tx.AscendKeys(prefixSecret+"*", func(key, val string) bool {
+			var rec secretRecord
+			if json.Unmarshal([]byte(val), &rec) == nil && rec.Meta == "" {
+				plain = append(plain, strings.TrimPrefix(key, prefixSecret))
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("vault: open %s: %w", v.path, err)
+	}
+	v.recMu.Lock()
+	named := v.records != nil
+	v.recMu.Unlock()
+	if named && len(plain) == 0 {
+		return nil
+	}
+	return v.update(func(tx *buntdb.Tx) error {
+		v.recMu.Lock()
+		defer v.recMu.Unlock()
+		if v.records == nil {
+			v.records = map[string]bool{}
+			err := tx.AscendKeys(prefixRecord+"*", func(key, _ string) bool {
+				v.records[strings.TrimPrefix(key, prefixRecord)] = true
+				return true
+			})
+			if err != nil {
+				return fmt.Errorf("vault: store: %w", err)
+			}
+			if err := v.setRoot(tx); err != nil {
+				return err
+			}
+		}
+		for _, name := range plain {
+			rec, meta, err := v.getRecord(tx, name)
+			if err != nil {
+				return err
+			}
+			if err := v.putRecord(tx, name, rec, meta); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Close closes the vault and wipes its keys. Calling Close again returns nil.
 func (v *Vault) Close() error {
+	v.forgetMetas()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
@@ -266,26 +406,41 @@ func (v *Vault) Close() error {
 	return nil
 }
 
-// openDB opens the buntdb file at path, durable on every commit. Automatic
-// shrinking is off: buntdb rewrites the file with mode 0666&^umask when it
-// shrinks, which would widen the vault file's 0600.
-func openDB(path string) (*buntdb.DB, error) {
-	db, err := buntdb.Open(path)
+// persist replaces the file with a snapshot of the vault: written beside it
+// with mode 0600, fsynced, renamed over it and the rename made durable, so a
+// crash leaves the old file or the new one, and no earlier value survives.
+func (v *Vault) persist() error {
+	tmp := v.path + ".tmp"
+	// A leftover of an interrupted write holds nothing the vault still needs.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("vault: write %s: %w", v.path, err)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("vault: write %s: %w", v.path, err)
 	}
-	var cfg buntdb.Config
-	if err := db.ReadConfig(&cfg); err != nil {
-		_ = db.Close()
-		return nil, err
+	w := bufio.NewWriter(f)
+	err = v.db.Save(w)
+	if err == nil {
+		err = w.Flush()
 	}
-	cfg.SyncPolicy = buntdb.Always
-	cfg.AutoShrinkDisabled = true
-	if err := db.SetConfig(cfg); err != nil {
-		_ = db.Close()
-		return nil, err
+	if err == nil {
+		err = f.Sync()
 	}
-	return db, nil
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, v.path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("vault: write %s: %w", v.path, err)
+	}
+	if err := syncDir(filepath.Dir(v.path)); err != nil {
+		return fmt.Errorf("vault: write %s: the new file may not survive a crash: %w", v.path, err)
+	}
+	return nil
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {

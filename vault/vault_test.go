@@ -235,7 +235,7 @@ func sealedOf(t *testing.T, v *Vault, name string) []byte {
 	var rec secretRecord
 	err := v.view(func(tx *buntdb.Tx) error {
 		var err error
-		rec, err = getRecord(tx, name)
+		rec, err = decodeRecord(tx, name)
 		return err
 	})
 	if err != nil {

@@ -35,17 +35,25 @@ type Config struct {
 	// Dir is where the temporary keyhole home is made; empty: os.TempDir.
 	// Its file system decides what an fsync costs.
 	Dir string
+	// Growth, if positive, is how many calls the growth phase makes through
+	// the broker after the load, before restarting it and timing the audit
+	// commands; GrowthWarmup of them come before the first RSS reading.
+	Growth, GrowthWarmup int
+	// Fill, if above the records the growth left, pads the audit log to
+	// this many records (written directly) before the restart.
+	Fill int
 }
 
 // defaultConfig keeps a full run to about a minute of load on 2 cores.
 func defaultConfig() Config {
 	return Config{
-		Levels:      []int{1, 8, 64},
-		Rounds:      5,
-		Duration:    time.Second,
-		Warmup:      300 * time.Millisecond,
-		Sessions:    100,
-		StartupRuns: 10,
+		Levels:       []int{1, 8, 64},
+		Rounds:       5,
+		Duration:     time.Second,
+		Warmup:       300 * time.Millisecond,
+		Sessions:     100,
+		StartupRuns:  10,
+		GrowthWarmup: 5000,
 	}
 }
 
@@ -98,6 +106,9 @@ sessions. --micro adds go test -bench output to the table.`,
 	f.IntVar(&cfg.Sessions, "sessions", cfg.Sessions, "open MCP sessions for the memory reading")
 	f.IntVar(&cfg.StartupRuns, "startup-runs", cfg.StartupRuns, "launches of keyhole stdio to time")
 	f.StringVar(&cfg.Dir, "dir", cfg.Dir, "parent directory of the temporary keyhole home (its file system sets the fsync cost)")
+	f.IntVar(&cfg.Growth, "growth", cfg.Growth, "calls of the growth phase (0: no growth phase): RSS growth, restart and audit commands over the grown log")
+	f.IntVar(&cfg.GrowthWarmup, "growth-warmup", cfg.GrowthWarmup, "calls of the growth phase before its first RSS reading")
+	f.IntVar(&cfg.Fill, "fill", cfg.Fill, "pad the audit log to this many records before the growth phase's restart (e.g. 1000000)")
 	root.AddCommand(bareCmd())
 	return root
 }

@@ -142,23 +142,25 @@ func (h *home) serve(ctx context.Context) (*child, error) {
 	}
 }
 
-// tokens starts n sessions of scope bench and returns their phantom tokens.
-func (h *home) tokens(ctx context.Context, n int) ([]string, error) {
-	toks := make([]string, n)
+// tokens starts n sessions of scope bench and returns their phantom tokens
+// and session ids.
+func (h *home) tokens(ctx context.Context, n int) (toks, ids []string, err error) {
+	toks, ids = make([]string, n), make([]string, n)
 	for i := range toks {
 		out, err := h.run(ctx, "", "session", "new", "--scope", "bench", "--json", "--label", fmt.Sprintf("bench-%d", i))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var s struct {
+			ID    string `json:"id"`
 			Token string `json:"token"`
 		}
 		if err := json.Unmarshal([]byte(out), &s); err != nil || !strings.HasPrefix(s.Token, "khs_") {
-			return nil, fmt.Errorf("keyhole session new --json: no token in its output (%v)", err)
+			return nil, nil, fmt.Errorf("keyhole session new --json: no token in its output (%v)", err)
 		}
-		toks[i] = s.Token
+		toks[i], ids[i] = s.Token, s.ID
 	}
-	return toks, nil
+	return toks, ids, nil
 }
 
 // initializeLine is an MCP initialize request as a client writes it.

@@ -28,6 +28,7 @@ type report struct {
 	Sessions int
 	FS       string
 	Cfg      Config
+	Growth   growthResult
 }
 
 // run does one benchmark run and writes the table to stdout.
@@ -100,7 +101,7 @@ func run(ctx context.Context, cfg Config, stdout, progress io.Writer) error {
 	}
 	defer bare.Stop()
 	fmt.Fprintf(progress, "starting %d phantom-token sessions\n", rep.Sessions)
-	toks, err := h.tokens(ctx, rep.Sessions)
+	toks, ids, err := h.tokens(ctx, rep.Sessions)
 	if err != nil {
 		return err
 	}
@@ -121,6 +122,12 @@ func run(ctx context.Context, cfg Config, stdout, progress io.Writer) error {
 	arms := []arm{directArm(up.URL), mcpArm("bare", bareClients), mcpArm("keyhole", khClients)}
 	if rep.Levels, err = runLoad(ctx, cfg, arms, progress); err != nil {
 		return err
+	}
+	if cfg.Growth > 0 {
+		n := min(64, len(khClients))
+		if rep.Growth, err = growth(ctx, cfg, h, kh, khClients[:n], ids[0], progress); err != nil {
+			return err
+		}
 	}
 	return rep.write(stdout)
 }
@@ -254,6 +261,7 @@ func (r report) write(w io.Writer) error {
 		}
 		row("memory", fmt.Sprintf("%s RSS, %d sessions", proc, r.Sessions), mb(m[1]), t)
 	}
+	r.Growth.rows(row)
 	return nil
 }
 

@@ -118,16 +118,17 @@ func (a *App) auditTailCmd() *cobra.Command {
 			}
 			flt.Limit = n
 			pr := a.recordPrinter(asJSON)
-			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error {
+			err = a.withAudit(func(l *server.AuditReader) error {
+				if follow {
+					return l.Follow(cmd.Context(), flt, pr.print)
+				}
 				recs, err := l.Query(flt)
 				if err != nil {
 					return err
 				}
-				if err := pr.print(recs); err != nil || !follow {
-					return err
-				}
-				return l.Follow(cmd.Context(), flt, recs, pr.print)
-			}), "no calls recorded yet")
+				return pr.print(recs)
+			})
+			return a.orEmpty(err, "no calls recorded yet")
 		},
 	}
 	ff.register(c, false)
@@ -195,14 +196,23 @@ func (a *App) auditShowCmd() *cobra.Command {
 func (a *App) auditVerifyCmd() *cobra.Command {
 	var asJSON bool
 	var archive string
+	var from uint64
+	var anchor string
 	c := &cobra.Command{
 		Use:   "verify [--archive DIR]",
 		Short: "Check the audit log's hash chain; exit 1 on any edit, deletion, reordering or truncation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rep audit.Report
+			opts := audit.VerifyOptions{From: from, Anchor: anchor}
+			if f, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !asJSON {
+				opts.Progress = func(seq, head uint64) {
+					fmt.Fprintf(f, "\rverifying: entry %d of %d", seq, head)
+				}
+				defer fmt.Fprint(f, "\r\x1b[K")
+			}
 			verify := func(l *server.AuditReader) (err error) {
-				rep, err = l.Verify()
+				rep, err = l.VerifyWith(cmd.Context(), opts)
 				return err
 			}
 			var err error
@@ -241,6 +251,8 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	c.Flags().StringVar(&archive, "archive", "", "verify a log `keyhole audit archive` moved into this directory")
+	c.Flags().Uint64Var(&from, "from", 0, "check the chain from this seq on (its link to the entry before included)")
+	c.Flags().StringVar(&anchor, "anchor", "", "also check against this anchor file (audit.anchor): detects a data dir restored from an older copy")
 	return c
 }
 

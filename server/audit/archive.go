@@ -45,7 +45,7 @@ func Archive(opts Options, dir string) (Archived, error) {
 		return Archived{}, errors.New("audit: archive needs the checkpoint")
 	}
 	ro := opts
-	ro.ReadOnly, ro.Mirror = true, ""
+	ro.ReadOnly, ro.Mirror, ro.Anchor = true, "", ""
 	old, err := Open(ro)
 	if err != nil {
 		return Archived{}, err
@@ -59,19 +59,28 @@ func Archive(opts Options, dir string) (Archived, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return a, fmt.Errorf("audit: archive: %w", err)
 	}
-	cp, err := opts.Checkpoint.GetRecord(CheckpointName)
-	if err == nil {
-		if err := os.WriteFile(filepath.Join(dir, ArchiveCheckpointFile), cp, 0o600); err != nil {
+	keyed := newMACKey(opts.Key)
+	var n uint64 // the counter of the last checkpoint
+	if data, err := opts.Checkpoint.GetRecord(CheckpointName); err == nil {
+		if err := os.WriteFile(filepath.Join(dir, ArchiveCheckpointFile), data, 0o600); err != nil {
+			return a, fmt.Errorf("audit: archive: %w", err)
+		}
+		if c, err := keyed.decodeCheckpoint(data); err == nil {
+			n = c.N
+		}
+	}
+	// The file and its WAL, shared memory and lock go together.
+	for _, suffix := range []string{"", "-wal", "-shm", ".lock"} {
+		from := opts.Path + suffix
+		if _, err := os.Stat(from); err != nil {
+			continue
+		}
+		if err := os.Rename(from, filepath.Join(dir, filepath.Base(from))); err != nil {
 			return a, fmt.Errorf("audit: archive: %w", err)
 		}
 	}
-	if err := os.Rename(opts.Path, filepath.Join(dir, filepath.Base(opts.Path))); err != nil {
-		return a, fmt.Errorf("audit: archive: %w", err)
-	}
-	// The new chain starts empty: its checkpoint is that of no entry.
-	keyed := newMACKey(opts.Key)
-	if err := opts.Checkpoint.PutRecord(CheckpointName, keyed.encodeLink(checkpointDomain, link{})); err != nil {
-		return a, fmt.Errorf("audit: archive: reset the checkpoint (the old log is in %s): %w", dir, err)
+	if err := startChain(opts, keyed, n+1); err != nil {
+		return a, fmt.Errorf("audit: archive: start a new chain (the old log is in %s): %w", dir, err)
 	}
 	nl, err := Open(opts)
 	if err != nil {
@@ -90,6 +99,23 @@ func Archive(opts Options, dir string) (Archived, error) {
 		Reason: fmt.Sprintf("a new chain; the previous log (%d entries) is archived in %s, its head seq %d mac %s, %s", a.Report.Entries, dir, a.Head, a.HeadMAC, verdict),
 	})
 	return a, errors.Join(err, nl.Close())
+}
+
+// startChain creates an empty log at opts.Path whose checkpoint, in the
+// vault and in the file, is the n-th: a chain of no entry that Open
+// accepts, with the counter going on from the archived chain's.
+func startChain(opts Options, keyed macKey, n uint64) error {
+	st, err := openSQLite(opts.Path, false)
+	if err != nil {
+		return err
+	}
+	data := keyed.encodeCheckpoint(checkpoint{N: n, Time: formatTime(time.Now())})
+	if err := opts.Checkpoint.PutRecord(CheckpointName, data); err != nil {
+		st.close()
+		return err
+	}
+	err = st.setMeta(metaCheckpoint, string(data))
+	return errors.Join(err, st.close())
 }
 
 // FileCheckpoint is the checkpoint Archive kept beside an archived log,

@@ -1,5 +1,6 @@
 // Package audit is keyhole's append-only, hash-chained, durable per-call
-// audit log, kept in a buntdb file. It records; it decides nothing.
+// audit log, kept in an SQLite file (audit.sqlite) behind a small store
+// interface. It records; it decides nothing.
 //
 // # Entries and records
 //
@@ -14,55 +15,67 @@
 //     which returns only after the entry is fsynced.
 //   - outcome: the result of an intent, naming the intent's seq (of).
 //     Written by [Pending.Finish]. On [Open], every intent that has no
-//     outcome (the process died mid-call) gets an outcome with decision
-//     "interrupted", as a new, chained entry.
+//     outcome in the chain (the process died mid-call) gets an outcome with
+//     decision "interrupted", as a new, chained entry.
 //
-// Readers ([Log.Query], [Log.Get], [Log.Export]) merge an intent and its
-// outcome into one [Record], so every call reads as exactly one record. A
-// record's Seq is the seq of the call's first entry; its Prev and MAC are
-// those of the entry that completed it. An intent still in flight in this
-// process (or, for a read-only Log, in the live process writing the file)
-// reads as [Running]; one without an outcome that is not in flight reads
-// as [Interrupted].
+// Readers ([Log.Query], [Log.Get], [Log.Stream], [Log.Follow],
+// [Log.Export]) merge an intent and its outcome into one [Record], so every
+// call reads as exactly one record. A record's Seq is the seq of the call's
+// first entry; its Prev and MAC are those of the entry that completed it.
+// An intent still in flight in this process (or, for a read-only Log, in
+// the live process writing the file) reads as [Running]; one without an
+// outcome that is not in flight reads as [Interrupted].
+//
+// # Storage
+//
+// The file holds one table of entries: seq, the sealed entry (its canonical
+// JSON and MAC) and columns generated from that JSON for people to filter
+// on, indexed by session, tool, time, decision, credential and the intent
+// an outcome completes. Because the columns are generated from the MAC'd
+// JSON, they cannot disagree with it; readers still decode the JSON and
+// check every record against their filter, so what they show comes only
+// from MAC'd entries. A view, calls, merges each intent with its outcome
+// for `sqlite3 -readonly`.
 //
 // # Durability
 //
-// One writer goroutine commits whatever entries are queued together as one
-// buntdb transaction (one write(2)), then fsyncs the file once for the
-// whole batch (group commit). Write and Finish return once their batch is
-// written to the OS; Begin returns once its batch is fsynced. buntdb runs
-// with SyncPolicy Never and never shrinks: the fsync is done by this package
-// on its own descriptor of the same file, outside buntdb's lock, so readers
-// are never blocked behind a disk flush and an fsync error is seen (buntdb's
-// SyncPolicy Always ignores it). After a failed fsync the Log refuses every
-// further write, since what reached the disk is unknown; reopen it.
+// The file is in WAL mode with one writer connection. One writer goroutine
+// commits whatever entries are queued together as one transaction, then a
+// syncer fsyncs the WAL once for every batch waiting (group commit): Write
+// and Finish return once their batch is committed (in the OS's cache, so a
+// killed process loses nothing); Begin returns once its batch is fsynced.
+// After a failed write or fsync the Log refuses every further write, since
+// what reached the disk is unknown; reopen it. Readers use their own
+// read-only connections and are never blocked by the writer.
 //
 // # Tamper evidence
 //
-// After each fsynced batch the head of the chain (seq and MAC, itself MAC'd)
-// is written through the [Checkpointer] into the vault file, so cutting the
-// tail of the audit file is detected: [Log.Verify] reports it, and a
-// writable [Open] refuses a log that is behind its checkpoint
-// ([ErrTampered]). With a nil Checkpointer, truncation of the tail cannot be
-// detected. [Log.Prune] deletes a prefix of the chain and stores a MAC'd
-// anchor (seq and MAC of the last deleted entry), so the chain still
-// verifies from the oldest kept entry.
+// Shortly after each fsynced batch the head of the chain (seq and MAC, with
+// a counter that grows by one with every checkpoint and the oldest intent
+// still open, all MAC'd) is written through the [Checkpointer] into the
+// vault, and a copy into the log file; with Options.Anchor it is also
+// appended to a file kept outside the data dir. A writable [Open] checks
+// the head against the checkpoint and verifies the entries written after
+// it; it refuses a log that is behind its checkpoint, a checkpoint that was
+// removed, or a vault checkpoint older than the copy in the log
+// ([ErrTampered]). [Log.Verify] walks the whole chain. [Log.Prune] deletes
+// a prefix of the chain and stores a MAC'd anchor (seq and MAC of the last
+// deleted entry), so the chain still verifies from the oldest kept entry.
+// A copy of the whole data dir restored later is consistent with itself:
+// only an anchor file kept elsewhere detects it.
 //
 // To inspect or verify a file offline (another process's log, a copy, a
-// tampered file), open it with Options.ReadOnly: the file is loaded into
-// memory, nothing is ever written to it, and writes fail with ErrReadOnly.
+// tampered file), open it with Options.ReadOnly: nothing is ever written
+// to it, and writes fail with ErrReadOnly.
 package audit
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"time"
-
-	"github.com/tidwall/buntdb"
 )
 
 // Decision is what became of a call.
@@ -118,8 +131,13 @@ type Record struct {
 	CredentialKind string    `json:"credential_kind,omitempty"`
 	TokenID        string    `json:"token_id,omitempty"`
 	TokenExpires   time.Time `json:"token_expires,omitzero"`
-	Prev           string    `json:"prev"` // hex MAC of the entry before the completing entry
-	MAC            string    `json:"mac"`  // hex MAC of the entry that completed the record
+	// Cut names each field that was longer than MaxField (or, for
+	// query_names, held more than MaxQueryNames names) and was cut to fit,
+	// with the hex SHA-256 of its whole value (for query_names, of the JSON
+	// array of every name).
+	Cut  map[string]string `json:"cut,omitempty"`
+	Prev string            `json:"prev"` // hex MAC of the entry before the completing entry
+	MAC  string            `json:"mac"`  // hex MAC of the entry that completed the record
 }
 
 // Hop is one redirect a call followed after the broker re-authorized it:
@@ -151,13 +169,24 @@ const CheckpointName = "audit.checkpoint"
 
 // Options configures Open.
 type Options struct {
-	// Path is the buntdb file. It is created with mode 0600.
+	// Path is the SQLite file (audit.sqlite). It is created with mode 0600.
 	Path string
+	// Legacy is the buntdb file (audit.db) an earlier keyhole wrote. When
+	// Path does not exist and Legacy does, Open migrates it into Path: the
+	// same entries with the same seqs and MACs, the chain re-verified, the
+	// old file renamed to Legacy+".migrated". A crash during the migration
+	// leaves Legacy as it was, and the next Open migrates again. A
+	// read-only Open reads a Legacy file through a private copy.
+	Legacy string
 	// Key is the 32-byte audit key.
 	Key []byte
 	// Checkpoint keeps the head of the chain outside the audit file. It may
 	// be nil: then truncation of the tail is not detectable.
 	Checkpoint Checkpointer
+	// Anchor, if set, is a file (outside the data dir) to which every
+	// checkpoint is appended as one JSON line, so that a rollback of the
+	// whole data dir can be detected (see [VerifyOptions]).
+	Anchor string
 	// Arguments is ArgsFull (the default when empty), ArgsHashed or ArgsNone.
 	Arguments string
 	// Mirror, if set, is a file to which every entry is appended as one
@@ -169,10 +198,10 @@ type Options struct {
 	// MaxBatchDelay is how long the group committer lingers for more
 	// entries after the first; 0 commits whatever is queued at once.
 	MaxBatchDelay time.Duration
-	// ReadOnly loads the file into memory and never writes to it, nor to
-	// the Checkpointer: for offline inspection and verification. Open does
-	// not refuse a tampered log in this mode, and Begin, Write and Prune
-	// return ErrReadOnly.
+	// ReadOnly never writes to the file, nor to the Checkpointer: for
+	// offline inspection and verification. Open does not refuse a
+	// tampered log in this mode, and Begin, Write and Prune return
+	// ErrReadOnly.
 	ReadOnly bool
 	// WriterAlive, with ReadOnly, reports whether another process holds
 	// the file open for writing. While it does, an intent without an
@@ -182,8 +211,9 @@ type Options struct {
 }
 
 // Checkpointer stores small named records outside the audit file (the vault
-// does). GetRecord returns an error wrapping a not-found sentinel when the
-// record is absent.
+// does). GetRecord returns an error matching fs.ErrNotExist when no record
+// of that name was ever stored, and another error when it cannot say (for
+// example, a record that was stored and is gone).
 type Checkpointer interface {
 	PutRecord(name string, data []byte) error
 	GetRecord(name string) ([]byte, error)
@@ -198,14 +228,18 @@ var (
 	// ErrReadOnly is returned by writes to a Log opened ReadOnly.
 	ErrReadOnly = errors.New("audit: log opened read-only")
 	// ErrTampered is returned by a writable Open when the file does not
-	// agree with its checkpoint (its tail was cut, or its head or the
-	// checkpoint was altered). Open it ReadOnly and Verify it to see what.
+	// agree with its checkpoint (its tail was cut, or its head, the entries
+	// after the checkpoint or the checkpoint were altered or removed). Open
+	// it ReadOnly and Verify it to see what.
 	ErrTampered = errors.New("audit: log does not match its checkpoint")
+	// ErrInUse is returned by a writable Open when another Log (in this
+	// process or another) has the file open for writing.
+	ErrInUse = errors.New("audit: log is open for writing elsewhere")
 )
 
 // Log is an open audit log. Its methods are safe for concurrent use.
 type Log struct {
-	db       *buntdb.DB
+	st       store
 	keyed    macKey
 	cp       Checkpointer
 	args     string
@@ -213,9 +247,10 @@ type Log struct {
 	delay    time.Duration
 	readOnly bool
 	alive    func() bool // read-only: is the file's writer running?
+	cleanup  func()      // removes a private copy of a legacy file
 
-	sync   *os.File // own descriptor of the db file, for fsync
 	mirror *os.File
+	anchor *os.File
 
 	// queue feeds the writer goroutine; closing guards sends against Close.
 	queue   chan *op
@@ -225,10 +260,17 @@ type Log struct {
 
 	// head is owned by the writer goroutine (and Open before it starts).
 	head link
+	// cpMu serializes checkpoint writes; cpN is the counter of the last.
+	cpMu  sync.Mutex
+	cpN   uint64
+	cpSeq uint64 // the seq the last checkpoint names
+	// danglingAfter is where Open's recovery looks for intents left
+	// without an outcome: every intent at or before it has one.
+	danglingAfter uint64
 
 	mu       sync.Mutex
 	inflight map[uint64]struct{} // intents committed, outcome not yet
-	failed   error               // sticky: set after a failed fsync
+	failed   error               // sticky: set after a failed write or fsync
 
 	maint sync.Mutex // serializes Verify and Prune
 }
@@ -239,9 +281,11 @@ type link struct {
 	MAC string `json:"mac"`
 }
 
-// Open opens (creating if needed) the audit log at opts.Path, checks its
-// head against the checkpoint, and records every dangling intent as
-// interrupted before it returns.
+// Open opens (creating if needed) the audit log at opts.Path, migrating
+// opts.Legacy first when only that exists. A writable Open checks the head
+// against the checkpoint, verifies the entries after it, records every
+// dangling intent as interrupted and writes a new checkpoint before it
+// returns.
 func Open(opts Options) (*Log, error) {
 	switch opts.Arguments {
 	case "":
@@ -273,9 +317,9 @@ func Open(opts Options) (*Log, error) {
 	}
 	var err error
 	if opts.ReadOnly {
-		err = l.openReadOnly(opts.Path)
+		err = l.openReadOnly(opts)
 	} else {
-		err = l.openWritable(opts.Path, opts.Mirror)
+		err = l.openWritable(opts)
 	}
 	if err != nil {
 		l.release()
@@ -286,94 +330,81 @@ func Open(opts Options) (*Log, error) {
 		return l, nil
 	}
 	go l.writer()
-	if err := l.interruptDangling(); err != nil {
+	if err := l.recover(); err != nil {
 		l.Close()
 		return nil, err
 	}
 	return l, nil
 }
 
-func (l *Log) openReadOnly(path string) error {
-	f, err := os.Open(path)
+func (l *Log) openReadOnly(opts Options) error {
+	path := opts.Path
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && opts.Legacy != "" {
+		if _, lerr := os.Stat(opts.Legacy); lerr == nil {
+			copyPath, cleanup, err := l.privateCopy(opts.Legacy)
+			if err != nil {
+				return err
+			}
+			l.cleanup, path = cleanup, copyPath
+		}
+	}
+	st, err := openSQLite(path, true)
 	if err != nil {
-		return fmt.Errorf("audit: open %s: %w", path, err)
-	}
-	defer f.Close()
-	if l.db, err = buntdb.Open(":memory:"); err != nil {
-		return fmt.Errorf("audit: open %s: %w", path, err)
-	}
-	// A file that ends mid-entry (a crash mid-write) loads up to the last
-	// whole entry, as buntdb does when it opens the file itself.
-	if err := l.db.Load(f); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("audit: load %s: %w", path, err)
-	}
-	if err := l.prepare(); err != nil {
 		return err
 	}
-	// A tampered file still loads: reading and verifying it is the point.
+	l.st = st
+	// A tampered file still opens: reading and verifying it is the point.
 	if _, err := l.loadHead(); err != nil && !errors.Is(err, ErrTampered) {
 		return err
-	}
-	// Only the in-memory copy is indexed: the file is never written.
-	return l.reindexTail()
-}
-
-func (l *Log) openWritable(path, mirror string) error {
-	// buntdb creates files 0666; the log holds arguments, so create it 0600.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("audit: open %s: %w", path, err)
-	}
-	l.sync = f
-	if l.db, err = buntdb.Open(path); err != nil {
-		return fmt.Errorf("audit: open %s: %w", path, err)
-	}
-	if err := l.prepare(); err != nil {
-		return err
-	}
-	empty, err := l.loadHead()
-	if err != nil {
-		return err
-	}
-	if err := l.checkCheckpoint(empty); err != nil {
-		return err
-	}
-	if err := l.reindexTail(); err != nil {
-		return err
-	}
-	if mirror != "" {
-		if l.mirror, err = os.OpenFile(mirror, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
-			return fmt.Errorf("audit: open mirror %s: %w", mirror, err)
-		}
 	}
 	return nil
 }
 
-// prepare configures buntdb. It builds no buntdb index: readers use the
-// index keys written with the entries (see ixSession).
-func (l *Log) prepare() error {
-	err := l.db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true})
+func (l *Log) openWritable(opts Options) error {
+	if opts.Legacy != "" {
+		if err := l.migrateIfNeeded(opts.Path, opts.Legacy); err != nil {
+			return err
+		}
+	}
+	st, err := openSQLite(opts.Path, false)
 	if err != nil {
-		return fmt.Errorf("audit: configure store: %w", err)
+		return err
+	}
+	l.st = st
+	if err := l.checkStart(); err != nil {
+		return err
+	}
+	if opts.Mirror != "" {
+		if l.mirror, err = os.OpenFile(opts.Mirror, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
+			return fmt.Errorf("audit: open mirror %s: %w", opts.Mirror, err)
+		}
+	}
+	if opts.Anchor != "" {
+		if l.anchor, err = os.OpenFile(opts.Anchor, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err != nil {
+			return fmt.Errorf("audit: open anchor %s: %w", opts.Anchor, err)
+		}
 	}
 	return nil
 }
 
 // release closes whatever a failed Open opened.
 func (l *Log) release() {
-	if l.db != nil {
-		l.db.Close()
-	}
-	if l.sync != nil {
-		l.sync.Close()
+	if l.st != nil {
+		l.st.close()
 	}
 	if l.mirror != nil {
 		l.mirror.Close()
 	}
+	if l.anchor != nil {
+		l.anchor.Close()
+	}
+	if l.cleanup != nil {
+		l.cleanup()
+	}
 }
 
-// Close commits and fsyncs every queued entry, then closes the file. A
-// second Close returns ErrClosed.
+// Close commits and fsyncs every queued entry, writes the last checkpoint,
+// then closes the file. A second Close returns ErrClosed.
 func (l *Log) Close() error {
 	l.closing.Lock()
 	if l.closed {
@@ -387,21 +418,24 @@ func (l *Log) Close() error {
 	l.closing.Unlock()
 	<-l.done
 	var errs []error
-	if l.sync != nil {
-		if err := l.sync.Sync(); err != nil {
-			errs = append(errs, fmt.Errorf("audit: fsync: %w", err))
-		}
-		if err := l.sync.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("audit: close: %w", err))
-		}
-	}
 	if l.mirror != nil {
 		if err := l.mirror.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("audit: close mirror: %w", err))
 		}
 	}
-	if err := l.db.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("audit: close store: %w", err))
+	if l.anchor != nil {
+		if err := l.anchor.Sync(); err != nil {
+			errs = append(errs, fmt.Errorf("audit: fsync anchor: %w", err))
+		}
+		if err := l.anchor.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("audit: close anchor: %w", err))
+		}
+	}
+	if err := l.st.close(); err != nil {
+		errs = append(errs, err)
+	}
+	if l.cleanup != nil {
+		l.cleanup()
 	}
 	return errors.Join(errs...)
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -19,79 +21,51 @@ const (
 	typeOutcome = "outcome"
 )
 
-// Keys in the buntdb file. Entries are "e:" + a 20-digit seq, so key order
-// is seq order. "p:" + seq marks an intent awaiting its outcome (a hint for
-// recovery, outside the chain); anchorKey holds the prune anchor; "ix/"
-// keys index the entries (see ixSession).
-const (
-	entryPrefix = "e:"
-	entryEnd    = "e;" // the first key after every "e:" key
-	pendingGlob = "p:*"
-	anchorKey   = "anchor"
-)
-
-// timeLayout is fixed-width so time index keys order by string compare.
+// timeLayout is fixed-width so times order as strings, in SQL too.
 const timeLayout = "2006-01-02T15:04:05.000000000Z"
-
-func entryKey(seq uint64) string   { return seqKey(entryPrefix, seq) }
-func pendingKey(seq uint64) string { return seqKey("p:", seq) }
-
-// seqKey is prefix + the 20-digit seq.
-func seqKey(prefix string, seq uint64) string {
-	var b [16 + seqDigits]byte
-	return string(appendSeq(append(b[:0], prefix...), seq))
-}
-
-// seqOf parses the seq of an "e:" or "p:" key.
-func seqOf(key string) (uint64, bool) {
-	if len(key) != 22 {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(key[2:], 10, 64)
-	return n, err == nil
-}
 
 func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 // entry is one link of the chain, as stored. Field order is the canonical
 // encoding: the MAC covers the JSON encoding of every field before mac.
 type entry struct {
-	Seq         uint64          `json:"seq"`
-	Type        string          `json:"type"`
-	Of          uint64          `json:"of,omitempty"` // outcome: the intent's seq
-	Time        string          `json:"time"`
-	Session     string          `json:"session"`
-	Scope       string          `json:"scope"`
-	Config      string          `json:"config,omitempty"`
-	Client      string          `json:"client,omitempty"`
-	Tool        string          `json:"tool"`
-	Kind        string          `json:"kind,omitempty"`
-	Method      string          `json:"method,omitempty"`
-	Host        string          `json:"host,omitempty"`
-	Path        string          `json:"path,omitempty"`
-	QueryNames  []string        `json:"query_names,omitempty"`
-	Bucket      string          `json:"bucket,omitempty"`
-	Action      string          `json:"action,omitempty"`
-	Key         string          `json:"key,omitempty"`
-	Args        json.RawMessage `json:"args,omitempty"`
-	ArgsSHA256  string          `json:"args_sha256,omitempty"`
-	Decision    Decision        `json:"decision"`
-	Code        string          `json:"code,omitempty"`
-	Reason      string          `json:"reason,omitempty"`
-	Grant       string          `json:"grant,omitempty"`
-	Credential  string          `json:"credential,omitempty"`
-	CredVersion int             `json:"credential_version,omitempty"`
-	Status      int             `json:"status,omitempty"`
-	BytesIn     int64           `json:"bytes_in,omitempty"`
-	BytesOut    int64           `json:"bytes_out,omitempty"`
-	Duration    int64           `json:"duration_ns,omitempty"`
-	Scrubbed    bool            `json:"scrubbed,omitempty"`
-	Hops        []Hop           `json:"hops,omitempty"`
-	CredKind    string          `json:"credential_kind,omitempty"`
-	TokenID     string          `json:"token_id,omitempty"`
-	TokenExp    string          `json:"token_expires,omitempty"`
-	Prev        string          `json:"prev"`
-	MAC         string          `json:"mac,omitempty"` // set only when read back
+	Seq         uint64            `json:"seq"`
+	Type        string            `json:"type"`
+	Of          uint64            `json:"of,omitempty"` // outcome: the intent's seq
+	Time        string            `json:"time"`
+	Session     string            `json:"session"`
+	Scope       string            `json:"scope"`
+	Config      string            `json:"config,omitempty"`
+	Client      string            `json:"client,omitempty"`
+	Tool        string            `json:"tool"`
+	Kind        string            `json:"kind,omitempty"`
+	Method      string            `json:"method,omitempty"`
+	Host        string            `json:"host,omitempty"`
+	Path        string            `json:"path,omitempty"`
+	QueryNames  []string          `json:"query_names,omitempty"`
+	Bucket      string            `json:"bucket,omitempty"`
+	Action      string            `json:"action,omitempty"`
+	Key         string            `json:"key,omitempty"`
+	Args        json.RawMessage   `json:"args,omitempty"`
+	ArgsSHA256  string            `json:"args_sha256,omitempty"`
+	Decision    Decision          `json:"decision"`
+	Code        string            `json:"code,omitempty"`
+	Reason      string            `json:"reason,omitempty"`
+	Grant       string            `json:"grant,omitempty"`
+	Credential  string            `json:"credential,omitempty"`
+	CredVersion int               `json:"credential_version,omitempty"`
+	Status      int               `json:"status,omitempty"`
+	BytesIn     int64             `json:"bytes_in,omitempty"`
+	BytesOut    int64             `json:"bytes_out,omitempty"`
+	Duration    int64             `json:"duration_ns,omitempty"`
+	Scrubbed    bool              `json:"scrubbed,omitempty"`
+	Hops        []Hop             `json:"hops,omitempty"`
+	CredKind    string            `json:"credential_kind,omitempty"`
+	TokenID     string            `json:"token_id,omitempty"`
+	TokenExp    string            `json:"token_expires,omitempty"`
+	Cut         map[string]string `json:"cut,omitempty"`
+	Prev        string            `json:"prev"`
+	MAC         string            `json:"mac,omitempty"` // set only when read back
 }
 
 // macKey computes the log's MACs.
@@ -158,12 +132,13 @@ func decode(value string) (*entry, error) {
 	return &e, nil
 }
 
-// signLink MACs a checkpoint or anchor under its own domain.
+// signLink MACs a prune anchor, or a checkpoint written before checkpoints
+// had counters, under its own domain.
 func (k macKey) signLink(domain string, l link) string {
 	return k.sum([]byte("keyhole-audit-"+domain+"\n"), strconv.AppendUint(nil, l.Seq, 10), []byte("\n"+l.MAC))
 }
 
-// signedLink is a checkpoint or anchor as stored.
+// signedLink is an anchor (or a counterless checkpoint) as stored.
 type signedLink struct {
 	link
 	Sig string `json:"sig"`
@@ -174,7 +149,7 @@ func (k macKey) encodeLink(domain string, l link) []byte {
 	return b
 }
 
-// decodeLink parses and checks a checkpoint or anchor.
+// decodeLink parses and checks an anchor.
 func (k macKey) decodeLink(domain string, data []byte) (link, error) {
 	var s signedLink
 	if err := json.Unmarshal(data, &s); err != nil {
@@ -184,6 +159,126 @@ func (k macKey) decodeLink(domain string, data []byte) (link, error) {
 		return s.link, fmt.Errorf("audit: %s at seq %d: signature does not verify", domain, s.Seq)
 	}
 	return s.link, nil
+}
+
+// checkpoint is the head of the chain as kept outside the log file: in the
+// vault, as a copy in the log file's meta table, and in the anchor file.
+type checkpoint struct {
+	// N counts checkpoints: the first is 1, each next one N+1. It is 0 in
+	// a checkpoint written before checkpoints had counters.
+	N   uint64 `json:"n,omitempty"`
+	Seq uint64 `json:"seq"`
+	MAC string `json:"mac"`
+	// Open is the seq of the oldest intent without an outcome at Seq, or 0:
+	// a start looks for dangling intents only from there.
+	Open uint64 `json:"open,omitempty"`
+	// Time is when it was written, for people reading the anchor file.
+	Time string `json:"time,omitempty"`
+	Sig  string `json:"sig"`
+}
+
+const checkpointDomain = "checkpoint"
+
+func (k macKey) signCheckpoint(c *checkpoint) string {
+	var b []byte
+	b = append(b, "keyhole-audit-checkpoint-v2\n"...)
+	for _, n := range []uint64{c.N, c.Seq, c.Open} {
+		b = strconv.AppendUint(b, n, 10)
+		b = append(b, '\n')
+	}
+	b = append(b, c.MAC...)
+	b = append(b, '\n')
+	b = append(b, c.Time...)
+	return k.sum(b)
+}
+
+// encodeCheckpoint signs c and returns it as stored.
+func (k macKey) encodeCheckpoint(c checkpoint) []byte {
+	c.Sig = k.signCheckpoint(&c)
+	b, _ := json.Marshal(c)
+	return b
+}
+
+// decodeCheckpoint parses and checks a checkpoint. One without a counter
+// is checked as the earlier format signed it.
+func (k macKey) decodeCheckpoint(data []byte) (checkpoint, error) {
+	var c checkpoint
+	if err := json.Unmarshal(data, &c); err != nil {
+		return checkpoint{}, fmt.Errorf("audit: decode checkpoint: %w", err)
+	}
+	want := k.signLink(checkpointDomain, link{Seq: c.Seq, MAC: c.MAC})
+	if c.N > 0 || c.Open > 0 || c.Time != "" {
+		want = k.signCheckpoint(&c)
+	}
+	if !hmac.Equal([]byte(c.Sig), []byte(want)) {
+		return c, fmt.Errorf("audit: checkpoint at seq %d: signature does not verify", c.Seq)
+	}
+	return c, nil
+}
+
+// Caps on agent-chosen fields: a longer value is cut, and its hash kept.
+const (
+	// MaxField is the most bytes a string field of a record keeps.
+	MaxField = 4096
+	// MaxQueryNames is the most query parameter names a record keeps.
+	MaxQueryNames = 64
+)
+
+// capFields cuts every string field longer than MaxField (at a UTF-8
+// boundary, marked with "…") and query_names longer than MaxQueryNames
+// names, noting in e.Cut the SHA-256 of each whole value.
+func capFields(e *entry) {
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{
+		{"session", &e.Session}, {"scope", &e.Scope}, {"client", &e.Client}, {"tool", &e.Tool},
+		{"kind", &e.Kind}, {"method", &e.Method}, {"host", &e.Host}, {"path", &e.Path},
+		{"bucket", &e.Bucket}, {"action", &e.Action}, {"key", &e.Key}, {"code", &e.Code},
+		{"reason", &e.Reason}, {"grant", &e.Grant}, {"credential", &e.Credential},
+	} {
+		if len(*f.v) <= MaxField {
+			continue
+		}
+		noteCut(e, f.name, []byte(*f.v))
+		*f.v = cutString(*f.v, MaxField-len("…")) + "…"
+	}
+	long := len(e.QueryNames) > MaxQueryNames
+	for _, n := range e.QueryNames {
+		long = long || len(n) > MaxField
+	}
+	if long {
+		all, _ := json.Marshal(e.QueryNames)
+		noteCut(e, "query_names", all)
+		names := e.QueryNames[:min(len(e.QueryNames), MaxQueryNames)]
+		e.QueryNames = make([]string, len(names))
+		for i, n := range names {
+			if len(n) > MaxField {
+				n = cutString(n, MaxField-len("…")) + "…"
+			}
+			e.QueryNames[i] = n
+		}
+	}
+}
+
+func noteCut(e *entry, field string, whole []byte) {
+	if e.Cut == nil {
+		e.Cut = make(map[string]string)
+	}
+	h := sha256.Sum256(whole)
+	e.Cut[field] = hex.EncodeToString(h[:])
+}
+
+// cutString returns the longest prefix of s of at most n bytes that does
+// not end inside a UTF-8 sequence.
+func cutString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return strings.Clone(s[:n])
 }
 
 // applyArgs stores args according to the arguments mode.
@@ -225,6 +320,7 @@ func fromRecord(t string, r *Record) *entry {
 		Status: r.Status, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
 		Duration: int64(r.Duration), Scrubbed: r.Scrubbed, Hops: r.Hops,
 		CredKind: r.CredentialKind, TokenID: r.TokenID, TokenExp: formatOptTime(r.TokenExpires),
+		Cut: maps.Clone(r.Cut),
 	}
 }
 
@@ -271,6 +367,7 @@ func record(first, outcome *entry, inflight bool) Record {
 		Status: first.Status, BytesIn: first.BytesIn, BytesOut: first.BytesOut,
 		Duration: time.Duration(first.Duration), Scrubbed: first.Scrubbed, Hops: first.Hops,
 		CredentialKind: first.CredKind, TokenID: first.TokenID, TokenExpires: parseOptTime(first.TokenExp),
+		Cut:  first.Cut,
 		Prev: first.Prev, MAC: first.MAC,
 	}
 	if first.Type != typeIntent {
@@ -287,6 +384,12 @@ func record(first, outcome *entry, inflight bool) Record {
 	r.Status, r.BytesIn, r.BytesOut = outcome.Status, outcome.BytesIn, outcome.BytesOut
 	r.Duration, r.Scrubbed, r.Hops = time.Duration(outcome.Duration), outcome.Scrubbed, outcome.Hops
 	r.CredentialKind, r.TokenID, r.TokenExpires = outcome.CredKind, outcome.TokenID, parseOptTime(outcome.TokenExp)
+	for k, v := range outcome.Cut {
+		if r.Cut == nil {
+			r.Cut = make(map[string]string)
+		}
+		r.Cut[k] = v
+	}
 	r.Prev, r.MAC = outcome.Prev, outcome.MAC
 	return r
 }

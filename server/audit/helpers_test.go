@@ -3,19 +3,18 @@ package audit
 import (
 	"bytes"
 	"context"
-	"errors"
+	"database/sql"
 	"fmt"
+	"io/fs"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/tidwall/buntdb"
+	"unicode/utf8"
 )
 
 var testKey = bytes.Repeat([]byte{7}, 32)
-
-var errNoRecord = errors.New("test: record not found")
 
 // memCheckpoint is a Checkpointer kept in a map; failPut, if set, decides
 // whether a put fails.
@@ -44,7 +43,7 @@ func (m *memCheckpoint) GetRecord(name string) ([]byte, error) {
 	defer m.mu.Unlock()
 	d, ok := m.records[name]
 	if !ok {
-		return nil, fmt.Errorf("get %s: %w", name, errNoRecord)
+		return nil, fmt.Errorf("get %s: %w", name, fs.ErrNotExist)
 	}
 	return d, nil
 }
@@ -80,7 +79,7 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "audit.db"), cp: newMemCheckpoint(), clock: &clock{t: t0}}
+	f := &fixture{t: t, path: filepath.Join(t.TempDir(), "audit.sqlite"), cp: newMemCheckpoint(), clock: &clock{t: t0}}
 	f.opts = Options{Path: f.path, Key: testKey, Checkpoint: f.cp, Now: f.clock.Now}
 	return f
 }
@@ -107,19 +106,41 @@ func (f *fixture) openReadOnly() *Log {
 	return l
 }
 
-// tamper rewrites the closed log file directly, as an attacker would.
-func (f *fixture) tamper(fn func(tx *buntdb.Tx) error) {
+// tamper edits the closed log file directly with SQL, as someone with
+// sqlite3 and write access to the data dir would.
+func (f *fixture) tamper(fn func(db *sql.DB) error) {
 	f.t.Helper()
-	db, err := buntdb.Open(f.path)
+	db, err := sql.Open("sqlite", "file:"+f.path)
 	if err != nil {
-		f.t.Fatalf("open raw buntdb: %v", err)
+		f.t.Fatalf("open raw sqlite: %v", err)
 	}
-	if err := db.Update(fn); err != nil {
+	if err := fn(db); err != nil {
 		f.t.Fatalf("tamper: %v", err)
 	}
 	if err := db.Close(); err != nil {
-		f.t.Fatalf("close raw buntdb: %v", err)
+		f.t.Fatalf("close raw sqlite: %v", err)
 	}
+}
+
+// rawEntry is the stored value of entry seq.
+func rawEntry(t testing.TB, db *sql.DB, seq uint64) string {
+	t.Helper()
+	var v string
+	if err := db.QueryRow(`SELECT entry FROM entries WHERE seq = ?`, seq).Scan(&v); err != nil {
+		t.Fatalf("read entry %d: %v", seq, err)
+	}
+	return v
+}
+
+// setRaw stores value as entry seq, replacing what is there.
+func setRaw(db *sql.DB, seq uint64, value string) error {
+	_, err := db.Exec(`INSERT INTO entries(seq, entry) VALUES (?, ?) ON CONFLICT(seq) DO UPDATE SET entry = excluded.entry`, seq, value)
+	return err
+}
+
+func deleteRaw(db *sql.DB, seq uint64) error {
+	_, err := db.Exec(`DELETE FROM entries WHERE seq = ?`, seq)
+	return err
 }
 
 func denied(session, tool string) Record {
@@ -187,4 +208,23 @@ func seqs(recs []Record) []uint64 {
 		out[i] = r.Seq
 	}
 	return out
+}
+
+// asStored is s as encoding/json stores it: each byte of invalid UTF-8
+// becomes U+FFFD.
+func asStored(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }

@@ -265,8 +265,8 @@ func TestQueryFilters(t *testing.T) {
 
 func TestBeginFailsWhenStoreFails(t *testing.T) {
 	tests := map[string]func(l *Log){
-		"store closed underneath": func(l *Log) { l.db.Close() },
-		"file descriptor closed":  func(l *Log) { l.sync.Close() },
+		"store closed underneath": func(l *Log) { l.st.close() },
+		"file descriptor closed":  func(l *Log) { l.st.(*sqliteStore).wal.Close() },
 	}
 	for name, breakIt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -562,7 +562,7 @@ func TestPruneKeepsChainVerifiable(t *testing.T) {
 
 func TestOpenRefusesCorruptFile(t *testing.T) {
 	f := newFixture(t)
-	if err := os.WriteFile(f.path, []byte("*3\r\n$3\r\nset\r\nnot a buntdb file\r\n"), 0o600); err != nil {
+	if err := os.WriteFile(f.path, []byte("this is not an SQLite database, and not a keyhole audit log either....................................."), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if l, err := Open(f.opts); err == nil {

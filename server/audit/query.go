@@ -1,23 +1,25 @@
 package audit
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/tidwall/buntdb"
 )
 
 // Filter selects records. Zero fields select everything.
 type Filter struct {
 	Session, Scope, Tool string
-	Decision             Decision
+	// Credential selects the calls made with this vault secret.
+	Credential string
+	Decision   Decision
 	// Since (inclusive) and Until (exclusive) bound the record's time.
 	Since, Until time.Time
 	// Limit keeps only the last Limit matching records; 0 keeps all.
@@ -30,136 +32,133 @@ func (f *Filter) match(r *Record) bool {
 	return (f.Session == "" || r.Session == f.Session) &&
 		(f.Scope == "" || r.Scope == f.Scope) &&
 		(f.Tool == "" || r.Tool == f.Tool) &&
+		(f.Credential == "" || r.Credential == f.Credential) &&
 		(f.Decision == "" || r.Decision == f.Decision) &&
 		(f.Since.IsZero() || !r.Time.Before(f.Since)) &&
 		(f.Until.IsZero() || r.Time.Before(f.Until))
 }
 
+func (f *Filter) query() callQuery {
+	return callQuery{
+		Session: f.Session, Scope: f.Scope, Tool: f.Tool, Credential: f.Credential,
+		Decision: f.Decision, Since: f.Since, Until: f.Until, After: f.AfterSeq,
+	}
+}
+
+// pageSize is how many calls a reader reads at a time: readers hold one
+// page in memory and one short read transaction at a time.
+const pageSize = 512
+
 // Query returns the records that match f, one per call, in ascending seq.
-// A session or tool filter reads only that session's or tool's calls
-// (through their index keys); otherwise a time bound reads only that time
-// range; otherwise the log is read from its end, stopping at Limit or
-// AfterSeq.
+// It reads the log a page at a time through the store's indexes; with a
+// Limit it reads from the end and stops once it has Limit records.
 func (l *Log) Query(f Filter) ([]Record, error) {
 	if l.isClosed() {
 		return nil, ErrClosed
 	}
-	c := &collector{l: l, f: f, outcomes: make(map[uint64]*entry)}
-	err := l.db.View(func(tx *buntdb.Tx) error {
-		switch {
-		case f.Session != "":
-			return c.valueRange(tx, ixSession, f.Session)
-		case f.Tool != "":
-			return c.valueRange(tx, ixTool, f.Tool)
-		case !f.Since.IsZero() || !f.Until.IsZero():
-			return c.timeRange(tx)
-		default:
-			return tx.DescendRange("", entryEnd, entryPrefix, c.visit)
+	if f.Limit <= 0 {
+		var recs []Record
+		err := l.Stream(context.Background(), f, func(r Record) error {
+			recs = append(recs, r)
+			return nil
+		})
+		return recs, err
+	}
+	var recs []Record // descending
+	q := f.query()
+	q.Desc = true
+	for len(recs) < f.Limit {
+		q.Limit = min(pageSize, max(f.Limit-len(recs), 16))
+		page, err := l.st.calls(q)
+		if err != nil {
+			return nil, fmt.Errorf("audit: query: %w", err)
 		}
-	})
-	if err == nil {
-		err = c.err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("audit: query: %w", err)
-	}
-	slices.Reverse(c.recs)
-	return c.recs, nil
-}
-
-// collector turns entries, visited in descending seq, into records.
-type collector struct {
-	l        *Log
-	f        Filter
-	outcomes map[uint64]*entry // outcomes whose call's first entry is not yet seen
-	recs     []Record          // descending
-	err      error
-}
-
-func (c *collector) visit(_, v string) bool {
-	e, err := decode(v)
-	if err != nil {
-		c.err = err
-		return false
-	}
-	return c.add(e)
-}
-
-// visitCall adds the call whose first entry is seq, with its outcome. An
-// index key whose entry is gone (tampering) is skipped.
-func (c *collector) visitCall(tx *buntdb.Tx, seq uint64) bool {
-	e, err := getEntry(tx, seq)
-	if errors.Is(err, ErrNotFound) {
-		return true
-	}
-	if err == nil && e.Type == typeIntent {
-		var out *entry
-		if out, err = outcomeFor(tx, seq); out != nil {
-			c.outcomes[seq] = out
+		for _, c := range page {
+			r, ok, err := l.merge(c)
+			if err != nil {
+				return nil, fmt.Errorf("audit: query: %w", err)
+			}
+			if ok && f.match(&r) {
+				recs = append(recs, r)
+				if len(recs) == f.Limit {
+					break
+				}
+			}
 		}
-	}
-	if err != nil {
-		c.err = err
-		return false
-	}
-	return c.add(e)
-}
-
-func (c *collector) add(e *entry) bool {
-	if e.Type == typeOutcome {
-		c.outcomes[e.Of] = e
-		return true
-	}
-	if c.f.AfterSeq > 0 && e.Seq <= c.f.AfterSeq {
-		return false
-	}
-	out := c.outcomes[e.Seq]
-	delete(c.outcomes, e.Seq)
-	r := record(e, out, out == nil && e.Type == typeIntent && c.l.isInflight(e.Seq))
-	if !c.f.match(&r) {
-		return true
-	}
-	c.recs = append(c.recs, r)
-	return c.f.Limit <= 0 || len(c.recs) < c.f.Limit
-}
-
-// valueRange reads the calls of one session or tool, in descending seq.
-func (c *collector) valueRange(tx *buntdb.Tx, prefix, value string) error {
-	lo, hi := valueRange(prefix, value)
-	return tx.DescendRange("", hi, lo, func(k, _ string) bool {
-		seq, ok := indexSeq(k)
-		return !ok || c.visitCall(tx, seq)
-	})
-}
-
-// timeRange reads the calls in [Since, Until) through the time keys. They
-// order by time, not seq, so the range's seqs are read whole, then their
-// calls are visited in descending seq.
-func (c *collector) timeRange(tx *buntdb.Tx) error {
-	lo, hi := ixTime, ixTimeEnd
-	if !c.f.Since.IsZero() {
-		lo = ixTime + formatTime(c.f.Since)
-	}
-	if !c.f.Until.IsZero() {
-		hi = ixTime + formatTime(c.f.Until)
-	}
-	var calls []uint64
-	err := tx.AscendRange("", lo, hi, func(k, _ string) bool {
-		if seq, ok := indexSeq(k); ok {
-			calls = append(calls, seq)
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	slices.Sort(calls)
-	for _, seq := range slices.Backward(calls) {
-		if !c.visitCall(tx, seq) {
+		if len(page) < q.Limit {
 			break
 		}
+		q.Before = page[len(page)-1].First.Seq
 	}
-	return nil
+	slices.Reverse(recs)
+	return recs, nil
+}
+
+// Stream calls fn with every record that matches f, in ascending seq,
+// reading the log a page at a time (so memory stays flat however long the
+// log). It stops at the first error fn returns, and returns it. f.Limit,
+// if set, keeps the last Limit records (which Stream reads first).
+func (l *Log) Stream(ctx context.Context, f Filter, fn func(Record) error) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	if f.Limit > 0 {
+		recs, err := l.Query(f)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	q := f.query()
+	q.Limit = pageSize
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		page, err := l.st.calls(q)
+		if err != nil {
+			return fmt.Errorf("audit: query: %w", err)
+		}
+		for _, c := range page {
+			r, ok, err := l.merge(c)
+			if err != nil {
+				return fmt.Errorf("audit: query: %w", err)
+			}
+			if ok && f.match(&r) {
+				if err := fn(r); err != nil {
+					return err
+				}
+			}
+		}
+		if len(page) < q.Limit {
+			return nil
+		}
+		q.After = page[len(page)-1].First.Seq
+	}
+}
+
+// merge decodes a call and its outcome into its Record. ok is false for a
+// row that is not the first entry of a call.
+func (l *Log) merge(c callRow) (Record, bool, error) {
+	first, err := decode(c.First.Value)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("entry %d: %w", c.First.Seq, err)
+	}
+	if first.Type == typeOutcome || first.Seq != c.First.Seq {
+		return Record{}, false, nil
+	}
+	var out *entry
+	if c.Outcome.Value != "" {
+		if o, err := decode(c.Outcome.Value); err == nil && o.Type == typeOutcome && o.Of == first.Seq {
+			out = o
+		}
+	}
+	return record(first, out, out == nil && first.Type == typeIntent && l.isInflight(first.Seq)), true, nil
 }
 
 // Get returns the record of the call that seq belongs to: seq is the
@@ -169,27 +168,7 @@ func (l *Log) Get(seq uint64) (Record, error) {
 	if l.isClosed() {
 		return Record{}, ErrClosed
 	}
-	var rec Record
-	err := l.db.View(func(tx *buntdb.Tx) error {
-		e, err := getEntry(tx, seq)
-		if err != nil {
-			return err
-		}
-		first, out := e, (*entry)(nil)
-		switch e.Type {
-		case typeOutcome:
-			if first, err = getEntry(tx, e.Of); err != nil {
-				return err
-			}
-			out = e
-		case typeIntent:
-			if out, err = outcomeFor(tx, seq); err != nil {
-				return err
-			}
-		}
-		rec = record(first, out, out == nil && first.Type == typeIntent && l.isInflight(first.Seq))
-		return nil
-	})
+	rec, err := l.get(seq)
 	if errors.Is(err, ErrNotFound) {
 		return Record{}, fmt.Errorf("audit: get %d: %w", seq, ErrNotFound)
 	}
@@ -199,15 +178,62 @@ func (l *Log) Get(seq uint64) (Record, error) {
 	return rec, nil
 }
 
-func getEntry(tx *buntdb.Tx, seq uint64) (*entry, error) {
-	v, err := tx.Get(entryKey(seq))
-	if errors.Is(err, buntdb.ErrNotFound) {
-		return nil, ErrNotFound
+func (l *Log) get(seq uint64) (Record, error) {
+	e, err := l.entryAt(seq)
+	if err != nil {
+		return Record{}, err
 	}
+	first, out := e, (*entry)(nil)
+	switch e.Type {
+	case typeOutcome:
+		if first, err = l.entryAt(e.Of); err != nil {
+			return Record{}, err
+		}
+		if first.Type != typeIntent {
+			return Record{}, ErrNotFound
+		}
+		// The first outcome of the intent completes it, as readers show.
+		r, ok, err := l.st.outcome(first.Seq)
+		if err != nil {
+			return Record{}, err
+		}
+		out = e
+		if ok && r.Seq != e.Seq {
+			if o, err := decode(r.Value); err == nil && o.Type == typeOutcome && o.Of == first.Seq {
+				out = o
+			}
+		}
+	case typeIntent:
+		r, ok, err := l.st.outcome(seq)
+		if err != nil {
+			return Record{}, err
+		}
+		if ok {
+			if o, err := decode(r.Value); err == nil && o.Type == typeOutcome && o.Of == seq {
+				out = o
+			}
+		}
+	}
+	return record(first, out, out == nil && first.Type == typeIntent && l.isInflight(first.Seq)), nil
+}
+
+// entryAt decodes the entry at seq, or returns ErrNotFound.
+func (l *Log) entryAt(seq uint64) (*entry, error) {
+	r, ok, err := l.st.get(seq)
 	if err != nil {
 		return nil, err
 	}
-	return decode(v)
+	if !ok {
+		return nil, ErrNotFound
+	}
+	e, err := decode(r.Value)
+	if err != nil {
+		return nil, fmt.Errorf("entry %d: %w", seq, err)
+	}
+	if e.Seq != seq {
+		return nil, ErrNotFound // an entry moved from elsewhere: Verify's to report
+	}
+	return e, nil
 }
 
 // Export writes the records that match f to w as "jsonl" (one JSON record
@@ -216,26 +242,26 @@ func (l *Log) Export(w io.Writer, format string, f Filter) error {
 	if format != "jsonl" && format != "csv" {
 		return fmt.Errorf("audit: export format %q: want jsonl or csv", format)
 	}
-	recs, err := l.Query(f)
-	if err != nil {
-		return err
-	}
 	if format == "jsonl" {
 		enc := json.NewEncoder(w)
-		for i := range recs {
-			if err := enc.Encode(&recs[i]); err != nil {
+		return l.Stream(context.Background(), f, func(r Record) error {
+			if err := enc.Encode(&r); err != nil {
 				return fmt.Errorf("audit: export: %w", err)
 			}
-		}
-		return nil
+			return nil
+		})
 	}
 	cw := csv.NewWriter(w)
 	cw.Write(csvHeader)
-	for i := range recs {
-		cw.Write(csvRow(&recs[i]))
-	}
+	err := l.Stream(context.Background(), f, func(r Record) error {
+		cw.Write(csvRow(&r))
+		return cw.Error()
+	})
 	cw.Flush()
-	if err := cw.Error(); err != nil {
+	if err == nil {
+		err = cw.Error()
+	}
+	if err != nil {
 		return fmt.Errorf("audit: export: %w", err)
 	}
 	return nil
@@ -245,7 +271,7 @@ var csvHeader = []string{
 	"seq", "time", "session", "scope", "client", "tool", "kind", "method", "host", "path",
 	"query_names", "bucket", "action", "key", "args", "args_sha256", "decision", "code", "reason",
 	"grant", "credential", "credential_version", "status", "bytes_in", "bytes_out", "duration_ns",
-	"scrubbed", "prev", "mac",
+	"scrubbed", "cut", "prev", "mac",
 }
 
 func csvRow(r *Record) []string {
@@ -255,7 +281,7 @@ func csvRow(r *Record) []string {
 		r.Action, r.Key, string(r.Args), r.ArgsSHA256, string(r.Decision), r.Code, r.Reason,
 		r.Grant, r.Credential, strconv.Itoa(r.CredVersion), strconv.Itoa(r.Status),
 		strconv.FormatInt(r.BytesIn, 10), strconv.FormatInt(r.BytesOut, 10),
-		strconv.FormatInt(int64(r.Duration), 10), strconv.FormatBool(r.Scrubbed), r.Prev, r.MAC,
+		strconv.FormatInt(int64(r.Duration), 10), strconv.FormatBool(r.Scrubbed), cutCell(r.Cut), r.Prev, r.MAC,
 	}
 	for i, v := range row {
 		row[i] = defuse(v)
@@ -270,4 +296,13 @@ func defuse(v string) string {
 		return "'" + v
 	}
 	return v
+}
+
+// cutCell lists the cut fields as "field=sha256 …", sorted.
+func cutCell(cut map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(cut)) {
+		parts = append(parts, k+"="+cut[k])
+	}
+	return strings.Join(parts, " ")
 }

@@ -1,20 +1,25 @@
 package audit
 
 import (
+	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
-
-	"github.com/tidwall/buntdb"
 )
+
+// pruneBatch is how many entries one prune transaction deletes: small
+// enough that the writer is held up for a few milliseconds at most.
+const pruneBatch = 256
+
+// pruneHook, if set (by tests), runs between two prune transactions.
+var pruneHook func()
 
 // Prune deletes the oldest calls: the longest prefix of the chain whose
 // calls began before before, stopping early at any call still without an
-// outcome. It stores a MAC'd anchor at the cut so the chain still verifies
-// from the oldest kept entry, and returns the number of calls deleted.
-// Calls later in the chain with an earlier time (a clock set back) are
-// kept. The file's space is reused only by buntdb's own rewrite, which
-// this package never runs; pruned entries stay in the file as deletions.
+// outcome. It deletes in small transactions, each moving a MAC'd anchor to
+// the last entry it deleted, so the chain verifies from the oldest kept
+// entry at every step (a crash mid-prune included) and writers are never
+// held up for long. It returns the number of calls deleted. Calls later in
+// the chain with an earlier time (a clock set back) are kept.
 func (l *Log) Prune(before time.Time) (int, error) {
 	if l.readOnly {
 		return 0, ErrReadOnly
@@ -24,87 +29,108 @@ func (l *Log) Prune(before time.Time) (int, error) {
 	}
 	l.maint.Lock()
 	defer l.maint.Unlock()
-	var removed int
-	err := l.db.Update(func(tx *buntdb.Tx) error {
-		var err error
-		removed, err = l.prune(tx, formatTime(before))
-		return err
-	})
+	cut, calls, err := l.findCut(formatTime(before))
 	if err != nil {
 		return 0, fmt.Errorf("audit: prune: %w", err)
 	}
-	if err := l.sync.Sync(); err != nil {
-		return removed, fmt.Errorf("audit: prune: fsync: %w", err)
-	}
-	return removed, nil
-}
-
-// prunable is an entry of the prefix Prune may delete.
-type prunable struct {
-	ix  indexed // its index keys go with it
-	mac string
-}
-
-// prune deletes the prefix of entries older than limit (a formatted time),
-// up to the first call still without an outcome, with their index keys,
-// and moves the anchor.
-func (l *Log) prune(tx *buntdb.Tx, limit string) (int, error) {
-	var prefix []prunable
-	open := map[uint64]bool{}
-	var derr error
-	cut := uint64(0)
-	err := tx.AscendRange("", entryPrefix, entryEnd, func(k, val string) bool {
-		e, err := decode(val)
-		if err != nil {
-			derr = fmt.Errorf("entry %s: %w", strings.TrimPrefix(k, entryPrefix), err)
-			return false
-		}
-		if e.Time >= limit {
-			cut = e.Seq
-			return false
-		}
-		switch e.Type {
-		case typeIntent:
-			open[e.Seq] = true
-		case typeOutcome:
-			delete(open, e.Of)
-		}
-		prefix = append(prefix, prunable{ix: indexedOf(e), mac: e.MAC})
-		return true
-	})
-	if err == nil {
-		err = derr
-	}
+	anchor, _, err := l.pruneAnchor()
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("audit: prune: %w", err)
 	}
-	if cut == 0 && len(prefix) > 0 {
-		cut = prefix[len(prefix)-1].ix.Seq + 1
+	for from := anchor.Seq; from+1 < cut; {
+		through := min(from+pruneBatch, cut-1)
+		mac, ok, err := l.macAt(through)
+		if err != nil {
+			return 0, fmt.Errorf("audit: prune: %w", err)
+		}
+		if !ok {
+			return 0, fmt.Errorf("audit: prune: entry %d is missing", through)
+		}
+		a := l.keyed.encodeLink(anchorDomain, link{Seq: through, MAC: mac})
+		if _, err := l.st.deletePrefix(through, map[string]string{metaAnchor: string(a)}); err != nil {
+			return 0, fmt.Errorf("audit: prune: %w", err)
+		}
+		from = through
+		if pruneHook != nil && from+1 < cut {
+			pruneHook()
+		}
+	}
+	if err := l.st.sync(); err != nil {
+		return calls, fmt.Errorf("audit: prune: %w", err)
+	}
+	return calls, nil
+}
+
+// pruned is the part of an entry findCut reads.
+type pruned struct {
+	Seq  uint64 `json:"seq"`
+	Type string `json:"type"`
+	Of   uint64 `json:"of"`
+	Time string `json:"time"`
+}
+
+// findCut reads the log from its oldest entry, a page at a time, to the
+// first entry at or after limit (a formatted time), and returns the seq
+// the prune stops before (every entry before it goes) and the number of
+// calls before it. An intent whose outcome is not before the cut moves the
+// cut to that intent.
+func (l *Log) findCut(limit string) (cut uint64, calls int, err error) {
+	anchor, _, err := l.pruneAnchor()
+	if err != nil {
+		return 0, 0, err
+	}
+	open := map[uint64]bool{}
+	after := anchor.Seq
+	cut = after + 1
+scan:
+	for {
+		page, err := l.st.entries(after, verifyPage)
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, r := range page {
+			var e pruned
+			if err := json.Unmarshal([]byte(r.Value), &e); err != nil {
+				return 0, 0, fmt.Errorf("entry %d: %w", r.Seq, err)
+			}
+			if e.Time >= limit {
+				break scan
+			}
+			switch e.Type {
+			case typeIntent:
+				open[r.Seq] = true
+			case typeOutcome:
+				delete(open, e.Of)
+			}
+			cut = r.Seq + 1
+		}
+		if len(page) < verifyPage {
+			break
+		}
+		after = page[len(page)-1].Seq
 	}
 	for s := range open {
 		cut = min(cut, s)
 	}
-	var anchor link
-	removed := 0
-	for i := range prefix {
-		p := &prefix[i]
-		if p.ix.Seq >= cut {
+	// Count the calls that go: every first entry before the cut.
+	for after := anchor.Seq; after+1 < cut; {
+		page, err := l.st.entries(after, min(verifyPage, int(cut-1-after)))
+		if err != nil {
+			return 0, 0, err
+		}
+		if len(page) == 0 {
 			break
 		}
-		if _, err := tx.Delete(entryKey(p.ix.Seq)); err != nil {
-			return 0, err
+		for _, r := range page {
+			if r.Seq >= cut {
+				break
+			}
+			var e pruned
+			if json.Unmarshal([]byte(r.Value), &e) == nil && e.Type != typeOutcome {
+				calls++
+			}
 		}
-		if err := deleteIndex(tx, &p.ix); err != nil {
-			return 0, err
-		}
-		anchor = link{Seq: p.ix.Seq, MAC: p.mac}
-		if p.ix.Type != typeOutcome {
-			removed++
-		}
+		after = page[len(page)-1].Seq
 	}
-	if anchor.Seq == 0 {
-		return 0, nil
-	}
-	_, _, err = tx.Set(anchorKey, string(l.keyed.encodeLink(anchorDomain, anchor)), nil)
-	return removed, err
+	return cut, calls, nil
 }

@@ -1,9 +1,19 @@
 package audit
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
-
-	"github.com/tidwall/buntdb"
+	"hash"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
 )
 
 // Problem kinds reported by Verify.
@@ -16,11 +26,18 @@ const (
 	// ProblemReordered: a genuine entry sits at another entry's position.
 	ProblemReordered = "reordered"
 	// ProblemTruncated: the log ends before its checkpoint, or no longer
-	// holds the checkpointed head.
+	// holds the checkpointed head, or its checkpoint was removed.
 	ProblemTruncated = "truncated"
 	// ProblemForged: an entry, checkpoint or anchor that was not written
 	// with the audit key, or a genuine entry spliced from another chain.
 	ProblemForged = "forged"
+	// ProblemRolledBack: the vault's checkpoint is older than a later one
+	// recorded elsewhere (the log file's copy, or the anchor file): the
+	// vault, or the whole data dir, was restored from an older copy.
+	ProblemRolledBack = "rolled back"
+	// ProblemSchema: the file's tables, indexes or views are not the ones
+	// keyhole creates (an index dropped, a view or trigger added).
+	ProblemSchema = "schema"
 )
 
 // Problem is one thing wrong with the chain, at the seq where it is seen.
@@ -32,15 +49,38 @@ type Problem struct {
 
 // Report is the result of Verify.
 type Report struct {
-	Entries  uint64    `json:"entries"`
-	Head     uint64    `json:"head"`
+	// Entries is how many entries were checked; From is the first seq
+	// checked (0 when the walk began at the oldest kept entry).
+	Entries uint64 `json:"entries"`
+	From    uint64 `json:"from,omitempty"`
+	Head    uint64 `json:"head"`
+	// Checkpoint is the counter of the vault's checkpoint (0 if none).
+	Checkpoint uint64 `json:"checkpoint,omitempty"`
+	// Anchor is the counter of the newest line of the anchor file checked
+	// (0 when no anchor file was given).
+	Anchor   uint64    `json:"anchor,omitempty"`
 	OK       bool      `json:"ok"`
 	Problems []Problem `json:"problems,omitempty"`
 }
 
-// verifyChunk is how many entries Verify reads under one read lock, so
-// writers are not held up for the length of a whole verification.
-const verifyChunk = 4096
+// VerifyOptions configures VerifyWith.
+type VerifyOptions struct {
+	// From, if set, checks the chain from entry From on (its link to the
+	// entry before it included) instead of from the oldest kept entry.
+	From uint64
+	// Anchor, if set, is an anchor file (Options.Anchor) to check the
+	// log and the vault's checkpoint against: a vault or data dir restored
+	// from an older copy is behind it.
+	Anchor string
+	// Progress, if set, is called after every page of entries with the
+	// last seq checked and the head.
+	Progress func(seq, head uint64)
+}
+
+// verifyPage is how many entries Verify reads at a time, each page in its
+// own short read transaction, so memory stays flat and writers are never
+// held up.
+const verifyPage = 1024
 
 // maxProblems bounds a report of a badly damaged file.
 const maxProblems = 1000
@@ -50,61 +90,144 @@ const maxProblems = 1000
 // in order of seq; the first is the first bad seq. The error is for a
 // failure to read the log, not for what is wrong with it.
 func (l *Log) Verify() (Report, error) {
+	return l.VerifyWith(context.Background(), VerifyOptions{})
+}
+
+// VerifyWith is Verify with options: a first seq, an anchor file to check
+// against, progress.
+func (l *Log) VerifyWith(ctx context.Context, o VerifyOptions) (Report, error) {
 	if l.isClosed() {
 		return Report{}, ErrClosed
 	}
 	l.maint.Lock()
 	defer l.maint.Unlock()
-	v := &verifier{keyed: l.keyed, expect: 1}
+	// The checkpoint is read before the walk: the head only grows and the
+	// checkpoint trails the fsynced head, so entries written during the
+	// walk never make the log look behind its checkpoint.
+	var c checkState
 	if l.cp != nil {
-		v.readCheckpoint(l.cp)
+		c.read(l)
 	}
-	var anchor []byte
-	if err := l.db.View(func(tx *buntdb.Tx) error {
-		a, err := tx.Get(anchorKey)
-		if err == nil {
-			anchor = []byte(a)
-		}
-		return nil
-	}); err != nil {
+	pre := &verifier{keyed: l.keyed}
+	problems, err := l.st.schemaProblems()
+	if err != nil {
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
-	if anchor != nil {
-		a, err := l.keyed.decodeLink(anchorDomain, anchor)
-		if err != nil {
-			v.report(a.Seq, ProblemForged, "the prune anchor does not verify with the audit key")
-			v.prevBad = true
-		}
-		v.anchor, v.hasAnchor = a, true
-		v.expect, v.prevMAC, v.last = a.Seq+1, a.MAC, a.Seq
+	for _, p := range problems {
+		pre.report(0, ProblemSchema, p)
 	}
-	from := entryPrefix
-	for done := false; !done; {
-		done = true
-		err := l.db.View(func(tx *buntdb.Tx) error {
-			n := 0
-			return tx.AscendRange("", from, entryEnd, func(k, val string) bool {
-				if n == verifyChunk {
-					done = false
-					return false
-				}
-				n++
-				from = k + "\x00"
-				v.check(tx, k, val)
-				return true
-			})
-		})
-		if err != nil {
+	anchor, hasAnchor, err := l.pruneAnchor()
+	if err != nil && !errors.Is(err, ErrTampered) {
+		return Report{}, fmt.Errorf("audit: verify: %w", err)
+	}
+	from, prev := anchor.Seq, anchor.MAC
+	prevBad := err != nil
+	if prevBad {
+		pre.report(anchor.Seq, ProblemForged, "the prune anchor does not verify with the audit key")
+	}
+	if o.From > from+1 {
+		from = o.From - 1
+		mac, ok, err := l.macAt(from)
+		if err != nil && !errors.Is(err, ErrTampered) {
 			return Report{}, fmt.Errorf("audit: verify: %w", err)
 		}
+		prev, prevBad = mac, !ok
 	}
-	v.checkTail()
-	return Report{Entries: v.entries, Head: v.last, OK: len(v.problems) == 0, Problems: v.problems}, nil
+	v := &verifier{keyed: l.keyed, expect: from + 1, prevMAC: prev, prevBad: prevBad, last: from,
+		anchor: anchor, hasAnchor: hasAnchor, cpSeq: c.cp.Seq, problems: pre.problems}
+	if err := l.walkWith(ctx, v, o.Progress); err != nil {
+		return Report{}, err
+	}
+	c.checkTail(v)
+	if o.Anchor != "" {
+		if err := l.checkAnchorFile(v, &c, o.Anchor); err != nil {
+			return Report{}, err
+		}
+	}
+	rep := v.result()
+	rep.Checkpoint = c.cp.N
+	rep.Anchor = c.anchorN
+	if o.From > 0 {
+		rep.From = from + 1
+	}
+	return rep, nil
 }
 
-// verifier walks the chain in key order.
+// walk verifies the entries after seq from, whose predecessor has MAC
+// prev, to the head, without the checkpoint checks.
+func (l *Log) walk(ctx context.Context, from uint64, prev string, o VerifyOptions) (Report, error) {
+	v := &verifier{keyed: l.keyed, expect: from + 1, prevMAC: prev, last: from}
+	if err := l.walkWith(ctx, v, o.Progress); err != nil {
+		return Report{}, err
+	}
+	return v.result(), nil
+}
+
+func (l *Log) walkWith(ctx context.Context, v *verifier, progress func(seq, head uint64)) error {
+	var head uint64
+	if progress != nil {
+		if r, ok, err := l.st.last(); err == nil && ok {
+			head = r.Seq
+		}
+	}
+	type fetched struct {
+		rows []row
+		err  error
+	}
+	fetch := func(after uint64) <-chan fetched {
+		c := make(chan fetched, 1)
+		go func() {
+			rows, err := l.st.entries(after, verifyPage)
+			c <- fetched{rows, err}
+		}()
+		return c
+	}
+	// The next page is read while this one is checked: reading and MACs
+	// run on both cores.
+	cur := <-fetch(v.last)
+	for cur.err == nil && len(cur.rows) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		page := cur.rows
+		var nextc <-chan fetched
+		if len(page) == verifyPage {
+			nextc = fetch(page[len(page)-1].Seq)
+		}
+		var next fetched
+		for i := range page {
+			var following *row
+			if i+1 < len(page) {
+				following = &page[i+1]
+			} else if nextc != nil {
+				// The last entry's classification needs the next page.
+				next = <-nextc
+				nextc = nil
+				if len(next.rows) > 0 {
+					following = &next.rows[0]
+				}
+			}
+			v.check(page[i], following)
+		}
+		if nextc != nil {
+			next = <-nextc
+		}
+		if progress != nil {
+			progress(v.last, max(head, v.last))
+		}
+		cur = next
+	}
+	if cur.err != nil {
+		return fmt.Errorf("audit: verify: %w", cur.err)
+	}
+	return nil
+}
+
+// verifier walks the chain in seq order.
 type verifier struct {
 	keyed     macKey
+	mac       hash.Hash
+	buf       []byte // the body a MAC is computed over, reused
 	anchor    link
 	hasAnchor bool
 	expect    uint64 // seq the next entry should have
@@ -112,33 +235,30 @@ type verifier struct {
 	prevBad   bool   // the entry before already has a problem: skip the link check
 	last      uint64
 	entries   uint64
-	seen      map[uint64]string // stored MAC by seq, only for the checkpoint's seq
-	cp        link
-	cpSeq     uint64
-	cpRead    bool
-	cpErr     error
-	cpForged  bool
+	cpSeq     uint64 // the checkpoint's seq, whose stored MAC the walk notes
+	cpMAC     string
+	cpSeen    bool
+	cpBad     bool
 	problems  []Problem
-	bad       map[uint64]bool
+}
+
+func (v *verifier) result() Report {
+	return Report{Entries: v.entries, Head: v.last, OK: len(v.problems) == 0, Problems: v.problems}
 }
 
 func (v *verifier) report(seq uint64, kind, detail string) {
-	if v.bad == nil {
-		v.bad = make(map[uint64]bool)
+	if seq == v.cpSeq {
+		v.cpBad = true
 	}
-	v.bad[seq] = true
 	if len(v.problems) < maxProblems {
 		v.problems = append(v.problems, Problem{Seq: seq, Kind: kind, Detail: detail})
 	}
 }
 
-func (v *verifier) check(tx *buntdb.Tx, key, val string) {
+// check verifies one entry; next is the entry after it, if any.
+func (v *verifier) check(r row, next *row) {
 	v.entries++
-	seq, ok := seqOf(key)
-	if !ok {
-		v.report(v.expect, ProblemForged, fmt.Sprintf("unexpected key %q among the entries", key))
-		return
-	}
+	seq := r.Seq
 	if seq < v.expect {
 		v.report(seq, ProblemForged, fmt.Sprintf("entry %d is at or before the prune anchor (%d)", seq, v.anchor.Seq))
 		return
@@ -152,84 +272,207 @@ func (v *verifier) check(tx *buntdb.Tx, key, val string) {
 		v.prevBad = true
 	}
 	v.expect, v.last = seq+1, seq
-	e, valid, err := v.keyed.unseal(val)
+	mac, valid := v.sealedMAC(r.Value)
 	bad := true
-	switch {
-	case err != nil:
-		v.report(seq, ProblemEdited, "the entry cannot be decoded")
-		v.prevMAC = ""
-	case !valid:
-		v.report(seq, v.classifyBadMAC(tx, seq, e.MAC), "the entry's MAC does not verify with the audit key")
-	case e.Seq != seq:
-		v.report(seq, ProblemReordered, fmt.Sprintf("entry %d is stored at position %d", e.Seq, seq))
-	case !v.prevBad && e.Prev != v.prevMAC:
-		v.report(seq, ProblemForged, fmt.Sprintf("entry %d does not follow entry %d: it was spliced from another chain", seq, seq-1))
-	default:
-		bad = false
-	}
-	if e != nil {
-		v.prevMAC = e.MAC
-		if seq == v.cpSeq && v.seen != nil {
-			v.seen[seq] = e.MAC
+	if valid {
+		// The MAC verifies, so the value is as this package wrote it: its
+		// seq and prev can be read from their fixed places.
+		eseq, prev, ok := fastLink(r.Value)
+		switch {
+		case !ok:
+			v.report(seq, ProblemEdited, "the entry cannot be decoded")
+		case eseq != seq:
+			v.report(seq, ProblemReordered, fmt.Sprintf("entry %d is stored at position %d", eseq, seq))
+		case !v.prevBad && prev != v.prevMAC:
+			v.report(seq, ProblemForged, fmt.Sprintf("entry %d does not follow entry %d: it was spliced from another chain", seq, seq-1))
+		default:
+			bad = false
 		}
+	} else if mac == "" {
+		v.report(seq, ProblemEdited, "the entry cannot be decoded")
+	} else {
+		v.report(seq, v.classifyBadMAC(seq, mac, next), "the entry's MAC does not verify with the audit key")
+	}
+	v.prevMAC = mac
+	if seq == v.cpSeq {
+		v.cpMAC, v.cpSeen = mac, true
 	}
 	v.prevBad = bad
 }
 
+// sealedMAC returns the MAC a sealed value carries and whether it verifies
+// over the value's body. mac is "" for a value that is not sealed at all.
+func (v *verifier) sealedMAC(value string) (mac string, valid bool) {
+	n := len(value)
+	if n < macSuffixLen+2 || value[n-macSuffixLen:n-macSuffixLen+len(macField)] != macField || value[n-2:] != `"}` {
+		return "", false
+	}
+	mac = value[n-macSuffixLen+len(macField) : n-2]
+	if v.mac == nil {
+		v.mac = hmac.New(sha256.New, v.keyed)
+	}
+	v.mac.Reset()
+	v.buf = append(append(v.buf[:0], value[:n-macSuffixLen]...), '}')
+	v.mac.Write(v.buf)
+	var sum [sha256.Size]byte
+	var want [2 * sha256.Size]byte
+	hex.Encode(want[:], v.mac.Sum(sum[:0]))
+	return mac, hmac.Equal(want[:], []byte(mac))
+}
+
+// fastLink reads seq and prev from a sealed value this package wrote:
+// `{"seq":N,` first, `"prev":"…"` just before the MAC.
+func fastLink(value string) (seq uint64, prev string, ok bool) {
+	const head = `{"seq":`
+	if !strings.HasPrefix(value, head) {
+		return 0, "", false
+	}
+	end := strings.IndexByte(value[len(head):], ',')
+	if end < 0 {
+		return 0, "", false
+	}
+	seq, err := strconv.ParseUint(value[len(head):len(head)+end], 10, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	// The body ends with "prev":"" (the first entry) or "prev":"<64 hex>".
+	body := value[:len(value)-macSuffixLen]
+	const field = `"prev":"`
+	for _, n := range []int{0, 64} {
+		if i := len(body) - 1 - n - len(field); i >= 0 && body[i:i+len(field)] == field && body[len(body)-1] == '"' {
+			return seq, body[i+len(field) : len(body)-1], true
+		}
+	}
+	return 0, "", false
+}
+
 // classifyBadMAC tells an edited entry (the chain still names its MAC: the
 // next entry's prev, or the checkpoint) from a forged one.
-func (v *verifier) classifyBadMAC(tx *buntdb.Tx, seq uint64, mac string) string {
-	if next, err := tx.Get(entryKey(seq + 1)); err == nil {
-		if n, err := decode(next); err == nil && n.Prev == mac {
+func (v *verifier) classifyBadMAC(seq uint64, mac string, next *row) string {
+	if next != nil && next.Seq == seq+1 {
+		if n, err := decode(next.Value); err == nil && n.Prev == mac {
 			return ProblemEdited
 		}
 	}
-	if v.seen != nil && v.cpSeq == seq {
+	if seq == v.cpSeq {
 		return ProblemEdited // the checkpoint's MAC is compared in checkTail
 	}
 	return ProblemForged
 }
 
-// readCheckpoint reads the checkpoint before the walk, so the walk can
-// note the stored MAC at its seq. The head only grows and the checkpoint
-// trails the fsynced head, so entries written during the walk never make
-// the log look behind its checkpoint.
-func (v *verifier) readCheckpoint(cp Checkpointer) {
-	v.cpRead = true
-	data, err := cp.GetRecord(CheckpointName)
-	if err != nil {
-		v.cpErr = err
-		return
+// checkState is what Verify knows of the checkpoint and anchor file.
+type checkState struct {
+	read_     bool
+	cp        checkpoint
+	cpNone    bool  // no checkpoint was ever stored
+	cpErr     error // it cannot be read (removed) or does not verify
+	cpForged  bool
+	copy      checkpoint // the log file's copy
+	copyOK    bool
+	copyErr   error
+	anchorN   uint64
+	anchorErr error
+}
+
+func (c *checkState) read(l *Log) {
+	c.read_ = true
+	data, err := l.cp.GetRecord(CheckpointName)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		c.cpNone = true
+	case err != nil:
+		c.cpErr = err
+	default:
+		c.cp, err = l.keyed.decodeCheckpoint(data)
+		if err != nil {
+			c.cpErr, c.cpForged = err, true
+		}
 	}
-	c, err := v.keyed.decodeLink(checkpointDomain, data)
-	if err != nil {
-		v.cpErr = err
-		v.cpForged = true
-	}
-	v.cp, v.cpSeq = c, c.Seq
-	v.seen = make(map[uint64]string, 1)
+	c.copy, c.copyOK, c.copyErr = l.checkpointCopy()
 }
 
 // checkTail compares the walked head with the checkpoint.
-func (v *verifier) checkTail() {
+func (c *checkState) checkTail(v *verifier) {
+	if c.copyErr != nil {
+		v.report(c.copy.Seq, ProblemForged, "the log's copy of its checkpoint does not verify with the audit key")
+	}
 	switch {
-	case !v.cpRead:
-	case v.cpForged:
-		v.report(v.cp.Seq, ProblemForged, "the head checkpoint does not verify with the audit key")
-	case v.cpErr != nil:
+	case !c.read_:
+	case c.cpForged:
+		v.report(c.cp.Seq, ProblemForged, "the head checkpoint does not verify with the audit key")
+	case c.cpErr != nil:
+		v.report(v.last, ProblemTruncated, "the vault had a checkpoint for this log and it is gone: "+c.cpErr.Error())
+	case c.cpNone:
 		if v.entries > 0 || v.hasAnchor {
 			v.report(v.last, ProblemTruncated, "the vault holds no checkpoint for this log, so its tail cannot be checked")
 		}
-	case v.cp.Seq > v.last:
-		v.report(v.last+1, ProblemTruncated, fmt.Sprintf("the log ends at entry %d but its checkpoint is at entry %d", v.last, v.cp.Seq))
-	case v.cp.Seq == 0 || v.bad[v.cp.Seq] || (v.hasAnchor && v.cp.Seq < v.anchor.Seq):
+	case !c.copyOK && c.copyErr == nil && c.cp.N > 1:
+		v.report(c.cp.Seq, ProblemRolledBack, fmt.Sprintf("the log's copy of its checkpoint was removed (the vault's is #%d): the log may have been cut and its vault rolled back", c.cp.N))
+	case c.copyOK && c.copy.N > c.cp.N:
+		v.report(c.cp.Seq, ProblemRolledBack, fmt.Sprintf("the vault's checkpoint (#%d, at entry %d) is older than the one this log recorded (#%d, at entry %d): the vault was restored from an older copy", c.cp.N, c.cp.Seq, c.copy.N, c.copy.Seq))
+	case c.cp.Seq > v.last:
+		v.report(v.last+1, ProblemTruncated, fmt.Sprintf("the log ends at entry %d but its checkpoint is at entry %d", v.last, c.cp.Seq))
+	case c.cp.Seq == 0 || v.cpBad || (v.hasAnchor && c.cp.Seq < v.anchor.Seq):
 	default:
-		mac, ok := v.seen[v.cp.Seq]
-		if v.hasAnchor && v.cp.Seq == v.anchor.Seq {
+		mac, ok := v.cpMAC, v.cpSeen
+		if v.hasAnchor && c.cp.Seq == v.anchor.Seq {
 			mac, ok = v.anchor.MAC, true
 		}
-		if ok && mac != v.cp.MAC {
-			v.report(v.cp.Seq, ProblemTruncated, fmt.Sprintf("entry %d is not the checkpointed one: the tail was cut and rewritten", v.cp.Seq))
+		if ok && mac != c.cp.MAC {
+			v.report(c.cp.Seq, ProblemTruncated, fmt.Sprintf("entry %d is not the checkpointed one: the tail was cut and rewritten", c.cp.Seq))
 		}
 	}
+}
+
+// checkAnchorFile checks the log and the vault's checkpoint against the
+// newest line of an anchor file: the log must still hold the entry it
+// names, and the vault's checkpoint must not be older.
+func (l *Log) checkAnchorFile(v *verifier, c *checkState, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("audit: verify: anchor: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	var newest checkpoint
+	line := 0
+	for sc.Scan() {
+		line++
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		a, err := l.keyed.decodeCheckpoint(b)
+		if err != nil || a.N == 0 {
+			v.report(0, ProblemForged, fmt.Sprintf("line %d of the anchor file %s does not verify with the audit key", line, path))
+			continue
+		}
+		if a.N > newest.N {
+			newest = a
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("audit: verify: anchor %s: %w", path, err)
+	}
+	c.anchorN = newest.N
+	if newest.N == 0 {
+		v.report(0, ProblemTruncated, fmt.Sprintf("the anchor file %s holds no checkpoint", path))
+		return nil
+	}
+	switch {
+	case c.read_ && c.cpErr == nil && !c.cpNone && c.cp.N < newest.N:
+		v.report(c.cp.Seq, ProblemRolledBack, fmt.Sprintf("the vault's checkpoint (#%d, at entry %d) is older than the anchor's (#%d, at entry %d): the data dir or its vault was restored from an older copy", c.cp.N, c.cp.Seq, newest.N, newest.Seq))
+	case newest.Seq > v.last:
+		v.report(v.last+1, ProblemTruncated, fmt.Sprintf("the log ends at entry %d but the anchor names entry %d", v.last, newest.Seq))
+	default:
+		mac, ok, err := l.macAt(newest.Seq)
+		if err != nil && !errors.Is(err, ErrTampered) {
+			return fmt.Errorf("audit: verify: %w", err)
+		}
+		if ok && mac != newest.MAC {
+			v.report(newest.Seq, ProblemTruncated, fmt.Sprintf("entry %d is not the one the anchor names: the log was cut and rewritten", newest.Seq))
+		}
+	}
+	return nil
 }

@@ -2,13 +2,12 @@ package audit
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/tidwall/buntdb"
 )
 
 // problemAt is a Problem without its detail, for comparison.
@@ -25,88 +24,69 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		v, _, _ := otherKey.seal(e)
 		return v
 	}
-	get := func(tx *buntdb.Tx, seq uint64) string {
-		v, err := tx.Get(entryKey(seq))
-		if err != nil {
-			t.Fatalf("get entry %d: %v", seq, err)
-		}
-		return v
-	}
-	macOf := func(tx *buntdb.Tx, seq uint64) string {
-		e, err := decode(get(tx, seq))
+	get := func(db *sql.DB, seq uint64) string { return rawEntry(t, db, seq) }
+	macOf := func(db *sql.DB, seq uint64) string {
+		e, err := decode(get(db, seq))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return e.MAC
 	}
 	tests := map[string]struct {
-		tamper      func(tx *buntdb.Tx) error
+		tamper      func(db *sql.DB) error
 		checkpoint  func(cp *memCheckpoint)
 		want        []problemAt
 		openRefused bool // a writable Open refuses the file
 	}{
 		"edit one field": {
-			tamper: func(tx *buntdb.Tx) error {
-				_, _, err := tx.Set(entryKey(3), strings.Replace(get(tx, 3), `"tool":"github"`, `"tool":"gitlab"`, 1), nil)
-				return err
+			tamper: func(db *sql.DB) error {
+				return setRaw(db, 3, strings.Replace(get(db, 3), `"tool":"github"`, `"tool":"gitlab"`, 1))
 			},
 			want: []problemAt{{3, ProblemEdited}},
 		},
 		"edit the head": {
-			tamper: func(tx *buntdb.Tx) error {
-				_, _, err := tx.Set(entryKey(8), strings.Replace(get(tx, 8), `"decision":"deny"`, `"decision":"allow"`, 1), nil)
-				return err
+			tamper: func(db *sql.DB) error {
+				return setRaw(db, 8, strings.Replace(get(db, 8), `"decision":"deny"`, `"decision":"allow"`, 1))
 			},
 			want:        []problemAt{{8, ProblemEdited}},
 			openRefused: true,
 		},
 		"delete a record": {
-			tamper: func(tx *buntdb.Tx) error {
-				_, err := tx.Delete(entryKey(4))
-				return err
-			},
-			want: []problemAt{{4, ProblemMissing}},
+			tamper: func(db *sql.DB) error { return deleteRaw(db, 4) },
+			want:   []problemAt{{4, ProblemMissing}},
 		},
 		"swap two records": {
-			tamper: func(tx *buntdb.Tx) error {
-				a, b := get(tx, 3), get(tx, 4)
-				tx.Set(entryKey(3), b, nil)
-				_, _, err := tx.Set(entryKey(4), a, nil)
-				return err
+			tamper: func(db *sql.DB) error {
+				a, b := get(db, 3), get(db, 4)
+				setRaw(db, 3, b)
+				return setRaw(db, 4, a)
 			},
 			want: []problemAt{{3, ProblemReordered}, {4, ProblemReordered}},
 		},
 		"truncate the tail": {
-			tamper: func(tx *buntdb.Tx) error {
-				tx.Delete(entryKey(8))
-				_, err := tx.Delete(entryKey(7))
-				return err
+			tamper: func(db *sql.DB) error {
+				deleteRaw(db, 8)
+				return deleteRaw(db, 7)
 			},
 			want:        []problemAt{{7, ProblemTruncated}},
 			openRefused: true,
 		},
 		"forge an appended record": {
-			tamper: func(tx *buntdb.Tx) error {
-				_, _, err := tx.Set(entryKey(9), forge(9, macOf(tx, 8)), nil)
-				return err
-			},
+			tamper:      func(db *sql.DB) error { return setRaw(db, 9, forge(9, macOf(db, 8))) },
 			want:        []problemAt{{9, ProblemForged}},
 			openRefused: true,
 		},
 		"forge a record in place": {
-			tamper: func(tx *buntdb.Tx) error {
-				_, _, err := tx.Set(entryKey(5), forge(5, macOf(tx, 4)), nil)
-				return err
-			},
-			want: []problemAt{{5, ProblemForged}},
+			tamper: func(db *sql.DB) error { return setRaw(db, 5, forge(5, macOf(db, 4))) },
+			want:   []problemAt{{5, ProblemForged}},
 		},
 		"forge the checkpoint": {
 			checkpoint: func(cp *memCheckpoint) {
-				var l signedLink
-				if err := json.Unmarshal(cp.records[CheckpointName], &l); err != nil {
+				var c checkpoint
+				if err := json.Unmarshal(cp.records[CheckpointName], &c); err != nil {
 					t.Fatal(err)
 				}
-				cp.records[CheckpointName] = otherKey.encodeLink(checkpointDomain, l.link)
+				cp.records[CheckpointName] = otherKey.encodeCheckpoint(c)
 			},
 			want:        []problemAt{{8, ProblemForged}},
 			openRefused: true,
@@ -169,7 +149,7 @@ func TestVerifyWithoutCheckpointer(t *testing.T) {
 	}
 	l.Close()
 	// Without a checkpoint, a cut tail is not detectable: documented.
-	f.tamper(func(tx *buntdb.Tx) error { _, err := tx.Delete(entryKey(3)); return err })
+	f.tamper(func(db *sql.DB) error { return deleteRaw(db, 3) })
 	if rep := mustVerify(t, f.openReadOnly()); !rep.OK || rep.Head != 2 {
 		t.Fatalf("Verify without checkpointer = %+v, want ok at head 2", rep)
 	}

@@ -2,13 +2,10 @@ package audit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/tidwall/buntdb"
 )
 
 // maxBatch bounds the entries of one group commit.
@@ -76,7 +73,9 @@ func (p *Pending) Finish(ctx context.Context, outcome Record) error {
 	if !p.done.CompareAndSwap(false, true) {
 		return fmt.Errorf("audit: finish %d: outcome already written", p.seq)
 	}
-	res := p.l.submit(ctx, outcomeOf(p.intent, p.seq, &outcome), false)
+	e := outcomeOf(p.intent, p.seq, &outcome)
+	capFields(e)
+	res := p.l.submit(ctx, e, false)
 	if res.err != nil && !res.committed {
 		p.done.Store(false) // nothing was written: the caller may retry
 	}
@@ -109,6 +108,7 @@ func (l *Log) entryFrom(t string, rec *Record) *entry {
 	}
 	e := fromRecord(t, rec)
 	e.Args, e.ArgsSHA256 = applyArgs(l.args, rec.Args)
+	capFields(e)
 	return e
 }
 
@@ -157,7 +157,7 @@ func (l *Log) writer() {
 // synced is a written batch awaiting its fsync.
 type synced struct {
 	batch []*op
-	head  link
+	head  checkpoint // Seq, MAC and Open of the head after the batch
 }
 
 // syncer fsyncs written batches: every batch waiting when an fsync starts
@@ -165,7 +165,7 @@ type synced struct {
 // fsync it wakes the durable waiters and passes the head on to be
 // checkpointed in the vault.
 func (l *Log) syncer(in <-chan synced, done chan<- struct{}) {
-	heads := make(chan link, 1)
+	heads := make(chan checkpoint, 1)
 	cpDone := make(chan struct{})
 	go l.checkpointer(heads, cpDone)
 	defer func() {
@@ -175,9 +175,9 @@ func (l *Log) syncer(in <-chan synced, done chan<- struct{}) {
 	}()
 	for s := range in {
 		pending := l.gatherSyncs(in, []synced{s})
-		err := l.sync.Sync()
+		err := l.st.sync()
 		if err != nil {
-			l.fail(fmt.Errorf("audit: fsync: %w", err))
+			l.fail(err)
 		}
 		for _, p := range pending {
 			wake(p.batch, durable, l.failure(), true)
@@ -254,18 +254,70 @@ func waited(pending []synced) bool {
 	return false
 }
 
+// checkpointInterval is the least time between two checkpoints. Each
+// rewrites the vault file (which keeps no history), so under load they are
+// spaced out; the last durable head is always checkpointed on Close.
+const checkpointInterval = 50 * time.Millisecond
+
 // checkpointer writes the newest durable head to the vault. The entries are
 // already durable in the log; the checkpoint only guards against a cut
-// tail, so it does not hold callers up and may lag by a batch (it only ever
-// names an entry the log holds). If it cannot be written the log fails
-// closed from the next write on.
-func (l *Log) checkpointer(heads <-chan link, done chan<- struct{}) {
+// tail, so it does not hold callers up and may lag (it only ever names an
+// entry the log holds). If it cannot be written the log fails closed from
+// the next write on.
+func (l *Log) checkpointer(heads <-chan checkpoint, done chan<- struct{}) {
 	defer close(done)
+	var last time.Time
 	for head := range heads {
-		if err := l.cp.PutRecord(CheckpointName, l.keyed.encodeLink(checkpointDomain, head)); err != nil {
-			l.fail(fmt.Errorf("audit: write checkpoint: %w", err))
+		if wait := checkpointInterval - time.Since(last); wait > 0 {
+			// Coalesce: keep the newest head that arrives while waiting,
+			// and write at once when the log closes.
+			timer := time.NewTimer(wait)
+		linger:
+			for {
+				select {
+				case h, ok := <-heads:
+					if !ok {
+						break linger
+					}
+					head = h
+				case <-timer.C:
+					break linger
+				}
+			}
+			timer.Stop()
+		}
+		last = time.Now()
+		l.cpMu.Lock()
+		err := l.writeCheckpoint(head)
+		l.cpMu.Unlock()
+		if err != nil {
+			l.fail(err)
 		}
 	}
+}
+
+// writeCheckpoint writes head, as the next checkpoint, to the vault, then
+// a copy to the log file and a line to the anchor file. l.cpMu is held.
+func (l *Log) writeCheckpoint(head checkpoint) error {
+	if l.cpN > 0 && head.Seq < l.cpSeq {
+		return nil // a newer head is already checkpointed
+	}
+	head.N = l.cpN + 1
+	head.Time = formatTime(time.Now()) // for people reading the anchor file: the wall clock
+	data := l.keyed.encodeCheckpoint(head)
+	if err := l.cp.PutRecord(CheckpointName, data); err != nil {
+		return fmt.Errorf("audit: write checkpoint: %w", err)
+	}
+	l.cpN, l.cpSeq = head.N, head.Seq
+	if err := l.st.setMeta(metaCheckpoint, string(data)); err != nil {
+		return fmt.Errorf("audit: write checkpoint copy: %w", err)
+	}
+	if l.anchor != nil {
+		if _, err := l.anchor.Write(append(data, '\n')); err != nil {
+			return fmt.Errorf("audit: write anchor: %w", err)
+		}
+	}
+	return nil
 }
 
 // fail makes the log refuse every write from now on.
@@ -318,7 +370,7 @@ func (l *Log) gather(batch []*op) []*op {
 	return batch
 }
 
-// commit writes one batch: seal, one buntdb transaction, mirror, wake the
+// commit writes one batch: seal, one transaction, mirror, wake the
 // writers. It reports whether the batch is in the file and awaits its fsync.
 func (l *Log) commit(batch []*op) (synced, bool) {
 	if failed := l.failure(); failed != nil {
@@ -326,7 +378,7 @@ func (l *Log) commit(batch []*op) (synced, bool) {
 		return synced{}, false
 	}
 	head := l.head
-	values := make([]string, len(batch))
+	rows := make([]row, len(batch))
 	var intents, outcomes []uint64
 	for i, o := range batch {
 		o.e.Seq, o.e.Prev = head.Seq+1, head.MAC
@@ -337,7 +389,7 @@ func (l *Log) commit(batch []*op) (synced, bool) {
 			wake(batch, all, err, false)
 			return synced{}, false
 		}
-		values[i], head = v, link{Seq: o.e.Seq, MAC: mac}
+		rows[i], head = row{Seq: o.e.Seq, Value: v}, link{Seq: o.e.Seq, MAC: mac}
 		switch o.e.Type {
 		case typeIntent:
 			intents = append(intents, o.e.Seq)
@@ -347,46 +399,27 @@ func (l *Log) commit(batch []*op) (synced, bool) {
 	}
 	// Mark intents in flight before readers can see them.
 	l.setInflight(intents, true)
-	if err := l.db.Update(func(tx *buntdb.Tx) error { return put(tx, batch, values) }); err != nil {
+	if err := l.st.appendBatch(rows, nil); err != nil {
+		// The transaction rolled back: nothing of the batch is in the file.
 		l.setInflight(intents, false)
-		wake(batch, all, fmt.Errorf("audit: write: %w", err), false)
+		wake(batch, all, err, false)
 		return synced{}, false
 	}
 	l.head = head
 	l.setInflight(outcomes, false)
 	if l.mirror != nil {
-		if _, err := l.mirror.WriteString(strings.Join(values, "\n") + "\n"); err != nil {
+		var b strings.Builder
+		for _, r := range rows {
+			b.WriteString(r.Value)
+			b.WriteByte('\n')
+		}
+		if _, err := l.mirror.WriteString(b.String()); err != nil {
 			wake(batch, all, fmt.Errorf("audit: write mirror: %w", err), true)
 			return synced{}, false
 		}
 	}
 	wake(batch, written, nil, true)
-	return synced{batch: batch, head: head}, true
-}
-
-// put stores a batch of sealed entries with their index keys, maintaining
-// the pending markers.
-func put(tx *buntdb.Tx, batch []*op, values []string) error {
-	for i, o := range batch {
-		if _, _, err := tx.Set(entryKey(o.e.Seq), values[i], nil); err != nil {
-			return err
-		}
-		x := indexedOf(o.e)
-		if err := setIndex(tx, &x); err != nil {
-			return err
-		}
-		switch o.e.Type {
-		case typeIntent:
-			if _, _, err := tx.Set(pendingKey(o.e.Seq), "", nil); err != nil {
-				return err
-			}
-		case typeOutcome:
-			if _, err := tx.Delete(pendingKey(o.e.Of)); err != nil && !errors.Is(err, buntdb.ErrNotFound) {
-				return err
-			}
-		}
-	}
-	return nil
+	return synced{batch: batch, head: checkpoint{Seq: head.Seq, MAC: head.MAC, Open: l.oldestInflight()}}, true
 }
 
 // Selectors of the ops a wake reports to.
@@ -416,6 +449,19 @@ func (l *Log) setInflight(seqs []uint64, on bool) {
 			delete(l.inflight, s)
 		}
 	}
+}
+
+// oldestInflight is the seq of the oldest intent in flight, or 0.
+func (l *Log) oldestInflight() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var oldest uint64
+	for s := range l.inflight {
+		if oldest == 0 || s < oldest {
+			oldest = s
+		}
+	}
+	return oldest
 }
 
 // isInflight reports whether the intent seq awaits its outcome in a live

@@ -56,6 +56,7 @@ type Audit struct {
 	Arguments string `yaml:"arguments"` // full (default) | hashed | none
 	Retention string `yaml:"retention"` // Go duration or days ("90d"); "" keeps everything
 	Mirror    string `yaml:"mirror"`    // optional JSON-lines copy of every record
+	Anchor    string `yaml:"anchor"`    // optional file outside the data dir: every checkpoint appended
 }
 
 // Loaded is a checked and compiled configuration.

@@ -41,7 +41,8 @@ type GitHubAPI struct {
 	now    func() time.Time
 	fail   int
 	tokens map[string]*InstallationToken
-	log    []string // "METHOD path" of every request
+	issued []*InstallationToken // in the order issued
+	log    []string             // "METHOD path" of every request
 	jwts   []string
 }
 
@@ -115,10 +116,9 @@ func (g *GitHubAPI) Tokens() []InstallationToken {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var out []InstallationToken
-	for _, t := range g.tokens {
+	for _, t := range g.issued {
 		out = append(out, *t)
 	}
-	slices.SortFunc(out, func(a, b InstallationToken) int { return a.Expires.Compare(b.Expires) })
 	return out
 }
 
@@ -215,6 +215,7 @@ func (g *GitHubAPI) accessTokens(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	tok := &InstallationToken{Token: randomToken("ghs_"), Repositories: req.Repositories, Permissions: perms, Expires: g.now().Add(time.Hour).Truncate(time.Second)}
 	g.tokens[tok.Token] = tok
+	g.issued = append(g.issued, tok)
 	g.mu.Unlock()
 	var repos []map[string]string
 	names := tok.Repositories

@@ -1,0 +1,251 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Bad files get a clear refusal, never a silent empty log.
+func TestOpenRefusesFilesThatAreNotLogs(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	for range 200 {
+		mustWrite(t, l, denied("s", "github"))
+	}
+	l.Close()
+	good, err := os.ReadFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		data []byte
+		want string
+	}{
+		"not SQLite":     {[]byte(strings.Repeat("this is not a database. ", 200)), "not an SQLite database"},
+		"empty header":   {make([]byte, 8192), "not an SQLite database"},
+		"truncated":      {good[:len(good)/3], "damaged or truncated"},
+		"another SQLite": {nil, "not an audit log"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := newFixture(t)
+			g.cp = f.cp
+			g.opts.Checkpoint = f.cp
+			if tc.data == nil {
+				// A valid SQLite file of some other program.
+				g.tamper(func(db *sql.DB) error { _, err := db.Exec(`CREATE TABLE t (x)`); return err })
+			} else if err := os.WriteFile(g.path, tc.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(g.path)
+			for _, ro := range []bool{false, true} {
+				o := g.opts
+				o.ReadOnly = ro
+				l, err := Open(o)
+				if err == nil {
+					l.Close()
+					t.Fatalf("Open(%s, ReadOnly %v) = nil error, want a refusal", name, ro)
+				}
+				if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), g.path) {
+					t.Fatalf("Open(%s, ReadOnly %v) = %q, want it to say %q and name the file", name, ro, err, tc.want)
+				}
+			}
+			if after, _ := os.ReadFile(g.path); string(before) != string(after) {
+				t.Fatalf("a refused Open changed the file")
+			}
+		})
+	}
+}
+
+// A full disk during a batch: every caller of that batch gets an error,
+// Begin returns no Pending (so the upstream is never called), nothing of
+// the batch is in the file, and the log works again once there is room.
+func TestFullDiskFailsTheBatchAndLosesNothing(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	defer l.Close()
+	mustWrite(t, l, denied("s", "github"))
+	st := l.st.(*sqliteStore)
+	var pages int
+	if err := st.w.QueryRowContext(context.Background(), `PRAGMA page_count`).Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	// SQLite reports a database at its page limit exactly as a full disk.
+	if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = `+strconv.Itoa(pages)); err != nil {
+		t.Fatal(err)
+	}
+	big := denied("s", "github")
+	big.Reason = strings.Repeat("r", MaxField)
+	big.Path = strings.Repeat("p", MaxField)
+	bigIntent := allowed("s", "github")
+	bigIntent.Path = strings.Repeat("p", MaxField)
+	var written, begun, failedWrites, failedBegins int
+	for range 20 {
+		if _, err := l.Write(context.Background(), big); err == nil {
+			written++
+		} else if strings.Contains(err.Error(), "full") {
+			failedWrites++
+		} else {
+			t.Fatalf("Write on a full disk = %q, want it to say the disk is full", err)
+		}
+		if _, err := l.Begin(context.Background(), bigIntent); err == nil {
+			begun++
+		} else {
+			failedBegins++
+		}
+	}
+	if failedWrites == 0 || failedBegins == 0 {
+		t.Fatalf("%d writes and %d begins failed; the test checks nothing", failedWrites, failedBegins)
+	}
+	// Exactly what was reported written is in the log.
+	if got, want := len(mustQuery(t, l, Filter{})), 1+written+begun; got != want {
+		t.Fatalf("log holds %d records, want %d (the first, %d writes and %d begins that succeeded)", got, want, written, begun)
+	}
+	if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = 1073741823`); err != nil {
+		t.Fatal(err)
+	}
+	seq := mustWrite(t, l, denied("s", "github"))
+	if rep := mustVerify(t, l); !rep.OK || rep.Head != seq {
+		t.Fatalf("Verify after the disk had room again = %+v, want ok with no hole", rep)
+	}
+}
+
+// ENOSPC from the file system itself, on a tiny tmpfs (needs root).
+func TestFullFileSystemFailsTheBatch(t *testing.T) {
+	dir := smallFS(t, 256<<10)
+	f := newFixture(t)
+	f.path = filepath.Join(dir, "audit.sqlite")
+	f.opts.Path = f.path
+	l := f.open()
+	defer l.Close()
+	big := denied("s", "github")
+	big.Reason = strings.Repeat("r", MaxField)
+	var ok, failed int
+	for range 400 {
+		if _, err := l.Write(context.Background(), big); err != nil {
+			failed++
+			break
+		}
+		ok++
+	}
+	if failed == 0 {
+		t.Fatalf("%d writes of 4 KiB fit in a 256 KiB file system; the test checks nothing", ok)
+	}
+	if p, err := l.Begin(context.Background(), allowed("s", "github")); err == nil {
+		t.Fatalf("Begin on a full file system = pending %d, want an error", p.Seq())
+	}
+	if got := len(mustQuery(t, l, Filter{})); got != ok {
+		t.Fatalf("log holds %d records, want the %d written before the disk filled", got, ok)
+	}
+}
+
+func TestReadOnlyDataDirIsRefused(t *testing.T) {
+	dir := readOnlyDir(t)
+	f := newFixture(t)
+	f.opts.Path = filepath.Join(dir, "audit.sqlite")
+	l, err := Open(f.opts)
+	if err == nil {
+		l.Close()
+		t.Fatalf("Open in a read-only dir = nil error, want one")
+	}
+	if !strings.Contains(err.Error(), "audit.sqlite") {
+		t.Fatalf("Open in a read-only dir = %q, want it to name the file", err)
+	}
+}
+
+// A WAL left by a process that died is recovered: every committed entry
+// is there, and the intent it left open reads interrupted.
+func TestWALLeftByACrashIsRecovered(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	for range 5 {
+		mustCall(t, l, allowed("s", "github"), 200)
+	}
+	if _, err := l.Begin(context.Background(), allowed("s", "github")); err != nil {
+		t.Fatal(err)
+	}
+	// Copy the files as a kill -9 leaves them: committed frames in the
+	// WAL, not yet checkpointed into the database file.
+	crash := newFixture(t)
+	crash.cp = f.cp
+	crash.opts.Checkpoint = f.cp
+	for _, suffix := range []string{"", "-wal"} {
+		copyFile(t, f.path+suffix, crash.path+suffix)
+	}
+	l.Close()
+	if fi, err := os.Stat(crash.path + "-wal"); err != nil || fi.Size() == 0 {
+		t.Fatalf("no WAL was copied (%v); the test checks nothing", err)
+	}
+	r := crash.open()
+	defer r.Close()
+	recs := mustQuery(t, r, Filter{})
+	if len(recs) != 6 || recs[5].Decision != Interrupted {
+		t.Fatalf("records after recovery = %+v, want 5 allowed calls and the open one interrupted", recs)
+	}
+	if rep := mustVerify(t, r); !rep.OK || rep.Head != 12 {
+		t.Fatalf("Verify after recovery = %+v, want ok at head 12", rep)
+	}
+}
+
+// One writer: a second writable Open of the same file (another process
+// past a broken data-dir lock, or this one) is refused.
+func TestSecondWriterIsRefused(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	defer l.Close()
+	if l2, err := Open(f.opts); !errors.Is(err, ErrInUse) {
+		if l2 != nil {
+			l2.Close()
+		}
+		t.Fatalf("second writable Open = %v, want ErrInUse", err)
+	}
+	ro := f.openReadOnly()
+	mustWrite(t, l, denied("s", "github"))
+	if got := mustQuery(t, ro, Filter{}); len(got) != 1 {
+		t.Fatalf("a reader beside the writer sees %d records, want 1", len(got))
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The WAL and shared-memory files hold entries too: they are as private as
+// the log.
+func TestLogFilesArePrivate(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	defer l.Close()
+	mustWrite(t, l, denied("s", "github"))
+	for _, p := range []string{f.path, f.path + "-wal", f.path + "-shm", f.path + ".lock"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s mode = %v, want 0600", filepath.Base(p), perm)
+		}
+	}
+}
