@@ -21,8 +21,13 @@ type ScopeConfig struct {
 	Rate string `yaml:"rate" json:"rate,omitempty"`
 	// MaxDenials ends a session after that many denied calls (the
 	// tripwire); nil is DefaultMaxDenials, 0 never trips.
-	MaxDenials *int          `yaml:"max_denials" json:"max_denials,omitempty"`
-	Grants     []GrantConfig `yaml:"grants" json:"grants"`
+	MaxDenials *int `yaml:"max_denials" json:"max_denials,omitempty"`
+	// OnDeny is "deny" (the default) or "request": a call the scope
+	// denies becomes an access request a person may approve.
+	OnDeny string `yaml:"on_deny" json:"on_deny,omitempty"`
+	// Approval says how calls that wait for a person are held.
+	Approval *ApprovalConfig `yaml:"approval" json:"approval,omitempty"`
+	Grants   []GrantConfig   `yaml:"grants" json:"grants"`
 }
 
 // GrantConfig is one allowance inside a scope. http grants use Methods
@@ -38,6 +43,10 @@ type GrantConfig struct {
 	// AllowBroad permits a path pattern that grants every path ("/**")
 	// on a write method.
 	AllowBroad bool `yaml:"allow_broad" json:"allow_broad,omitempty"`
+	// Approve makes every call this grant allows wait for a person's
+	// approval (an access request); a call another grant allows does not
+	// wait.
+	Approve bool `yaml:"approve" json:"approve,omitempty"`
 }
 
 // Scope limits that apply when the config does not set them.

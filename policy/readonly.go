@@ -2,11 +2,20 @@ package policy
 
 // ReadOnly reports whether everything the scope grants on tool only reads:
 // GET and HEAD on an http tool, list, get and head on an s3 tool. It is
-// false for a tool the scope does not grant.
+// false for a tool the scope does not grant, and for a generic http tool
+// of a scope whose denials become access requests (on_deny: request),
+// since a person may approve any method on it.
 func (s *Scope) ReadOnly(tool string) bool {
 	tg, ok := s.tools[tool]
 	if !ok {
 		return false
+	}
+	if s.approval.OnDenyRequest {
+		for _, r := range tg.http {
+			if r.shape == nil {
+				return false
+			}
+		}
 	}
 	const readMethods = 1<<0 | 1<<1 // GET, HEAD: httpMethods[0:2]
 	for _, r := range tg.http {

@@ -40,6 +40,9 @@ type SessionInfo struct {
 	// Config names the config file the session's scope came from (its
 	// absolute path). Policy does not read it; it is shown and audited.
 	Config string `json:"config,omitempty"`
+	// Grants are the exact grants people added to this session by
+	// approving access requests with --for-session.
+	Grants []ExactGrant `json:"grants,omitempty"`
 }
 
 // Session is one run of one agent under one scope. Its methods are safe
@@ -131,7 +134,18 @@ func (s *Session) Decide(now time.Time, req Request) Decision {
 		return Decision{Code: CodeRateLimited, Reason: "scope " + s.scope.name + " allows " + s.scope.limit.text + "; slow down and retry"}
 	}
 	d := s.scope.Decide(req)
-	if !d.Allow && s.denyLocked() {
+	if d.Allow {
+		return d
+	}
+	if ed, ok := s.exactLocked(req); ok {
+		return ed
+	}
+	if d.Code == CodeNotGranted && s.scope.approval.OnDenyRequest {
+		// Not a denial yet: a person may approve it. The caller counts
+		// it (NoteDenial) if it cannot become a request.
+		d.Ask = true
+	}
+	if !d.Ask && s.denyLocked() {
 		d.Code = CodeTripwire
 		d.Reason += "; session " + s.info.ID + " ended by " + s.info.EndReason
 	}
@@ -228,12 +242,22 @@ func (s *Session) Live(now time.Time) Decision {
 }
 
 // Recheck decides a follow-up request of a call Decide already allowed (a
-// redirect hop): the session must still be live and the scope must grant
-// the request. It spends nothing: no call, rate or denial is counted, so a
+// redirect hop): the session must still be live and the scope (or an
+// exact grant of the session) must grant the request; one that needs a
+// person's approval is refused. It spends nothing: no call, rate or denial is counted, so a
 // hop cannot use up the session's limits or trip its tripwire.
 func (s *Session) Recheck(now time.Time, req Request) Decision {
-	if d := s.Live(now); !d.Allow {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, live := s.liveLocked(now); !live {
 		return d
 	}
-	return s.scope.Decide(req)
+	d := s.scope.Decide(req)
+	if !d.Allow {
+		if ed, ok := s.exactLocked(req); ok {
+			return ed
+		}
+		d.Ask = false // a hop is part of its call; nobody is asked
+	}
+	return d
 }

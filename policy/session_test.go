@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -202,7 +203,7 @@ func TestSessionInfoJSON(t *testing.T) {
 	s.End("done")
 	b, _ = json.Marshal(s.Info(t0))
 	var back SessionInfo
-	if err := json.Unmarshal(b, &back); err != nil || back != s.Info(t0) {
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, s.Info(t0)) {
 		t.Fatalf("round trip = %+v, %v; want %+v", back, err, s.Info(t0))
 	}
 	if !strings.Contains(string(b), `"last_call":"2026-11-27T12:00:00Z"`) || !strings.Contains(string(b), `"end_reason":"done"`) {

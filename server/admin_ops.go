@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
@@ -31,6 +32,9 @@ type adminOps struct {
 	// which secrets need a login (secret list).
 	config func() (*config.Loaded, error)
 	logins *pendingLogins
+	// access holds the broker's access requests; nil in a command that
+	// opened the data dir itself.
+	access *access.Manager
 }
 
 var _ admin.Ops = (*adminOps)(nil)
@@ -86,7 +90,9 @@ func (a *adminOps) SessionRevoke(id, scope string, all bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.Revoke(id, scope, all, "revoked by operator")
+	ids, err := m.Revoke(id, scope, all, "revoked by operator")
+	a.endAccess(ids, "was revoked")
+	return ids, err
 }
 
 func (a *adminOps) SessionEnd(id string) error {
@@ -94,7 +100,9 @@ func (a *adminOps) SessionEnd(id string) error {
 	if err != nil {
 		return err
 	}
-	return m.End(id, "ended by client")
+	err = m.End(id, "ended by client")
+	a.endAccess([]string{id}, "ended (its client is gone)")
+	return err
 }
 
 func (a *adminOps) Reload(config string) (admin.Reloaded, error) { return a.reload(config) }

@@ -35,6 +35,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
@@ -86,8 +87,10 @@ type Broker struct {
 	configs *Configs
 	secrets Secrets
 	audit   AuditLog
-	log     *slog.Logger
-	now     func() time.Time
+	// access holds calls that need a person's approval; nil denies them.
+	access *access.Manager
+	log    *slog.Logger
+	now    func() time.Time
 	// lastUsed throttles vault writes of a secret's last use to one a minute.
 	lastUsed sync.Map // secret name -> time.Time
 	metrics  *Metrics
@@ -109,7 +112,10 @@ type Options struct {
 	Env     tools.Env
 	Secrets Secrets
 	Audit   AuditLog
-	Logger  *slog.Logger
+	// Access, if set, holds calls that need a person's approval (access
+	// requests); without it they are denied.
+	Access *access.Manager
+	Logger *slog.Logger
 	// Now is the broker's clock; sessions expire by it. nil is time.Now.
 	Now func() time.Time
 	// Metrics, if set, counts calls.
@@ -118,7 +124,7 @@ type Options struct {
 
 // NewBroker returns a broker for a loaded config.
 func NewBroker(o Options) *Broker {
-	b := &Broker{secrets: o.Secrets, audit: o.Audit, log: o.Logger, now: o.Now, metrics: o.Metrics}
+	b := &Broker{secrets: o.Secrets, audit: o.Audit, access: o.Access, log: o.Logger, now: o.Now, metrics: o.Metrics}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -234,9 +240,15 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 	describe(rec, call.AuditFields())
 
 	d := s.Decide(b.now(), call.Request)
+	msg := "denied: " + d.Reason
+	if d.Ask {
+		// The call waits for a person: allowed once approved, else
+		// denied with what the user must do (server/approval.go).
+		d, msg = b.askPerson(ctx, s, tool, call, d, rec)
+	}
 	if !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
-		return nil, nil, b.denyScrubbed(ctx, rec, tool, "denied: "+d.Reason)
+		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	rec.Grant = d.Grant
 	rec.Decision = audit.Allow

@@ -64,9 +64,9 @@ func (c *Configs) Set(cfg *config.Loaded) {
 	c.mu.Lock()
 	c.def = cfg.Path
 	c.byPath[cfg.Path] = &pathConfig{cfg: cfg, loaded: time.Now()}
-	_, known := c.byHash[cfg.SHA256]
-	if !known && cfg.SHA256 != "" {
-		c.byHash[cfg.SHA256] = cfg
+	_, known := c.byHash[cfg.Digest]
+	if !known && cfg.Digest != "" {
+		c.byHash[cfg.Digest] = cfg
 	}
 	c.mu.Unlock()
 	if !known && c.loaded != nil {
@@ -98,7 +98,7 @@ func (c *Configs) Current(path string) (cfg *config.Loaded, changed bool, err er
 	}
 	sha := config.Hash(data)
 	c.mu.Lock()
-	if p, ok := c.byPath[path]; ok && p.cfg.SHA256 == sha {
+	if p, ok := c.byPath[path]; ok && p.cfg.Digest == sha {
 		c.mu.Unlock()
 		return p.cfg, false, nil
 	}
@@ -141,7 +141,7 @@ func (c *Configs) load(path string, data []byte) (*config.Loaded, bool, error) {
 	}
 	c.mu.Lock()
 	prev, had := c.byPath[path]
-	changed := !had || prev.cfg.SHA256 != sha
+	changed := !had || prev.cfg.Digest != sha
 	if changed {
 		c.byPath[path] = &pathConfig{cfg: cfg, loaded: time.Now()}
 	}
@@ -193,7 +193,7 @@ func (c *Configs) Status() []admin.ConfigStatus {
 	var out []admin.ConfigStatus
 	for _, path := range slices.Sorted(maps.Keys(c.byPath)) {
 		p := c.byPath[path]
-		s := admin.ConfigStatus{Path: path, SHA256: p.cfg.SHA256, Loaded: p.loaded, Default: path == c.def, Scopes: p.cfg.Policy.ScopeNames()}
+		s := admin.ConfigStatus{Path: path, SHA256: p.cfg.Digest, Loaded: p.loaded, Default: path == c.def, Scopes: p.cfg.Policy.ScopeNames()}
 		if s.Default {
 			out = append([]admin.ConfigStatus{s}, out...)
 		} else {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
@@ -107,10 +108,10 @@ func (m *LiveSessions) Create(req admin.SessionRequest) (policy.SessionInfo, str
 	info := s.Info(m.now())
 	info.Config = cfg.Path
 	s.Session = policy.RestoreSession(info, sc)
-	if err := m.store.PutConfig(cfg.SHA256, cfg.Source); err != nil {
+	if err := m.store.PutConfig(cfg.Digest, cfg.Source); err != nil {
 		return policy.SessionInfo{}, "", err
 	}
-	tok, err := m.store.Create(sessions.Record{SessionInfo: info, ConfigSHA256: cfg.SHA256, Relay: req.Relay})
+	tok, err := m.store.Create(sessions.Record{SessionInfo: info, ConfigSHA256: cfg.Digest, Relay: req.Relay})
 	if err != nil {
 		return policy.SessionInfo{}, "", err
 	}
@@ -241,7 +242,7 @@ func (m *LiveSessions) get(rec sessions.Record) (*Session, error) {
 	}
 	m.mu.Unlock()
 	m.track(s, rec.TokenHash, rec.State)
-	if info := s.Info(m.now()); info != rec.SessionInfo {
+	if info := s.Info(m.now()); !reflect.DeepEqual(info, rec.SessionInfo) {
 		m.saveNow(s)
 	}
 	return s, nil

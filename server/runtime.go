@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
@@ -15,6 +16,10 @@ import (
 
 // auditKeyLabel derives the audit MAC key from the master key.
 const auditKeyLabel = "keyhole audit v1"
+
+// accessKeyLabel derives the key of access requests' MACs (approvals and
+// stored records) from the master key.
+const accessKeyLabel = "keyhole access v1"
 
 // KeySource says where the master key comes from: the environment, a key
 // file, or a passphrase.
@@ -37,6 +42,11 @@ type RuntimeOptions struct {
 	Env        tools.Env
 	Now        func() time.Time
 	Metrics    *Metrics
+	// Approvals opens the access requests (access.db): calls that need a
+	// person's approval are held for an answer on the broker's socket.
+	// Without it such calls are denied (a standalone stdio session has
+	// no socket to answer on).
+	Approvals bool
 }
 
 // Runtime is everything a serving keyhole process holds: the locked data
@@ -45,7 +55,9 @@ type Runtime struct {
 	DataDir *DataDir
 	Vault   *vault.Vault
 	Audit   *audit.Log
-	Broker  *Broker
+	// Access holds access requests; nil without RuntimeOptions.Approvals.
+	Access *access.Manager
+	Broker *Broker
 }
 
 // Open locks the data dir, loads the config, and opens the vault and the
@@ -95,11 +107,18 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 			return nil, err
 		}
 	}
+	if o.Approvals {
+		if rt.Access, err = openAccess(dd, v, log, o); err != nil {
+			rt.Close()
+			return nil, err
+		}
+	}
 	rt.Broker = NewBroker(Options{
 		Config:  cfg,
 		Env:     o.Env,
 		Secrets: v,
 		Audit:   auditLog{log},
+		Access:  rt.Access,
 		Logger:  o.Logger,
 		Now:     o.Now,
 		Metrics: o.Metrics,
@@ -110,6 +129,9 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 // Close flushes the audit log and releases the vault and the data dir.
 func (rt *Runtime) Close() error {
 	var errs []error
+	if rt.Access != nil {
+		errs = append(errs, rt.Access.Close())
+	}
 	if rt.Audit != nil {
 		errs = append(errs, rt.Audit.Close())
 	}

@@ -82,6 +82,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		// A reloaded config goes on with the OAuth 2.0 tokens of the old.
 		o.Env.Tokens = tools.NewTokens()
 	}
+	o.Approvals = true // the socket takes the answers to access requests
 	rt, err := Open(o.RuntimeOptions)
 	if err != nil {
 		return err
@@ -154,6 +155,7 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 		log:      b.log,
 		config:   func() (*config.Loaded, error) { return b.Config(), nil },
 		logins:   &pendingLogins{},
+		access:   b.access,
 	}
 	p.add(sock, p.streams.wrap(p.activity.wrap(b.SocketHandler(p.m, ops, o.Metrics))), false)
 
@@ -239,6 +241,7 @@ loop:
 		select {
 		case <-flush.C:
 			p.m.Flush()
+			sweepAccess(p.rt.Access, p.m)
 		case <-ctx.Done():
 			break loop
 		case <-p.stop:
@@ -269,6 +272,9 @@ loop:
 // recorded, then ends the relayed stdio sessions and flushes the rest.
 func (p *brokerProc) shutdown() {
 	p.rt.DataDir.markStopping()
+	if p.rt.Access != nil {
+		p.rt.Access.Release() // held calls answer now, not after the shutdown timeout
+	}
 	timeout := p.o.ShutdownTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
@@ -332,8 +338,8 @@ func reloadConfig(b *Broker, log *audit.Log, path string) (admin.Reloaded, error
 	if err != nil {
 		rec.Decision, rec.Code, rec.Reason = audit.Error, "invalid_config", err.Error()
 	} else {
-		res = admin.Reloaded{Config: cfg.Path, SHA256: cfg.SHA256, Scopes: cfg.Policy.ScopeNames(), Changed: changed}
-		rec.Reason = fmt.Sprintf("config reloaded from %s (sha256 %s)", cfg.Path, cfg.SHA256[:12])
+		res = admin.Reloaded{Config: cfg.Path, SHA256: cfg.Digest, Scopes: cfg.Policy.ScopeNames(), Changed: changed}
+		rec.Reason = fmt.Sprintf("config reloaded from %s (sha256 %s)", cfg.Path, cfg.Digest[:12])
 		b.log.Info("config reloaded; new sessions use it", LogConfig, cfg.Path)
 	}
 	if _, werr := log.Write(context.Background(), rec); werr != nil {
@@ -346,7 +352,7 @@ func reloadConfig(b *Broker, log *audit.Log, path string) (admin.Reloaded, error
 // new sessions.
 func auditConfig(b *Broker, log *audit.Log, cfg *config.Loaded, why string) {
 	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Config: cfg.Path, Tool: "keyhole.reload", Decision: audit.Allow,
-		Reason: fmt.Sprintf("config %s (sha256 %s) %s", cfg.Path, cfg.SHA256[:12], why)}
+		Reason: fmt.Sprintf("config %s (sha256 %s) %s", cfg.Path, cfg.Digest[:12], why)}
 	if _, err := log.Write(context.Background(), rec); err != nil {
 		b.log.Error("audit a config load", LogConfig, cfg.Path, LogError, err)
 	}

@@ -79,12 +79,19 @@ func peerUID(c net.Conn) int {
 // (with their session tokens, as over TCP), the admin API, /metrics and
 // /healthz. The socket's mode and the peer-uid check are its access
 // control; /mcp still needs a session token.
-func (b *Broker) SocketHandler(m *LiveSessions, ops admin.Ops, metrics *Metrics) http.Handler {
+func (b *Broker) SocketHandler(m *LiveSessions, ops interface {
+	admin.Ops
+	admin.AccessOps
+}, metrics *Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", b.HTTPHandler(m, HTTPOptions{}))
 	if metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}
 	mux.Handle("/admin/", admin.Handler(ops))
+	acc := admin.AccessHandler(ops)
+	mux.Handle("/admin/access", acc)
+	mux.Handle("/admin/access/", acc)
+	mux.Handle("/admin/access-events", acc)
 	return mux
 }

@@ -104,6 +104,7 @@ The model never holds a credential.`,
 		a.stopCmd(),
 		a.sessionCmd(),
 		a.demoCmd(),
+		a.accessCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)

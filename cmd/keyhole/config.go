@@ -19,10 +19,12 @@ func (a *App) configCmd() *cobra.Command {
 
 // scopeSummary is one line of `config check` per scope.
 type scopeSummary struct {
-	Scope    string              `json:"scope"`
-	TTL      string              `json:"ttl"`
-	MaxCalls int                 `json:"max_calls,omitempty"`
-	Rate     string              `json:"rate,omitempty"`
+	Scope    string `json:"scope"`
+	TTL      string `json:"ttl"`
+	MaxCalls int    `json:"max_calls,omitempty"`
+	Rate     string `json:"rate,omitempty"`
+	// Requests says a call the scope denies becomes an access request.
+	Requests bool                `json:"on_deny_request,omitempty"`
 	Tools    map[string][]string `json:"tools"`
 }
 
@@ -31,7 +33,7 @@ func summarize(cfg *config.Loaded) []scopeSummary {
 	for _, name := range cfg.Policy.ScopeNames() {
 		sc, _ := cfg.Policy.Scope(name)
 		raw := cfg.Config.Scopes[name]
-		s := scopeSummary{Scope: name, TTL: sc.TTL().String(), MaxCalls: raw.MaxCalls, Rate: raw.Rate, Tools: map[string][]string{}}
+		s := scopeSummary{Scope: name, TTL: sc.TTL().String(), MaxCalls: raw.MaxCalls, Rate: raw.Rate, Requests: sc.Approval().OnDenyRequest, Tools: map[string][]string{}}
 		for _, t := range sc.Tools() {
 			s.Tools[t] = sc.Summary(t)
 		}
@@ -78,6 +80,9 @@ func (a *App) configCheckCmd() *cobra.Command {
 				}
 				if s.Rate != "" {
 					limits += ", rate " + s.Rate
+				}
+				if s.Requests {
+					limits += ", anything else becomes an access request"
 				}
 				fmt.Fprintf(a.stdout, "  %s (%s): %s\n", s.Scope, limits, strings.Join(parts, "; "))
 			}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/vault"
 )
@@ -66,6 +67,10 @@ func (c *Client) do(method, path string, body, out any) error {
 			return fmt.Errorf("%s: %w", eb.Error, vault.ErrNotFound)
 		case "session_not_found":
 			return fmt.Errorf("%s: %w", eb.Error, sessions.ErrNotFound)
+		case "access_request_not_found":
+			return brokerError{eb.Error, access.ErrNotFound}
+		case "access_request_not_open":
+			return brokerError{eb.Error, access.ErrNotOpen}
 		}
 		return fmt.Errorf("%s", eb.Error)
 	}
@@ -77,6 +82,15 @@ func (c *Client) do(method, path string, body, out any) error {
 	}
 	return nil
 }
+
+// brokerError is the broker's message for an error of a known kind.
+type brokerError struct {
+	msg  string
+	kind error
+}
+
+func (e brokerError) Error() string { return e.msg }
+func (e brokerError) Unwrap() error { return e.kind }
 
 func secretPath(name string) string { return "/admin/secrets/" + url.PathEscape(name) }
 

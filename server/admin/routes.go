@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/vault"
 )
@@ -39,7 +40,7 @@ type (
 	}
 	errorBody struct {
 		Error string `json:"error"`
-		Code  string `json:"code,omitempty"` // secret_not_found | session_not_found
+		Code  string `json:"code,omitempty"` // secret_not_found | session_not_found | access_request_not_found | access_request_not_open
 	}
 )
 
@@ -143,6 +144,10 @@ func reply[T any](w http.ResponseWriter, fn func() (T, error)) {
 		body.Code, status = "secret_not_found", http.StatusNotFound
 	case errors.Is(err, sessions.ErrNotFound):
 		body.Code, status = "session_not_found", http.StatusNotFound
+	case errors.Is(err, access.ErrNotFound):
+		body.Code, status = "access_request_not_found", http.StatusNotFound
+	case errors.Is(err, access.ErrNotOpen):
+		body.Code, status = "access_request_not_open", http.StatusConflict
 	}
 	writeJSON(w, status, body)
 }

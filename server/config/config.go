@@ -62,11 +62,13 @@ type Audit struct {
 // Loaded is a checked and compiled configuration.
 type Loaded struct {
 	Path string
-	// Source is the file's bytes as loaded and SHA256 their hex hash: a
-	// session keeps them, so it runs this config across reloads and
-	// restarts whatever the file says later.
-	Source    []byte
-	SHA256    string
+	// Source is the file's bytes as loaded: a session keeps them, so it
+	// runs this config across reloads and restarts whatever the file says
+	// later.
+	Source []byte
+	// Digest is the hex SHA-256 of the file as read: the config's identity
+	// (an approval is bound to the config its session runs).
+	Digest    string
 	Config    Config
 	Tools     map[string]tools.Tool
 	Policy    *policy.Policy
@@ -208,7 +210,7 @@ func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 	}
 	loaded.Path = path
 	loaded.Source = bytes.Clone(data)
-	loaded.SHA256 = Hash(data)
+	loaded.Digest = Hash(data)
 	return loaded, nil
 }
 

@@ -35,6 +35,15 @@ func TestConfigFixtures(t *testing.T) {
 			"tools.slack.credential.oauth2.auth_url: is required with flow: authorization_code",
 			"tools.slack.credential.oauth2.token_url: http is allowed only with allow_private_network",
 		},
+		"approval.yaml": nil,
+		"bad_approval.yaml": {
+			"9:14: scopes.triage.on_deny: ",
+			"13:7: scopes.triage.approval.retries: unknown key",
+			"11:13: scopes.triage.approval.wait: \"1h\" must be between 0 (answer at once) and 10m",
+			"12:16: scopes.triage.approval.webhook: plain http is allowed only to a loopback host",
+			"scopes.triage.approval.webhook_secret: required with webhook",
+			"15:62: scopes.triage.grants[0].approve: expected boolean",
+		},
 	}
 	for file, want := range cases {
 		t.Run(file, func(t *testing.T) {
