@@ -221,18 +221,18 @@ func auditUsage(log *audit.Log) func(id string) (SessionUsage, error) {
 }
 
 // usageOf says whether a record counted as a call and as a denial of its
-// session (policy.Session.Decide, NoteDenial, NoteScrubbed).
+// session (policy.Session.Decide, NoteDenial, NoteScrubbed). It never
+// counts more than policy did: a code whose denial policy may or may not
+// have counted (an access request's answer) counts as a call only, and
+// the record the store kept stays the lower bound.
 func usageOf(r audit.Record) (call, denial bool) {
 	switch r.Code {
 	case policy.CodeSessionExpired, policy.CodeSessionRevoked, policy.CodeSessionEnded:
 		return false, false // refused before anything was counted
 	case codeInvalidArguments:
 		return false, true
-	case policy.CodeMaxCalls, policy.CodeRateLimited:
-		return true, false
-	}
-	if r.Decision == audit.Deny {
+	case policy.CodeNotGranted, policy.CodeUnknownTool, policy.CodeTripwire:
 		return true, true
 	}
-	return true, r.Scrubbed
+	return true, r.Decision == audit.Allow && r.Scrubbed
 }
