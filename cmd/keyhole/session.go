@@ -44,6 +44,10 @@ Authorization: Bearer <token> for keyhole serve --http.`,
 				if err != nil {
 					return err
 				}
+				if info.Config != cfg {
+					ad.SessionRevoke(info.ID, "", false)
+					return fmt.Errorf("keyhole: the running broker cannot run the config %s (it would run %q instead); it is an older keyhole: run `keyhole stop` and try again", cfg, info.Config)
+				}
 				if asJSON {
 					return json.NewEncoder(a.stdout).Encode(struct {
 						admin.SessionInfo

@@ -46,6 +46,12 @@ func Serve(ctx context.Context, dataDir, config, scope string, in io.Reader, out
 	if err != nil {
 		return err
 	}
+	if info.Config != config {
+		// A broker from before configs were named runs its own: never
+		// run a scope of a config this client did not resolve.
+		ad.SessionEnd(info.ID)
+		return fmt.Errorf("keyhole: the running broker cannot run the config %s (it would run %q instead); it is an older keyhole: run `keyhole stop`, then start this client again", config, info.Config)
+	}
 	log.Info("session started via broker", server.LogSession, info.ID, server.LogScope, scope, server.LogConfig, info.Config)
 	defer func() {
 		if err := ad.SessionEnd(info.ID); err != nil {
