@@ -13,7 +13,7 @@ import (
 // server decodes it with yaml.v3 and hands every scope to Compile.
 type ScopeConfig struct {
 	Description string `yaml:"description" json:"description,omitempty"`
-	// TTL is a Go duration; default 1h, at most 30 days.
+	// TTL is a duration (ParseDuration: "1h", "7d"); default 1h, at most 30 days.
 	TTL string `yaml:"ttl" json:"ttl,omitempty"`
 	// MaxCalls caps the calls of one session; 0 is unlimited.
 	MaxCalls int `yaml:"max_calls" json:"max_calls,omitempty"`
@@ -61,15 +61,15 @@ func parseTTL(s string) (time.Duration, error) {
 	if s == "" {
 		return DefaultTTL, nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration; write e.g. 15m, 1h or 72h", s)
+		return 0, fmt.Errorf("%q is not a duration; write e.g. 15m, 1h, 72h or 7d", s)
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("%q must be positive", s)
 	}
 	if d > MaxTTL {
-		return 0, fmt.Errorf("%q is longer than the maximum of 30 days (720h)", s)
+		return 0, fmt.Errorf("%q is longer than the maximum of 30 days (30d)", s)
 	}
 	return d, nil
 }

@@ -40,6 +40,9 @@ const (
 	CodeMaxCalls       = "max_calls"
 	CodeRateLimited    = "rate_limited"
 	CodeTripwire       = "too_many_denials"
+	// CodeSecretInArguments is a call whose arguments carried a
+	// credential, or a long part of one: the session ends at once.
+	CodeSecretInArguments = "secret_in_arguments"
 )
 
 // ErrTTLTooLong is returned by Scope.SessionTTL for a session ttl longer

@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/vault"
@@ -35,16 +37,29 @@ type adminOps struct {
 	// access holds the broker's access requests; nil in a command that
 	// opened the data dir itself.
 	access *access.Manager
+	// changes records every change of who may do what in the audit log.
+	changes recorder
 }
 
 var _ admin.Ops = (*adminOps)(nil)
 
 func (a *adminOps) SecretSet(name string, value []byte, desc string) error {
-	return a.vault.Set(name, value, desc)
+	if err := a.vault.Set(name, value, desc); err != nil {
+		return err
+	}
+	rec := changeRecord(a.changes.clock(), ToolSecretSet, fmt.Sprintf("secret %s stored (version 1)", name))
+	rec.Credential, rec.CredVersion = name, 1
+	return a.changes.write(rec)
 }
 
 func (a *adminOps) SecretRotate(name string, value []byte) (admin.SecretMeta, error) {
-	return a.vault.Rotate(name, value)
+	m, err := a.vault.Rotate(name, value)
+	if err != nil {
+		return m, err
+	}
+	rec := changeRecord(a.changes.clock(), ToolSecretRotate, fmt.Sprintf("secret %s rotated to version %d", name, m.Version))
+	rec.Credential, rec.CredVersion = name, m.Version
+	return m, a.changes.write(rec)
 }
 
 func (a *adminOps) SecretMeta(name string) (admin.SecretMeta, error) { return a.vault.Meta(name) }
@@ -55,7 +70,15 @@ func (a *adminOps) SecretList() ([]admin.SecretMeta, error) {
 	}
 	return a.withLoginStatus(metas), nil
 }
-func (a *adminOps) SecretDelete(name string) error { return a.vault.Delete(name) }
+
+func (a *adminOps) SecretDelete(name string) error {
+	if err := a.vault.Delete(name); err != nil {
+		return err
+	}
+	rec := changeRecord(a.changes.clock(), ToolSecretRm, fmt.Sprintf("secret %s deleted", name))
+	rec.Credential = name
+	return a.changes.write(rec)
+}
 
 func (a *adminOps) SessionNew(req admin.SessionRequest) (admin.SessionInfo, string, error) {
 	m, err := a.sessions()
@@ -66,7 +89,28 @@ func (a *adminOps) SessionNew(req admin.SessionRequest) (admin.SessionInfo, stri
 		a.log.Warn(fmt.Sprintf("a keyhole stdio of version %s joined this broker of version %s; its session runs %s until the broker restarts (keyhole stop, then start the client again)", req.ClientVersion, Version, Version),
 			"client_version", req.ClientVersion, "broker_version", Version)
 	}
-	return m.Create(req)
+	info, tok, err := m.Create(req)
+	if err != nil {
+		return info, tok, err
+	}
+	if err := a.changes.write(sessionNewRecord(a.changes.clock(), info)); err != nil {
+		// An unrecorded session must not be used: end it.
+		_ = m.End(info.ID, "its start could not be recorded in the audit log")
+		return admin.SessionInfo{}, "", err
+	}
+	return info, tok, nil
+}
+
+// sessionNewRecord records the start of a session: its scope, label and
+// expiry, never its token.
+func sessionNewRecord(now time.Time, info admin.SessionInfo) audit.Record {
+	reason := fmt.Sprintf("session %s of scope %s started, expires %s", info.ID, info.Scope, info.Expires.UTC().Format(time.RFC3339))
+	if info.Label != "" {
+		reason += ", label " + info.Label
+	}
+	rec := changeRecord(now, ToolSessionNew, reason)
+	rec.Session, rec.Scope, rec.Config = info.ID, info.Scope, info.Config
+	return rec
 }
 
 func (a *adminOps) SessionList(all bool) ([]admin.SessionInfo, error) {
@@ -90,9 +134,18 @@ func (a *adminOps) SessionRevoke(id, scope string, all bool) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids, err := m.Revoke(id, scope, all, "revoked by operator")
+	ids, err := m.Revoke(id, scope, all, "revoked by operator "+Operator())
 	a.endAccess(ids, "was revoked")
-	return ids, err
+	var errs []error
+	for _, rid := range ids {
+		rec := changeRecord(a.changes.clock(), ToolSessionRevoke, "session "+rid+" revoked")
+		rec.Session = rid
+		if info, err := m.Show(rid); err == nil {
+			rec.Scope = info.Scope
+		}
+		errs = append(errs, a.changes.write(rec))
+	}
+	return ids, errors.Join(append(errs, err)...)
 }
 
 func (a *adminOps) SessionEnd(id string) error {
@@ -152,6 +205,7 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 		reload: func(string) (admin.Reloaded, error) {
 			return admin.Reloaded{}, fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
 		},
+		changes: recorder{log: sync.OnceValues(func() (AuditLog, error) { return l.openAudit(o, v) }), now: o.Now},
 	}
 	return l, nil
 }
@@ -161,6 +215,23 @@ type localAdmin struct {
 	adminOps
 	dd    *DataDir
 	store *sessions.Store
+	audit *audit.Log
+}
+
+// openAudit opens the data dir's audit log to record a change, with the
+// audit: section of the config when there is one (its mirror gets the
+// record too); a secret may be set before any config exists.
+func (a *localAdmin) openAudit(o RuntimeOptions, v *vault.Vault) (AuditLog, error) {
+	var section config.Audit
+	if cfg, err := config.Load(o.ConfigPath, config.ToolEnv{}); err == nil {
+		section = cfg.Config.Audit
+	}
+	l, err := openAuditLog(a.dd, v, section, o.Now)
+	if err != nil {
+		return nil, err
+	}
+	a.audit = l
+	return auditLog{l}, nil
 }
 
 // openSessions opens the session store of a data dir no broker owns. Its
@@ -190,6 +261,9 @@ func (a *localAdmin) Close() error {
 	var errs []error
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+	}
+	if a.audit != nil {
+		errs = append(errs, a.audit.Close())
 	}
 	errs = append(errs, a.vault.Close(), a.dd.Close())
 	return errors.Join(errs...)

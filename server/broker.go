@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -100,7 +101,18 @@ type Broker struct {
 	// toolLists caches what tools/list shows a scope's sessions:
 	// *policy.Scope -> []mcp.Tool.
 	toolLists sync.Map
+
+	authFailOnce sync.Once
+	authFail     *authFailures
+	// mcpSessions counts the MCP sessions mcp-go holds open.
+	mcpSessions atomic.Int64
+	// scrub caches scrubbers by tool and secret value.
+	scrub scrubbers
 }
+
+// MCPSessions is how many MCP sessions (initialize handshakes over HTTP,
+// stdio clients) the broker holds open.
+func (b *Broker) MCPSessions() int64 { return b.mcpSessions.Load() }
 
 // Options configures a Broker.
 type Options struct {
@@ -131,7 +143,10 @@ func NewBroker(o Options) *Broker {
 	if b.now == nil {
 		b.now = time.Now
 	}
-	b.configs = newConfigs(nil, o.Env, func(c *config.Loaded) { b.registerTools(b.mcp(), c) })
+	b.configs = newConfigs(nil, o.Env, func(c *config.Loaded) {
+		b.forgetScrubbers() // a new config's tools get their own
+		b.registerTools(b.mcp(), c)
+	})
 	if o.Config != nil {
 		b.configs.Set(o.Config)
 	}
@@ -184,6 +199,24 @@ type Outcome struct {
 	Message string
 	// Result is set for a successful call.
 	Result *tools.Result
+	// Note, if set, is shown to the agent beside the result: what keyhole
+	// did to it and what that means for the session.
+	Note string
+}
+
+// scrubNote tells the agent a credential was removed from its result,
+// and, when that counts toward the scope's max_denials, how many more end
+// the session.
+func scrubNote(t policy.Tripwire) string {
+	const removed = "keyhole removed a credential from this result"
+	switch {
+	case t.Ended:
+		return removed + "; that was one too many for this session's max_denials, so the session has ended: ask the user for a new session"
+	case t.Counted:
+		return fmt.Sprintf("%s; this counts toward the session's max_denials: %d more and the session ends", removed, t.Left)
+	default:
+		return removed
+	}
 }
 
 func denied(msg string) *Outcome {
@@ -195,10 +228,10 @@ func failed(msg string) *Outcome {
 }
 
 // call takes a call through the pipeline, in order: the session's
-// liveness, the tool, the arguments, the scope's grants and limits, the
-// secret (decrypted first so every record is scrubbed of it), the audit
-// intent, the upstream, the audit outcome. Every path writes exactly one
-// audit record.
+// liveness, the tool, the arguments (a credential in them ends the
+// session), the scope's grants and limits, the secret (decrypted first so
+// every record is scrubbed of it), the audit intent, the upstream, the
+// audit outcome. Every path writes exactly one audit record.
 func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) *Outcome {
 	if d := s.Live(b.now()); !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
@@ -225,6 +258,12 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 	rec.Credential = tool.SecretName()
 	rec.Args = args
 
+	// Arguments that carry a credential are refused before anything else
+	// and end the session (invariant 9): raw, then as Prepare decoded them.
+	probe := b.probeScrubbers(s, tool)
+	if argsProbe(probe, args, nil) {
+		return nil, nil, b.tripOnSecret(ctx, s, rec, probe)
+	}
 	call, err := tool.Prepare(args)
 	if err != nil {
 		// A probing agent's malformed calls count toward its tripwire.
@@ -238,6 +277,9 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	describe(rec, call.AuditFields())
+	if argsProbe(probe, args, call) {
+		return nil, nil, b.tripOnSecret(ctx, s, rec, probe)
+	}
 
 	d := s.Decide(b.now(), call.Request)
 	msg := "denied: " + d.Reason
@@ -270,7 +312,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 	if m, err := b.secrets.Meta(tool.SecretName()); err == nil {
 		rec.CredVersion = m.Version
 	}
-	scrubber := tool.Scrubber(secret.Bytes())
+	scrubber := b.scrubberFor(tool, secret.Bytes())
 	scrubRecord(rec, scrubber)
 
 	pending, err := b.audit.Begin(ctx, *rec)
@@ -317,10 +359,10 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		outcome.Scrubbed = result.Scrubbed
 		outcome.Hops = auditHops(result.Hops, scrubber)
 		auditCredential(&outcome, result.Credential)
-		if result.Scrubbed {
-			s.NoteScrubbed(b.now())
-		}
 		out = &Outcome{Decision: audit.Allow, Result: result}
+		if result.Scrubbed {
+			out.Note = scrubNote(s.NoteScrubbed(b.now()))
+		}
 	}
 	// The outcome is recorded even when the caller gave up: a cancelled call
 	// is still a call, and it must not read as running or interrupted.
@@ -350,7 +392,7 @@ func auditHops(hops []tools.Hop, sc *scrub.Scrubber) []audit.Hop {
 // record is written as it is.
 func (b *Broker) denyScrubbed(ctx context.Context, rec *audit.Record, tool tools.Tool, msg string) *Outcome {
 	if secret, err := b.secrets.Get(tool.SecretName()); err == nil {
-		sc := tool.Scrubber(secret.Bytes())
+		sc := b.scrubberFor(tool, secret.Bytes())
 		scrubRecord(rec, sc)
 		msg, _ = sc.String(msg)
 	}

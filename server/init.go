@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -37,6 +38,8 @@ type InitResult struct {
 	// they went to (vault, audit log and sessions together).
 	Backups   []string
 	BackupDir string
+	// Warnings are problems that did not stop Init, for the operator.
+	Warnings []string
 }
 
 // ErrExists is returned by Init when a file it would create exists.
@@ -139,6 +142,9 @@ func Init(o InitOptions) (*InitResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := recordInit(dd, v, res); err != nil {
+		res.Warnings = append(res.Warnings, err.Error())
+	}
 	if err := v.Close(); err != nil {
 		return nil, err
 	}
@@ -204,4 +210,20 @@ func moveKeyed(dd *DataDir, stamp string) (string, []string, error) {
 		moved = append(moved, to)
 	}
 	return dir, moved, nil
+
+}
+
+// recordInit writes the keyhole.init record: the first change of who may
+// do what in a data dir is that it exists.
+func recordInit(dd *DataDir, v *vault.Vault, res *InitResult) error {
+	l, err := openAuditLog(dd, v, config.Audit{}, nil)
+	if err != nil {
+		return fmt.Errorf("keyhole init could not be recorded in the audit log: %w", err)
+	}
+	reason := "data dir " + dd.Path + " initialised with an empty vault"
+	if len(res.Backups) > 0 {
+		reason += fmt.Sprintf(" (%d earlier file(s) kept as backups)", len(res.Backups))
+	}
+	_, err = l.Write(context.Background(), changeRecord(time.Now(), ToolInit, reason))
+	return errors.Join(err, l.Close())
 }

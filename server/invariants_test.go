@@ -170,7 +170,7 @@ func TestInvariant7_RunningSessionsKeepTheirScopeAcrossReload(t *testing.T) {
 		t.Fatalf("upstream received %d DELETEs, want only the new session's", n)
 	}
 	var reloads int
-	for _, r := range h.records() {
+	for _, r := range h.allRecords() {
 		if r.Tool == "keyhole.reload" {
 			reloads++
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -205,6 +206,9 @@ func auditUsage(log *audit.Log) func(id string) (SessionUsage, error) {
 		}
 		var u SessionUsage
 		for _, r := range recs {
+			if strings.HasPrefix(r.Tool, "keyhole.") {
+				continue // an operator's change naming the session, not a call
+			}
 			call, denial := usageOf(r)
 			if call {
 				u.Calls++
@@ -231,7 +235,7 @@ func usageOf(r audit.Record) (call, denial bool) {
 		return false, false // refused before anything was counted
 	case codeInvalidArguments:
 		return false, true
-	case policy.CodeNotGranted, policy.CodeUnknownTool, policy.CodeTripwire:
+	case policy.CodeNotGranted, policy.CodeUnknownTool, policy.CodeTripwire, policy.CodeSecretInArguments:
 		return true, true
 	}
 	return true, r.Decision == audit.Allow && r.Scrubbed

@@ -200,8 +200,8 @@ func (m *LiveSessions) Authenticate(tok string) (*Session, error) {
 			return nil, err
 		}
 	}
-	if st := s.Info(m.now()).State; st != policy.StateActive {
-		return nil, fmt.Errorf("%w: %s", ErrSessionDead, st)
+	if info := s.Info(m.now()); info.State != policy.StateActive {
+		return nil, &DeadSessionError{Info: info}
 	}
 	return s, nil
 }

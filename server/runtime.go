@@ -82,16 +82,7 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 		return nil, err
 	}
 	rt.Vault = v
-	log, err := audit.Open(audit.Options{
-		Path:       dd.File(AuditFile),
-		Legacy:     dd.File(LegacyAuditFile),
-		Key:        v.DeriveKey(auditKeyLabel),
-		Checkpoint: v,
-		Arguments:  cfg.Config.Audit.Arguments,
-		Mirror:     cfg.Config.Audit.Mirror,
-		Anchor:     cfg.Config.Audit.Anchor,
-		Now:        o.Now,
-	})
+	log, err := openAuditLog(dd, v, cfg.Config.Audit, o.Now)
 	if err != nil {
 		rt.Close()
 		return nil, err
@@ -142,4 +133,19 @@ func (rt *Runtime) Close() error {
 		errs = append(errs, rt.DataDir.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// openAuditLog opens the audit log of a data dir this process owns, for
+// writing, under the audit: section of a config.
+func openAuditLog(dd *DataDir, v *vault.Vault, a config.Audit, now func() time.Time) (*audit.Log, error) {
+	return audit.Open(audit.Options{
+		Path:       dd.File(AuditFile),
+		Legacy:     dd.File(LegacyAuditFile),
+		Key:        v.DeriveKey(auditKeyLabel),
+		Checkpoint: v,
+		Arguments:  a.Arguments,
+		Mirror:     a.Mirror,
+		Anchor:     a.Anchor,
+		Now:        now,
+	})
 }

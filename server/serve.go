@@ -52,6 +52,14 @@ type ServeOptions struct {
 	// CommandLine is the command as the user typed it, for messages that
 	// say what to run.
 	CommandLine string
+	// MaxConns and MaxConnsPerSource cap the connections of the TCP
+	// listeners, in total and from one address (0: DefaultMaxConns,
+	// DefaultMaxConnsPerSource). The unix socket is not counted.
+	MaxConns, MaxConnsPerSource int
+	// SessionsPerToken and SessionIdleTTL bound the MCP sessions of a
+	// phantom token (see HTTPOptions).
+	SessionsPerToken int
+	SessionIdleTTL   time.Duration
 }
 
 // Serve runs the broker until ctx is done, `keyhole stop` asks it to stop
@@ -110,6 +118,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		b.log.Info("sessions restored from the data dir", "restored", restored, "ended", ended)
 	}
 	o.Metrics.CountSessions(p.m.ActiveCount)
+	o.Metrics.CountMCPSessions(b.MCPSessions)
 	if err := p.listen(&self); err != nil {
 		return err
 	}
@@ -131,6 +140,7 @@ type brokerProc struct {
 	listeners []net.Listener
 	tlsFlags  []bool
 	addrs     admin.Listeners
+	httpOpts  HTTPOptions
 
 	stop     chan struct{} // closed by `keyhole stop`
 	stopOnce sync.Once
@@ -156,30 +166,37 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 		config:   func() (*config.Loaded, error) { return b.Config(), nil },
 		logins:   &pendingLogins{},
 		access:   b.access,
+		changes:  recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now},
 	}
-	p.add(sock, p.streams.wrap(p.activity.wrap(b.SocketHandler(p.m, ops, o.Metrics))), false)
+	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL}
+	p.add(sock, p.streams.wrap(p.activity.wrap(b.socketHandler(p.m, ops, o.Metrics, p.httpOpts))), false)
 
 	if o.HTTPAddr != "" {
-		l, err := net.Listen("tcp", o.HTTPAddr)
+		tcp, err := net.Listen("tcp", o.HTTPAddr)
 		if err != nil {
 			p.closeListeners()
 			return fmt.Errorf("keyhole: listen on %s: %w", o.HTTPAddr, err)
 		}
+		l := limitConns(tcp, o.MaxConns, o.MaxConnsPerSource)
+		o.Metrics.CountConns(l)
 		p.addrs.HTTP = l.Addr().String()
 		self.add(l.Addr())
 		loop := isLoopbackAddr(l.Addr())
-		h := b.HTTPHandler(p.m, HTTPOptions{Loopback: loop, AllowedOrigins: o.AllowedOrigins})
+		tcpOpts := p.httpOpts
+		tcpOpts.Loopback = loop
+		h := b.HTTPHandler(p.m, tcpOpts)
 		p.add(l, p.streams.wrap(p.activity.wrap(h)), o.TLSCert != "")
 		if !loop && o.TLSCert == "" {
 			b.log.Warn("serving MCP over plain HTTP on a non-loopback address: tokens travel in clear text", LogAddr, l.Addr().String())
 		}
 	}
 	if o.MetricsAddr != "" {
-		l, err := net.Listen("tcp", o.MetricsAddr)
+		tcp, err := net.Listen("tcp", o.MetricsAddr)
 		if err != nil {
 			p.closeListeners()
 			return fmt.Errorf("keyhole: listen on %s: %w", o.MetricsAddr, err)
 		}
+		l := limitConns(tcp, o.MaxConns, o.MaxConnsPerSource)
 		p.addrs.Metrics = l.Addr().String()
 		self.add(l.Addr())
 		mux := http.NewServeMux()
@@ -190,7 +207,7 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 }
 
 func (p *brokerProc) add(l net.Listener, h http.Handler, useTLS bool) {
-	p.servers = append(p.servers, &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second})
+	p.servers = append(p.servers, newHTTPServer(h))
 	p.listeners = append(p.listeners, l)
 	p.tlsFlags = append(p.tlsFlags, useTLS)
 }
@@ -235,12 +252,14 @@ func (p *brokerProc) run(ctx context.Context) error {
 	}
 	flush := time.NewTicker(time.Second)
 	defer flush.Stop()
+	defer b.FlushAuthFailures(true)
 	var serveErr error
 loop:
 	for {
 		select {
 		case <-flush.C:
 			p.m.Flush()
+			b.FlushAuthFailures(false)
 			sweepAccess(p.rt.Access, p.m)
 		case <-ctx.Done():
 			break loop
@@ -332,7 +351,8 @@ func reloadConfig(b *Broker, log *audit.Log, path string) (admin.Reloaded, error
 	if path == "" {
 		path = b.Config().Path
 	}
-	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Config: path, Tool: "keyhole.reload", Decision: audit.Allow}
+	rec := changeRecord(b.now(), ToolReload, "")
+	rec.Config = path
 	var res admin.Reloaded
 	cfg, changed, err := b.configs.Reload(path)
 	if err != nil {
@@ -351,8 +371,8 @@ func reloadConfig(b *Broker, log *audit.Log, path string) (admin.Reloaded, error
 // auditConfig records that a new version of a config file was loaded for
 // new sessions.
 func auditConfig(b *Broker, log *audit.Log, cfg *config.Loaded, why string) {
-	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Config: cfg.Path, Tool: "keyhole.reload", Decision: audit.Allow,
-		Reason: fmt.Sprintf("config %s (sha256 %s) %s", cfg.Path, cfg.Digest[:12], why)}
+	rec := changeRecord(b.now(), ToolReload, fmt.Sprintf("config %s (sha256 %s) %s", cfg.Path, cfg.Digest[:12], why))
+	rec.Config = cfg.Path
 	if _, err := log.Write(context.Background(), rec); err != nil {
 		b.log.Error("audit a config load", LogConfig, cfg.Path, LogError, err)
 	}

@@ -83,8 +83,16 @@ func (b *Broker) SocketHandler(m *LiveSessions, ops interface {
 	admin.Ops
 	admin.AccessOps
 }, metrics *Metrics) http.Handler {
+	return b.socketHandler(m, ops, metrics, HTTPOptions{})
+}
+
+func (b *Broker) socketHandler(m *LiveSessions, ops interface {
+	admin.Ops
+	admin.AccessOps
+}, metrics *Metrics, o HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/", b.HTTPHandler(m, HTTPOptions{}))
+	o.Loopback = false // a unix socket has no Host to check
+	mux.Handle("/", b.HTTPHandler(m, o))
 	if metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}

@@ -500,7 +500,10 @@ func TestAccessForSessionCoalescingAndMaxOpen(t *testing.T) {
 	var info struct {
 		Grants []map[string]any `json:"grants"`
 	}
-	json.Unmarshal([]byte(h.ok("", "session", "show", r.Session).stdout), &info)
+	json.Unmarshal([]byte(h.ok("", "session", "show", r.Session, "--json").stdout), &info)
+	if table := h.ok("", "session", "show", r.Session).stdout; !strings.Contains(table, "GRANTED") || !strings.Contains(table, r.ID) {
+		t.Fatalf("session show table = %q, want the added grant", table)
+	}
 	grants = info.Grants
 	if len(grants) != 1 || grants[0]["method"] != "POST" || grants[0]["request"] != r.ID {
 		t.Fatalf("session show grants = %+v", grants)

@@ -58,6 +58,13 @@ type filterFlags struct {
 	since, until                   string
 }
 
+func (a *App) registerFilters(f *filterFlags, c *cobra.Command, until bool) {
+	f.register(c, until)
+	c.RegisterFlagCompletionFunc("session", a.completeSessions)
+	c.RegisterFlagCompletionFunc("scope", a.completeScopes)
+	c.RegisterFlagCompletionFunc("decision", cobra.FixedCompletions([]string{"allow", "deny", "error", "interrupted", "running"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
 func (f *filterFlags) register(c *cobra.Command, until bool) {
 	c.Flags().StringVar(&f.session, "session", "", "only this session id")
 	c.Flags().StringVar(&f.scope, "scope", "", "only this scope")
@@ -116,23 +123,34 @@ func (a *App) auditTailCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			flt.Limit = n
+			if n < 0 {
+				return &usageError{fmt.Errorf("-n %d: want a number of records, or 0 for all", n)}
+			}
 			pr := a.recordPrinter(asJSON)
 			err = a.withAudit(func(l *server.AuditReader) error {
 				if follow {
+					flt.Limit = n
 					return l.Follow(cmd.Context(), flt, pr.print)
+				}
+				// One more than asked says whether -n cut anything.
+				if n > 0 {
+					flt.Limit = n + 1
 				}
 				recs, err := l.Query(flt)
 				if err != nil {
 					return err
+				}
+				if n > 0 && len(recs) > n {
+					recs = recs[len(recs)-n:]
+					fmt.Fprintf(a.stderr, "showing the last %d matching records; older ones exist (-n 0 shows all, or narrow with --since, --session, --tool)\n", n)
 				}
 				return pr.print(recs)
 			})
 			return a.orEmpty(err, "no calls recorded yet")
 		},
 	}
-	ff.register(c, false)
-	c.Flags().IntVarP(&n, "lines", "n", 20, "how many records")
+	a.registerFilters(&ff, c, false)
+	c.Flags().IntVarP(&n, "lines", "n", 20, "how many of the latest records (0: all)")
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
 	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return c
@@ -274,7 +292,7 @@ func (a *App) auditExportCmd() *cobra.Command {
 			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error { return l.Export(a.stdout, format, flt) }), "no calls recorded yet")
 		},
 	}
-	ff.register(c, true)
+	a.registerFilters(&ff, c, true)
 	c.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
 	return c
 }

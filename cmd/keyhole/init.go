@@ -63,6 +63,9 @@ sessions it keyed (into backup-<time> in the data dir, still verifiable).`,
 				}
 				fmt.Fprintf(a.stdout, "\nThe old vault, its audit log and sessions are kept together in %s.\nThe old log still verifies with the old key:\n  %skeyhole audit verify --data-dir %s\n", res.BackupDir, key, res.BackupDir)
 			}
+			for _, w := range res.Warnings {
+				fmt.Fprintf(a.stderr, "warning: %s\n", trimPrefix(w))
+			}
 			fmt.Fprintf(a.stdout, `
 Next:
   printf %%s "$GITHUB_TOKEN" | keyhole secret set github_token

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -59,15 +60,20 @@ audit log.`,
 	c.Flags().StringVar(&o.TLSKey, "tls-key", "", "TLS key for --http")
 	c.Flags().BoolVar(&o.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback --http address")
 	c.Flags().StringSliceVar(&o.AllowedOrigins, "allowed-origin", nil, "extra Origin allowed on a loopback listener (repeatable)")
-	c.Flags().DurationVar(&o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")
-	c.Flags().DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM or keyhole stop")
+	durationVar(c, &o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")
+	durationVar(c, &o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM or keyhole stop")
+	c.Flags().IntVar(&o.MaxConns, "max-connections", server.DefaultMaxConns, "most TCP connections held at once (the unix socket is not counted)")
+	c.Flags().IntVar(&o.MaxConnsPerSource, "max-connections-per-source", server.DefaultMaxConnsPerSource, "most TCP connections held at once from one address")
+	c.Flags().IntVar(&o.SessionsPerToken, "sessions-per-token", server.DefaultSessionsPerToken, "most MCP sessions one phantom token holds; a new one closes its least recently used")
+	durationVar(c, &o.SessionIdleTTL, "session-idle-ttl", server.DefaultSessionIdleTTL, "close an MCP session unused this long")
 	c.Flags().BoolVar(&o.AutoStarted, "auto-started", false, "mark a broker keyhole stdio started in the background")
 	c.Flags().MarkHidden("auto-started")
 	return c
 }
 
 func (a *App) reloadCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "reload [--config F]",
 		Short: "Re-read a config file in the running broker (running sessions keep their scope)",
 		Long: `reload makes the running broker read the config file this command resolves
@@ -88,6 +94,24 @@ session also reads its file again when it has changed.`,
 			}
 			defer ad.Close()
 			res, err := ad.Reload(path)
+			if asJSON {
+				out := struct {
+					OK    bool   `json:"reloaded"`
+					Error string `json:"error,omitempty"`
+					admin.Reloaded
+				}{OK: err == nil, Reloaded: res}
+				if err != nil {
+					out.Error = trimPrefix(err.Error())
+					out.Config = path
+				}
+				if jerr := json.NewEncoder(a.stdout).Encode(out); jerr != nil {
+					return jerr
+				}
+				if err != nil {
+					return &silentError{code: 1}
+				}
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -99,4 +123,6 @@ session also reads its file again when it has changed.`,
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"reloaded": true, "config": …, "sha256": …, "scopes": […], "changed": …} or the error as JSON`)
+	return c
 }

@@ -61,5 +61,6 @@ Windows).`,
 	c.Flags().StringVar(&scope, "scope", "", "the scope this session runs under (required)")
 	c.Flags().BoolVar(&standalone, "standalone", false, "serve in-process instead of through the shared broker")
 	c.MarkFlagRequired("scope")
+	c.RegisterFlagCompletionFunc("scope", a.completeScopes)
 	return c
 }

@@ -51,6 +51,9 @@ func (m *Manager) record(ctx context.Context, event string, r *Request, reason s
 		Credential: r.Call.Credential, Grant: r.Grant,
 		Reason: r.ID + ": " + reason, Args: args,
 	}
+	if dec != nil {
+		rec.Operator = dec.By // who answered: a change of who may do what
+	}
 	switch event {
 	case EventApprove, EventUse:
 		rec.Decision = audit.Allow

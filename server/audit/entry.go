@@ -64,6 +64,9 @@ type entry struct {
 	TokenID     string            `json:"token_id,omitempty"`
 	TokenExp    string            `json:"token_expires,omitempty"`
 	Cut         map[string]string `json:"cut,omitempty"`
+	Operator    string            `json:"operator,omitempty"`
+	Source      string            `json:"source,omitempty"`
+	Count       int               `json:"count,omitempty"`
 	Prev        string            `json:"prev"`
 	MAC         string            `json:"mac,omitempty"` // set only when read back
 }
@@ -320,7 +323,8 @@ func fromRecord(t string, r *Record) *entry {
 		Status: r.Status, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
 		Duration: int64(r.Duration), Scrubbed: r.Scrubbed, Hops: r.Hops,
 		CredKind: r.CredentialKind, TokenID: r.TokenID, TokenExp: formatOptTime(r.TokenExpires),
-		Cut: maps.Clone(r.Cut),
+		Cut:      maps.Clone(r.Cut),
+		Operator: r.Operator, Source: r.Source, Count: r.Count,
 	}
 }
 
@@ -367,7 +371,8 @@ func record(first, outcome *entry, inflight bool) Record {
 		Status: first.Status, BytesIn: first.BytesIn, BytesOut: first.BytesOut,
 		Duration: time.Duration(first.Duration), Scrubbed: first.Scrubbed, Hops: first.Hops,
 		CredentialKind: first.CredKind, TokenID: first.TokenID, TokenExpires: parseOptTime(first.TokenExp),
-		Cut:  first.Cut,
+		Cut:      first.Cut,
+		Operator: first.Operator, Source: first.Source, Count: first.Count,
 		Prev: first.Prev, MAC: first.MAC,
 	}
 	if first.Type != typeIntent {
