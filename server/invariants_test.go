@@ -153,7 +153,7 @@ func TestInvariant7_RunningSessionsKeepTheirScopeAcrossReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte(wider), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := reloadConfig(h.broker, h.audit, path, tools.Env{}); err != nil {
+	if _, err := reloadConfig(h.broker, h.audit, path); err != nil {
 		t.Fatal(err)
 	}
 	if res := servertest.CallTool(t, running, "github", del); !res.IsError {
