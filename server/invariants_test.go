@@ -135,9 +135,9 @@ type dnsError struct{ host string }
 
 func (e *dnsError) Error() string { return "no such host " + e.host }
 
-// TestInvariant7_RunningSessionsKeepTheirScopeAcrossReload: a scope never
+// TestInvariant10_RunningSessionsKeepTheirScopeAcrossReload: a scope never
 // grows under a running session; a reloaded config applies to new sessions.
-func TestInvariant7_RunningSessionsKeepTheirScopeAcrossReload(t *testing.T) {
+func TestInvariant10_RunningSessionsKeepTheirScopeAcrossReload(t *testing.T) {
 	h := newHTTPEnv(t)
 	running, err := h.client(h.token("triage"))
 	if err != nil {
