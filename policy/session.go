@@ -37,6 +37,9 @@ type SessionInfo struct {
 	Denials   int       `json:"denials"`
 	LastCall  time.Time `json:"last_call,omitzero"`
 	EndReason string    `json:"end_reason,omitempty"`
+	// Config names the config file the session's scope came from (its
+	// absolute path). Policy does not read it; it is shown and audited.
+	Config string `json:"config,omitempty"`
 	// Grants are the exact grants people added to this session by
 	// approving access requests with --for-session.
 	Grants []ExactGrant `json:"grants,omitempty"`
@@ -72,12 +75,22 @@ func NewSession(id string, scope *Scope, now time.Time, ttl time.Duration, label
 
 // RestoreSession rebuilds a persisted session under scope. Counters and
 // state are kept; the rate limiter starts full. An empty State is active.
+// A session never comes back with more than its scope gives: its expiry
+// is clamped to Created + the scope's ttl, and an active session whose
+// denials have reached max_denials is ended by the tripwire.
 func RestoreSession(info SessionInfo, scope *Scope) *Session {
 	if info.State == "" {
 		info.State = StateActive
 	}
 	info.Scope = scope.name
+	if latest := info.Created.Add(scope.ttl); !info.Created.IsZero() && info.Expires.After(latest) {
+		info.Expires = latest
+	}
 	s := &Session{scope: scope, info: info}
+	if info.State == StateActive && s.scope.maxDenials > 0 && info.Denials >= s.scope.maxDenials {
+		s.info.Denials-- // denyLocked counts the one that trips
+		s.denyLocked()
+	}
 	if scope.limit.burst > 0 {
 		s.limiter = rate.NewLimiter(scope.limit.every, scope.limit.burst)
 	}

@@ -231,6 +231,25 @@ func TestSessionConcurrentCalls(t *testing.T) {
 	}
 }
 
+// TestRestoreSessionNeverGivesMoreThanItsScope (issue 14 item 6): a
+// record with a later expiry than its scope allows comes back clamped, and
+// one whose denials reached max_denials comes back ended.
+func TestRestoreSessionNeverGivesMoreThanItsScope(t *testing.T) {
+	sc := testScope(t, ScopeConfig{TTL: "1h", MaxDenials: intp(3)})
+	stretched := RestoreSession(SessionInfo{ID: "s1", Created: t0, Expires: t0.Add(48 * time.Hour)}, sc)
+	if got := stretched.Info(t0).Expires; !got.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("RestoreSession(expires created+48h, scope ttl 1h).Expires = %v, want %v", got, t0.Add(time.Hour))
+	}
+	decide(t, stretched, t0.Add(time.Hour), okReq, CodeSessionExpired)
+
+	tripped := RestoreSession(SessionInfo{ID: "s2", Created: t0, Expires: t0.Add(time.Hour), Denials: 3}, sc)
+	got := tripped.Info(t0)
+	if got.State != StateEnded || got.Denials != 3 || !strings.Contains(got.EndReason, "tripwire") {
+		t.Fatalf("RestoreSession(3 denials, max_denials 3).Info = %+v, want ended by the tripwire with 3 denials", got)
+	}
+	decide(t, tripped, t0, okReq, CodeSessionEnded)
+}
+
 func TestSessionNoteScrubbedSaysWhatIsLeft(t *testing.T) {
 	s := NewSession("s1", testScope(t, ScopeConfig{MaxDenials: intp(3)}), t0, 0, "")
 	for i, want := range []Tripwire{{Counted: true, Left: 2}, {Counted: true, Left: 1}, {Counted: true, Left: 0, Ended: true}, {}} {

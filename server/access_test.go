@@ -15,7 +15,9 @@ import (
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/access"
+	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
@@ -54,13 +56,15 @@ func newAccessEnv(t *testing.T) *accessEnv {
 	}
 	t.Cleanup(func() { acc.Close() })
 	e.broker = NewBroker(Options{Config: e.broker.Config(), Secrets: e.vault, Audit: e.auditLog, Access: acc, Now: e.clock.Now})
-	store, err := sessions.Open(e.dataDir.File(SessionsFile))
+	store, err := sessions.Open(e.dataDir.File(SessionsFile), e.vault.DeriveKey(sessions.KeyLabel))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Config: e.broker.Config, Now: e.clock.Now})}
-	h.srv = httptest.NewServer(e.broker.SocketHandler(h.sessions, e.vault, func() error { return nil }, nil))
+	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Configs: e.broker.Configs(), Now: e.clock.Now})}
+	ops := &adminOps{vault: e.vault, sessions: func() (*LiveSessions, error) { return h.sessions, nil }, access: acc,
+		config: func() (*config.Loaded, error) { return e.broker.Config(), nil }, logins: &pendingLogins{}}
+	h.srv = httptest.NewServer(e.broker.SocketHandler(h.sessions, ops, nil))
 	t.Cleanup(h.srv.Close)
 	return &accessEnv{httpEnv: h, acc: acc}
 }
@@ -73,7 +77,7 @@ func (a *accessEnv) agent(t *testing.T) (*client.Client, string) {
 
 func (a *accessEnv) agentToken(t *testing.T) (*client.Client, string, string) {
 	t.Helper()
-	info, tok, err := a.sessions.Create("ask", 0, "agent")
+	info, tok, err := a.sessions.Create(admin.SessionRequest{Scope: "ask", Label: "agent"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +234,7 @@ func TestAccessForSessionGrantIsKeptWithTheSession(t *testing.T) {
 		t.Fatalf("session grants after --for-session = %+v", info.Grants)
 	}
 	// Served anew from its stored record (a broker restart).
-	fresh := NewLiveSessions(a.sessions.store, LiveSessionsOptions{Config: a.broker.Config, Now: a.clock.Now})
+	fresh := NewLiveSessions(a.sessions.store, LiveSessionsOptions{Configs: a.broker.Configs(), Now: a.clock.Now})
 	s, err := fresh.Authenticate(tok)
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +267,7 @@ func TestAccessSweepDoesNotRestoreSessions(t *testing.T) {
 	if _, err := a.sessions.Revoke(gone, "", false, "by test"); err != nil {
 		t.Fatal(err)
 	}
-	fresh := NewLiveSessions(a.sessions.store, LiveSessionsOptions{Config: a.broker.Config, Now: a.clock.Now})
+	fresh := NewLiveSessions(a.sessions.store, LiveSessionsOptions{Configs: a.broker.Configs(), Now: a.clock.Now})
 	sweepAccess(a.acc, fresh)
 	if n := fresh.ActiveCount(); n != 0 {
 		t.Fatalf("the sweep made %d sessions live", n)

@@ -3,6 +3,8 @@ package server
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -22,7 +24,12 @@ type adminOps struct {
 	// sessions opens the live sessions on first use: secret commands
 	// need neither the session store nor the config.
 	sessions func() (*LiveSessions, error)
-	reload   func() error
+	reload   func(config string) (admin.Reloaded, error)
+	// status and stop are the running broker's; nil in a command that
+	// opened the data dir itself.
+	status func() (admin.Status, error)
+	stop   func() (admin.Stopping, error)
+	log    *slog.Logger
 	// config is the config whose tools log in (secret login) and say
 	// which secrets need a login (secret list).
 	config func() (*config.Loaded, error)
@@ -73,12 +80,16 @@ func (a *adminOps) SecretDelete(name string) error {
 	return a.changes.write(rec)
 }
 
-func (a *adminOps) SessionNew(scope string, ttl time.Duration, label string) (admin.SessionInfo, string, error) {
+func (a *adminOps) SessionNew(req admin.SessionRequest) (admin.SessionInfo, string, error) {
 	m, err := a.sessions()
 	if err != nil {
 		return admin.SessionInfo{}, "", err
 	}
-	info, tok, err := m.Create(scope, ttl, label)
+	if req.ClientVersion != "" && req.ClientVersion != Version && a.log != nil {
+		a.log.Warn(fmt.Sprintf("a keyhole stdio of version %s joined this broker of version %s; its session runs %s until the broker restarts (keyhole stop, then start the client again)", req.ClientVersion, Version, Version),
+			"client_version", req.ClientVersion, "broker_version", Version)
+	}
+	info, tok, err := m.Create(req)
 	if err != nil {
 		return info, tok, err
 	}
@@ -98,7 +109,7 @@ func sessionNewRecord(now time.Time, info admin.SessionInfo) audit.Record {
 		reason += ", label " + info.Label
 	}
 	rec := changeRecord(now, ToolSessionNew, reason)
-	rec.Session, rec.Scope = info.ID, info.Scope
+	rec.Session, rec.Scope, rec.Config = info.ID, info.Scope, info.Config
 	return rec
 }
 
@@ -154,7 +165,21 @@ func (a *adminOps) SessionEnd(id string) error {
 	return err
 }
 
-func (a *adminOps) Reload() error { return a.reload() }
+func (a *adminOps) Reload(config string) (admin.Reloaded, error) { return a.reload(config) }
+
+func (a *adminOps) Status() (admin.Status, error) {
+	if a.status == nil {
+		return admin.Status{}, admin.ErrNoBroker
+	}
+	return a.status()
+}
+
+func (a *adminOps) Stop() (admin.Stopping, error) {
+	if a.stop == nil {
+		return admin.Stopping{}, admin.ErrNoBroker
+	}
+	return a.stop()
+}
 
 // OpenAdmin connects to the broker that owns the data dir, or opens the
 // data dir itself when none runs.
@@ -172,14 +197,20 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 		return nil, err
 	}
 	l := &localAdmin{dd: dd}
-	cfg := sync.OnceValues(func() (*config.Loaded, error) { return config.Load(o.ConfigPath, config.ToolEnv{}) })
+	cfg := sync.OnceValues(func() (*config.Loaded, error) {
+		path, err := filepath.Abs(o.ConfigPath)
+		if err != nil {
+			return nil, err
+		}
+		return config.Load(path, config.ToolEnv{})
+	})
 	l.adminOps = adminOps{
 		vault:    v,
 		config:   cfg,
 		logins:   &pendingLogins{},
 		sessions: sync.OnceValues(func() (*LiveSessions, error) { return l.openSessions(cfg, o, v) }),
-		reload: func() error {
-			return fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
+		reload: func(string) (admin.Reloaded, error) {
+			return admin.Reloaded{}, fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
 		},
 		changes: recorder{log: sync.OnceValues(func() (AuditLog, error) { return l.openAudit(o, v) }), now: o.Now},
 	}
@@ -210,17 +241,25 @@ func (a *localAdmin) openAudit(o RuntimeOptions, v *vault.Vault) (AuditLog, erro
 	return auditLog{l}, nil
 }
 
+// openSessions opens the session store of a data dir no broker owns. Its
+// default config is the command's; a session names its own. Sessions a
+// broker left behind are restored as a starting broker would (relayed
+// ones ended: no broker serves their clients), without the audit's counts.
 func (a *localAdmin) openSessions(loadConfig func() (*config.Loaded, error), o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
 	cfg, err := loadConfig()
 	if err != nil {
 		return nil, err
 	}
-	store, err := sessions.Open(a.dd.File(SessionsFile))
+	store, err := sessions.Open(a.dd.File(SessionsFile), v.DeriveKey(sessions.KeyLabel))
 	if err != nil {
 		return nil, err
 	}
 	a.store = store
-	return NewLiveSessions(store, LiveSessionsOptions{Config: func() *config.Loaded { return cfg }, Now: o.Now, Logger: o.Logger}), nil
+	m := NewLiveSessions(store, LiveSessionsOptions{Configs: newConfigs(cfg, config.ToolEnv{}, nil), Now: o.Now, Logger: o.Logger})
+	if _, _, err := m.Restore(); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func (a *localAdmin) Remote() bool { return false }

@@ -114,9 +114,18 @@ func (a accessSessions) Live(id string) error {
 	if err != nil {
 		return fmt.Errorf("no session %s", id)
 	}
-	sc, ok := a.m.config().Policy.Scope(rec.Scope)
+	if rec.Tampered {
+		return fmt.Errorf("session %s: %s", id, reasonTampered)
+	}
+	// Judged under the config the session started with, never the file
+	// as it is now.
+	cfg, err := a.m.pinned(rec)
+	if err != nil {
+		return fmt.Errorf("session %s: its scope cannot be restored: %v", id, err)
+	}
+	sc, ok := cfg.Policy.Scope(rec.Scope)
 	if !ok {
-		return fmt.Errorf("session %s: its scope %s is no longer defined", id, rec.Scope)
+		return fmt.Errorf("session %s: its scope %s is not in the config it started with", id, rec.Scope)
 	}
 	if d := policy.RestoreSession(rec.SessionInfo, sc).Live(now); !d.Allow {
 		return errors.New(d.Reason)

@@ -85,7 +85,7 @@ var _ AuditLog = auditLog{}
 
 // Broker runs the call pipeline for every session it serves.
 type Broker struct {
-	cfg     atomic.Pointer[config.Loaded]
+	configs *Configs
 	secrets Secrets
 	audit   AuditLog
 	// access holds calls that need a person's approval; nil denies them.
@@ -116,7 +116,12 @@ func (b *Broker) MCPSessions() int64 { return b.mcpSessions.Load() }
 
 // Options configures a Broker.
 type Options struct {
-	Config  *config.Loaded
+	// Config is the broker's own config: new sessions that name no
+	// config get it.
+	Config *config.Loaded
+	// Env is what the tools of configs the broker loads later take from
+	// their surroundings.
+	Env     tools.Env
 	Secrets Secrets
 	Audit   AuditLog
 	// Access, if set, holds calls that need a person's approval (access
@@ -138,20 +143,26 @@ func NewBroker(o Options) *Broker {
 	if b.now == nil {
 		b.now = time.Now
 	}
-	b.cfg.Store(o.Config)
+	b.configs = newConfigs(nil, o.Env, func(c *config.Loaded) {
+		b.forgetScrubbers() // a new config's tools get their own
+		b.registerTools(b.mcp(), c)
+	})
+	if o.Config != nil {
+		b.configs.Set(o.Config)
+	}
 	return b
 }
 
-// Config returns the config new sessions start with.
-func (b *Broker) Config() *config.Loaded { return b.cfg.Load() }
+// Config returns the broker's own config: what new sessions that name no
+// config start with.
+func (b *Broker) Config() *config.Loaded { return b.configs.Default() }
 
-// SetConfig replaces the config for new sessions; running sessions keep the
-// one they started with (pinned).
-func (b *Broker) SetConfig(c *config.Loaded) {
-	b.cfg.Store(c)
-	b.forgetScrubbers()
-	b.registerTools(b.mcp(), c)
-}
+// Configs returns every config the broker serves.
+func (b *Broker) Configs() *Configs { return b.configs }
+
+// SetConfig makes c the broker's own config for new sessions; running
+// sessions keep the one they started with (pinned).
+func (b *Broker) SetConfig(c *config.Loaded) { b.configs.Set(c) }
 
 // Call takes one tools/call through the pipeline and returns what the agent
 // sees. It never returns a Go error for a denied or failed call: those are
@@ -162,6 +173,7 @@ func (b *Broker) Call(ctx context.Context, s *Session, name string, args json.Ra
 		Time:    start.UTC(),
 		Session: s.ID(),
 		Scope:   s.Scope().Name(),
+		Config:  s.cfg.Path,
 		Client:  clientOf(ctx, s),
 		Tool:    name,
 	}
@@ -261,7 +273,7 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 		if errors.As(err, &ae) {
 			msg = "invalid arguments: " + ae.Msg
 		}
-		rec.Code, rec.Reason = "invalid_arguments", msg
+		rec.Code, rec.Reason = codeInvalidArguments, msg
 		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	describe(rec, call.AuditFields())

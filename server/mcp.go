@@ -97,7 +97,6 @@ func (b *Broker) newMCPServer() *mcpserver.MCPServer {
 			return b.scopeTools(s.cfg, s.Scope())
 		}),
 	)
-	b.registerTools(srv, b.cfg.Load())
 	return srv
 }
 

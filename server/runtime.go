@@ -2,7 +2,9 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/keyhole-dev/keyhole/server/access"
@@ -61,7 +63,11 @@ type Runtime struct {
 // Open locks the data dir, loads the config, and opens the vault and the
 // audit log. Close releases them in reverse order.
 func Open(o RuntimeOptions) (*Runtime, error) {
-	cfg, err := config.Load(o.ConfigPath, o.Env)
+	path, err := filepath.Abs(o.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("keyhole: config %s: %w", o.ConfigPath, err)
+	}
+	cfg, err := config.Load(path, o.Env)
 	if err != nil {
 		return nil, err
 	}
@@ -100,6 +106,7 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 	}
 	rt.Broker = NewBroker(Options{
 		Config:  cfg,
+		Env:     o.Env,
 		Secrets: v,
 		Audit:   auditLog{log},
 		Access:  rt.Access,

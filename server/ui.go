@@ -68,19 +68,19 @@ func checkUIAddr(o ServeOptions) error {
 	return nil
 }
 
-// openUI listens for the console when o asks for one. The console is
-// served once the broker adds uiHook's server to its own.
-func openUI(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) (*uiHook, error) {
+// open listens for the console when o asks for one; the broker then
+// serves u.srv on u.l beside its other listeners.
+func (u *uiHook) open(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) error {
 	if o.UIAddr == "" {
-		return &uiHook{}, nil
+		return nil
 	}
 	addr, err := uiAddr(o.UIAddr)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("keyhole: listen on %s: %w", addr, err)
+		return fmt.Errorf("keyhole: listen on %s: %w", addr, err)
 	}
 	l := limitConns(tcp, o.MaxConns, o.MaxConnsPerSource)
 	self.add(l.Addr())
@@ -92,12 +92,13 @@ func openUI(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAddrs) (*uiH
 	c, err := console.New(co)
 	if err != nil {
 		l.Close()
-		return nil, err
+		return err
 	}
 	srv := newHTTPServer(c.Handler())
 	srv.RegisterOnShutdown(c.Close) // event streams end, so Shutdown need not wait for them
 	b.log.Info("browser console", "url", co.BaseURL+"/ui/", "login", "keyhole ui")
-	return &uiHook{console: c, srv: srv, l: l, tls: useTLS}, nil
+	u.console, u.srv, u.l, u.tls = c, srv, l, useTLS
+	return nil
 }
 
 // consoleOptions is what the console is given of a broker: its audit
@@ -142,7 +143,8 @@ func consoleURL(a net.Addr, useTLS bool) string {
 }
 
 // socket adds the console's login route to the broker's socket handler:
-// `keyhole ui` asks it for a one-time link.
+// `keyhole ui` asks it for a one-time link. The console is looked up per
+// request: the socket's handler is made before the console's listener.
 func (u *uiHook) socket(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
@@ -154,14 +156,6 @@ func (u *uiHook) socket(h http.Handler) http.Handler {
 		return admin.ConsoleLink{URL: url, Expires: expires}, err
 	}))
 	return mux
-}
-
-// close ends the console's streams and its listener, if it has one.
-func (u *uiHook) close() {
-	if u.console != nil {
-		u.console.Close()
-		u.l.Close()
-	}
 }
 
 // consoleSessions are the broker's live sessions as the console sees

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/console"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/server/sessions"
@@ -56,13 +57,15 @@ func newUIEnv(t *testing.T) *uiEnv {
 	}
 	t.Cleanup(func() { acc.Close() })
 	e.broker = NewBroker(Options{Config: e.broker.Config(), Secrets: e.vault, Audit: e.auditLog, Access: acc, Now: e.clock.Now})
-	store, err := sessions.Open(e.dataDir.File(SessionsFile))
+	store, err := sessions.Open(e.dataDir.File(SessionsFile), e.vault.DeriveKey(sessions.KeyLabel))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Config: e.broker.Config, Now: e.clock.Now})}
-	h.srv = httptest.NewServer(e.broker.SocketHandler(h.sessions, e.vault, func() error { return nil }, nil))
+	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Configs: e.broker.Configs(), Now: e.clock.Now})}
+	ops := &adminOps{vault: e.vault, sessions: func() (*LiveSessions, error) { return h.sessions, nil }, access: acc,
+		config: func() (*config.Loaded, error) { return e.broker.Config(), nil }, logins: &pendingLogins{}}
+	h.srv = httptest.NewServer(e.broker.SocketHandler(h.sessions, ops, nil))
 	t.Cleanup(h.srv.Close)
 
 	u := &uiEnv{httpEnv: h, acc: acc, ui: httptest.NewUnstartedServer(nil)}

@@ -22,7 +22,7 @@ func (a *App) auditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "Review, verify and export the per-call audit log",
 	}
-	c.AddCommand(a.auditTailCmd(), a.auditShowCmd(), a.auditVerifyCmd(), a.auditExportCmd())
+	c.AddCommand(a.auditTailCmd(), a.auditShowCmd(), a.auditVerifyCmd(), a.auditExportCmd(), a.auditArchiveCmd())
 	return c
 }
 
@@ -213,10 +213,11 @@ func (a *App) auditShowCmd() *cobra.Command {
 
 func (a *App) auditVerifyCmd() *cobra.Command {
 	var asJSON bool
+	var archive string
 	var from uint64
 	var anchor string
 	c := &cobra.Command{
-		Use:   "verify",
+		Use:   "verify [--archive DIR]",
 		Short: "Check the audit log's hash chain; exit 1 on any edit, deletion, reordering or truncation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -228,10 +229,20 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 				}
 				defer fmt.Fprint(f, "\r\x1b[K")
 			}
-			err := a.withAudit(func(l *server.AuditReader) (err error) {
+			verify := func(l *server.AuditReader) (err error) {
 				rep, err = l.VerifyWith(cmd.Context(), opts)
 				return err
-			})
+			}
+			var err error
+			if archive != "" {
+				var r *server.AuditReader
+				if r, err = server.OpenArchivedAudit(a.dataDir(), archive, a.keySource()); err == nil {
+					err = verify(r)
+					r.Close()
+				}
+			} else {
+				err = a.withAudit(verify)
+			}
 			if errors.Is(err, errNoRecords) {
 				rep, err = audit.Report{OK: true}, nil // nothing recorded, nothing to doubt
 			}
@@ -257,6 +268,7 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.Flags().StringVar(&archive, "archive", "", "verify a log `keyhole audit archive` moved into this directory")
 	c.Flags().Uint64Var(&from, "from", 0, "check the chain from this seq on (its link to the entry before included)")
 	c.Flags().StringVar(&anchor, "anchor", "", "also check against this anchor file (audit.anchor): detects a data dir restored from an older copy")
 	return c

@@ -30,6 +30,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
@@ -126,7 +127,7 @@ func call(c *client.Client, path string) (*mcp.CallToolResult, error) {
 // brokerPID reads the pid of the process that owns the data dir.
 func (h *home) brokerPID(t *testing.T) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", "keyhole.lock"))
+	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", server.PIDFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +301,7 @@ func (h *home) httpSession(t *testing.T, url, name string) (id string, c *client
 }
 
 func (h *home) brokerPIDOrZero() int {
-	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", "keyhole.lock"))
+	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", server.PIDFile))
 	if err != nil {
 		return 0
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +34,7 @@ audit log.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.RuntimeOptions = a.runtimeOptions()
+			o.CommandLine = "keyhole " + strings.Join(os.Args[1:], " ")
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
@@ -62,36 +64,50 @@ audit log.`,
 	c.Flags().BoolVar(&o.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback --http address")
 	c.Flags().StringSliceVar(&o.AllowedOrigins, "allowed-origin", nil, "extra Origin allowed on a loopback listener (repeatable)")
 	durationVar(c, &o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")
-	durationVar(c, &o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
+	durationVar(c, &o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM or keyhole stop")
 	c.Flags().IntVar(&o.MaxConns, "max-connections", server.DefaultMaxConns, "most TCP connections held at once (the unix socket is not counted)")
 	c.Flags().IntVar(&o.MaxConnsPerSource, "max-connections-per-source", server.DefaultMaxConnsPerSource, "most TCP connections held at once from one address")
 	c.Flags().IntVar(&o.SessionsPerToken, "sessions-per-token", server.DefaultSessionsPerToken, "most MCP sessions one phantom token holds; a new one closes its least recently used")
 	durationVar(c, &o.SessionIdleTTL, "session-idle-ttl", server.DefaultSessionIdleTTL, "close an MCP session unused this long")
+	c.Flags().BoolVar(&o.AutoStarted, "auto-started", false, "mark a broker keyhole stdio started in the background")
+	c.Flags().MarkHidden("auto-started")
 	return c
 }
 
 func (a *App) reloadCmd() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "reload",
-		Short: "Re-read keyhole.yaml in the running broker (running sessions keep their scope)",
-		Args:  cobra.NoArgs,
+		Use:   "reload [--config F]",
+		Short: "Re-read a config file in the running broker (running sessions keep their scope)",
+		Long: `reload makes the running broker read the config file this command resolves
+(--config, KEYHOLE_CONFIG, ./keyhole.yaml, then $XDG_CONFIG_HOME/keyhole/keyhole.yaml)
+again, validate it, and give it to the new sessions of that file. Running
+sessions keep the config they started with. An invalid file is refused and
+the old version stays. A broker serves every config its clients name; a new
+session also reads its file again when it has changed.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, err := server.AbsConfig(a.configPath())
+			if err != nil {
+				return err
+			}
 			ad, err := admin.Dial(a.dataDir())
 			if err != nil {
-				return fmt.Errorf("%w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, a.dataDir())
+				return fmt.Errorf("%w for %s; a new one reads %s when it starts", admin.ErrNoBroker, a.dataDir(), path)
 			}
 			defer ad.Close()
-			err = ad.Reload()
+			res, err := ad.Reload(path)
 			if asJSON {
-				res := struct {
-					Reloaded bool   `json:"reloaded"`
-					Error    string `json:"error,omitempty"`
-				}{Reloaded: err == nil}
+				out := struct {
+					OK    bool   `json:"reloaded"`
+					Error string `json:"error,omitempty"`
+					admin.Reloaded
+				}{OK: err == nil, Reloaded: res}
 				if err != nil {
-					res.Error = trimPrefix(err.Error())
+					out.Error = trimPrefix(err.Error())
+					out.Config = path
 				}
-				if jerr := json.NewEncoder(a.stdout).Encode(res); jerr != nil {
+				if jerr := json.NewEncoder(a.stdout).Encode(out); jerr != nil {
 					return jerr
 				}
 				if err != nil {
@@ -102,10 +118,14 @@ func (a *App) reloadCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stdout, "reloaded keyhole.yaml; new sessions use it, running ones keep their scope")
+			what := "reloaded"
+			if !res.Changed {
+				what = "reloaded (unchanged)"
+			}
+			fmt.Fprintf(a.stdout, "%s %s (scopes: %s); new sessions of it use it, running ones keep their scope\n", what, res.Config, strings.Join(res.Scopes, ", "))
 			return nil
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, `print {"reloaded": true} or the error as JSON`)
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"reloaded": true, "config": …, "sha256": …, "scopes": […], "changed": …} or the error as JSON`)
 	return c
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/terminal"
 )
@@ -35,10 +36,18 @@ session. It is shown once and stored only as a hash. Give it to the agent as
 Authorization: Bearer <token> for keyhole serve --http.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := server.AbsConfig(a.configPath())
+			if err != nil {
+				return err
+			}
 			return a.withAdmin(func(ad admin.Admin) error {
-				info, tok, err := ad.SessionNew(scope, ttl, label)
+				info, tok, err := ad.SessionNew(admin.SessionRequest{Scope: scope, TTL: ttl, Label: label, Config: cfg})
 				if err != nil {
 					return err
+				}
+				if info.Config != cfg {
+					ad.SessionRevoke(info.ID, "", false)
+					return fmt.Errorf("keyhole: the running broker cannot run the config %s (it would run %q instead); it is an older keyhole: run `keyhole stop` and try again", cfg, info.Config)
 				}
 				if asJSON {
 					return json.NewEncoder(a.stdout).Encode(struct {
@@ -46,7 +55,7 @@ Authorization: Bearer <token> for keyhole serve --http.`,
 						Token string `json:"token"`
 					}{info, tok})
 				}
-				fmt.Fprintf(a.stderr, "session %s (scope %s) expires %s; the token is shown once:\n", info.ID, info.Scope, info.Expires.Local().Format(time.RFC3339))
+				fmt.Fprintf(a.stderr, "session %s (scope %s of %s) expires %s; the token is shown once:\n", info.ID, info.Scope, info.Config, info.Expires.Local().Format(time.RFC3339))
 				fmt.Fprintln(a.stdout, tok)
 				return nil
 			})
@@ -81,9 +90,9 @@ func (a *App) sessionListCmd() *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSCOPE\tLABEL\tCREATED\tEXPIRES\tSTATE\tCALLS\tLAST CALL")
+				fmt.Fprintln(tw, "ID\tSCOPE\tCONFIG\tLABEL\tCREATED\tEXPIRES\tSTATE\tCALLS\tLAST CALL")
 				for _, s := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", terminal.Escape(s.ID), terminal.Escape(s.Scope), orDash(terminal.Escape(s.Label)),
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", terminal.Escape(s.ID), terminal.Escape(s.Scope), terminal.Escape(shortConfig(s.Config)), orDash(terminal.Escape(s.Label)),
 						s.Created.Local().Format("01-02 15:04"), s.Expires.Local().Format("01-02 15:04"), s.State, s.Calls, ago(s.LastCall))
 				}
 				return tw.Flush()

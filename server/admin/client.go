@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/sessions"
@@ -149,9 +148,9 @@ func (c *Client) SecretLoginFinish(name, state, code string) (SecretMeta, error)
 }
 
 // SessionNew implements Ops.
-func (c *Client) SessionNew(scope string, ttl time.Duration, label string) (SessionInfo, string, error) {
+func (c *Client) SessionNew(req SessionRequest) (SessionInfo, string, error) {
 	var r sessionNewResult
-	err := c.do(http.MethodPost, "/admin/sessions", sessionNewBody{Scope: scope, TTL: ttl, Label: label}, &r)
+	err := c.do(http.MethodPost, "/admin/sessions", req, &r)
 	return r.Session, r.Token, err
 }
 
@@ -191,6 +190,22 @@ func (c *Client) SessionEnd(id string) error {
 }
 
 // Reload implements Ops.
-func (c *Client) Reload() error {
-	return c.do(http.MethodPost, "/admin/reload", nil, nil)
+func (c *Client) Reload(config string) (Reloaded, error) {
+	var r Reloaded
+	err := c.do(http.MethodPost, "/admin/reload", reloadBody{Config: config}, &r)
+	return r, err
+}
+
+// Status implements Ops.
+func (c *Client) Status() (Status, error) {
+	var s Status
+	err := c.do(http.MethodGet, "/admin/status", nil, &s)
+	return s, err
+}
+
+// Stop implements Ops.
+func (c *Client) Stop() (Stopping, error) {
+	var s Stopping
+	err := c.do(http.MethodPost, "/admin/stop", nil, &s)
+	return s, err
 }

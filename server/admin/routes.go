@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/sessions"
@@ -22,17 +21,15 @@ type (
 		Value       []byte `json:"value"`
 		Description string `json:"description,omitempty"`
 	}
+	reloadBody struct {
+		Config string `json:"config,omitempty"`
+	}
 	loginStartBody struct {
 		RedirectURL string `json:"redirect_url"`
 	}
 	loginFinishBody struct {
 		State string `json:"state"`
 		Code  string `json:"code"`
-	}
-	sessionNewBody struct {
-		Scope string        `json:"scope"`
-		TTL   time.Duration `json:"ttl,omitempty"`
-		Label string        `json:"label,omitempty"`
 	}
 	sessionNewResult struct {
 		Session SessionInfo `json:"session"`
@@ -86,8 +83,8 @@ func Handler(ops Ops) http.Handler {
 		reply(w, func() ([]SessionInfo, error) { return ops.SessionList(r.URL.Query().Get("all") == "true") })
 	})
 	mux.HandleFunc("POST /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
-		withBody(w, r, func(b *sessionNewBody) (any, error) {
-			info, tok, err := ops.SessionNew(b.Scope, b.TTL, b.Label)
+		withBody(w, r, func(b *SessionRequest) (any, error) {
+			info, tok, err := ops.SessionNew(*b)
 			return sessionNewResult{Session: info, Token: tok}, err
 		})
 	})
@@ -107,7 +104,13 @@ func Handler(ops Ops) http.Handler {
 		reply(w, func() (any, error) { return nil, ops.SessionEnd(r.PathValue("id")) })
 	})
 	mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, func() (any, error) { return nil, ops.Reload() })
+		withBody(w, r, func(b *reloadBody) (any, error) { return ops.Reload(b.Config) })
+	})
+	mux.HandleFunc("GET /admin/status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, ops.Status)
+	})
+	mux.HandleFunc("POST /admin/stop", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, ops.Stop)
 	})
 	return mux
 }

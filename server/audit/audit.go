@@ -94,10 +94,13 @@ const (
 
 // Record is one call as the audit log shows it.
 type Record struct {
-	Seq         uint64          `json:"seq"`
-	Time        time.Time       `json:"time"`
-	Session     string          `json:"session"`
-	Scope       string          `json:"scope"`
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	Session string    `json:"session"`
+	Scope   string    `json:"scope"`
+	// Config is the config file the session's scope came from (its
+	// absolute path).
+	Config      string          `json:"config,omitempty"`
 	Client      string          `json:"client,omitempty"` // "name/version"
 	Tool        string          `json:"tool"`
 	Kind        string          `json:"kind,omitempty"`

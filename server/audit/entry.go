@@ -35,6 +35,7 @@ type entry struct {
 	Time        string            `json:"time"`
 	Session     string            `json:"session"`
 	Scope       string            `json:"scope"`
+	Config      string            `json:"config,omitempty"`
 	Client      string            `json:"client,omitempty"`
 	Tool        string            `json:"tool"`
 	Kind        string            `json:"kind,omitempty"`
@@ -314,7 +315,7 @@ func applyArgs(mode string, args json.RawMessage) (json.RawMessage, string) {
 func fromRecord(t string, r *Record) *entry {
 	return &entry{
 		Type: t, Time: formatTime(r.Time),
-		Session: r.Session, Scope: r.Scope, Client: r.Client, Tool: r.Tool, Kind: r.Kind,
+		Session: r.Session, Scope: r.Scope, Config: r.Config, Client: r.Client, Tool: r.Tool, Kind: r.Kind,
 		Method: r.Method, Host: r.Host, Path: r.Path, QueryNames: r.QueryNames,
 		Bucket: r.Bucket, Action: r.Action, Key: r.Key,
 		Decision: r.Decision, Code: r.Code, Reason: r.Reason, Grant: r.Grant,
@@ -361,7 +362,7 @@ func record(first, outcome *entry, inflight bool) Record {
 	t, _ := time.Parse(timeLayout, first.Time)
 	r := Record{
 		Seq: first.Seq, Time: t,
-		Session: first.Session, Scope: first.Scope, Client: first.Client, Tool: first.Tool,
+		Session: first.Session, Scope: first.Scope, Config: first.Config, Client: first.Client, Tool: first.Tool,
 		Kind: first.Kind, Method: first.Method, Host: first.Host, Path: first.Path,
 		QueryNames: first.QueryNames, Bucket: first.Bucket, Action: first.Action, Key: first.Key,
 		Args: first.Args, ArgsSHA256: first.ArgsSHA256,

@@ -61,6 +61,10 @@ type Audit struct {
 // Loaded is a checked and compiled configuration.
 type Loaded struct {
 	Path string
+	// Source is the file's bytes as loaded: a session keeps them, so it
+	// runs this config across reloads and restarts whatever the file says
+	// later.
+	Source []byte
 	// Digest is the hex SHA-256 of the file as read: the config's identity
 	// (an approval is bound to the config its session runs).
 	Digest    string
@@ -126,14 +130,16 @@ type ToolEnv = tools.Env
 // problem is reported at once in a *Error; a config with any problem
 // is not returned.
 func Load(path string, env tools.Env) (*Loaded, error) {
-	data, err := readConfigFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	return Parse(path, data, env)
 }
 
-func readConfigFile(path string) ([]byte, error) {
+// ReadFile reads a config file's bytes, at most 4 MiB, with the errors
+// Load gives.
+func ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -203,9 +209,16 @@ func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 		return nil, &Error{Path: path, Problems: problems}
 	}
 	loaded.Path = path
-	sum := sha256.Sum256(data)
-	loaded.Digest = hex.EncodeToString(sum[:])
+	loaded.Source = bytes.Clone(data)
+	loaded.Digest = Hash(data)
 	return loaded, nil
+}
+
+// Hash is the hex SHA-256 of a config file's bytes: the name of that
+// version of the config.
+func Hash(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 // mergeProblems adds semantic problems whose key no schema problem covers

@@ -24,9 +24,11 @@ import (
 )
 
 // Serve serves one MCP client on in/out through the broker that owns
-// dataDir, as its own session of scope: the gopls -remote pattern, so many
-// editor windows share one vault, one audit chain and one set of limits.
-// The session ends when in reaches EOF.
+// dataDir, as its own session of scope of the config file at config (an
+// absolute path): the gopls -remote pattern, so many editor windows share
+// one vault, one audit chain and one set of limits, each running its own
+// project's config. The session ends when in reaches EOF, or when the
+// broker stops.
 //
 // Whatever the client sends, the relay answers and goes on: a message
 // over server.MaxMessageBytes gets a JSON-RPC error naming the limit, one
@@ -34,17 +36,29 @@ import (
 // ended (its tripwire fired, it was revoked or expired) every request is
 // told why. Only when the broker itself goes away do pending requests get
 // a JSON-RPC error and Serve return an error.
-func Serve(ctx context.Context, dataDir, scope string, in io.Reader, out io.Writer, log *slog.Logger) error {
+func Serve(ctx context.Context, dataDir, config, scope string, in io.Reader, out io.Writer, log *slog.Logger) error {
 	ad, err := admin.Dial(dataDir)
 	if err != nil {
 		return err
 	}
 	defer ad.Close()
-	info, tok, err := ad.SessionNew(scope, 0, fmt.Sprintf("stdio pid %d", os.Getpid()))
+	info, tok, err := ad.SessionNew(admin.SessionRequest{
+		Scope:         scope,
+		Label:         fmt.Sprintf("stdio pid %d", os.Getpid()),
+		Config:        config,
+		Relay:         true,
+		ClientVersion: server.Version,
+	})
 	if err != nil {
 		return err
 	}
-	log.Info("session started via broker", server.LogSession, info.ID, server.LogScope, scope)
+	if info.Config != config {
+		// A broker from before configs were named runs its own: never
+		// run a scope of a config this client did not resolve.
+		ad.SessionEnd(info.ID)
+		return fmt.Errorf("keyhole: the running broker cannot run the config %s (it would run %q instead); it is an older keyhole: run `keyhole stop`, then start this client again", config, info.Config)
+	}
+	log.Info("session started via broker", server.LogSession, info.ID, server.LogScope, scope, server.LogConfig, info.Config)
 	defer func() {
 		if err := ad.SessionEnd(info.ID); err != nil {
 			log.Warn("end session", server.LogSession, info.ID, server.LogError, err)
