@@ -418,18 +418,11 @@ func (s *sqliteStore) calls(q callQuery) ([]callRow, error) {
 			add(f.col+" = ?", f.v)
 		}
 	}
-	// A time bound is also a seq bound, found on the time index (+seq
-	// keeps SQLite from walking the table for min/max instead): calls
-	// are read newest first by seq, and without it a window that holds
-	// few calls (the last hour of a quiet log) is looked for row by row
-	// through the whole table.
 	if !q.Since.IsZero() {
 		add(`c.time >= ?`, formatTime(q.Since))
-		add(`c.seq >= coalesce((SELECT min(+seq) FROM entries WHERE type <> 'outcome' AND time >= ?), 9223372036854775807)`, formatTime(q.Since))
 	}
 	if !q.Until.IsZero() {
 		add(`c.time < ?`, formatTime(q.Until))
-		add(`c.seq <= coalesce((SELECT max(+seq) FROM entries WHERE type <> 'outcome' AND time < ?), 0)`, formatTime(q.Until))
 	}
 	if q.After > 0 {
 		add(`c.seq > ?`, int64(q.After))
