@@ -43,6 +43,9 @@ type auditListData struct {
 	// First says the page holds the newest records: the live tail may
 	// add to it.
 	First bool
+	// Stopped is the seq where a page of a filter no index serves stopped
+	// looking (it looks through at most Console.window seqs); 0 if it did not.
+	Stopped uint64
 	// After is the newest seq shown, where the live tail starts.
 	After  uint64
 	Stream string // the query of the live tail
@@ -112,6 +115,20 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, errors.New("want a duration back from now (90m, 2h, 7d), a date and time (2026-03-01T12:00) or RFC 3339")
 }
 
+// scanWindow is how many seqs a page of a filter no index serves (scope,
+// decision) looks through (Console.window): however rare the match, a
+// page costs at most that many entries read.
+const scanWindow = 10000
+
+// headSeq is the seq of the newest call (0 for an empty log).
+func (c *Console) headSeq() uint64 {
+	last, err := c.o.Audit.Query(audit.Filter{Limit: 1})
+	if err != nil || len(last) == 0 {
+		return 0
+	}
+	return last[0].Seq
+}
+
 // errEnough stops a Stream once a page is full.
 var errEnough = errors.New("enough")
 
@@ -123,13 +140,21 @@ func (c *Console) auditList(w http.ResponseWriter, r *http.Request, s consoleSes
 	after, _ := strconv.ParseUint(q.Get("after"), 10, 64)
 	n := form.N
 
+	// A filter no index serves (scope, decision) reads the log back entry
+	// by entry: a page then looks through at most scanWindow seqs, and
+	// its link goes on from where it stopped.
+	windowed := (form.Scope != "" || form.Decision != "") && form.Session == "" && form.Tool == "" && form.Credential == ""
 	var recs []audit.Record // ascending
 	var more bool           // records beyond the page, in the direction read
+	var stopped uint64      // where a windowed page stopped looking (0: it did not)
 	var err error
 	if after > 0 && before == 0 {
 		// A newer page: the first n+1 records after the seq, ascending.
 		g := f
 		g.AfterSeq = after
+		if windowed {
+			g.BeforeSeq = after + c.window + 1
+		}
 		err = c.o.Audit.Stream(r.Context(), g, func(rec audit.Record) error {
 			recs = append(recs, rec)
 			if len(recs) > n {
@@ -142,19 +167,35 @@ func (c *Console) auditList(w http.ResponseWriter, r *http.Request, s consoleSes
 		}
 		if len(recs) > n {
 			recs, more = recs[:n], true
+		} else if windowed && err == nil && c.headSeq() > after+c.window {
+			stopped = after + c.window
 		}
 	} else {
 		g := f
 		g.BeforeSeq, g.Limit = before, n+1
+		if windowed {
+			from := before
+			if from == 0 {
+				from = c.headSeq() + 1
+			}
+			if from > c.window+1 {
+				g.AfterSeq = from - c.window - 1
+			}
+		}
 		recs, err = c.o.Audit.Query(g)
 		if len(recs) > n {
 			recs, more = recs[1:], true
+		} else if g.AfterSeq > 0 && err == nil {
+			stopped = g.AfterSeq + 1
 		}
 	}
 	if err != nil {
 		d.Err = strings.TrimPrefix(d.Err+"; ", "; ") + err.Error()
 	}
 	base := form.query()
+	if stopped > 0 {
+		d.Stopped = stopped
+	}
 	if len(recs) > 0 {
 		oldest, newest := recs[0].Seq, recs[len(recs)-1].Seq
 		hasOlder := more
@@ -172,7 +213,13 @@ func (c *Console) auditList(w http.ResponseWriter, r *http.Request, s consoleSes
 	} else if before > 0 || after > 0 {
 		d.Newer = "?" + base.Encode()
 	}
-	d.First = before == 0 && (after == 0 || !more)
+	// A windowed page that stopped short goes on from where it stopped.
+	if stopped > 0 && after > 0 && before == 0 {
+		d.Newer = withSeq(base, "after", stopped)
+	} else if stopped > 0 {
+		d.Older = withSeq(base, "before", stopped)
+	}
+	d.First = before == 0 && (after == 0 || !more) && !(stopped > 0 && after > 0)
 	slices.Reverse(recs)
 	d.Records = recs
 	// The tail starts after the newest record shown, or before the

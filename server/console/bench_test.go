@@ -88,6 +88,8 @@ func BenchmarkPages(b *testing.B) {
 		{"audit_session", "/ui/audit?session=" + benchSession(7)},
 		{"audit_denied", "/ui/audit?decision=deny"},
 		{"audit_tool", "/ui/audit?tool=github"},
+		{"audit_rare_decision", "/ui/audit?decision=error"},
+		{"audit_rare_scope", "/ui/audit?scope=nope"},
 		{"audit_since_1h", "/ui/audit?since=1h"},
 		{"audit_empty_window", "/ui/audit?since=1s"},
 		{"audit_old_window", "/ui/audit?until=29d&since=30d"},

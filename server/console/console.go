@@ -132,6 +132,9 @@ type Console struct {
 	pages   *pages
 	verify  *verifier
 	started time.Time
+	// window is how many seqs a page of an unindexed filter looks
+	// through (scanWindow).
+	window uint64
 
 	// done ends the event streams when the broker stops.
 	done      chan struct{}
@@ -176,6 +179,7 @@ func New(o Options) (*Console, error) {
 		pages:   p,
 		verify:  &verifier{},
 		started: o.Now(),
+		window:  scanWindow,
 		done:    make(chan struct{}),
 		streams: make(chan struct{}, maxStreams),
 	}

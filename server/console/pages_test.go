@@ -274,3 +274,42 @@ func TestSessionsListShowsTheNewest(t *testing.T) {
 		t.Fatalf("the sessions page does not show the newest %d of %d:\n%.2000s", maxSessionRows, maxSessionRows+50, body)
 	}
 }
+
+// A filter no index serves looks through a bounded stretch of the log per
+// page, and its links go on from where it stopped.
+func TestRareFiltersLookThroughABoundedStretch(t *testing.T) {
+	h := newHarness(t)
+	h.con.window = 5
+	for i := range 20 {
+		d := audit.Allow
+		if i == 2 || i == 17 {
+			d = audit.Deny
+		}
+		h.write(audit.Record{Session: "ses_1", Scope: "triage", Tool: "github", Method: "GET", Path: fmt.Sprintf("/issues/%d", i), Decision: d})
+	}
+	b := h.signIn()
+	type page struct{ query, seqs, stopped string }
+	for _, p := range []page{
+		{"decision=deny", "18", "16"},               // seqs 16-20 looked through
+		{"before=16&decision=deny", "", "11"},       // 11-15: nothing
+		{"before=11&decision=deny", "", "6"},        // 6-10: nothing
+		{"before=6&decision=deny", "3", ""},         // 1-5: seq 3, and the log's start
+		{"after=3&decision=deny", "", "8"},          // newer: 4-8
+		{"decision=deny&session=ses_1", "18 3", ""}, // an indexed filter is not windowed
+		{"scope=nope", "", "16"},                    // a scope nothing has
+		{"decision=deny&n=1", "18", "16"},           // one found; older ones may be further back
+	} {
+		body := b.mustGet("/ui/audit?" + p.query)
+		if got := strings.Join(seqsOf(body), " "); got != p.seqs {
+			t.Errorf("GET /ui/audit?%s shows %q, want %q", p.query, got, p.seqs)
+		}
+		m := regexp.MustCompile(`stopped at seq (\d+)`).FindStringSubmatch(body)
+		got := ""
+		if m != nil {
+			got = m[1]
+		}
+		if got != p.stopped {
+			t.Errorf("GET /ui/audit?%s stopped at %q, want %q", p.query, got, p.stopped)
+		}
+	}
+}
