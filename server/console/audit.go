@@ -225,6 +225,9 @@ func (c *Console) auditList(w http.ResponseWriter, r *http.Request, s consoleSes
 	// The tail starts after the newest record shown, or before the
 	// oldest one shown running, so that its outcome replaces it.
 	from := d.After
+	if len(recs) == 0 {
+		from = c.headSeq() // nothing shown matches: the tail starts at the head
+	}
 	for _, rec := range recs {
 		if rec.Decision == audit.Running {
 			from = min(from, rec.Seq-1)
