@@ -1,0 +1,381 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+)
+
+// ErrIndexMismatch is returned by Usage when the file's index says what
+// its entries do not: the index was edited or damaged beside the chain.
+// `PRAGMA integrity_check` in sqlite3 shows where.
+var ErrIndexMismatch = errors.New("audit: the log's index does not match its entries")
+
+// UsageFilter selects the calls Usage groups. Zero fields select
+// everything.
+type UsageFilter struct {
+	// Credentials keeps the calls made with one of these vault secrets.
+	Credentials []string
+	// Scope keeps the calls of one scope.
+	Scope string
+	// Since (inclusive) and Until (exclusive) bound the call's time.
+	Since, Until time.Time
+}
+
+// Usage is a group of calls (first entries, not outcomes) that share a
+// credential, a scope, a session and the grant that allowed them.
+type Usage struct {
+	// Credential is the vault secret of the called tool; "" for a call of
+	// a tool the session's config did not know.
+	Credential string `json:"credential,omitempty"`
+	Scope      string `json:"scope"`
+	Session    string `json:"session"`
+	// Grant is the grant that allowed the calls ("github: GET /repos/*"),
+	// "" for calls no grant allowed: denied, or refused before policy.
+	Grant string `json:"grant,omitempty"`
+	// Calls counts the group's calls; First and Last are the times of its
+	// earliest and latest.
+	Calls       int       `json:"calls"`
+	First, Last time.Time `json:"-"`
+	// Seq is the group's first call. Usage reads its entry and checks that
+	// it says what the group's key says.
+	Seq uint64 `json:"seq"`
+}
+
+// Usage calls fn with every group of calls that match f, grouped by
+// credential, scope, session and grant, ordered by those. It reads the
+// index alone (entries_usage), so it costs a fraction of reading the
+// entries; what it reports beyond each group's first call (the counts
+// and times) comes from the index, which `keyhole audit verify` does not
+// cover: for each group, the entry of its first call is read and must
+// agree with the group's key, or Usage returns ErrIndexMismatch. A file of
+// schema version 1 (before the index) is read through its entries,
+// slowly.
+func (l *Log) Usage(ctx context.Context, f UsageFilter, fn func(Usage) error) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	st, ok := l.st.(*sqliteStore)
+	if !ok {
+		return errors.New("audit: usage: the store cannot group calls")
+	}
+	page := make([]Usage, 0, pageSize)
+	flush := func() error {
+		if err := l.confirm(page); err != nil {
+			return err
+		}
+		for _, u := range page {
+			if err := fn(u); err != nil {
+				return err
+			}
+		}
+		page = page[:0]
+		return nil
+	}
+	err := st.usage(ctx, f, func(u Usage) error {
+		page = append(page, u)
+		if len(page) == cap(page) {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// confirm checks each group against the entry of its first call.
+func (l *Log) confirm(groups []Usage) error {
+	if len(groups) == 0 {
+		return nil
+	}
+	st := l.st.(*sqliteStore)
+	seqs := make([]int64, len(groups))
+	for i, g := range groups {
+		seqs[i] = int64(g.Seq)
+	}
+	got, err := st.values(seqs)
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		e, err := decode(got[g.Seq])
+		if err != nil || e.Seq != g.Seq || e.Type == typeOutcome || e.Credential != g.Credential ||
+			e.Scope != g.Scope || e.Session != g.Session || e.Grant != g.Grant {
+			return fmt.Errorf("%w: the index groups seq %d under credential %q, scope %q, session %q, grant %q", ErrIndexMismatch, g.Seq, g.Credential, g.Scope, g.Session, g.Grant)
+		}
+	}
+	return nil
+}
+
+// usage runs the grouping query and calls fn with each group.
+func (s *sqliteStore) usage(ctx context.Context, f UsageFilter, fn func(Usage) error) error {
+	scope, grant := `scope`, `"grant"`
+	if s.version < 2 {
+		scope, grant = `json_extract(entry, '$.scope')`, `json_extract(entry, '$.grant')`
+	}
+	where := []string{`type <> 'outcome'`}
+	var args []any
+	if len(f.Credentials) > 0 {
+		where = append(where, `credential IN (?`+strings.Repeat(`, ?`, len(f.Credentials)-1)+`)`)
+		for _, c := range f.Credentials {
+			args = append(args, c)
+		}
+	}
+	if f.Scope != "" {
+		where = append(where, scope+` = ?`)
+		args = append(args, f.Scope)
+	}
+	if !f.Since.IsZero() {
+		where = append(where, `time >= ?`)
+		args = append(args, formatTime(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, `time < ?`)
+		args = append(args, formatTime(f.Until))
+	}
+	q := `SELECT coalesce(credential, ''), coalesce(` + scope + `, ''), coalesce(session, ''), coalesce(` + grant + `, ''),
+		count(*), min(time), max(time), min(seq)
+		FROM entries WHERE ` + strings.Join(where, " AND ") + `
+		GROUP BY credential, ` + scope + `, session, ` + grant + `
+		ORDER BY credential, ` + scope + `, session, ` + grant
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u Usage
+		var first, last string
+		var seq int64
+		if err := rows.Scan(&u.Credential, &u.Scope, &u.Session, &u.Grant, &u.Calls, &first, &last, &seq); err != nil {
+			return fmt.Errorf("audit: read %s: %w", s.path, err)
+		}
+		u.First, u.Last, u.Seq = parseOptTime(first), parseOptTime(last), uint64(seq)
+		if err := fn(u); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// values returns the stored entries at seqs, by seq.
+func (s *sqliteStore) values(seqs []int64) (map[uint64]string, error) {
+	q := `SELECT seq, entry FROM entries WHERE seq IN (?` + strings.Repeat(`, ?`, len(seqs)-1) + `)`
+	args := make([]any, len(seqs))
+	for i, v := range seqs {
+		args[i] = v
+	}
+	rs, err := s.rows(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint64]string, len(rs))
+	for _, r := range rs {
+		out[r.Seq] = r.Value
+	}
+	return out, nil
+}
+
+// Call is one call as reports replay it: its canonical request and what
+// policy made of it, read from its first entry (no arguments, no outcome).
+type Call struct {
+	Seq     uint64
+	Time    time.Time
+	Session string
+	Scope   string
+	// Config is the config file the session ran, when the record names it.
+	Config string
+	Client string
+	Tool   string
+	Kind   string
+	// Method and Path (http), Action and Key (s3) are the canonical
+	// request as recorded.
+	Method, Path string
+	Action, Key  string
+	// Decision is the first entry's: an allowed call that went upstream
+	// reads allow whatever its outcome.
+	Decision   Decision
+	Code       string
+	Grant      string
+	Credential string
+	CredKind   string // the credential kind the intent named, if any
+	// Cut is set when the path or key was longer than MaxField and cut.
+	Cut bool
+}
+
+// CallFilter selects the calls Calls reads. Zero fields select every
+// call.
+type CallFilter struct {
+	// Session keeps one session's calls (read through its index).
+	Session string
+	// Scope keeps one scope's calls.
+	Scope string
+	// Since (inclusive) and Until (exclusive) bound the call's time.
+	Since, Until time.Time
+	// Allowed keeps only the calls a grant allowed.
+	Allowed bool
+}
+
+// Calls calls fn with every call that matches f: in ascending seq for a
+// session, in ascending time otherwise. It reads a page of entries at a
+// time (so memory stays flat however long the log) and decodes only the
+// fields a Call has, which makes it several times faster than Stream.
+func (l *Log) Calls(ctx context.Context, f CallFilter, fn func(Call) error) error {
+	if l.isClosed() {
+		return ErrClosed
+	}
+	st, ok := l.st.(*sqliteStore)
+	if !ok {
+		return errors.New("audit: calls: the store cannot read calls")
+	}
+	where := []string{`type <> 'outcome'`}
+	var args []any
+	order, key := `time, seq`, `(time, seq) > (?, ?)`
+	if f.Session != "" {
+		where = append(where, `session = ?`)
+		args = append(args, f.Session)
+		order, key = `seq`, `seq > ?`
+	}
+	if f.Session == "" {
+		// A session's calls are few: their time is checked below, not
+		// through the time index.
+		if !f.Since.IsZero() {
+			where = append(where, `time >= ?`)
+			args = append(args, formatTime(f.Since))
+		}
+		if !f.Until.IsZero() {
+			where = append(where, `time < ?`)
+			args = append(args, formatTime(f.Until))
+		}
+	}
+	var lastTime string
+	var lastSeq int64
+	for first := true; ; first = false {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		w, a := where, args
+		if !first {
+			w = append(slices.Clone(where), key)
+			if f.Session != "" {
+				a = append(slices.Clone(args), lastSeq)
+			} else {
+				a = append(slices.Clone(args), lastTime, lastSeq)
+			}
+		}
+		q := `SELECT seq, coalesce(time, ''), entry FROM entries WHERE ` + strings.Join(w, " AND ") + ` ORDER BY ` + order + ` LIMIT ` + strconv.Itoa(pageSize)
+		n, err := st.scan(ctx, q, a, func(seq int64, t, value string) error {
+			lastSeq, lastTime = seq, t
+			c, ok := decodeCall(uint64(seq), value)
+			if !ok || f.Scope != "" && c.Scope != f.Scope || f.Allowed && c.Grant == "" || c.Session != f.Session && f.Session != "" {
+				return nil
+			}
+			if !f.Since.IsZero() && c.Time.Before(f.Since) || !f.Until.IsZero() && !c.Time.Before(f.Until) {
+				return nil
+			}
+			return fn(c)
+		})
+		if err != nil {
+			return err
+		}
+		if n < pageSize {
+			return nil
+		}
+	}
+}
+
+func slicesClone[T any](s []T) []T { return append([]T(nil), s...) }
+
+// scan runs q and calls fn with each row's seq, time and entry; it returns
+// the number of rows.
+func (s *sqliteStore) scan(ctx context.Context, q string, args []any, fn func(seq int64, t, value string) error) (int, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var seq int64
+		var t, v string
+		if err := rows.Scan(&seq, &t, &v); err != nil {
+			return n, fmt.Errorf("audit: read %s: %w", s.path, err)
+		}
+		n++
+		if err := fn(seq, t, v); err != nil {
+			return n, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return n, fmt.Errorf("audit: read %s: %w", s.path, err)
+	}
+	return n, nil
+}
+
+// decodeCall reads a Call from a stored entry in one pass over its
+// top-level keys; ok is false for an outcome or an entry stored under
+// another seq.
+func decodeCall(seq uint64, value string) (Call, bool) {
+	c := Call{}
+	var typ string
+	var eseq uint64
+	gjson.Parse(value).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "seq":
+			eseq = v.Uint()
+		case "type":
+			typ = v.Str
+		case "time":
+			c.Time = parseOptTime(v.Str)
+		case "session":
+			c.Session = v.Str
+		case "scope":
+			c.Scope = v.Str
+		case "config":
+			c.Config = v.Str
+		case "client":
+			c.Client = v.Str
+		case "tool":
+			c.Tool = v.Str
+		case "kind":
+			c.Kind = v.Str
+		case "method":
+			c.Method = v.Str
+		case "path":
+			c.Path = v.Str
+		case "action":
+			c.Action = v.Str
+		case "key":
+			c.Key = v.Str
+		case "decision":
+			c.Decision = Decision(v.Str)
+		case "code":
+			c.Code = v.Str
+		case "grant":
+			c.Grant = v.Str
+		case "credential":
+			c.Credential = v.Str
+		case "credential_kind":
+			c.CredKind = v.Str
+		case "cut":
+			c.Cut = v.Get("path").Exists() || v.Get("key").Exists()
+		}
+		return true
+	})
+	if eseq != seq || typ == typeOutcome || typ == "" {
+		return Call{}, false
+	}
+	c.Seq = seq
+	return c, true
+}
