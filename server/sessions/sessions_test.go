@@ -88,3 +88,40 @@ func TestStoreKeepsOnlyTheHash(t *testing.T) {
 		t.Fatalf("session store mode %v, want 0600", fi.Mode().Perm())
 	}
 }
+
+// TestSnapshotReadsBesideAnOpenStore: Snapshot reads what an open store
+// wrote without opening the file with buntdb, a torn tail included.
+func TestSnapshotReadsBesideAnOpenStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sessions.db")
+	if _, err := Snapshot(path); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("Snapshot of no file = %v, want ErrNoStore", err)
+	}
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i, label := range []string{"nightly", "release"} {
+		if _, err := s.Create(policy.SessionInfo{ID: "ses_" + label, Scope: "triage", Label: label, Created: now.Add(time.Duration(i) * time.Minute), State: policy.StateActive}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Save(policy.SessionInfo{ID: "ses_nightly", Scope: "triage", Label: "nightly", Created: now, State: policy.StateRevoked, EndReason: "revoked by operator"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Snapshot(path)
+	if err != nil || len(got) != 2 || got[0].ID != "ses_nightly" || got[0].State != policy.StateRevoked || got[1].Label != "release" {
+		t.Fatalf("Snapshot = %+v, %v; want nightly (revoked) and release", got, err)
+	}
+	// A record half written as the snapshot reads the file.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("*3\r\n$3\r\nset\r\n$11\r\nsession:ses")
+	f.Close()
+	if got, err := Snapshot(path); err != nil || len(got) != 2 {
+		t.Fatalf("Snapshot with a torn tail = %d sessions, %v; want the 2 committed", len(got), err)
+	}
+}
