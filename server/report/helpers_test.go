@@ -137,4 +137,3 @@ func answer[T any](t *testing.T, rep *SessionReport, id string) (string, T) {
 	t.Fatalf("no question %s", id)
 	return "", zero
 }
-

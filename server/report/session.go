@@ -56,10 +56,10 @@ type SessionHeader struct {
 	// ScopeDescription is the scope's description in the config.
 	ScopeDescription string `json:"scope_description,omitempty"`
 	// ScopeInConfig is false when the config no longer defines the scope.
-	ScopeInConfig bool     `json:"scope_in_config"`
-	Configs       []string `json:"configs,omitempty"`
-	Label         string   `json:"label,omitempty"`
-	Clients       []string `json:"clients,omitempty"`
+	ScopeInConfig bool      `json:"scope_in_config"`
+	Configs       []string  `json:"configs,omitempty"`
+	Label         string    `json:"label,omitempty"`
+	Clients       []string  `json:"clients,omitempty"`
 	Started       time.Time `json:"started"`
 	// Expires, State and EndReason come from the session's record; Ended
 	// is its last call when it is no longer active.
@@ -185,7 +185,7 @@ type sessionData struct {
 	texts    map[string]ruleRef
 	scope    *policy.Scope
 	// window-wide
-	usage []audit.Usage
+	usage  []audit.Usage
 	firsts map[string]audit.Record // first call of each other session in the window
 }
 
