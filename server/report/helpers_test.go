@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
@@ -137,3 +139,5 @@ func answer[T any](t *testing.T, rep *SessionReport, id string) (string, T) {
 	t.Fatalf("no question %s", id)
 	return "", zero
 }
+
+func yamlUnmarshal(s string, v any) error { return yaml.Unmarshal([]byte(s), v) }
