@@ -102,6 +102,9 @@ The model never holds a credential.`,
 		a.reloadCmd(),
 		a.sessionCmd(),
 		a.demoCmd(),
+		a.reportCmd(),
+		a.scopeCmd(),
+		a.policyCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)

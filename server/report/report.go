@@ -354,3 +354,16 @@ func joinAnd(items []string) string {
 	}
 	return strings.Join(items[:len(items)-1], ", ") + " and " + items[len(items)-1]
 }
+
+// NoCalls is a Log in which no call was ever recorded: for the reach of a
+// config before anything ran.
+var NoCalls Log = noCalls{}
+
+type noCalls struct{}
+
+func (noCalls) Stream(context.Context, audit.Filter, func(audit.Record) error) error { return nil }
+func (noCalls) Get(uint64) (audit.Record, error)                                     { return audit.Record{}, audit.ErrNotFound }
+func (noCalls) Usage(context.Context, audit.UsageFilter, func(audit.Usage) error) error {
+	return nil
+}
+func (noCalls) Calls(context.Context, audit.CallFilter, func(audit.Call) error) error { return nil }

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/keyhole-dev/keyhole/server/servertest"
+)
+
+// sessionJSON is what a program reads of `report session --json`.
+type sessionJSON struct {
+	Session struct {
+		ID, Scope, Label, State, Record string
+		Calls                           struct{ Total, Allowed, Denied int }
+		Incident                        struct {
+			Seq     uint64
+			Request string
+		}
+	}
+	Questions []struct {
+		ID, Question, Answer string
+		Facts                json.RawMessage
+	}
+	Credentials []struct {
+		Secret string
+		Grants []struct {
+			Line  string
+			Calls int
+		}
+	}
+	Timeline []struct {
+		Seq      uint64
+		Request  string
+		Incident bool
+	}
+}
+
+// TestReportsOnALiveBroker: the four commands through the binary while a
+// broker owns the data dir (they read the log without its lock), session
+// labels through the broker's socket, and again once it stopped, labels
+// from the session store read without opening it. No output holds the
+// secret.
+func TestReportsOnALiveBroker(t *testing.T) {
+	up, _ := countingUpstream(t)
+	h := brokerHome(t, up.URL)
+	serve, url := startServe(t, h)
+
+	var s struct{ ID, Token string }
+	if err := json.Unmarshal([]byte(h.ok("", "session", "new", "--scope", "triage", "--label", "nightly-triage", "--json").stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	c, err := servertest.ConnectHTTP(url, s.Token, "report-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, p := range []string{"/issues", "/issues/1", "/issues/2", "/admin"} {
+		if _, err := call(c, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var outputs []string
+	check := func(rep sessionJSON, record string) {
+		t.Helper()
+		var ids []string
+		for _, q := range rep.Questions {
+			ids = append(ids, q.ID)
+			if q.Answer == "" || q.Question == "" || len(q.Facts) < 3 {
+				t.Errorf("question %s = %+v", q.ID, q)
+			}
+		}
+		if !slices.Equal(ids, []string{"held", "necessary", "active", "expiry", "scope_fit", "shared"}) {
+			t.Fatalf("question ids = %v", ids)
+		}
+		if rep.Session.ID != s.ID || rep.Session.Label != "nightly-triage" || rep.Session.Calls.Total != 4 || rep.Session.Calls.Denied != 1 ||
+			rep.Session.Incident.Request != "GET /admin" || !strings.Contains(rep.Session.Record, record) {
+			t.Fatalf("session = %+v", rep.Session)
+		}
+		if len(rep.Timeline) != 4 || !rep.Timeline[3].Incident || len(rep.Credentials) != 1 || rep.Credentials[0].Secret != "github_token" {
+			t.Fatalf("timeline %+v, credentials %+v", rep.Timeline, rep.Credentials)
+		}
+		if g := rep.Credentials[0].Grants; len(g) != 2 || g[0].Line != "GET /issues" || g[0].Calls != 1 || g[1].Calls != 2 {
+			t.Fatalf("grants = %+v", g)
+		}
+	}
+
+	r := h.ok("", "report", "session", s.ID, "--json")
+	outputs = append(outputs, r.stdout)
+	var rep sessionJSON
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("report session --json: %v\n%s", err, r.stdout)
+	}
+	check(rep, "session record")
+	for _, args := range [][]string{
+		{"report", "session", s.ID},
+		{"report", "session", s.ID, "--markdown", "--incident", "3"},
+		{"report", "blast-radius"},
+		{"report", "blast-radius", "--secret", "github_token", "--markdown"},
+		{"report", "blast-radius", "--format", "mermaid"},
+		{"report", "blast-radius", "--scope", "triage", "--format", "dot"},
+		{"scope", "suggest", "--scope", "triage"},
+	} {
+		outputs = append(outputs, h.ok("", args...).stdout)
+	}
+	if !strings.Contains(outputs[1], "Session "+s.ID) || !strings.Contains(outputs[1], "← incident") {
+		t.Fatalf("report session (text) =\n%s", outputs[1])
+	}
+	if !strings.Contains(outputs[5], "flowchart LR") || !strings.Contains(outputs[6], "digraph blast_radius") {
+		t.Fatalf("graphs = %s\n%s", outputs[5], outputs[6])
+	}
+
+	var blast struct {
+		Secrets []struct {
+			Secret   string
+			Sessions int
+			Flags    []string
+		}
+	}
+	r = h.ok("", "report", "blast-radius", "--json")
+	outputs = append(outputs, r.stdout)
+	if err := json.Unmarshal([]byte(r.stdout), &blast); err != nil || len(blast.Secrets) != 1 || blast.Secrets[0].Sessions != 1 || slices.Contains(blast.Secrets[0].Flags, "stale") {
+		t.Fatalf("blast-radius --json = %+v (%v)", blast, err)
+	}
+	var sug struct {
+		Grants []struct {
+			Tool    string
+			Methods []string
+			Paths   []string
+		}
+		Denied []struct{ Value string }
+	}
+	r = h.ok("", "scope", "suggest", "--scope", "triage", "--json")
+	outputs = append(outputs, r.stdout)
+	if err := json.Unmarshal([]byte(r.stdout), &sug); err != nil || len(sug.Grants) != 1 ||
+		!slices.Equal(sug.Grants[0].Paths, []string{"/issues", "/issues/*"}) || len(sug.Denied) != 1 || sug.Denied[0].Value != "tracker: GET /admin (not_granted)" {
+		t.Fatalf("scope suggest --json = %+v (%v)\n%s", sug, err, r.stdout)
+	}
+
+	// policy test: the same config flips nothing (0); one without
+	// /issues/* breaks two calls (1); a broken config is an error (2).
+	if r := h.run("", "policy", "test", "--config", "keyhole.yaml"); r.code != 0 || !strings.Contains(r.stdout, "Nothing flips") {
+		t.Fatalf("policy test of the same config = exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(h.dir, "keyhole.yaml"))
+	os.WriteFile(filepath.Join(h.dir, "narrow.yaml"), []byte(strings.Replace(string(cfg), "paths: [/issues, /issues/*]", "paths: [/issues]", 1)), 0o600)
+	r = h.run("", "policy", "test", "--config", "narrow.yaml", "--json")
+	var replay struct {
+		Narrowed []struct{ Calls int }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &replay); r.code != 1 || err != nil || len(replay.Narrowed) != 1 || replay.Narrowed[0].Calls != 2 {
+		t.Fatalf("policy test of a narrower config = exit %d, %+v (%v)\n%s", r.code, replay, err, r.stderr)
+	}
+	outputs = append(outputs, r.stdout)
+	os.WriteFile(filepath.Join(h.dir, "broken.yaml"), []byte("version: 1\nscopes: {x: {}}\n"), 0o600)
+	if r := h.run("", "policy", "test", "--config", "broken.yaml"); r.code != 2 || r.stderr == "" {
+		t.Fatalf("policy test of a broken config = exit %d %q", r.code, r.stderr)
+	}
+	if r := h.run("", "policy", "test"); r.code != 2 {
+		t.Fatalf("policy test without --config = exit %d", r.code)
+	}
+	if r := h.run("", "report", "session", "ses_nosuch"); r.code != 1 || !strings.Contains(r.stderr, "no such session") {
+		t.Fatalf("report session of an unknown session = exit %d %q", r.code, r.stderr)
+	}
+	if r := h.run("", "report", "session", s.ID, "--incident", "x"); r.code != 2 {
+		t.Fatalf("report session --incident x = exit %d", r.code)
+	}
+	if r := h.run("", "report", "blast-radius", "--format", "svg"); r.code != 2 {
+		t.Fatalf("blast-radius --format svg = exit %d", r.code)
+	}
+
+	// Without the broker: labels from the session store's snapshot.
+	c.Close()
+	serve.Process.Signal(syscall.SIGTERM)
+	serve.Wait()
+	r = h.ok("", "report", "session", s.ID, "--json")
+	outputs = append(outputs, r.stdout)
+	rep = sessionJSON{}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	check(rep, "session record")
+	h.assertNowhere(outputs...)
+}
+
+// TestBlastRadiusBeforeAnyCall: a data dir where nothing ran yet still
+// shows what its credentials can reach, every grant unused.
+func TestBlastRadiusBeforeAnyCall(t *testing.T) {
+	h := brokerHome(t, "http://127.0.0.1:9")
+	r := h.ok("", "report", "blast-radius", "--json")
+	var blast struct {
+		Secrets []struct {
+			Secret string
+			Flags  []string
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &blast); err != nil || len(blast.Secrets) != 1 ||
+		!slices.Contains(blast.Secrets[0].Flags, "stale") || !slices.Contains(blast.Secrets[0].Flags, "granted_never_used") {
+		t.Fatalf("blast-radius before any call = %+v (%v)\n%s", blast, err, r.stdout)
+	}
+	if r := h.run("", "report", "session", "ses_x"); r.code != 0 || !strings.Contains(r.stderr, "no calls recorded yet") {
+		t.Fatalf("report session before any call = exit %d %q", r.code, r.stderr)
+	}
+}
