@@ -45,6 +45,12 @@ type Credential struct {
 	UnusedDeletes []string   `json:"unused_delete_reach,omitempty"`
 	// Denied are the session's denied requests on the secret's tools.
 	Denied []Counted `json:"denied,omitempty"`
+	// IncidentLine is the granted line that allowed the incident's call,
+	// when it used this secret; IncidentFirst says no earlier call of the
+	// session used that line.
+	IncidentLine   string `json:"incident_line,omitempty"`
+	IncidentFirst  bool   `json:"incident_first_use,omitempty"`
+	IncidentWrites bool   `json:"incident_writes,omitempty"`
 	// Token is the minted token the last allowed call before the
 	// incident sent, if one was.
 	Token *Token `json:"token_at_incident,omitempty"`
@@ -227,9 +233,17 @@ func (d *sessionData) use(c *Credential, seen []call) {
 	}
 	uses := map[ruleRef]*lineUse{}
 	denied := map[string]int{}
-	for _, cl := range seen {
+	var incident *call
+	if d.incident >= 0 && d.calls[d.incident].Credential == c.Secret && d.calls[d.incident].Grant != "" {
+		incident = &d.calls[d.incident]
+		c.IncidentFirst = true
+	}
+	for i, cl := range seen {
 		if cl.Credential != c.Secret {
 			continue
+		}
+		if incident != nil && i < d.incident && cl.Grant == incident.Grant {
+			c.IncidentFirst = false
 		}
 		c.Calls.add(cl.Decision)
 		if cl.Grant == "" {
@@ -287,6 +301,14 @@ func (d *sessionData) use(c *Credential, seen []call) {
 		}
 	}
 	c.Denied = countedOf(denied)
+	if incident != nil {
+		if ref, ok := d.texts[incident.Grant]; ok {
+			c.IncidentLine = incident.Tool + ": " + ruleLine(d.rules[ref.rule], ref.at)
+			c.IncidentWrites = lineWrites(d.rules[ref.rule], ref.at)
+		} else {
+			c.IncidentLine = incident.Grant
+		}
+	}
 	// The minted token the last allowed call before the incident sent.
 	for i := len(seen) - 1; i >= 0; i-- {
 		cl := seen[i]

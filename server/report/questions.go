@@ -108,6 +108,11 @@ type NecessaryFact struct {
 	Grants        []GrantUse `json:"grants"`
 	UnusedWrites  []string   `json:"unused_write_reach,omitempty"`
 	UnusedDeletes []string   `json:"unused_delete_reach,omitempty"`
+	// IncidentLine is the line that allowed the incident's call;
+	// IncidentFirst says no earlier call of the session used it.
+	IncidentLine   string `json:"incident_line,omitempty"`
+	IncidentFirst  bool   `json:"incident_first_use,omitempty"`
+	IncidentWrites bool   `json:"incident_writes,omitempty"`
 	// Responses say what the agent received from read tools and which
 	// fields it passed on.
 	Responses []ResponseUse `json:"responses,omitempty"`
@@ -118,7 +123,8 @@ func (d *sessionData) necessary(creds []Credential) Question {
 	var parts []string
 	for _, c := range creds {
 		n := NecessaryFact{Secret: c.Secret, Necessary: c.Calls.Allowed > 0, GrantedLines: len(c.Grants), UsedLines: c.usedLines(),
-			AllowedCalls: c.Calls.Allowed, Grants: c.Grants, UnusedWrites: c.UnusedWrites, UnusedDeletes: c.UnusedDeletes, Responses: c.Responses}
+			AllowedCalls: c.Calls.Allowed, Grants: c.Grants, UnusedWrites: c.UnusedWrites, UnusedDeletes: c.UnusedDeletes, Responses: c.Responses,
+			IncidentLine: c.IncidentLine, IncidentFirst: c.IncidentFirst, IncidentWrites: c.IncidentWrites}
 		f.Credentials = append(f.Credentials, n)
 		if !n.Necessary {
 			parts = append(parts, fmt.Sprintf("secret %s was not necessary: it was granted %s and never used", c.Secret, plural(n.GrantedLines, "line")))
@@ -130,6 +136,13 @@ func (d *sessionData) necessary(creds []Credential) Question {
 		}
 		p := fmt.Sprintf("secret %s was used for %d of its %s (%s, %s)", c.Secret, n.UsedLines, plural(n.GrantedLines, "granted line"),
 			plural(n.AllowedCalls, "allowed call"), plural(distinct, "distinct request"))
+		if c.IncidentFirst {
+			reach := ""
+			if c.IncidentWrites {
+				reach = " (write reach)"
+			}
+			p += fmt.Sprintf("; the incident used %s%s, which no earlier call of the session did", c.IncidentLine, reach)
+		}
 		if len(c.UnusedDeletes) > 0 {
 			p += fmt.Sprintf("; its delete reach (%s) was never used", joinAnd(clipList(c.UnusedDeletes, 3)))
 		}

@@ -341,8 +341,9 @@ func stamp(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05Z")
 }
 
-// days is a duration in whole days, for facts.
-func days(d time.Duration) int { return int(d / (24 * time.Hour)) }
+// days is a duration in whole days, for facts; never negative (a time a
+// moment after the report's is 0 days ago).
+func days(d time.Duration) int { return max(0, int(d/(24*time.Hour))) }
 
 // joinAnd writes "a", "a and b", "a, b and c".
 func joinAnd(items []string) string {
