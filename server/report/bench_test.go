@@ -136,7 +136,12 @@ func writeLargeLog(b *testing.B, cfg *config.Loaded, path string, key []byte, se
 		b.Fatal(err)
 	}
 	scopes := cfg.Policy.ScopeNames()
+	// Each call's time comes from one counter over the 30 days, as a
+	// broker records calls in the order they start: sessions overlap, and
+	// seq and time grow together.
 	span := 30 * 24 * time.Hour
+	total := int64(sessions * benchCallsPerSession)
+	var clock atomic.Int64
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
@@ -152,15 +157,15 @@ func writeLargeLog(b *testing.B, cfg *config.Loaded, path string, key []byte, se
 				}
 				scope := scopes[i%len(scopes)]
 				sc, _ := cfg.Policy.Scope(scope)
-				at := benchStart.Add(time.Duration(int64(span) / int64(sessions) * int64(i)))
 				client := fmt.Sprintf("agent-%s-%d/1.0", scope, i%5)
 				for k := range benchCallsPerSession {
+					at := benchStart.Add(time.Duration(int64(span) / total * clock.Add(1)))
 					req := benchRequests[scope][rng.IntN(3)]
 					if k%4 == 3 {
 						req = benchRequests[scope][3]
 					}
 					args := strings.ReplaceAll(req[1], "%d", strconv.Itoa(rng.IntN(5000)))
-					if err := benchCall(l, cfg, sc, at.Add(time.Duration(k)*20*time.Second), benchSession(i), scope, client, req[0], args); err != nil {
+					if err := benchCall(l, cfg, sc, at, benchSession(i), scope, client, req[0], args); err != nil {
 						errs <- err
 						return
 					}

@@ -137,11 +137,11 @@ func BlastRadius(ctx context.Context, src *Sources, o BlastOptions) (*BlastRepor
 	scopeSessions := map[string]map[string]bool{}
 	scopeDenied := map[string]int{}
 	last := map[string]time.Time{}
-	firsts := map[string]uint64{}
+	clients := map[string]string{}
 	filter := audit.UsageFilter{Credentials: secrets, Since: rep.Window.Since}
 	err = src.Log.Usage(ctx, filter, func(u audit.Usage) error {
-		if _, ok := firsts[u.Session]; !ok {
-			firsts[u.Session] = u.Seq
+		if u.Client != "" {
+			clients[u.Session] = u.Client
 		}
 		if scopeSessions[u.Scope] == nil {
 			scopeSessions[u.Scope] = map[string]bool{}
@@ -169,7 +169,7 @@ func BlastRadius(ctx context.Context, src *Sources, o BlastOptions) (*BlastRepor
 	if err != nil {
 		return nil, err
 	}
-	agents := w.agents(src, firsts)
+	agents := w.agents(clients)
 	lineUse := func(scope string, r ruleLineRef) LineUse {
 		k := key{w.secretOf(r.rule.Tool), scope, r.rule.Texts[r.at]}
 		return LineUse{Tool: r.rule.Tool, Secret: k.secret, Grant: r.rule.Grant, Line: ruleLine(r.rule, r.at), Writes: lineWrites(r.rule, r.at),
@@ -334,19 +334,11 @@ func (w *world) lines(scope, secret string) []ruleLineRef {
 }
 
 // agents names the agent of each session from its record's label or its
-// first call's client.
-func (w *world) agents(src *Sources, firsts map[string]uint64) map[string]string {
-	out := make(map[string]string, len(firsts))
-	for s, seq := range firsts {
-		if l := w.sessions[s].Label; l != "" && l != "stdio" {
-			out[s] = l
-			continue
-		}
-		client := ""
-		if r, err := src.Log.Get(seq); err == nil {
-			client = r.Client
-		}
-		out[s] = agentOf("", client)
+// client.
+func (w *world) agents(clients map[string]string) map[string]string {
+	out := make(map[string]string, len(clients))
+	for s, client := range clients {
+		out[s] = agentOf(w.sessions[s].Label, client)
 	}
 	return out
 }

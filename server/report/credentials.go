@@ -381,8 +381,7 @@ func (d *sessionData) sharing(c *Credential) {
 
 // agent names the agent of another session in the window.
 func (d *sessionData) agent(id string) string {
-	label := d.w.sessions[id].Label
-	return agentOf(label, d.firsts[id].Client)
+	return agentOf(d.w.sessions[id].Label, d.clients[id])
 }
 
 // expiryFacts fills when a token sized to the work would have expired.

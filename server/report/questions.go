@@ -373,8 +373,7 @@ func (d *sessionData) scopeFit() Question {
 			continue
 		}
 		sessions[u.Session] = true
-		r := d.firsts[u.Session]
-		count(u.Session, d.w.sessions[u.Session].Label, r.Client, "")
+		count(u.Session, d.w.sessions[u.Session].Label, d.clients[u.Session], u.Config)
 	}
 	// This session's own calls count as the scope's use too.
 	for _, cl := range d.seen() {

@@ -185,8 +185,9 @@ type sessionData struct {
 	texts    map[string]ruleRef
 	scope    *policy.Scope
 	// window-wide
-	usage  []audit.Usage
-	firsts map[string]audit.Record // first call of each other session in the window
+	usage []audit.Usage
+	// clients are the MCP clients of the sessions in the window.
+	clients map[string]string
 }
 
 // Session answers the post-mortem of session id.
@@ -368,22 +369,17 @@ func (d *sessionData) pickIncident(src *Sources, o SessionOptions) error {
 // by which sessions of which scopes, under which grants.
 func (d *sessionData) loadWindow(ctx context.Context, src *Sources) error {
 	creds := d.credentialNames()
-	d.firsts = map[string]audit.Record{}
+	d.clients = map[string]string{}
 	if len(creds) == 0 {
 		return nil
 	}
-	seen := map[string]bool{}
-	err := src.Log.Usage(ctx, audit.UsageFilter{Credentials: creds, Since: d.header.Window.Since}, func(u audit.Usage) error {
+	return src.Log.Usage(ctx, audit.UsageFilter{Credentials: creds, Since: d.header.Window.Since}, func(u audit.Usage) error {
 		d.usage = append(d.usage, u)
-		if !seen[u.Session] {
-			seen[u.Session] = true
-			if r, err := src.Log.Get(u.Seq); err == nil {
-				d.firsts[u.Session] = r
-			}
+		if u.Client != "" {
+			d.clients[u.Session] = u.Client
 		}
 		return nil
 	})
-	return err
 }
 
 // credentialNames are the secrets the session could reach (its scope's
