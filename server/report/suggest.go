@@ -95,7 +95,7 @@ func Suggest(ctx context.Context, src *Sources, o SuggestOptions) (*Suggestion, 
 		o.Since = 7 * 24 * time.Hour
 	}
 	w := newWorld(src)
-	sc, ok := w.scope(o.Scope)
+	_, ok := w.scope(o.Scope)
 	if !ok {
 		return nil, fmt.Errorf("report: no scope %q in the config (scopes: %s)", o.Scope, joinAnd(w.scopes))
 	}
@@ -108,7 +108,6 @@ func Suggest(ctx context.Context, src *Sources, o SuggestOptions) (*Suggestion, 
 	byLine := map[string]*learned{}
 	lineCalls := map[string]int{}
 	skipped, denied := map[string]int{}, map[string]int{}
-	var allowed []audit.Call
 	used := map[string]bool{}
 	for _, id := range sessions {
 		err := src.Log.Calls(ctx, audit.CallFilter{Session: id, Since: s.Window.Since}, func(c audit.Call) error {
@@ -140,12 +139,6 @@ func Suggest(ctx context.Context, src *Sources, o SuggestOptions) (*Suggestion, 
 			}
 			byLine[c.Grant].add(&c)
 			lineCalls[c.Grant]++
-			allowed = append(allowed, c)
-			if len(allowed) > maxSessionCalls {
-				// The self-check below keeps every call; past this many,
-				// check a sample rather than hold them all.
-				allowed = allowed[:maxSessionCalls/2]
-			}
 			return nil
 		})
 		if err != nil {
@@ -158,10 +151,8 @@ func Suggest(ctx context.Context, src *Sources, o SuggestOptions) (*Suggestion, 
 		s.Grants = append(s.Grants, w.grantsFor(tool, byTool[tool])...)
 	}
 	s.Diff = w.diff(o.Scope, byLine, lineCalls)
-	if err := s.render(w, sc); err != nil {
-		return nil, err
-	}
-	if err := s.check(w, allowed); err != nil {
+	s.render(w)
+	if err := s.check(w, byTool); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -320,7 +311,7 @@ func (w *world) diff(scope string, byLine map[string]*learned, calls map[string]
 
 // render writes the suggested scope as YAML: the current scope's settings
 // with the suggested grants.
-func (s *Suggestion) render(w *world, sc *policy.Scope) error {
+func (s *Suggestion) render(w *world) {
 	raw := w.cfg.Config.Scopes[s.Scope]
 	var b strings.Builder
 	fmt.Fprintf(&b, "# keyhole scope suggest --scope %s", s.Scope)
@@ -367,7 +358,6 @@ func (s *Suggestion) render(w *world, sc *policy.Scope) error {
 		fmt.Fprintf(&b, "      - {%s}\n", strings.Join(parts, ", "))
 	}
 	s.YAML = b.String()
-	return nil
 }
 
 // yamlString writes s as a YAML scalar that reads back as s in a flow
@@ -393,9 +383,9 @@ func yamlString(s string) string {
 func yamlKey(s string) string { return yamlString(s) }
 
 // check reads the YAML back, compiles it against the config's tools and
-// checks that it allows every call it was learned from: a suggestion
-// that would break what ran is a bug, never printed.
-func (s *Suggestion) check(w *world, calls []audit.Call) error {
+// checks that it allows every distinct request it was learned from: a
+// suggestion that would break what ran is a bug, never printed.
+func (s *Suggestion) check(w *world, learnedBy map[string]*learned) error {
 	var doc struct {
 		Scopes map[string]policy.ScopeConfig `yaml:"scopes"`
 	}
@@ -414,13 +404,22 @@ func (s *Suggestion) check(w *world, calls []audit.Call) error {
 		return fmt.Errorf("report: the suggested scope does not compile: %v", errs)
 	}
 	sc, _ := p.Scope(s.Scope)
-	for _, c := range calls {
-		req := policy.Request{Tool: c.Tool, Method: c.Method, Action: c.Action, Key: c.Key}
-		if c.Action == "" {
-			req.Segments = policy.SplitPath(c.Path)
+	for tool, l := range learnedBy {
+		var reqs []policy.Request
+		for m, paths := range l.paths {
+			for _, segs := range paths {
+				reqs = append(reqs, policy.Request{Tool: tool, Method: m, Segments: segs})
+			}
 		}
-		if d := sc.Decide(req); !d.Allow {
-			return fmt.Errorf("report: the suggested scope would deny call %d (%s): %s", c.Seq, req, d.Reason)
+		for a, keys := range l.keys {
+			for _, k := range keys {
+				reqs = append(reqs, policy.Request{Tool: tool, Action: a, Key: k})
+			}
+		}
+		for _, req := range reqs {
+			if d := sc.Decide(req); !d.Allow {
+				return fmt.Errorf("report: the suggested scope would deny %s, which the scope allowed: %s", req, d.Reason)
+			}
 		}
 	}
 	return nil

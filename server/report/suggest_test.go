@@ -183,3 +183,24 @@ func TestYAMLStringReadsBack(t *testing.T) {
 		}
 	}
 }
+
+// TestSuggestionCheckCatchesAScopeThatWouldBreakWhatRan: the check every
+// suggestion passes before it is printed fails a scope that would deny a
+// request it was learned from.
+func TestSuggestionCheckCatchesAScopeThatWouldBreakWhatRan(t *testing.T) {
+	f, _ := triageFixture(t)
+	w := newWorld(f.src)
+	l := newLearned()
+	l.paths["GET"] = [][]string{{"repos", "acme", "api", "issues", "7"}, {"repos", "acme", "api", "issues"}}
+	l.seen["x"] = true
+	s := &Suggestion{Scope: "triage", Grants: []policy.GrantConfig{{Tool: "github", Methods: []string{"GET"}, Paths: []string{"/repos/acme/api/issues/*"}}}}
+	s.render(w)
+	if err := s.check(w, map[string]*learned{"github": l}); err == nil || !strings.Contains(err.Error(), "GET /repos/acme/api/issues is") {
+		t.Fatalf("check of a scope without /repos/acme/api/issues = %v", err)
+	}
+	s.Grants[0].Paths = append(s.Grants[0].Paths, "/repos/acme/api/issues")
+	s.render(w)
+	if err := s.check(w, map[string]*learned{"github": l}); err != nil {
+		t.Fatalf("check of a scope that allows both = %v", err)
+	}
+}
