@@ -5,9 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
 
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
@@ -204,5 +208,112 @@ func TestBlastRadiusBeforeAnyCall(t *testing.T) {
 	}
 	if r := h.run("", "report", "session", "ses_x"); r.code != 0 || !strings.Contains(r.stderr, "no calls recorded yet") {
 		t.Fatalf("report session before any call = exit %d %q", r.code, r.stderr)
+	}
+}
+
+// TestReportsOnIncidents runs each incident
+// example's scripted agent through `keyhole stdio` (a broker started in
+// the background, each run of an agent its own client process) against
+// local upstreams, then the four commands through the binary. The
+// broker's clock is the wall clock here, so the answers that depend on
+// the script's timing (expiry) are checked in ./examples, not here.
+func TestReportsOnIncidents(t *testing.T) {
+	type want struct {
+		dir, verdict string
+		necessary    []string // in the necessary answer
+		grants       string   // scope suggest's YAML holds it
+	}
+	// Short subtest names: the data dir's socket path must fit in 108 bytes.
+	for name, w := range map[string]want{
+		"cleanup":    {"incident-cleanup-agent", "broader", []string{"delete reach (archive_admin: DELETE /staging/**", "DELETE /backups/db-2025-12-31.dump"}, "{tool: archive, actions: [list, get], prefixes: [exports/2025/]}"},
+		"onboarding": {"incident-onboarding-bot", "inherited", []string{"the incident used helpdesk: POST /users (write reach)"}, "{tool: helpdesk, methods: [GET], paths: [/tickets, /tickets/*]}"},
+		"billing":    {"incident-billing-sync", "broader", []string{"response.fields [currency, delinquent, email]"}, "{tool: stripe, methods: [GET], paths: [/customers/*]}"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			src := filepath.Join("..", "..", "examples", w.dir)
+			s := servertest.LoadScript(t, filepath.Join(src, "agent.json"))
+			text, err := os.ReadFile(filepath.Join(src, "keyhole.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newHome(t)
+			h.ok("", "init")
+			var secrets []string
+			for name, value := range s.Secrets {
+				h.ok(value, "secret", "set", name)
+				secrets = append(secrets, value)
+			}
+			if err := os.WriteFile(filepath.Join(h.dir, "keyhole.yaml"), s.LocalConfig(t, text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			h.killBrokerAtCleanup(t)
+			var clients []*client.Client
+			s.Run(t, func(agent string) *client.Client {
+				c, err := servertest.StartCommand(binary, h.dir, h.env, []string{"stdio", "--scope", s.Scope}, agent)
+				if err != nil {
+					t.Fatal(err)
+				}
+				clients = append(clients, c)
+				return c
+			}, func(time.Duration) {})
+			for _, c := range clients {
+				c.Close()
+			}
+			var recs []struct {
+				Seq     uint64
+				Session string
+			}
+			for _, line := range strings.Split(strings.TrimSpace(h.ok("", "audit", "tail", "-n", "1000", "--json").stdout), "\n") {
+				var r struct {
+					Seq     uint64
+					Session string
+				}
+				if err := json.Unmarshal([]byte(line), &r); err != nil {
+					t.Fatal(err)
+				}
+				recs = append(recs, r)
+			}
+			_, at := s.Incident()
+			if len(recs) != len(s.Steps) || at < 0 {
+				t.Fatalf("%d records for %d steps (incident at step %d)", len(recs), len(s.Steps), at)
+			}
+			inc := recs[at]
+			outputs := []string{h.ok("", "report", "session", inc.Session, "--incident", strconv.FormatUint(inc.Seq, 10)).stdout}
+			r := h.ok("", "report", "session", inc.Session, "--incident", strconv.FormatUint(inc.Seq, 10), "--json")
+			outputs = append(outputs, r.stdout)
+			var rep sessionJSON
+			if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+				t.Fatal(err)
+			}
+			answers := map[string]string{}
+			var fit struct{ Verdict string }
+			for _, q := range rep.Questions {
+				answers[q.ID] = q.Answer
+				if q.ID == "scope_fit" {
+					json.Unmarshal(q.Facts, &fit)
+				}
+			}
+			if fit.Verdict != w.verdict || rep.Session.Incident.Seq != inc.Seq {
+				t.Errorf("scope_fit verdict %q (incident %d), want %q (%d): %s", fit.Verdict, rep.Session.Incident.Seq, w.verdict, inc.Seq, answers["scope_fit"])
+			}
+			for _, n := range w.necessary {
+				if !strings.Contains(answers["necessary"], n) {
+					t.Errorf("necessary = %q, want it to say %q", answers["necessary"], n)
+				}
+			}
+			sug := h.ok("", "scope", "suggest", "--scope", s.Scope).stdout
+			if !strings.Contains(sug, w.grants) {
+				t.Errorf("scope suggest =\n%s\nwant %s", sug, w.grants)
+			}
+			outputs = append(outputs, sug, h.ok("", "report", "blast-radius", "--markdown").stdout, h.ok("", "report", "blast-radius", "--format", "dot").stdout)
+			if r := h.run("", "policy", "test", "--config", "keyhole.yaml"); r.code != 0 {
+				t.Errorf("policy test against the config that ran = exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			for _, o := range outputs {
+				for _, v := range secrets {
+					servertest.AssertNoSecret(t, "report output", o, v)
+				}
+			}
+		})
 	}
 }

@@ -232,9 +232,11 @@ func requestText(method, path, action, key string) string {
 }
 
 // agentOf names the agent of a session for counting distinct agents: its
-// label when it has one a person gave, else its client's name.
+// label when a person gave it one, else its client's name. keyhole labels
+// the sessions of `keyhole stdio` itself ("stdio", "stdio pid 942"): those
+// labels name a process, not an agent.
 func agentOf(label, client string) string {
-	if label != "" && label != "stdio" {
+	if label != "" && label != "stdio" && !strings.HasPrefix(label, "stdio pid ") {
 		return label
 	}
 	name, _, _ := strings.Cut(client, "/")

@@ -290,3 +290,17 @@ func equalJSON(a, b any) bool {
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
 }
+
+func TestAgentOf(t *testing.T) {
+	for _, c := range []struct{ label, client, want string }{
+		{"nightly", "claude-code/1.0", "nightly"},
+		{"", "claude-code/1.0", "claude-code"},
+		{"stdio", "cursor/0.4", "cursor"},
+		{"stdio pid 942", "archiver/1.0", "archiver"},
+		{"", "", "(unnamed client)"},
+	} {
+		if got := agentOf(c.label, c.client); got != c.want {
+			t.Errorf("agentOf(%q, %q) = %q, want %q", c.label, c.client, got, c.want)
+		}
+	}
+}
