@@ -249,11 +249,14 @@ func (l *Log) Calls(ctx context.Context, f CallFilter, fn func(Call) error) erro
 	if !ok {
 		return errors.New("audit: calls: the store cannot read calls")
 	}
-	where := []string{`type <> 'outcome'`}
+	// Outcomes are left out as they are decoded: asking SQLite to leave
+	// them out would parse every entry's JSON once more. A session's calls
+	// are read through its index, which holds no outcome.
+	var where []string
 	var args []any
 	var after, through int64 = 0, -1
 	if f.Session != "" {
-		where = append(where, `session = ?`)
+		where = append(where, `type <> 'outcome'`, `session = ?`)
 		args = append(args, f.Session)
 	} else if !f.Since.IsZero() || !f.Until.IsZero() {
 		// The first and last call of the window, from the time index
@@ -271,7 +274,7 @@ func (l *Log) Calls(ctx context.Context, f CallFilter, fn func(Call) error) erro
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		w, a := append(slices.Clone(where), `seq > ?`), append(slices.Clone(args), lastSeq)
+		w, a := append(slices.Clone(where), `seq > ?`), append(slices.Clone(args), any(lastSeq))
 		if through >= 0 {
 			w, a = append(w, `seq <= ?`), append(a, through)
 		}
@@ -348,17 +351,24 @@ func (s *sqliteStore) scan(ctx context.Context, q string, args []any, fn func(se
 // top-level keys; ok is false for an outcome or an entry stored under
 // another seq.
 func decodeCall(seq uint64, value string) (Call, bool) {
+	// An entry is canonical JSON, seq first and type second: an outcome
+	// is known without parsing the rest.
+	if i := strings.Index(value, `,"type":"`); i > 0 && i < 32 && strings.HasPrefix(value[i+len(`,"type":"`):], typeOutcome+`"`) {
+		return Call{}, false
+	}
 	c := Call{}
 	var typ string
 	var eseq uint64
 	gjson.Parse(value).ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
+		case "prev":
+			return false // only prev and mac follow
 		case "seq":
 			eseq = v.Uint()
 		case "type":
 			typ = v.Str
 		case "time":
-			c.Time = parseOptTime(v.Str)
+			c.Time = parseTimeFast(v.Str)
 		case "session":
 			c.Session = v.Str
 		case "scope":
@@ -399,4 +409,39 @@ func decodeCall(seq uint64, value string) (Call, bool) {
 	}
 	c.Seq = seq
 	return c, true
+}
+
+// parseTimeFast parses a time in timeLayout ("2006-01-02T15:04:05.000000000Z",
+// as formatTime writes every time of the log) without time.Parse's
+// generality; anything else goes to parseOptTime.
+func parseTimeFast(s string) time.Time {
+	if len(s) != len(timeLayout) || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
+		return parseOptTime(s)
+	}
+	num := func(from, to int) (int, bool) {
+		n := 0
+		for i := from; i < to; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 7)
+	d, ok3 := num(8, 10)
+	h, ok4 := num(11, 13)
+	mi, ok5 := num(14, 16)
+	sec, ok6 := num(17, 19)
+	ns, ok7 := num(20, 29)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59 {
+		return parseOptTime(s)
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.UTC)
+	if t.Day() != d {
+		return parseOptTime(s) // February 30th and the like: what time.Parse says
+	}
+	return t
 }

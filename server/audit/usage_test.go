@@ -280,3 +280,18 @@ func TestCallsAgreesWithStream(t *testing.T) {
 	}
 	l.Close()
 }
+
+func TestParseTimeFastAgreesWithTimeParse(t *testing.T) {
+	for _, s := range []string{
+		"2026-03-01T12:00:00.123456789Z", "1999-12-31T23:59:59.999999999Z", "2024-02-29T00:00:00.000000000Z",
+		"2026-02-30T00:00:00.000000000Z", "2026-13-01T00:00:00.000000000Z", "2026-03-01T12:00:00Z", "", "x026-03-01T12:00:00.123456789Z",
+	} {
+		if got, want := parseTimeFast(s), parseOptTime(s); !got.Equal(want) {
+			t.Errorf("parseTimeFast(%q) = %v, want %v", s, got, want)
+		}
+	}
+	now := time.Now()
+	if got := parseTimeFast(formatTime(now)); !got.Equal(now) {
+		t.Errorf("parseTimeFast(formatTime(%v)) = %v", now, got)
+	}
+}
