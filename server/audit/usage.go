@@ -269,34 +269,64 @@ func (l *Log) Calls(ctx context.Context, f CallFilter, fn func(Call) error) erro
 		}
 		after--
 	}
-	lastSeq := after
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		w, a := append(slices.Clone(where), `seq > ?`), append(slices.Clone(args), any(lastSeq))
-		if through >= 0 {
-			w, a = append(w, `seq <= ?`), append(a, through)
-		}
-		q := `SELECT seq, '', entry FROM entries WHERE ` + strings.Join(w, " AND ") + ` ORDER BY seq LIMIT ` + strconv.Itoa(callsPage)
-		n, err := st.scan(ctx, q, a, func(seq int64, _, value string) error {
-			lastSeq = seq
-			c, ok := decodeCall(uint64(seq), value)
-			if !ok || f.Scope != "" && c.Scope != f.Scope || f.Allowed && c.Grant == "" || c.Session != f.Session && f.Session != "" {
+	// One goroutine reads pages of entries while this one decodes them
+	// and calls fn: the two halves of the work overlap. At most two pages
+	// wait in between.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan []row, 2)
+	read := make(chan error, 1)
+	go func() {
+		defer close(pages)
+		lastSeq := after
+		for {
+			w, a := append(slices.Clone(where), `seq > ?`), append(slices.Clone(args), any(lastSeq))
+			if through >= 0 {
+				w, a = append(w, `seq <= ?`), append(a, through)
+			}
+			q := `SELECT seq, '', entry FROM entries WHERE ` + strings.Join(w, " AND ") + ` ORDER BY seq LIMIT ` + strconv.Itoa(callsPage)
+			page := make([]row, 0, callsPage)
+			_, err := st.scan(ctx, q, a, func(seq int64, _, value string) error {
+				page = append(page, row{Seq: uint64(seq), Value: value})
 				return nil
+			})
+			if err != nil {
+				read <- err
+				return
+			}
+			if len(page) > 0 {
+				lastSeq = int64(page[len(page)-1].Seq)
+				select {
+				case pages <- page:
+				case <-ctx.Done():
+					read <- ctx.Err()
+					return
+				}
+			}
+			if len(page) < callsPage {
+				read <- nil
+				return
+			}
+		}
+	}()
+	for page := range pages {
+		for _, r := range page {
+			c, ok := decodeCall(r.Seq, r.Value)
+			if !ok || f.Scope != "" && c.Scope != f.Scope || f.Allowed && c.Grant == "" || c.Session != f.Session && f.Session != "" {
+				continue
 			}
 			if !f.Since.IsZero() && c.Time.Before(f.Since) || !f.Until.IsZero() && !c.Time.Before(f.Until) {
-				return nil
+				continue
 			}
-			return fn(c)
-		})
-		if err != nil {
-			return err
-		}
-		if n < callsPage {
-			return nil
+			if err := fn(c); err != nil {
+				cancel()
+				for range pages {
+				}
+				return err
+			}
 		}
 	}
+	return <-read
 }
 
 // seqRange returns the lowest and highest seq of the calls whose time is

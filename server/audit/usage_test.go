@@ -278,6 +278,23 @@ func TestCallsAgreesWithStream(t *testing.T) {
 	if got := collectCalls(t, l, CallFilter{Scope: "nosuch"}); len(got) != 0 {
 		t.Fatalf("Calls of another scope = %d calls", len(got))
 	}
+	// fn's error stops the read, several pages before its end.
+	stop := errors.New("stop")
+	count := 0
+	err := l.Calls(context.Background(), CallFilter{Since: t0}, func(Call) error {
+		if count++; count == 150 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || count != 150 {
+		t.Fatalf("Calls whose fn fails at the 150th call = %v after %d calls", err, count)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Calls(ctx, CallFilter{Since: t0}, func(Call) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Calls with a cancelled context = %v", err)
+	}
 	l.Close()
 }
 
