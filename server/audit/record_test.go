@@ -36,6 +36,8 @@ func fullRecord(t *testing.T) Record {
 			f.Set(reflect.ValueOf([]string{"x-" + name, "y-" + name}))
 		case map[string]string:
 			f.Set(reflect.ValueOf(map[string]string{"k-" + name: "v"}))
+		case []Hop:
+			f.Set(reflect.ValueOf([]Hop{{Method: "GET", Path: "/v-" + strings.ToLower(name), Status: 302}}))
 		case int, int64:
 			f.SetInt(int64(i + 1))
 		case uint64:
