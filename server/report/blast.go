@@ -124,7 +124,7 @@ func BlastRadius(ctx context.Context, src *Sources, o BlastOptions) (*BlastRepor
 		o.StaleAfter = 30 * 24 * time.Hour
 	}
 	w := newWorld(src)
-	rep := &BlastReport{Window: Window{Since: src.Now.Add(-o.Since), Until: src.Now}}
+	rep := &BlastReport{Window: Window{Since: src.Now.Add(-o.Since), Until: src.Now}, Secrets: []SecretRadius{}, Scopes: []ScopeRadius{}}
 	secrets, scopes, err := w.selection(o)
 	if err != nil {
 		return nil, err

@@ -49,6 +49,10 @@ func (r *SessionReport) WriteText(w io.Writer) error {
 	ew.printf("\n")
 	tw := tabwriter.NewWriter(ew, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  SEQ\tTIME\tTOOL\tREQUEST\tDECISION\tSTATUS\t")
+	when := clock
+	if n := len(r.Timeline); n > 0 && r.Timeline[0].Time.UTC().YearDay() != r.Timeline[n-1].Time.UTC().YearDay() {
+		when = stamp // a session over midnight: the date too
+	}
 	for _, e := range r.Timeline {
 		mark, note := " ", ""
 		if e.Incident {
@@ -62,7 +66,7 @@ func (r *SessionReport) WriteText(w io.Writer) error {
 		if e.Code != "" {
 			decision += " (" + e.Code + ")"
 		}
-		fmt.Fprintf(tw, "%s %d\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, e.Seq, clock(e.Time), clean(e.Tool), clean(e.Request), decision, status, note)
+		fmt.Fprintf(tw, "%s %d\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, e.Seq, when(e.Time), clean(e.Tool), clean(e.Request), decision, status, note)
 	}
 	tw.Flush()
 	return ew.err

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -302,5 +303,34 @@ func TestAgentOf(t *testing.T) {
 		if got := agentOf(c.label, c.client); got != c.want {
 			t.Errorf("agentOf(%q, %q) = %q, want %q", c.label, c.client, got, c.want)
 		}
+	}
+}
+
+// TestSessionTextEscapesAgentChosenText: a tool name an agent chose
+// (denied as unknown, recorded as sent) with an escape sequence and a
+// newline cannot forge or erase a line of the text or Markdown report;
+// the JSON keeps it exact.
+func TestSessionTextEscapesAgentChosenText(t *testing.T) {
+	f, _ := triageFixture(t)
+	evil := "gh\x1b[2K\n▶ 99 10:41:00Z github GET /fake allow 200 ← incident\u202e"
+	f.call(t0.Add(min_(45)), "ses_a", "triage", "claude-code/1.0", evil, `{}`, 0)
+	rep := f.session("ses_a", SessionOptions{})
+	for name, write := range map[string]func(*bytes.Buffer) error{
+		"text":     func(b *bytes.Buffer) error { return rep.WriteText(b) },
+		"markdown": func(b *bytes.Buffer) error { return rep.WriteMarkdown(b) },
+	} {
+		var b bytes.Buffer
+		if err := write(&b); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if strings.ContainsAny(out, "\x1b\u202e") || strings.Contains(out, "\n▶ 99") || !strings.Contains(out, `gh\x1b[2K\n▶ 99`) {
+			t.Errorf("%s report holds the agent's text raw:\n%s", name, out)
+		}
+	}
+	b, _ := json.Marshal(rep)
+	var back SessionReport
+	if err := json.Unmarshal(b, &back); err != nil || back.Timeline[len(back.Timeline)-1].Tool != evil {
+		t.Fatalf("JSON timeline tool = %q, want it exact", back.Timeline[len(back.Timeline)-1].Tool)
 	}
 }
