@@ -18,7 +18,7 @@ func (r *BlastReport) WriteText(w io.Writer) error {
 		ew.printf("\nSecrets\n")
 	}
 	for _, s := range r.Secrets {
-		ew.printf("  %s\n", secretLine(&s))
+		ew.printf("  %s\n", secretLine(&s, r.Window.Until))
 		for _, t := range s.Tools {
 			ew.printf("    tool %s (%s → %s, %s)\n", clean(t.Tool), t.Kind, clean(t.Upstream), strings.Join(t.Kinds, "/"))
 		}
@@ -47,7 +47,7 @@ func (r *BlastReport) WriteMarkdown(w io.Writer) error {
 		ew.printf("\n### Secrets\n")
 	}
 	for _, s := range r.Secrets {
-		ew.printf("\n#### `%s`\n\n%s\n\n", md(s.Secret), md(secretLine(&s)))
+		ew.printf("\n#### `%s`\n\n%s\n\n", md(s.Secret), md(secretLine(&s, r.Window.Until)))
 		for _, t := range s.Tools {
 			ew.printf("- tool `%s` (%s → `%s`, %s)\n", md(t.Tool), t.Kind, md(t.Upstream), strings.Join(t.Kinds, "/"))
 		}
@@ -71,11 +71,11 @@ func (r *BlastReport) WriteMarkdown(w io.Writer) error {
 	return ew.err
 }
 
-func secretLine(s *SecretRadius) string {
+func secretLine(s *SecretRadius, now time.Time) string {
 	parts := []string{s.Secret}
 	if s.InVault {
 		parts[0] += fmt.Sprintf(" v%d", s.Version)
-		parts = append(parts, fmt.Sprintf("created %s (%s ago)", stamp(s.Created), human(time.Duration(s.AgeDays)*24*time.Hour)))
+		parts = append(parts, fmt.Sprintf("created %s (%s ago)", stamp(s.Created), human(now.Sub(s.Created))))
 		if !s.Rotated.IsZero() {
 			parts = append(parts, "rotated "+stamp(s.Rotated))
 		} else {
