@@ -25,10 +25,15 @@ test:
 test-clients: build
 	cd clients && npm ci --no-audit --no-fund --ignore-scripts && node run.mjs ../$(BIN)
 
+# lint also cross-builds the CLI for $(CROSS).
 # govulncheck runs when it is installed (go install golang.org/x/vuln/cmd/govulncheck@v1.9.0)
 # and its database is reachable; a machine without network skips it with a note.
+# Cross-builds: keyhole must build where its users are (macOS, Windows).
+CROSS    := darwin/arm64 windows/amd64
+
 lint:
 	$(GO) vet $(PKGS)
+	@set -e; for p in $(CROSS); do echo "build ./cmd/keyhole for $$p"; GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/keyhole; done
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@vc=$$(command -v govulncheck || echo $$($(GO) env GOPATH)/bin/govulncheck); \
 	if [ -x "$$vc" ]; then \

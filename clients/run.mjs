@@ -30,6 +30,8 @@ const SCOPE = "triage";
 // The scope grants these tools; the config also defines "admin", which
 // no list may show.
 const SCOPE_TOOLS = ["github", "issue_titles"];
+// A scope whose calls wait for `keyhole access approve`.
+const REVIEW_SCOPE = "review";
 // Alphanumeric, so no JSON or URL escaping can hide it from the checks.
 const SECRET = "ghp_" + randomBytes(18).toString("hex");
 const STEP_TIMEOUT_MS = 30_000;
@@ -93,6 +95,7 @@ function startUpstream() {
         res.end(JSON.stringify(v));
       };
       if (req.method === "GET" && req.url === "/repos/acme/api/issues") return json(200, ISSUES);
+      if (req.method === "POST" && req.url === "/repos/acme/api/issues/1/labels") return json(200, JSON.parse(body || "{}"));
       if (req.method === "GET" && req.url === "/echo") {
         // A careless upstream that reflects the credential every way it can.
         const auth = req.headers.authorization ?? "";
@@ -145,6 +148,12 @@ scopes:
         paths: [/repos/acme/api/issues, /repos/acme/api/issues/*, /echo]
       - tool: issue_titles
         paths: [/repos/acme/*/issues]
+  ${REVIEW_SCOPE}:
+    description: Label acme/api issues, each label once a person approves it.
+    ttl: 1h
+    approval: {wait: 5m}
+    grants:
+      - {tool: github, methods: [POST], paths: [/repos/acme/api/issues/*/labels], approve: true}
 `;
 }
 
@@ -319,6 +328,46 @@ async function sdkHTTP(mcpURL, token, upstream) {
   check("http: a request without a token is refused with 401", res.status === 401, `got ${res.status}`);
 }
 
+// sdkAccess: a call that needs a person's approval is held while the SDK
+// waits; `keyhole access approve` lets it through, exactly as asked, once.
+async function sdkAccess(home, mcpURL, upstream) {
+  const token = home.kh(["session", "new", "--scope", REVIEW_SCOPE]).stdout.trim();
+  const received = [];
+  const transport = new StreamableHTTPClientTransport(new URL(mcpURL), {
+    requestInit: { headers: { Authorization: `Bearer ${token}` } },
+    fetch: capturingFetch(received),
+  });
+  const client = new Client({ name: "keyhole-client-tests", version: "1.0.0" });
+  await withTimeout(client.connect(transport), "sdk access connect");
+  try {
+    const before = upstream.reqs.length;
+    const args = { method: "POST", path: "/repos/acme/api/issues/1/labels", body: { labels: ["bug"] } };
+    // Settled either way, so a failure is reported by a check, not thrown.
+    const held = client.callTool({ name: "github", arguments: args }).then((res) => ({ res }), (err) => ({ err }));
+    let req;
+    for (let i = 0; i < 300 && req === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const out = home.kh(["access", "list", "--json"]).stdout;
+      req = out.split("\n").filter(Boolean).map((l) => JSON.parse(l)).find((r) => r.waiting >= 1);
+    }
+    check("sdk/access: the call is held as an access request and the upstream got nothing",
+      req !== undefined && upstream.reqs.length === before, JSON.stringify(req ?? null).slice(0, 300));
+    if (req === undefined) return;
+    home.kh(["access", "approve", req.id]);
+    const { res, err } = await withTimeout(held, "sdk access held call");
+    const got = upstream.reqs.slice(before);
+    check("sdk/access: after keyhole access approve the held call completes once, exactly as asked",
+      err === undefined && !res.isError && res.structuredContent?.status === 200 && got.length === 1 &&
+        got[0].method === "POST" && got[0].url === args.path && got[0].body === JSON.stringify(args.body),
+      `err=${err} isError=${res?.isError} upstream saw ${JSON.stringify(got.map((r) => `${r.method} ${r.url} ${r.body}`))}`);
+    const used = home.kh(["access", "list", "--all", "--json"]).stdout;
+    check("sdk/access: the approval was used", used.includes(`"id":"${req.id}","state":"used"`), used.slice(0, 300));
+    checkNoSecret("sdk/access: every message received", received.join("\n"));
+  } finally {
+    await client.close();
+  }
+}
+
 // ---- the Inspector CLI ------------------------------------------------------------
 
 // inspector runs the Inspector CLI. It must not block: the upstream it
@@ -431,6 +480,7 @@ async function main() {
     const token = home.kh(["session", "new", "--scope", SCOPE]).stdout.trim();
     check("session new printed a phantom token", token.startsWith("khs_") && leaks(token).length === 0, token.slice(0, 8));
     await sdkHTTP(serve.url, token, upstream);
+    await sdkAccess(home, serve.url, upstream);
     await inspectorChecks("inspector/http", home, [serve.url, "--transport", "http", "--header", `Authorization: Bearer ${token}`], upstream);
 
     await stopServe(serve);

@@ -356,7 +356,7 @@ func TestArchiveReportScope(t *testing.T) {
 }
 
 // stripeKey is the billing-sync test credential, a Stripe restricted key.
-const stripeKey = "rk_test_51NffrFeUfNV2HibQz7Xq0cLmN3"
+const stripeKey = "rk_test_51QkZt8LmPw3RtYvB2xN7cD4hJ9"
 
 // customer is a full Stripe customer record, as GET /v1/customers/{id}
 // returns it; billing-sync may pass on three of its fields. %EMAIL% is

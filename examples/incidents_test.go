@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server"
+	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/report"
@@ -89,15 +90,15 @@ func runIncident(t *testing.T, dir string) *incident {
 	})
 	// Each run of an agent is a phantom-token session labelled with the
 	// agent's name, served over streamable HTTP, so runs can overlap.
-	store, err := sessions.Open(rt.DataDir.File(server.SessionsFile))
+	store, err := sessions.Open(rt.DataDir.File(server.SessionsFile), rt.Vault.DeriveKey(sessions.KeyLabel))
 	if err != nil {
 		t.Fatal(err)
 	}
-	live := server.NewLiveSessions(store, server.LiveSessionsOptions{Config: rt.Broker.Config, Now: clock.Now})
+	live := server.NewLiveSessions(store, server.LiveSessionsOptions{Configs: rt.Broker.Configs(), Now: clock.Now})
 	srv := httptest.NewServer(rt.Broker.HTTPHandler(live, server.HTTPOptions{Loopback: true}))
 	var clients []*client.Client
 	s.Run(t, func(agent string) *client.Client {
-		_, tok, err := live.Create(s.Scope, 0, agent)
+		_, tok, err := live.Create(admin.SessionRequest{Scope: s.Scope, Label: agent})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +134,13 @@ func runIncident(t *testing.T, dir string) *incident {
 	inc := &incident{script: s, src: src, sessions: map[string]string{}}
 	// One record per call, in the order of the steps.
 	var recs []audit.Record
-	if err := r.Stream(context.Background(), audit.Filter{}, func(rec audit.Record) error { recs = append(recs, rec); return nil }); err != nil {
+	err = r.Stream(context.Background(), audit.Filter{}, func(rec audit.Record) error {
+		if !strings.HasPrefix(rec.Tool, "keyhole.") { // keyhole's own records (a session started)
+			recs = append(recs, rec)
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(recs) != len(s.Steps) {

@@ -44,6 +44,7 @@ type Scope struct {
 	maxCalls    int
 	maxDenials  int
 	limit       limit
+	approval    Approval
 	tools       map[string]*toolGrants
 	toolNames   []string
 	// unknownSuffix follows the quoted tool name in an unknown_tool reason.
@@ -67,6 +68,8 @@ type toolGrants struct {
 type httpRule struct {
 	methods uint8
 	grant   int // index of the grant in the scope's config
+	// approve: a call this rule allows waits for a person (approve: true).
+	approve bool
 	// shape is a templated tool's path (params as "*"); nil for generic
 	// tools. path narrows it; nil means the shape alone.
 	shape *pattern
@@ -81,6 +84,7 @@ type httpRule struct {
 type s3Rule struct {
 	actions uint8
 	grant   int // index of the grant in the scope's config
+	approve bool
 	prefix  S3Prefix
 	// text and reason per action, as for httpRule.
 	text   [len(s3Actions)]string
@@ -173,6 +177,9 @@ func compileScope(name string, c ScopeConfig, tools map[string]ToolInfo) (*Scope
 			errs = append(errs, fieldErr(at+".max_denials", "must be 0 (never end the session) or a positive number of denials"))
 		}
 	}
+	var aerrs []error
+	s.approval, aerrs = compileApproval(at, c.OnDeny, c.Approval)
+	errs = append(errs, aerrs...)
 	if len(c.Grants) == 0 {
 		errs = append(errs, fieldErr(at+".grants", "a scope grants nothing without grants; add at least one"))
 	}
@@ -204,7 +211,7 @@ func (s *Scope) addGrant(at string, grant int, g GrantConfig, tools map[string]T
 		tg = &toolGrants{scope: s.name, kind: info.Kind}
 	}
 	var errs []error
-	nh, ns := len(tg.http), len(tg.s3)
+	nh, ns, nsum := len(tg.http), len(tg.s3), len(tg.summary)
 	defer func() {
 		// Each rule remembers its grant, for reports (Scope.Rules).
 		for i := nh; i < len(tg.http); i++ {
@@ -212,6 +219,9 @@ func (s *Scope) addGrant(at string, grant int, g GrantConfig, tools map[string]T
 		}
 		for i := ns; i < len(tg.s3); i++ {
 			tg.s3[i].grant = grant
+		}
+		if g.Approve {
+			tg.markApprove(nh, ns, nsum)
 		}
 	}()
 	switch {
@@ -226,6 +236,37 @@ func (s *Scope) addGrant(at string, grant int, g GrantConfig, tools map[string]T
 	}
 	s.tools[g.Tool] = tg
 	return errs
+}
+
+// approvalNote follows the text of a grant with approve: true.
+const approvalNote = " (with a person's approval)"
+
+// markApprove marks the rules and summary lines added since the given
+// lengths as needing a person's approval.
+func (tg *toolGrants) markApprove(nh, ns, nsum int) {
+	for i := nh; i < len(tg.http); i++ {
+		r := &tg.http[i]
+		r.approve = true
+		for m := range r.text {
+			if r.text[m] != "" {
+				r.text[m] += approvalNote
+				r.reason[m] += approvalNote
+			}
+		}
+	}
+	for i := ns; i < len(tg.s3); i++ {
+		r := &tg.s3[i]
+		r.approve = true
+		for a := range r.text {
+			if r.text[a] != "" {
+				r.text[a] += approvalNote
+				r.reason[a] += approvalNote
+			}
+		}
+	}
+	for i := nsum; i < len(tg.summary); i++ {
+		tg.summary[i] += approvalNote
+	}
 }
 
 // addHTTP compiles a grant of a generic http tool: methods and paths are

@@ -13,7 +13,7 @@ import (
 // server decodes it with yaml.v3 and hands every scope to Compile.
 type ScopeConfig struct {
 	Description string `yaml:"description" json:"description,omitempty"`
-	// TTL is a Go duration; default 1h, at most 30 days.
+	// TTL is a duration (ParseDuration: "1h", "7d"); default 1h, at most 30 days.
 	TTL string `yaml:"ttl" json:"ttl,omitempty"`
 	// MaxCalls caps the calls of one session; 0 is unlimited.
 	MaxCalls int `yaml:"max_calls" json:"max_calls,omitempty"`
@@ -21,8 +21,13 @@ type ScopeConfig struct {
 	Rate string `yaml:"rate" json:"rate,omitempty"`
 	// MaxDenials ends a session after that many denied calls (the
 	// tripwire); nil is DefaultMaxDenials, 0 never trips.
-	MaxDenials *int          `yaml:"max_denials" json:"max_denials,omitempty"`
-	Grants     []GrantConfig `yaml:"grants" json:"grants"`
+	MaxDenials *int `yaml:"max_denials" json:"max_denials,omitempty"`
+	// OnDeny is "deny" (the default) or "request": a call the scope
+	// denies becomes an access request a person may approve.
+	OnDeny string `yaml:"on_deny" json:"on_deny,omitempty"`
+	// Approval says how calls that wait for a person are held.
+	Approval *ApprovalConfig `yaml:"approval" json:"approval,omitempty"`
+	Grants   []GrantConfig   `yaml:"grants" json:"grants"`
 }
 
 // GrantConfig is one allowance inside a scope. http grants use Methods
@@ -38,6 +43,10 @@ type GrantConfig struct {
 	// AllowBroad permits a path pattern that grants every path ("/**")
 	// on a write method.
 	AllowBroad bool `yaml:"allow_broad" json:"allow_broad,omitempty"`
+	// Approve makes every call this grant allows wait for a person's
+	// approval (an access request); a call another grant allows does not
+	// wait.
+	Approve bool `yaml:"approve" json:"approve,omitempty"`
 }
 
 // Scope limits that apply when the config does not set them.
@@ -52,15 +61,15 @@ func parseTTL(s string) (time.Duration, error) {
 	if s == "" {
 		return DefaultTTL, nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration; write e.g. 15m, 1h or 72h", s)
+		return 0, fmt.Errorf("%q is not a duration; write e.g. 15m, 1h, 72h or 7d", s)
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("%q must be positive", s)
 	}
 	if d > MaxTTL {
-		return 0, fmt.Errorf("%q is longer than the maximum of 30 days (720h)", s)
+		return 0, fmt.Errorf("%q is longer than the maximum of 30 days (30d)", s)
 	}
 	return d, nil
 }

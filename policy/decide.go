@@ -19,8 +19,15 @@ type Decision struct {
 	// was denied and what the scope grants instead, or what allowed it.
 	Reason string
 	// Grant is the grant that matched, as text ("github: GET
-	// /repos/acme/api/issues/*"), when allowed.
+	// /repos/acme/api/issues/*"), when allowed, or when a grant with
+	// approve: true matched (Code CodeApprovalRequired).
 	Grant string
+	// Ask says a person may approve the call through an access request:
+	// a grant with approve: true matched (Code CodeApprovalRequired), or
+	// the scope turns denials into requests (on_deny: request; Code
+	// CodeNotGranted). Allow is false: until a person approves, the call
+	// is denied.
+	Ask bool
 }
 
 // Denial codes of a Decision.
@@ -33,6 +40,9 @@ const (
 	CodeMaxCalls       = "max_calls"
 	CodeRateLimited    = "rate_limited"
 	CodeTripwire       = "too_many_denials"
+	// CodeSecretInArguments is a call whose arguments carried a
+	// credential, or a long part of one: the session ends at once.
+	CodeSecretInArguments = "secret_in_arguments"
 )
 
 // ErrTTLTooLong is returned by Scope.SessionTTL for a session ttl longer
@@ -152,9 +162,14 @@ func (tg *toolGrants) decideHTTP(scope string, req Request) Decision {
 		// Never echo a path that broke the request contract.
 		return Decision{Code: CodeNotGranted, Reason: req.Method + " request refused by scope " + scope + ": its path has an empty, \".\", \"..\" or unsafe segment"}
 	}
-	if ri := tg.first(uint8(1)<<mi, req.Segments); ri >= 0 {
-		r := &tg.http[ri]
+	plain, approve := tg.first(uint8(1)<<mi, req.Segments)
+	if plain >= 0 {
+		r := &tg.http[plain]
 		return Decision{Allow: true, Reason: r.reason[mi], Grant: r.text[mi]}
+	}
+	if approve >= 0 {
+		r := &tg.http[approve]
+		return Decision{Code: CodeApprovalRequired, Ask: true, Reason: r.reason[mi], Grant: r.text[mi]}
 	}
 	return Decision{Code: CodeNotGranted, Reason: httpReason(req.Method, req.Segments, tg.deniedSuffix)}
 }
@@ -170,12 +185,19 @@ func (tg *toolGrants) decideS3(scope string, req Request) Decision {
 	bit := uint8(1) << ai
 	list := req.Action == "list"
 	hint := ""
+	var approve *s3Rule
 	for i := range tg.s3 {
 		r := &tg.s3[i]
 		if r.actions&bit == 0 {
 			continue
 		}
 		if list && r.prefix.GrantsList(req.Key) || !list && r.prefix.GrantsKey(req.Key) {
+			if r.approve {
+				if approve == nil {
+					approve = r
+				}
+				continue
+			}
 			return Decision{Allow: true, Reason: r.reason[ai], Grant: r.text[ai]}
 		}
 		if list && hint == "" && r.prefix.Key != "" && req.Key == r.prefix.Key {
@@ -183,6 +205,9 @@ func (tg *toolGrants) decideS3(scope string, req Request) Decision {
 			// list reports/2026-secret/… too.
 			hint = "; a list of " + strconv.Quote(req.Key) + " would also reach keys beside " + r.prefix.Under + ": list " + strconv.Quote(r.prefix.Under)
 		}
+	}
+	if approve != nil {
+		return Decision{Code: CodeApprovalRequired, Ask: true, Reason: approve.reason[ai], Grant: approve.text[ai]}
 	}
 	return Decision{Code: CodeNotGranted, Reason: req.Action + " " + describeKey(req.Key) + tg.deniedSuffix + hint}
 }

@@ -39,18 +39,27 @@ func buildIndex(rules []httpRule) *prefixNode {
 }
 
 // first returns the index of the first rule, in config order, that allows
-// the method bit on segs, or -1. It does not allocate.
-func (tg *toolGrants) first(bit uint8, segs []string) int {
-	best := -1
+// the method bit on segs without a person's approval, or -1; and if there
+// is none, the first rule with approve: true that allows it, or -1. It
+// does not allocate.
+func (tg *toolGrants) first(bit uint8, segs []string) (plain, approve int) {
+	plain, approve = -1, -1
 	n := tg.index
 	for depth := 0; n != nil; depth++ {
 		for _, ri := range n.rules {
-			if best >= 0 && ri > best {
+			if plain >= 0 && ri > plain {
 				break
 			}
-			if tg.http[ri].allows(bit, segs) {
-				best = ri
+			r := &tg.http[ri]
+			if !r.allows(bit, segs) {
+				continue
+			}
+			if !r.approve {
+				plain = ri
 				break
+			}
+			if approve < 0 || ri < approve {
+				approve = ri
 			}
 		}
 		if depth == len(segs) {
@@ -58,7 +67,10 @@ func (tg *toolGrants) first(bit uint8, segs []string) int {
 		}
 		n = n.next[segs[depth]]
 	}
-	return best
+	if plain >= 0 {
+		approve = -1
+	}
+	return plain, approve
 }
 
 // allows reports whether the rule grants the method bit on segs.

@@ -105,8 +105,9 @@ func FuzzMatch(f *testing.F) {
 }
 
 // TestIndexMatchesLinearScan checks that the prefix index picks the same
-// rule as evaluating every rule in config order, over every path of up
-// to four segments from a small alphabet.
+// rules as evaluating every rule in config order (the first that needs no
+// approval, else the first with approve: true), over every path of up to
+// four segments from a small alphabet.
 func TestIndexMatchesLinearScan(t *testing.T) {
 	paths := []string{"/", "/a", "/a/b", "/a/*", "/a/**", "/**", "/*/b", "/a/b/x", "/**/x", "/a/**/x", "/b/a", "/a/b/**", "/*"}
 	var grants []GrantConfig
@@ -115,7 +116,7 @@ func TestIndexMatchesLinearScan(t *testing.T) {
 		if i%3 == 0 {
 			m = append(m, "HEAD")
 		}
-		grants = append(grants, GrantConfig{Tool: "github", Methods: m, Paths: []string{p}})
+		grants = append(grants, GrantConfig{Tool: "github", Methods: m, Paths: []string{p}, Approve: i%4 == 1})
 	}
 	pol := mustCompile(t, map[string]ScopeConfig{"s": {Grants: grants}})
 	sc, _ := pol.Scope("s")
@@ -134,15 +135,24 @@ func TestIndexMatchesLinearScan(t *testing.T) {
 	gen(nil)
 	for _, segs := range all {
 		for _, bit := range []uint8{1, 2} {
-			want := -1
+			plain, approve := -1, -1
 			for i := range tg.http {
-				if tg.http[i].allows(bit, segs) {
-					want = i
+				if !tg.http[i].allows(bit, segs) {
+					continue
+				}
+				if !tg.http[i].approve {
+					plain = i
 					break
 				}
+				if approve < 0 {
+					approve = i
+				}
 			}
-			if got := tg.first(bit, segs); got != want {
-				t.Errorf("first(%d, %q) = %d, linear scan = %d", bit, segs, got, want)
+			if plain >= 0 {
+				approve = -1
+			}
+			if gp, ga := tg.first(bit, segs); gp != plain || ga != approve {
+				t.Errorf("first(%d, %q) = %d, %d; linear scan = %d, %d", bit, segs, gp, ga, plain, approve)
 			}
 		}
 	}

@@ -37,6 +37,12 @@ type SessionInfo struct {
 	Denials   int       `json:"denials"`
 	LastCall  time.Time `json:"last_call,omitzero"`
 	EndReason string    `json:"end_reason,omitempty"`
+	// Config names the config file the session's scope came from (its
+	// absolute path). Policy does not read it; it is shown and audited.
+	Config string `json:"config,omitempty"`
+	// Grants are the exact grants people added to this session by
+	// approving access requests with --for-session.
+	Grants []ExactGrant `json:"grants,omitempty"`
 }
 
 // Session is one run of one agent under one scope. Its methods are safe
@@ -69,12 +75,22 @@ func NewSession(id string, scope *Scope, now time.Time, ttl time.Duration, label
 
 // RestoreSession rebuilds a persisted session under scope. Counters and
 // state are kept; the rate limiter starts full. An empty State is active.
+// A session never comes back with more than its scope gives: its expiry
+// is clamped to Created + the scope's ttl, and an active session whose
+// denials have reached max_denials is ended by the tripwire.
 func RestoreSession(info SessionInfo, scope *Scope) *Session {
 	if info.State == "" {
 		info.State = StateActive
 	}
 	info.Scope = scope.name
+	if latest := info.Created.Add(scope.ttl); !info.Created.IsZero() && info.Expires.After(latest) {
+		info.Expires = latest
+	}
 	s := &Session{scope: scope, info: info}
+	if info.State == StateActive && s.scope.maxDenials > 0 && info.Denials >= s.scope.maxDenials {
+		s.info.Denials-- // denyLocked counts the one that trips
+		s.denyLocked()
+	}
 	if scope.limit.burst > 0 {
 		s.limiter = rate.NewLimiter(scope.limit.every, scope.limit.burst)
 	}
@@ -118,27 +134,73 @@ func (s *Session) Decide(now time.Time, req Request) Decision {
 		return Decision{Code: CodeRateLimited, Reason: "scope " + s.scope.name + " allows " + s.scope.limit.text + "; slow down and retry"}
 	}
 	d := s.scope.Decide(req)
-	if !d.Allow && s.denyLocked() {
+	if d.Allow {
+		return d
+	}
+	if ed, ok := s.exactLocked(req); ok {
+		return ed
+	}
+	if d.Code == CodeNotGranted && s.scope.approval.OnDenyRequest {
+		// Not a denial yet: a person may approve it. The caller counts
+		// it (NoteDenial) if it cannot become a request.
+		d.Ask = true
+	}
+	if !d.Ask && s.denyLocked() {
 		d.Code = CodeTripwire
-		d.Reason += "; session " + s.info.ID + " ended by " + s.info.EndReason
+		d.Reason += "; " + s.info.EndReason
 	}
 	return d
 }
 
+// Tripwire is where a session stands against its max_denials after a
+// denial was counted.
+type Tripwire struct {
+	// Counted says the denial counted toward max_denials (the scope has
+	// one and the session was live).
+	Counted bool
+	// Left is how many more denials end the session.
+	Left int
+	// Ended says this denial ended the session.
+	Ended bool
+}
+
 // NoteScrubbed records that a result of this session had a secret
 // scrubbed from it. It counts as a denial toward the tripwire.
-func (s *Session) NoteScrubbed(now time.Time) { s.note(now) }
+func (s *Session) NoteScrubbed(now time.Time) Tripwire { return s.note(now) }
 
 // NoteDenial records a call refused before Decide (invalid arguments). It
 // counts as a denial toward the tripwire.
-func (s *Session) NoteDenial(now time.Time) { s.note(now) }
+func (s *Session) NoteDenial(now time.Time) Tripwire { return s.note(now) }
 
-func (s *Session) note(now time.Time) {
+func (s *Session) note(now time.Time) Tripwire {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, live := s.liveLocked(now); live {
-		s.denyLocked()
+	if _, live := s.liveLocked(now); !live {
+		return Tripwire{}
 	}
+	ended := s.denyLocked()
+	if s.scope.maxDenials <= 0 {
+		return Tripwire{}
+	}
+	return Tripwire{Counted: true, Left: max(0, s.scope.maxDenials-s.info.Denials), Ended: ended}
+}
+
+// Trip ends a live session at once, as a tripwire with its own reason and
+// code (CodeSecretInArguments, say): the call that tripped it showed the
+// agent is probing, whatever max_denials allows. It returns the denial
+// of that call. A session already over keeps its state.
+func (s *Session) Trip(now time.Time, code, why string) Decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, live := s.liveLocked(now); !live {
+		return d
+	}
+	s.info.Calls++
+	s.info.LastCall = now
+	s.info.Denials++
+	s.info.State = StateEnded
+	s.info.EndReason = "tripwire: this session was ended because " + why + "; ask the user for a new session"
+	return Decision{Code: code, Reason: "session " + s.info.ID + " ended: " + s.info.EndReason}
 }
 
 // Revoke ends a live session by an operator's decision; its next call is
@@ -174,11 +236,27 @@ func (s *Session) liveLocked(now time.Time) (Decision, bool) {
 	case StateActive:
 		return Decision{}, true
 	case StateExpired:
-		return Decision{Code: CodeSessionExpired, Reason: "session " + s.info.ID + " expired at " + s.info.Expires.UTC().Format(time.RFC3339) + "; start a new session"}, false
+		return Decision{Code: CodeSessionExpired, Reason: s.info.DeadReason()}, false
 	case StateRevoked:
-		return Decision{Code: CodeSessionRevoked, Reason: "session " + s.info.ID + " was revoked" + because(s.info.EndReason)}, false
+		return Decision{Code: CodeSessionRevoked, Reason: s.info.DeadReason()}, false
 	default:
-		return Decision{Code: CodeSessionEnded, Reason: "session " + s.info.ID + " has ended" + because(s.info.EndReason)}, false
+		return Decision{Code: CodeSessionEnded, Reason: s.info.DeadReason()}, false
+	}
+}
+
+// DeadReason says why a session that is not active gets nothing, in
+// words its agent can pass on to the user ("" for an active session):
+// the same text every call of the session is denied with.
+func (i SessionInfo) DeadReason() string {
+	switch i.State {
+	case StateActive, "":
+		return ""
+	case StateExpired:
+		return "session " + i.ID + " expired at " + i.Expires.UTC().Format(time.RFC3339) + "; start a new session"
+	case StateRevoked:
+		return "session " + i.ID + " was revoked" + because(i.EndReason)
+	default:
+		return "session " + i.ID + " has ended" + because(i.EndReason)
 	}
 }
 
@@ -191,7 +269,7 @@ func (s *Session) denyLocked() bool {
 		return false
 	}
 	s.info.State = StateEnded
-	s.info.EndReason = "tripwire: " + strconv.Itoa(s.info.Denials) + " denials reached max_denials " + strconv.Itoa(max) + " of scope " + s.scope.name
+	s.info.EndReason = "tripwire: this session was ended after " + strconv.Itoa(s.info.Denials) + " denials; ask the user for a new session (max_denials " + strconv.Itoa(max) + " of scope " + s.scope.name + ")"
 	return true
 }
 
@@ -215,12 +293,22 @@ func (s *Session) Live(now time.Time) Decision {
 }
 
 // Recheck decides a follow-up request of a call Decide already allowed (a
-// redirect hop): the session must still be live and the scope must grant
-// the request. It spends nothing: no call, rate or denial is counted, so a
+// redirect hop): the session must still be live and the scope (or an
+// exact grant of the session) must grant the request; one that needs a
+// person's approval is refused. It spends nothing: no call, rate or denial is counted, so a
 // hop cannot use up the session's limits or trip its tripwire.
 func (s *Session) Recheck(now time.Time, req Request) Decision {
-	if d := s.Live(now); !d.Allow {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, live := s.liveLocked(now); !live {
 		return d
 	}
-	return s.scope.Decide(req)
+	d := s.scope.Decide(req)
+	if !d.Allow {
+		if ed, ok := s.exactLocked(req); ok {
+			return ed
+		}
+		d.Ask = false // a hop is part of its call; nobody is asked
+	}
+	return d
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -144,8 +145,8 @@ func TestSessionTripwire(t *testing.T) {
 	s.NoteScrubbed(t0)
 	decide(t, s, t0, okReq, "")
 	d := decide(t, s, t0, badReq, CodeTripwire)
-	wantEnd := "tripwire: 3 denials reached max_denials 3 of scope s"
-	if want := badReason + "; session s1 ended by " + wantEnd; d.Reason != want {
+	wantEnd := "tripwire: this session was ended after 3 denials; ask the user for a new session (max_denials 3 of scope s)"
+	if want := badReason + "; " + wantEnd; d.Reason != want {
 		t.Fatalf("Reason =\n %q\nwant\n %q", d.Reason, want)
 	}
 	d = decide(t, s, t0, okReq, CodeSessionEnded)
@@ -202,7 +203,7 @@ func TestSessionInfoJSON(t *testing.T) {
 	s.End("done")
 	b, _ = json.Marshal(s.Info(t0))
 	var back SessionInfo
-	if err := json.Unmarshal(b, &back); err != nil || back != s.Info(t0) {
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, s.Info(t0)) {
 		t.Fatalf("round trip = %+v, %v; want %+v", back, err, s.Info(t0))
 	}
 	if !strings.Contains(string(b), `"last_call":"2026-11-27T12:00:00Z"`) || !strings.Contains(string(b), `"end_reason":"done"`) {
@@ -227,5 +228,55 @@ func TestSessionConcurrentCalls(t *testing.T) {
 	wg.Wait()
 	if got := s.Info(t0).Calls; allowed != 50 || got != 100 {
 		t.Fatalf("allowed %d of 100 with max_calls 50, Calls %d; want 50, 100", allowed, got)
+	}
+}
+
+// TestRestoreSessionNeverGivesMoreThanItsScope (issue 14 item 6): a
+// record with a later expiry than its scope allows comes back clamped, and
+// one whose denials reached max_denials comes back ended.
+func TestRestoreSessionNeverGivesMoreThanItsScope(t *testing.T) {
+	sc := testScope(t, ScopeConfig{TTL: "1h", MaxDenials: intp(3)})
+	stretched := RestoreSession(SessionInfo{ID: "s1", Created: t0, Expires: t0.Add(48 * time.Hour)}, sc)
+	if got := stretched.Info(t0).Expires; !got.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("RestoreSession(expires created+48h, scope ttl 1h).Expires = %v, want %v", got, t0.Add(time.Hour))
+	}
+	decide(t, stretched, t0.Add(time.Hour), okReq, CodeSessionExpired)
+
+	tripped := RestoreSession(SessionInfo{ID: "s2", Created: t0, Expires: t0.Add(time.Hour), Denials: 3}, sc)
+	got := tripped.Info(t0)
+	if got.State != StateEnded || got.Denials != 3 || !strings.Contains(got.EndReason, "tripwire") {
+		t.Fatalf("RestoreSession(3 denials, max_denials 3).Info = %+v, want ended by the tripwire with 3 denials", got)
+	}
+	decide(t, tripped, t0, okReq, CodeSessionEnded)
+}
+
+func TestSessionNoteScrubbedSaysWhatIsLeft(t *testing.T) {
+	s := NewSession("s1", testScope(t, ScopeConfig{MaxDenials: intp(3)}), t0, 0, "")
+	for i, want := range []Tripwire{{Counted: true, Left: 2}, {Counted: true, Left: 1}, {Counted: true, Left: 0, Ended: true}, {}} {
+		if got := s.NoteScrubbed(t0); got != want {
+			t.Fatalf("NoteScrubbed #%d = %+v, want %+v", i+1, got, want)
+		}
+	}
+	off := NewSession("s2", testScope(t, ScopeConfig{MaxDenials: intp(0)}), t0, 0, "")
+	if got := off.NoteScrubbed(t0); got != (Tripwire{}) {
+		t.Fatalf("NoteScrubbed without max_denials = %+v, want nothing counted", got)
+	}
+}
+
+func TestSessionTripEndsAtOnceWithItsOwnCode(t *testing.T) {
+	s := NewSession("s1", testScope(t, ScopeConfig{MaxDenials: intp(20)}), t0, 0, "")
+	d := s.Trip(t0, CodeSecretInArguments, "the arguments of a call carried a credential")
+	if d.Allow || d.Code != CodeSecretInArguments || !strings.Contains(d.Reason, "ask the user for a new session") {
+		t.Fatalf("Trip = %+v", d)
+	}
+	info := s.Info(t0)
+	if info.State != StateEnded || info.Calls != 1 || info.Denials != 1 {
+		t.Fatalf("Info after Trip = %+v, want ended after 1 call", info)
+	}
+	if got := decide(t, s, t0, okReq, CodeSessionEnded); got.Reason != info.DeadReason() || !strings.Contains(got.Reason, "carried a credential") {
+		t.Fatalf("next call = %q, want the trip's reason %q", got.Reason, info.DeadReason())
+	}
+	if d := s.Trip(t0, CodeSecretInArguments, "again"); d.Code != CodeSessionEnded {
+		t.Fatalf("Trip of an ended session = %+v, want session_ended", d)
 	}
 }

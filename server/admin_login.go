@@ -114,7 +114,13 @@ func (a *adminOps) SecretLoginFinish(name, state, code string) (admin.SecretMeta
 		return admin.SecretMeta{}, err
 	}
 	defer clear(next)
-	return a.vault.Replace(name, secret.Bytes(), next)
+	m, err := a.vault.Replace(name, secret.Bytes(), next)
+	if err != nil {
+		return m, err
+	}
+	rec := changeRecord(a.changes.clock(), ToolSecretLogin, fmt.Sprintf("secret %s authorized by an OAuth login (version %d)", name, m.Version))
+	rec.Credential, rec.CredVersion = name, m.Version
+	return m, a.changes.write(rec)
 }
 
 // withLoginStatus marks the secrets that need a login before their tool's

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/vault"
@@ -75,4 +76,59 @@ func (r *AuditReader) open(cp audit.Checkpointer) (*audit.Log, error) {
 // Close releases the log and the vault.
 func (r *AuditReader) Close() error {
 	return errors.Join(r.Log.Close(), r.vault.Close())
+}
+
+// OpenArchivedAudit opens, read-only, a log that `keyhole audit archive`
+// moved into archiveDir: with the key of dataDir's vault (it is the same
+// vault) and the checkpoint the vault held for it then, kept beside it.
+func OpenArchivedAudit(dataDir, archiveDir string, keys KeySource) (*AuditReader, error) {
+	v, err := vault.OpenReadOnly(filepath.Join(dataDir, VaultFile), keys)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dataDir)
+		}
+		return nil, err
+	}
+	r := &AuditReader{dir: archiveDir, key: v.DeriveKey(auditKeyLabel), vault: v}
+	r.Log, err = audit.Open(audit.Options{
+		Path: r.path(), Key: r.key, ReadOnly: true,
+		Checkpoint: audit.FileCheckpoint(filepath.Join(archiveDir, audit.ArchiveCheckpointFile)),
+	})
+	if err != nil {
+		v.Close()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("keyhole: no archived audit log in %s", archiveDir)
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// ArchiveAudit is `keyhole audit archive`: the way out of an audit log
+// that does not match its checkpoint. It needs the data dir (no broker
+// may run), moves the log into audit-archive-<time> in the data dir, kept
+// and verifiable (OpenArchivedAudit), and starts a new chain whose first
+// record names the archived head and what verifying it found.
+func ArchiveAudit(o RuntimeOptions) (audit.Archived, error) {
+	dd, err := OpenDataDir(o.DataDir)
+	if err != nil {
+		if errors.Is(err, ErrDataDirInUse) {
+			return audit.Archived{}, fmt.Errorf("%w; stop the broker first (keyhole stop)", err)
+		}
+		return audit.Archived{}, err
+	}
+	defer dd.Close()
+	if _, err := os.Stat(dd.File(AuditFile)); err != nil {
+		if _, lerr := os.Stat(dd.File(LegacyAuditFile)); lerr == nil {
+			return audit.Archived{}, fmt.Errorf("keyhole: the audit log in %s is still in the old format (%s); a broker migrates it when it starts", dd.Path, LegacyAuditFile)
+		}
+		return audit.Archived{}, fmt.Errorf("keyhole: no audit log in %s to archive", dd.Path)
+	}
+	v, err := openVault(dd.Path, o.Keys)
+	if err != nil {
+		return audit.Archived{}, err
+	}
+	defer v.Close()
+	dir := dd.File("audit-archive-" + time.Now().UTC().Format("20060102T150405Z"))
+	return audit.Archive(audit.Options{Path: dd.File(AuditFile), Key: v.DeriveKey(auditKeyLabel), Checkpoint: v, Now: o.Now}, dir)
 }

@@ -36,6 +36,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
@@ -84,11 +85,13 @@ var _ AuditLog = auditLog{}
 
 // Broker runs the call pipeline for every session it serves.
 type Broker struct {
-	cfg     atomic.Pointer[config.Loaded]
+	configs *Configs
 	secrets Secrets
 	audit   AuditLog
-	log     *slog.Logger
-	now     func() time.Time
+	// access holds calls that need a person's approval; nil denies them.
+	access *access.Manager
+	log    *slog.Logger
+	now    func() time.Time
 	// lastUsed throttles vault writes of a secret's last use to one a minute.
 	lastUsed sync.Map // secret name -> time.Time
 	metrics  *Metrics
@@ -98,14 +101,33 @@ type Broker struct {
 	// toolLists caches what tools/list shows a scope's sessions:
 	// *policy.Scope -> []mcp.Tool.
 	toolLists sync.Map
+
+	authFailOnce sync.Once
+	authFail     *authFailures
+	// mcpSessions counts the MCP sessions mcp-go holds open.
+	mcpSessions atomic.Int64
+	// scrub caches scrubbers by tool and secret value.
+	scrub scrubbers
 }
+
+// MCPSessions is how many MCP sessions (initialize handshakes over HTTP,
+// stdio clients) the broker holds open.
+func (b *Broker) MCPSessions() int64 { return b.mcpSessions.Load() }
 
 // Options configures a Broker.
 type Options struct {
-	Config  *config.Loaded
+	// Config is the broker's own config: new sessions that name no
+	// config get it.
+	Config *config.Loaded
+	// Env is what the tools of configs the broker loads later take from
+	// their surroundings.
+	Env     tools.Env
 	Secrets Secrets
 	Audit   AuditLog
-	Logger  *slog.Logger
+	// Access, if set, holds calls that need a person's approval (access
+	// requests); without it they are denied.
+	Access *access.Manager
+	Logger *slog.Logger
 	// Now is the broker's clock; sessions expire by it. nil is time.Now.
 	Now func() time.Time
 	// Metrics, if set, counts calls.
@@ -114,26 +136,33 @@ type Options struct {
 
 // NewBroker returns a broker for a loaded config.
 func NewBroker(o Options) *Broker {
-	b := &Broker{secrets: o.Secrets, audit: o.Audit, log: o.Logger, now: o.Now, metrics: o.Metrics}
+	b := &Broker{secrets: o.Secrets, audit: o.Audit, access: o.Access, log: o.Logger, now: o.Now, metrics: o.Metrics}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
 	if b.now == nil {
 		b.now = time.Now
 	}
-	b.cfg.Store(o.Config)
+	b.configs = newConfigs(nil, o.Env, func(c *config.Loaded) {
+		b.forgetScrubbers() // a new config's tools get their own
+		b.registerTools(b.mcp(), c)
+	})
+	if o.Config != nil {
+		b.configs.Set(o.Config)
+	}
 	return b
 }
 
-// Config returns the config new sessions start with.
-func (b *Broker) Config() *config.Loaded { return b.cfg.Load() }
+// Config returns the broker's own config: what new sessions that name no
+// config start with.
+func (b *Broker) Config() *config.Loaded { return b.configs.Default() }
 
-// SetConfig replaces the config for new sessions; running sessions keep the
-// one they started with (pinned).
-func (b *Broker) SetConfig(c *config.Loaded) {
-	b.cfg.Store(c)
-	b.registerTools(b.mcp(), c)
-}
+// Configs returns every config the broker serves.
+func (b *Broker) Configs() *Configs { return b.configs }
+
+// SetConfig makes c the broker's own config for new sessions; running
+// sessions keep the one they started with (pinned).
+func (b *Broker) SetConfig(c *config.Loaded) { b.configs.Set(c) }
 
 // Call takes one tools/call through the pipeline and returns what the agent
 // sees. It never returns a Go error for a denied or failed call: those are
@@ -144,6 +173,7 @@ func (b *Broker) Call(ctx context.Context, s *Session, name string, args json.Ra
 		Time:    start.UTC(),
 		Session: s.ID(),
 		Scope:   s.Scope().Name(),
+		Config:  s.cfg.Path,
 		Client:  clientOf(ctx, s),
 		Tool:    name,
 	}
@@ -169,6 +199,24 @@ type Outcome struct {
 	Message string
 	// Result is set for a successful call.
 	Result *tools.Result
+	// Note, if set, is shown to the agent beside the result: what keyhole
+	// did to it and what that means for the session.
+	Note string
+}
+
+// scrubNote tells the agent a credential was removed from its result,
+// and, when that counts toward the scope's max_denials, how many more end
+// the session.
+func scrubNote(t policy.Tripwire) string {
+	const removed = "keyhole removed a credential from this result"
+	switch {
+	case t.Ended:
+		return removed + "; that was one too many for this session's max_denials, so the session has ended: ask the user for a new session"
+	case t.Counted:
+		return fmt.Sprintf("%s; this counts toward the session's max_denials: %d more and the session ends", removed, t.Left)
+	default:
+		return removed
+	}
 }
 
 func denied(msg string) *Outcome {
@@ -180,10 +228,10 @@ func failed(msg string) *Outcome {
 }
 
 // call takes a call through the pipeline, in order: the session's
-// liveness, the tool, the arguments, the scope's grants and limits, the
-// secret (decrypted first so every record is scrubbed of it), the audit
-// intent, the upstream, the audit outcome. Every path writes exactly one
-// audit record.
+// liveness, the tool, the arguments (a credential in them ends the
+// session), the scope's grants and limits, the secret (decrypted first so
+// every record is scrubbed of it), the audit intent, the upstream, the
+// audit outcome. Every path writes exactly one audit record.
 func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) *Outcome {
 	if d := s.Live(b.now()); !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
@@ -210,6 +258,12 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 	rec.Credential = tool.SecretName()
 	rec.Args = args
 
+	// Arguments that carry a credential are refused before anything else
+	// and end the session (invariant 9): raw, then as Prepare decoded them.
+	probe := b.probeScrubbers(s, tool)
+	if argsProbe(probe, args, nil) {
+		return nil, nil, b.tripOnSecret(ctx, s, rec, probe)
+	}
 	call, err := tool.Prepare(args)
 	if err != nil {
 		// A probing agent's malformed calls count toward its tripwire.
@@ -219,15 +273,24 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 		if errors.As(err, &ae) {
 			msg = "invalid arguments: " + ae.Msg
 		}
-		rec.Code, rec.Reason = "invalid_arguments", msg
+		rec.Code, rec.Reason = codeInvalidArguments, msg
 		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	describe(rec, call.AuditFields())
+	if argsProbe(probe, args, call) {
+		return nil, nil, b.tripOnSecret(ctx, s, rec, probe)
+	}
 
 	d := s.Decide(b.now(), call.Request)
+	msg := "denied: " + d.Reason
+	if d.Ask {
+		// The call waits for a person: allowed once approved, else
+		// denied with what the user must do (server/approval.go).
+		d, msg = b.askPerson(ctx, s, tool, call, d, rec)
+	}
 	if !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
-		return nil, nil, b.denyScrubbed(ctx, rec, tool, "denied: "+d.Reason)
+		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
 	}
 	rec.Grant = d.Grant
 	rec.Decision = audit.Allow
@@ -249,7 +312,7 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 	if m, err := b.secrets.Meta(tool.SecretName()); err == nil {
 		rec.CredVersion = m.Version
 	}
-	scrubber := tool.Scrubber(secret.Bytes())
+	scrubber := b.scrubberFor(tool, secret.Bytes())
 	scrubRecord(rec, scrubber)
 
 	pending, err := b.audit.Begin(ctx, *rec)
@@ -296,10 +359,10 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 		outcome.Scrubbed = result.Scrubbed
 		outcome.Hops = auditHops(result.Hops, scrubber)
 		auditCredential(&outcome, result.Credential)
-		if result.Scrubbed {
-			s.NoteScrubbed(b.now())
-		}
 		out = &Outcome{Decision: audit.Allow, Result: result}
+		if result.Scrubbed {
+			out.Note = scrubNote(s.NoteScrubbed(b.now()))
+		}
 	}
 	// The outcome is recorded even when the caller gave up: a cancelled call
 	// is still a call, and it must not read as running or interrupted.
@@ -329,7 +392,7 @@ func auditHops(hops []tools.Hop, sc *scrub.Scrubber) []audit.Hop {
 // record is written as it is.
 func (b *Broker) denyScrubbed(ctx context.Context, rec *audit.Record, tool tools.Tool, msg string) *Outcome {
 	if secret, err := b.secrets.Get(tool.SecretName()); err == nil {
-		sc := tool.Scrubber(secret.Bytes())
+		sc := b.scrubberFor(tool, secret.Bytes())
 		scrubRecord(rec, sc)
 		msg, _ = sc.String(msg)
 	}

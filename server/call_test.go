@@ -153,7 +153,10 @@ var hostileCalls = []struct {
 	{"template other org", "issue_titles", map[string]any{"owner": "evilcorp", "repo": "api"}},
 	{"tool outside scope", "admin", map[string]any{"method": "GET", "path": "/admin"}},
 	{"tool that does not exist", "shell", map[string]any{"cmd": "id"}},
-	{"huge argument", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "body": strings.Repeat("A", 10<<20)}},
+	// Over the 1 MiB cap of arguments, under the 4 MiB cap of a message
+	// (a larger message is refused before it is a call: see
+	// TestBadInputDoesNotEndASession).
+	{"huge argument", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "body": strings.Repeat("A", 2<<20)}},
 }
 
 func TestInvariant2_DenyByDefault_HostileInputsReachNothing(t *testing.T) {
@@ -298,7 +301,9 @@ func TestInvariant8_StdioSurvivesGarbageAndHugeLines(t *testing.T) {
 	send("this is not json")
 	expectLine(t, lines, `"code":-32700`)
 	send(`{"jsonrpc":"2.0","id":1,"method":"ping","params":` + strings.Repeat(" ", MaxMessageBytes+10) + `{}}`)
-	expectLine(t, lines, `"code":-32700`)
+	expectLine(t, lines, `"id":1,"error":{"code":-32600,"message":"message too large: keyhole accepts JSON-RPC messages of at most 4 MiB`)
+	send(`{"jsonrpc":"2.0","id":9,"method":"ping","params":"` + strings.Repeat("x", 5*MaxMessageBytes) + `"}`)
+	expectLine(t, lines, `"id":null,"error":{"code":-32600`)
 	send(`{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}`)
 	expectLine(t, lines, `"id":2`)
 	send(`{"jsonrpc":"2.0","id":3,"method":"ping"}`)
@@ -319,7 +324,21 @@ func TestNoSecretInLogsAtDebug(t *testing.T) {
 	assertNoSecret(t, "audit records", raw)
 }
 
+// records returns the audit records of calls, leaving out those of the
+// operator's changes (keyhole.session.new, …).
 func (e *env) records() []audit.Record {
+	e.t.Helper()
+	var calls []audit.Record
+	for _, r := range e.allRecords() {
+		if !strings.HasPrefix(r.Tool, "keyhole.") {
+			calls = append(calls, r)
+		}
+	}
+	return calls
+}
+
+// allRecords returns every audit record.
+func (e *env) allRecords() []audit.Record {
 	e.t.Helper()
 	recs, err := e.audit.Query(audit.Filter{})
 	if err != nil {

@@ -7,7 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"github.com/gofrs/flock"
 
 	"github.com/keyhole-dev/keyhole/vault"
 )
@@ -17,9 +18,15 @@ var ErrDataDirInUse = errors.New("data dir in use")
 
 // Files in a data dir.
 const (
-	lockFile  = "keyhole.lock"
-	VaultFile = "vault.db"
-	AuditFile = "audit.sqlite"
+	lockFile = "keyhole.lock"
+	// PIDFile names the process that owns the data dir; it exists while
+	// the lock is held.
+	PIDFile = "keyhole.pid"
+	// stoppingFile names a broker that is stopping (it no longer answers
+	// on its socket); it goes with the pid file.
+	stoppingFile = "keyhole.stopping"
+	VaultFile    = "vault.db"
+	AuditFile    = "audit.sqlite"
 	// LegacyAuditFile is the buntdb audit log of keyhole before SQLite; it is
 	// migrated into AuditFile on the first start and kept as audit.db.migrated.
 	LegacyAuditFile = "audit.db"
@@ -29,7 +36,7 @@ const (
 // it until Close, so buntdb never has two writers.
 type DataDir struct {
 	Path string
-	lock *os.File
+	lock *flock.Flock
 }
 
 // OpenDataDir creates dir (0700) if needed and takes its exclusive lock. If
@@ -42,59 +49,96 @@ func OpenDataDir(dir string) (*DataDir, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("keyhole: create data dir %s: %w", dir, err)
 	}
-	path := filepath.Join(dir, lockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	lk := flock.New(filepath.Join(dir, lockFile), flock.SetPermissions(0o600))
+	ok, err := lk.TryLock()
 	if err != nil {
-		return nil, fmt.Errorf("keyhole: open lock %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pid := readPID(f)
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("keyhole: data dir %s is in use by pid %s (stop it, or use another --data-dir): %w", dir, pid, ErrDataDirInUse)
-		}
 		return nil, fmt.Errorf("keyhole: lock data dir %s: %w", dir, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	if !ok {
+		pid := "unknown"
+		if n, err := ownerPID(dir); err == nil {
+			pid = strconv.Itoa(n)
+		}
+		return nil, fmt.Errorf("keyhole: data dir %s is in use by pid %s (stop it with `keyhole stop`, or use another --data-dir): %w", dir, pid, ErrDataDirInUse)
 	}
-	return &DataDir{Path: dir, lock: f}, nil
+	pidPath := filepath.Join(dir, PIDFile)
+	if err := os.WriteFile(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		lk.Close()
+		return nil, fmt.Errorf("keyhole: write %s: %w", pidPath, err)
+	}
+	return &DataDir{Path: dir, lock: lk}, nil
 }
 
-func readPID(f *os.File) string {
-	buf := make([]byte, 32)
-	n, _ := f.ReadAt(buf, 0)
-	if pid := strings.TrimSpace(string(buf[:n])); pid != "" {
-		return pid
+// ownerPID reads the pid of the process that owns (or last owned) dir.
+func ownerPID(dir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	if err != nil {
+		return 0, err
 	}
-	return "unknown"
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("keyhole: %s holds %q, not a pid", PIDFile, b)
+	}
+	return pid, nil
 }
 
 // OwnerAlive reports whether a live process other than this one owns the
-// data dir, by the pid its lock file names. It never takes the lock, so it
+// data dir, by the pid its pid file names. It never takes the lock, so it
 // cannot make a keyhole that is starting find the data dir in use. A stale
 // pid that the system has given to another process reads as alive.
 func OwnerAlive(dir string) bool {
-	b, err := os.ReadFile(filepath.Join(dir, lockFile))
-	if err != nil {
+	pid, err := ownerPID(dir)
+	if err != nil || pid == os.Getpid() {
 		return false
+	}
+	return processAlive(pid)
+}
+
+// dataDirFree reports whether no process holds the data dir's lock. It
+// takes the lock for an instant to know, so it is only for a caller that
+// waits for an owner to let go (a process that has exited, even one not
+// yet reaped, holds no lock).
+func dataDirFree(dir string) bool {
+	lk := flock.New(filepath.Join(dir, lockFile), flock.SetPermissions(0o600))
+	ok, err := lk.TryLock()
+	if err != nil || !ok {
+		return false
+	}
+	lk.Close()
+	return true
+}
+
+// markStopping notes that the broker owning the data dir is stopping.
+func (d *DataDir) markStopping() {
+	os.WriteFile(d.File(stoppingFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+}
+
+// StoppingBroker returns the pid of the broker that owns dir and is
+// stopping (it no longer answers on its socket), if there is one.
+func StoppingBroker(dir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, stoppingFile))
+	if err != nil {
+		return 0, false
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 || pid == os.Getpid() {
-		return false
+	if err != nil || pid <= 0 {
+		return 0, false
 	}
-	err = syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	owner, err := ownerPID(dir)
+	return pid, err == nil && owner == pid && processAlive(pid)
 }
 
 // File returns the path of a file in the data dir.
 func (d *DataDir) File(name string) string { return filepath.Join(d.Path, name) }
 
-// Close releases the lock.
+// Close releases the lock. The pid file goes first, so from the moment
+// the lock is free no reader takes the data dir for owned.
 func (d *DataDir) Close() error {
 	if d.lock == nil {
 		return nil
 	}
+	os.Remove(d.File(stoppingFile))
+	os.Remove(d.File(PIDFile))
 	err := d.lock.Close()
 	d.lock = nil
 	return err

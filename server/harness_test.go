@@ -123,8 +123,14 @@ scopes:
 
 func newEnv(t testing.TB, cfgText string) *env {
 	t.Helper()
+	return newEnvWith(t, cfgText, issueTracker)
+}
+
+// newEnvWith is newEnv with another upstream.
+func newEnvWith(t testing.TB, cfgText string, upstream http.HandlerFunc) *env {
+	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), logs: &servertest.SyncBuffer{}, clock: servertest.NewClock(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))}
-	e.up = servertest.NewUpstream(t, issueTracker)
+	e.up = servertest.NewUpstream(t, upstream)
 	e.cfgText = strings.ReplaceAll(cfgText, "%UPSTREAM%", e.up.URL)
 	cfgPath := filepath.Join(e.dir, "keyhole.yaml")
 	if err := os.WriteFile(cfgPath, []byte(e.cfgText), 0o600); err != nil {
@@ -189,7 +195,15 @@ func (e *env) reconfigure(cfgText, upstream string) {
 // every byte it received.
 func (e *env) connect(scope string) (*client.Client, *servertest.Wire) {
 	e.t.Helper()
-	return servertest.ConnectStdio(e.t, func(ctx context.Context, in io.Reader, out io.Writer) error {
+	return e.connectFor(e.t, scope)
+}
+
+// connectFor is connect for a subtest t: the session ends when t does, so
+// the next subtest can start one (a process serves one stdio session at
+// a time).
+func (e *env) connectFor(t testing.TB, scope string) (*client.Client, *servertest.Wire) {
+	t.Helper()
+	return servertest.ConnectStdio(t, func(ctx context.Context, in io.Reader, out io.Writer) error {
 		return e.broker.ServeStdio(ctx, scope, in, out)
 	}, "keyhole-test")
 }

@@ -1,25 +1,39 @@
 package server
 
 import (
+	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
+	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
 
-// MaxRequestBytes caps one HTTP request body to /mcp.
-const MaxRequestBytes = 4 << 20
+// MaxRequestBytes caps one HTTP request body to /mcp: the same limit as
+// one message over stdio.
+const MaxRequestBytes = MaxMessageBytes
+
+// Defaults of HTTPOptions.
+const (
+	// DefaultSessionsPerToken is how many MCP sessions (initialize
+	// handshakes) one phantom token may hold open at once.
+	DefaultSessionsPerToken = 16
+	// DefaultSessionIdleTTL is how long an MCP session may go unused
+	// before the broker forgets it.
+	DefaultSessionIdleTTL = time.Hour
+)
 
 // HTTPOptions configures the streamable HTTP front door.
 type HTTPOptions struct {
@@ -28,6 +42,13 @@ type HTTPOptions struct {
 	Loopback bool
 	// AllowedOrigins are extra Origin values accepted on a loopback listener.
 	AllowedOrigins []string
+	// SessionsPerToken caps the MCP sessions one phantom token holds; an
+	// initialize beyond it closes the token's session used least
+	// recently. 0 is DefaultSessionsPerToken.
+	SessionsPerToken int
+	// SessionIdleTTL forgets an MCP session unused this long. 0 is
+	// DefaultSessionIdleTTL.
+	SessionIdleTTL time.Duration
 }
 
 type authKey struct{}
@@ -41,12 +62,21 @@ type auth struct {
 // HTTPHandler serves MCP over streamable HTTP at /mcp for phantom-token
 // sessions, and /healthz. Every /mcp request needs `Authorization: Bearer
 // khs_…` of a live session; an Mcp-Session-Id belongs to the token that
-// created it.
+// created it, and one token holds at most SessionsPerToken of them.
+// Requests refused for their token are recorded as keyhole.auth.failed,
+// at most once a minute per source address and reason.
 func (b *Broker) HTTPHandler(m *LiveSessions, o HTTPOptions) http.Handler {
-	ids := &boundIDs{owner: map[string]string{}, terminated: map[string]bool{}}
+	if o.SessionsPerToken <= 0 {
+		o.SessionsPerToken = DefaultSessionsPerToken
+	}
+	if o.SessionIdleTTL <= 0 {
+		o.SessionIdleTTL = DefaultSessionIdleTTL
+	}
+	ids := newBoundIDs(o.SessionsPerToken)
 	streamable := mcpserver.NewStreamableHTTPServer(b.mcp(),
 		mcpserver.WithEndpointPath("/mcp"),
 		mcpserver.WithSessionIdManagerResolver(ids),
+		mcpserver.WithSessionIdleTTL(o.SessionIdleTTL),
 		mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			if a, ok := r.Context().Value(authKey{}).(auth); ok {
 				return WithSession(ctx, a.session)
@@ -55,60 +85,173 @@ func (b *Broker) HTTPHandler(m *LiveSessions, o HTTPOptions) http.Handler {
 		}),
 		mcpserver.WithStreamableHTTPLogger(b.log),
 	)
+	ids.evict = func(id string) { closeMCPSession(streamable, id) }
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("/mcp", b.guard(m, o, streamable))
+	g := &guard{broker: b, sessions: m, opts: o, ids: ids, failures: b.authFailures(), next: streamable}
+	mux.Handle("/mcp", g)
 	return mux
 }
 
 // guard is the front door of /mcp: no token in URLs, Host and Origin on
-// loopback, a capped body, and a bearer token of a live session.
-func (b *Broker) guard(m *LiveSessions, o HTTPOptions, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tokenInURL(r.URL) {
-			http.Error(w, "tokens are not accepted in URLs; send Authorization: Bearer", http.StatusBadRequest)
-			return
-		}
-		if o.Loopback {
-			if !loopbackHost(r.Host) {
-				http.Error(w, "forbidden: Host is not a loopback name", http.StatusForbidden)
-				return
-			}
-			if origin := r.Header.Get("Origin"); origin != "" && !allowedOrigin(origin, o.AllowedOrigins) {
-				http.Error(w, "forbidden: Origin not allowed", http.StatusForbidden)
-				return
-			}
-		}
-		if r.ContentLength > MaxRequestBytes {
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBytes)
+// loopback, a bearer token of a live session (checked before any body is
+// read), a capped body, and session ids that belong to the token.
+type guard struct {
+	broker   *Broker
+	sessions *LiveSessions
+	opts     HTTPOptions
+	ids      *boundIDs
+	failures *authFailures
+	next     http.Handler
+}
 
-		tok, ok := bearer(r)
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="keyhole"`)
-			http.Error(w, "a keyhole session token is required: Authorization: Bearer khs_…", http.StatusUnauthorized)
+func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if tokenInURL(r.URL) {
+		refuse(w, http.StatusBadRequest, "tokens are not accepted in URLs; send Authorization: Bearer")
+		return
+	}
+	if g.opts.Loopback {
+		if !loopbackHost(r.Host) {
+			refuse(w, http.StatusForbidden, "forbidden: Host is not a loopback name")
 			return
 		}
-		s, err := m.Authenticate(tok)
-		if err != nil {
-			desc := "unknown token"
-			if errors.Is(err, ErrSessionDead) {
-				desc = err.Error()
-			} else if !errors.Is(err, sessions.ErrUnknownToken) {
-				b.log.Error("authenticate", LogError, err)
-			}
-			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="keyhole", error="invalid_token", error_description=%q`, desc))
-			http.Error(w, "invalid session token: "+desc, http.StatusUnauthorized)
+		if origin := r.Header.Get("Origin"); origin != "" && !allowedOrigin(origin, g.opts.AllowedOrigins) {
+			refuse(w, http.StatusForbidden, "forbidden: Origin not allowed")
 			return
 		}
-		ctx := context.WithValue(r.Context(), authKey{}, auth{session: s, tokenHash: sessions.Hash(tok)})
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
+	}
+	s, tokenHash, ok := g.authenticate(w, r)
+	if !ok {
+		return
+	}
+	ctx := context.WithValue(r.Context(), authKey{}, auth{session: s, tokenHash: tokenHash})
+	r = r.WithContext(ctx)
+	switch r.Method {
+	case http.MethodPost:
+		if !readBody(w, r) {
+			return
+		}
+	case http.MethodGet, http.MethodDelete:
+		// mcp-go opens an event stream for a GET whatever session id it
+		// names; the id must be the token's own, as for POST and DELETE.
+		if !mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion)) && !g.ids.owns(r.Header.Get(mcpserver.HeaderKeySessionID), tokenHash) {
+			refuse(w, http.StatusNotFound, "Invalid session ID")
+			return
+		}
+	}
+	g.next.ServeHTTP(w, r)
+}
+
+// authenticate finds the live session of the request's bearer token, or
+// answers 401 and records the failure. The answer closes the connection
+// and reads no body: a client without a token cannot hold the broker by
+// promising a large one.
+func (g *guard) authenticate(w http.ResponseWriter, r *http.Request) (*Session, string, bool) {
+	tok, ok := bearer(r)
+	if !ok {
+		g.failures.note(r, "missing_token", "no session token (Authorization: Bearer khs_…)", "")
+		unauthorized(w, "", "a keyhole session token is required: Authorization: Bearer khs_…")
+		return nil, "", false
+	}
+	s, err := g.sessions.Authenticate(tok)
+	if err == nil {
+		return s, sessions.Hash(tok), true
+	}
+	var dead *DeadSessionError
+	switch {
+	case errors.As(err, &dead):
+		code := "session_" + string(dead.Info.State)
+		g.failures.note(r, code, "token of session "+dead.Info.ID+", which is "+string(dead.Info.State), dead.Info.ID)
+		unauthorized(w, dead.Error(), "invalid session token: "+dead.Error())
+	case errors.Is(err, ErrSessionDead):
+		g.failures.note(r, "session_ended", err.Error(), "")
+		unauthorized(w, err.Error(), "invalid session token: "+err.Error())
+	default:
+		if !errors.Is(err, sessions.ErrUnknownToken) {
+			g.broker.log.Error("authenticate", LogError, err)
+		}
+		g.failures.note(r, "unknown_token", "a token no session has", "")
+		unauthorized(w, "unknown token", "invalid session token: unknown token")
+	}
+	return nil, "", false
+}
+
+// DeadSessionError is a phantom token whose session is no longer active:
+// it says why, in words the agent's user can act on.
+type DeadSessionError struct {
+	Info policy.SessionInfo
+}
+
+func (e *DeadSessionError) Error() string { return e.Info.DeadReason() }
+
+// Unwrap makes a DeadSessionError an ErrSessionDead.
+func (e *DeadSessionError) Unwrap() error { return ErrSessionDead }
+
+func unauthorized(w http.ResponseWriter, desc, msg string) {
+	if desc == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="keyhole"`)
+	} else {
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="keyhole", error="invalid_token", error_description=%q`, headerSafe(desc)))
+	}
+	refuse(w, http.StatusUnauthorized, msg)
+}
+
+// refuse answers a request the front door turns away, and closes the
+// connection: what is left of the request's body is never read.
+func refuse(w http.ResponseWriter, status int, msg string) {
+	dropBody(w)
+	http.Error(w, msg, status)
+}
+
+// dropBody makes the connection close after the answer without reading
+// what is left of the request's body. net/http would otherwise read up
+// to 256 KiB of it after the handler, waiting on a client that promised a
+// body and never sends it; a read deadline in the past ends that wait.
+func dropBody(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
+// headerSafe keeps a text printable ASCII, for a header's quoted string.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// readBody reads a POST's body whole, up to MaxRequestBytes. A larger one
+// gets 413 with a JSON-RPC error naming the limit, and the connection is
+// closed without reading the rest; the client's MCP session goes on.
+func readBody(w http.ResponseWriter, r *http.Request) bool {
+	if r.ContentLength > MaxRequestBytes {
+		tooLarge(w, r.ContentLength)
+		return false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestBytes+1))
+	if err != nil {
+		refuse(w, http.StatusBadRequest, "could not read the request body")
+		return false
+	}
+	if len(body) > MaxRequestBytes {
+		tooLarge(w, -1)
+		return false
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	return true
+}
+
+func tooLarge(w http.ResponseWriter, size int64) {
+	dropBody(w)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	json.NewEncoder(w).Encode(mcp.NewJSONRPCError(mcp.NewRequestId(nil), mcp.INVALID_REQUEST, TooLargeMessage(size), map[string]int{"limit": MaxMessageBytes}))
 }
 
 func bearer(r *http.Request) (string, bool) {
@@ -155,61 +298,4 @@ func allowedOrigin(origin string, extra []string) bool {
 		return false
 	}
 	return loopbackHost(u.Host)
-}
-
-// boundIDs binds each Mcp-Session-Id to the token that created it: another
-// token presenting it gets 404, as if it did not exist.
-type boundIDs struct {
-	mu         sync.Mutex
-	owner      map[string]string // mcp session id -> token hash
-	terminated map[string]bool
-}
-
-// ResolveSessionIdManager implements mcpserver.SessionIdManagerResolver.
-func (b *boundIDs) ResolveSessionIdManager(r *http.Request) mcpserver.SessionIdManager {
-	m := &tokenIDs{ids: b}
-	if r != nil {
-		if a, ok := r.Context().Value(authKey{}).(auth); ok {
-			m.tokenHash = a.tokenHash
-		}
-	}
-	return m
-}
-
-type tokenIDs struct {
-	ids       *boundIDs
-	tokenHash string
-}
-
-var errForeignSession = errors.New("unknown session id")
-
-func (t *tokenIDs) Generate() string {
-	var b [16]byte
-	rand.Read(b[:])
-	id := "mcp-" + hex.EncodeToString(b[:])
-	t.ids.mu.Lock()
-	t.ids.owner[id] = t.tokenHash
-	t.ids.mu.Unlock()
-	return id
-}
-
-func (t *tokenIDs) Validate(id string) (bool, error) {
-	t.ids.mu.Lock()
-	defer t.ids.mu.Unlock()
-	owner, ok := t.ids.owner[id]
-	if !ok || t.tokenHash == "" || owner != t.tokenHash {
-		return false, errForeignSession
-	}
-	return t.ids.terminated[id], nil
-}
-
-func (t *tokenIDs) Terminate(id string) (bool, error) {
-	t.ids.mu.Lock()
-	defer t.ids.mu.Unlock()
-	owner, ok := t.ids.owner[id]
-	if !ok || owner != t.tokenHash {
-		return false, errForeignSession
-	}
-	t.ids.terminated[id] = true
-	return false, nil
 }

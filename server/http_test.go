@@ -16,6 +16,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
@@ -29,12 +30,12 @@ type httpEnv struct {
 
 func newHTTPEnv(t *testing.T) *httpEnv {
 	e := newEnv(t, baseConfig)
-	store, err := sessions.Open(e.dataDir.File(SessionsFile))
+	store, err := sessions.Open(e.dataDir.File(SessionsFile), e.vault.DeriveKey(sessions.KeyLabel))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Config: e.broker.Config, Now: e.clock.Now})}
+	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Configs: e.broker.Configs(), Now: e.clock.Now})}
 	h.srv = httptest.NewServer(e.broker.HTTPHandler(h.sessions, HTTPOptions{Loopback: true}))
 	t.Cleanup(h.srv.Close)
 	return h
@@ -42,7 +43,7 @@ func newHTTPEnv(t *testing.T) *httpEnv {
 
 func (h *httpEnv) token(scope string) string {
 	h.t.Helper()
-	_, tok, err := h.sessions.Create(scope, 0, "test")
+	_, tok, err := h.sessions.Create(admin.SessionRequest{Scope: scope, Label: "test"})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -286,14 +287,15 @@ func TestMetricsCountCallsAndSessions(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	metrics := NewMetrics()
 	e.broker.metrics = metrics
-	store, err := sessions.Open(e.dataDir.File(SessionsFile))
+	store, err := sessions.Open(e.dataDir.File(SessionsFile), e.vault.DeriveKey(sessions.KeyLabel))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	m := NewLiveSessions(store, LiveSessionsOptions{Config: e.broker.Config, Now: e.clock.Now})
+	m := NewLiveSessions(store, LiveSessionsOptions{Configs: e.broker.Configs(), Now: e.clock.Now})
 	metrics.CountSessions(m.ActiveCount)
-	srv := httptest.NewServer(e.broker.SocketHandler(m, e.vault, func() error { return nil }, metrics))
+	ops := &adminOps{vault: e.vault, sessions: func() (*LiveSessions, error) { return m, nil }}
+	srv := httptest.NewServer(e.broker.SocketHandler(m, ops, metrics))
 	t.Cleanup(srv.Close)
 	h := &httpEnv{env: e, sessions: m, srv: srv}
 	c, err := h.client(h.token("triage"))

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 
 	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
@@ -18,22 +20,43 @@ import (
 // the broker, persisted in a sessions.Store in the data dir, and kept live
 // in memory while the broker runs, so a session's counters and limiter
 // hold across reconnects and revocation takes effect on the next call.
+//
+// A session runs the config it started with: its bytes are kept in the
+// store beside the session, and a restarted broker compiles those, never
+// the file as it is now. A change of state (an end, a revocation, a
+// tripwire) is written at once; counters are written every second, and a
+// restart takes them back from the audit log, which holds every call.
 type LiveSessions struct {
-	config func() *config.Loaded // the config new and restored sessions start with
-	now    func() time.Time
-	log    *slog.Logger
-	store  *sessions.Store
+	configs *Configs
+	history func(id string) (SessionUsage, error)
+	loaded  func(*config.Loaded, string)
+	now     func() time.Time
+	log     *slog.Logger
+	store   *sessions.Store
 
 	mu     sync.Mutex
-	live   map[string]*Session // by session id
-	byHash map[string]*Session // by token hash, so a request needs no store read
-	dirty  map[string]*Session // counters changed since the last Flush
+	live   map[string]*Session     // by session id
+	byHash map[string]*Session     // by token hash, so a request needs no store read
+	dirty  map[string]*Session     // counters changed since the last Flush
+	saved  map[string]policy.State // the state last written, by session id
+}
+
+// SessionUsage is what the audit log holds of one session's calls.
+type SessionUsage struct {
+	Calls, Denials int
+	LastCall       time.Time
 }
 
 // LiveSessionsOptions is what LiveSessions take from the broker.
 type LiveSessionsOptions struct {
-	// Config returns the config new sessions start with (Broker.Config).
-	Config func() *config.Loaded
+	// Configs are the configs sessions start with (Broker.Configs).
+	Configs *Configs
+	// History, if set, counts a session's calls and denials in the audit
+	// log; a restored session takes the larger of those and its record's.
+	History func(id string) (SessionUsage, error)
+	// ConfigLoaded, if set, is told of every new version of a config file
+	// a session start loaded, and why.
+	ConfigLoaded func(cfg *config.Loaded, why string)
 	// Now is the clock sessions expire by; nil is time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -47,78 +70,116 @@ func NewLiveSessions(store *sessions.Store, o LiveSessionsOptions) *LiveSessions
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &LiveSessions{config: o.Config, now: o.Now, log: o.Logger, store: store,
-		live: map[string]*Session{}, byHash: map[string]*Session{}, dirty: map[string]*Session{}}
+	return &LiveSessions{configs: o.Configs, history: o.History, loaded: o.ConfigLoaded, now: o.Now, log: o.Logger, store: store,
+		live: map[string]*Session{}, byHash: map[string]*Session{}, dirty: map[string]*Session{}, saved: map[string]policy.State{}}
 }
 
 // ErrSessionDead is returned for a token whose session is expired, revoked
 // or ended.
 var ErrSessionDead = errors.New("session is not active")
 
-// Create starts a session of scope and returns its info and phantom
-// token. A ttl longer than the scope allows is refused.
-func (m *LiveSessions) Create(scope string, ttl time.Duration, label string) (policy.SessionInfo, string, error) {
-	cfg := m.config()
-	sc, ok := cfg.Policy.Scope(scope)
-	if !ok {
-		return policy.SessionInfo{}, "", fmt.Errorf("keyhole: scope %q is not defined in %s (defined: %v)", scope, cfg.Path, cfg.Policy.ScopeNames())
-	}
-	if ttl != 0 {
-		if _, err := sc.SessionTTL(ttl); err != nil {
-			return policy.SessionInfo{}, "", err
-		}
-	}
-	s := &Session{Session: policy.NewSession(NewSessionID(), sc, m.now(), ttl, label), cfg: cfg}
-	info := s.Info(m.now())
-	tok, err := m.store.Create(info)
+// End reasons a broker gives.
+const (
+	reasonBrokerStopped = "broker stopped"
+	reasonTampered      = "its record was changed on disk (it fails its MAC)"
+)
+
+// Create starts a session of a scope of the config the request names (the
+// file as it is now) and returns its info and phantom token. A ttl
+// longer than the scope allows is refused.
+func (m *LiveSessions) Create(req admin.SessionRequest) (policy.SessionInfo, string, error) {
+	cfg, changed, err := m.configs.Current(req.Config)
 	if err != nil {
 		return policy.SessionInfo{}, "", err
 	}
-	m.track(s, sessions.Hash(tok))
+	if changed && m.loaded != nil {
+		m.loaded(cfg, "loaded for a new session of scope "+req.Scope)
+	}
+	sc, ok := cfg.Policy.Scope(req.Scope)
+	if !ok {
+		return policy.SessionInfo{}, "", fmt.Errorf("keyhole: scope %q is not defined in %s (defined: %v)", req.Scope, cfg.Path, cfg.Policy.ScopeNames())
+	}
+	if req.TTL != 0 {
+		if _, err := sc.SessionTTL(req.TTL); err != nil {
+			return policy.SessionInfo{}, "", err
+		}
+	}
+	s := &Session{Session: policy.NewSession(NewSessionID(), sc, m.now(), req.TTL, req.Label), cfg: cfg, relay: req.Relay}
+	info := s.Info(m.now())
+	info.Config = cfg.Path
+	s.Session = policy.RestoreSession(info, sc)
+	if err := m.store.PutConfig(cfg.Digest, cfg.Source); err != nil {
+		return policy.SessionInfo{}, "", err
+	}
+	tok, err := m.store.Create(sessions.Record{SessionInfo: info, ConfigSHA256: cfg.Digest, Relay: req.Relay})
+	if err != nil {
+		return policy.SessionInfo{}, "", err
+	}
+	m.track(s, sessions.Hash(tok), info.State)
 	return info, tok, nil
 }
 
 // track makes s live. Its counters are marked dirty after each call and
-// written by Flush, so a call costs no store write; a state change
-// (revoke, end) is written at once.
-func (m *LiveSessions) track(s *Session, tokenHash string) {
-	s.persist = func(policy.SessionInfo) {
+// written by Flush, so a call costs no store write; a change of state
+// (an end, a revocation, a tripwire, expiry) is written at once.
+func (m *LiveSessions) track(s *Session, tokenHash string, saved policy.State) {
+	s.persist = func(info policy.SessionInfo) {
 		m.mu.Lock()
-		m.dirty[s.ID()] = s
+		changed := m.saved[info.ID] != info.State
+		if !changed {
+			m.dirty[info.ID] = s
+		}
 		m.mu.Unlock()
+		if changed {
+			m.saveNow(s)
+		}
 	}
 	m.mu.Lock()
 	m.live[s.ID()] = s
 	m.byHash[tokenHash] = s
+	m.saved[s.ID()] = saved
 	m.mu.Unlock()
 }
 
 // Flush writes the counters of every session that served calls since the
-// last Flush. The broker flushes every second and on shutdown, so a crash
-// loses at most a second of counts.
+// last Flush, in one transaction. The broker flushes every second and on
+// shutdown; after a crash, a restart counts the calls in the audit log.
 func (m *LiveSessions) Flush() {
 	m.mu.Lock()
 	dirty := m.dirty
 	m.dirty = map[string]*Session{}
 	m.mu.Unlock()
+	if len(dirty) == 0 {
+		return
+	}
 	now := m.now()
+	infos := make([]policy.SessionInfo, 0, len(dirty))
 	for _, s := range dirty {
-		if err := m.store.Save(s.Info(now)); err != nil {
-			m.log.Warn("save session", LogSession, s.ID(), LogError, err)
+		infos = append(infos, s.Info(now))
+	}
+	if err := m.store.Save(infos...); err != nil {
+		// One bad record must not lose the others' counters.
+		for _, s := range dirty {
+			m.saveNow(s)
 		}
 	}
 }
 
-// saveNow writes one session's state immediately.
+// saveNow writes one session's state immediately (fsynced).
 func (m *LiveSessions) saveNow(s *Session) {
-	if err := m.store.Save(s.Info(m.now())); err != nil {
+	info := s.Info(m.now())
+	if err := m.store.Save(info); err != nil {
 		m.log.Warn("save session", LogSession, s.ID(), LogError, err)
+		return
 	}
+	m.mu.Lock()
+	m.saved[info.ID] = info.State
+	m.mu.Unlock()
 }
 
 // Authenticate returns the live session a phantom token names. Unknown
 // tokens get sessions.ErrUnknownToken; a session that is no longer active
-// gets ErrSessionDead.
+// (or whose record was changed on disk) gets ErrSessionDead.
 func (m *LiveSessions) Authenticate(tok string) (*Session, error) {
 	if !sessions.WellFormed(tok) {
 		return nil, sessions.ErrUnknownToken
@@ -128,6 +189,10 @@ func (m *LiveSessions) Authenticate(tok string) (*Session, error) {
 	m.mu.Unlock()
 	if !ok {
 		rec, err := m.store.Lookup(tok)
+		if errors.Is(err, sessions.ErrTampered) {
+			m.quarantine(rec.ID)
+			return nil, fmt.Errorf("%w: %s", ErrSessionDead, reasonTampered)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -135,14 +200,26 @@ func (m *LiveSessions) Authenticate(tok string) (*Session, error) {
 			return nil, err
 		}
 	}
-	if st := s.Info(m.now()).State; st != policy.StateActive {
-		return nil, fmt.Errorf("%w: %s", ErrSessionDead, st)
+	if info := s.Info(m.now()); info.State != policy.StateActive {
+		return nil, &DeadSessionError{Info: info}
 	}
 	return s, nil
 }
 
-// get returns the live session of a stored record, restoring it under the
-// current config when this broker has not served it yet.
+// quarantine ends a session whose record failed its MAC.
+func (m *LiveSessions) quarantine(id string) {
+	if id == "" {
+		return
+	}
+	if err := m.store.Quarantine(id, reasonTampered); err != nil {
+		m.log.Warn("end a session whose record was changed", LogSession, id, LogError, err)
+		return
+	}
+	m.log.Warn("session ended: its record was changed on disk", LogSession, id)
+}
+
+// get returns the live session of a stored record, restoring it when this
+// broker has not served it yet (see restore).
 func (m *LiveSessions) get(rec sessions.Record) (*Session, error) {
 	m.mu.Lock()
 	s, ok := m.live[rec.ID]
@@ -150,24 +227,141 @@ func (m *LiveSessions) get(rec sessions.Record) (*Session, error) {
 	if ok {
 		return s, nil
 	}
-	cfg := m.config()
-	sc, ok := cfg.Policy.Scope(rec.Scope)
-	if !ok {
-		return nil, fmt.Errorf("%w: scope %s is no longer defined", ErrSessionDead, rec.Scope)
+	if rec.Tampered {
+		m.quarantine(rec.ID)
+		return nil, fmt.Errorf("%w: %s", ErrSessionDead, reasonTampered)
 	}
-	s = &Session{Session: policy.RestoreSession(rec.SessionInfo, sc), cfg: cfg}
+	s, err := m.restore(rec)
+	if err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	if existing, ok := m.live[rec.ID]; ok {
 		m.mu.Unlock()
 		return existing, nil
 	}
 	m.mu.Unlock()
-	m.track(s, rec.TokenHash)
+	m.track(s, rec.TokenHash, rec.State)
+	if info := s.Info(m.now()); !reflect.DeepEqual(info, rec.SessionInfo) {
+		m.saveNow(s)
+	}
 	return s, nil
 }
 
+// restore rebuilds a stored session under the config it started with,
+// compiled from the bytes kept with it. An active session takes back the
+// calls and denials the audit log holds of it, its expiry is clamped to
+// its creation plus its scope's ttl, and its tripwire fires if its
+// denials reached max_denials. A session whose config cannot be had or
+// compiled any more is ended with the reason.
+func (m *LiveSessions) restore(rec sessions.Record) (*Session, error) {
+	cfg, err := m.pinned(rec)
+	var sc *policy.Scope
+	if err == nil {
+		var ok bool
+		if sc, ok = cfg.Policy.Scope(rec.Scope); !ok {
+			err = fmt.Errorf("scope %s is not in the config it started with", rec.Scope)
+		}
+	}
+	if err != nil {
+		if rec.State == policy.StateActive {
+			rec.State, rec.EndReason = policy.StateEnded, "its scope cannot be restored: "+err.Error()
+			if serr := m.store.Save(rec.SessionInfo); serr != nil {
+				m.log.Warn("end session", LogSession, rec.ID, LogError, serr)
+			}
+			m.log.Warn("session ended: its scope cannot be restored", LogSession, rec.ID, LogError, err)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrSessionDead, rec.EndReason)
+	}
+	info := rec.SessionInfo
+	if info.State == policy.StateActive && m.history != nil {
+		u, err := m.history(rec.ID)
+		if err != nil {
+			m.log.Warn("count a session's calls in the audit log", LogSession, rec.ID, LogError, err)
+		}
+		info.Calls, info.Denials = max(info.Calls, u.Calls), max(info.Denials, u.Denials)
+		if u.LastCall.After(info.LastCall) {
+			info.LastCall = u.LastCall
+		}
+	}
+	return &Session{Session: policy.RestoreSession(info, sc), cfg: cfg, relay: rec.Relay}, nil
+}
+
+// pinned returns the config a stored session started with.
+func (m *LiveSessions) pinned(rec sessions.Record) (*config.Loaded, error) {
+	if rec.ConfigSHA256 == "" {
+		return nil, errors.New("its record names no config (it was written by an older keyhole)")
+	}
+	body, err := m.store.Config(rec.ConfigSHA256)
+	if err != nil {
+		return nil, fmt.Errorf("the config it started with is not kept: %w", err)
+	}
+	cfg, err := m.configs.Pinned(rec.ConfigSHA256, rec.Config, body)
+	if err != nil {
+		return nil, fmt.Errorf("the config it started with no longer loads: %w", err)
+	}
+	return cfg, nil
+}
+
+// Restore runs when a broker starts: every session a stopped or killed
+// broker left active is restored under its own config (see restore) and
+// written back; a relayed stdio session, whose client went with that
+// broker, is ended (reason: broker stopped); a record changed on disk is
+// ended for good. It returns how many sessions it restored and ended.
+func (m *LiveSessions) Restore() (restored, ended int, err error) {
+	recs, err := m.store.List()
+	if err != nil {
+		return 0, 0, err
+	}
+	now := m.now()
+	for _, r := range recs {
+		switch {
+		case r.Tampered:
+			if r.State != policy.StateEnded || r.EndReason != reasonTampered {
+				m.quarantine(r.ID)
+				ended++
+			}
+		case r.State != policy.StateActive || !now.Before(r.Expires):
+		case r.Relay:
+			r.State, r.EndReason = policy.StateEnded, reasonBrokerStopped
+			if err := m.store.Save(r.SessionInfo); err != nil {
+				return restored, ended, err
+			}
+			ended++
+		default:
+			s, err := m.get(r)
+			if err != nil || s.Info(now).State != policy.StateActive {
+				ended++
+				continue
+			}
+			restored++
+		}
+	}
+	return restored, ended, nil
+}
+
+// EndRelays ends every relayed stdio session this broker serves: their
+// clients cannot reach a broker that stops.
+func (m *LiveSessions) EndRelays(reason string) {
+	m.mu.Lock()
+	var relays []*Session
+	for _, s := range m.live {
+		if s.relay {
+			relays = append(relays, s)
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range relays {
+		if s.Info(m.now()).State == policy.StateActive {
+			s.End(reason)
+			m.saveNow(s)
+			s.endMinted(context.Background(), m.log)
+		}
+	}
+}
+
 // List returns every session's current state, oldest first. Without all,
-// only active sessions.
+// only active sessions. A record changed on disk is listed as ended.
 func (m *LiveSessions) List(all bool) ([]policy.SessionInfo, error) {
 	recs, err := m.store.List()
 	if err != nil {
@@ -177,6 +371,9 @@ func (m *LiveSessions) List(all bool) ([]policy.SessionInfo, error) {
 	var out []policy.SessionInfo
 	for _, r := range recs {
 		info := r.SessionInfo
+		if r.Tampered {
+			info.State, info.EndReason = policy.StateEnded, reasonTampered
+		}
 		m.mu.Lock()
 		if s, ok := m.live[r.ID]; ok {
 			info = s.Info(now)
@@ -200,6 +397,13 @@ func (m *LiveSessions) Show(id string) (policy.SessionInfo, error) {
 	}
 	s, err := m.get(rec)
 	if err != nil {
+		// Not live: as stored (restore may just have ended it).
+		if again, gerr := m.store.Get(id); gerr == nil {
+			rec = again
+		}
+		if rec.Tampered {
+			rec.State, rec.EndReason = policy.StateEnded, reasonTampered
+		}
 		return rec.SessionInfo, nil
 	}
 	return s.Info(m.now()), nil
@@ -256,14 +460,23 @@ func (m *LiveSessions) End(id, reason string) error {
 
 // ActiveCount is the number of active sessions this broker holds.
 func (m *LiveSessions) ActiveCount() int {
+	n, _ := m.counts()
+	return n
+}
+
+// counts returns the active sessions this broker holds, and how many of
+// them are relayed stdio clients.
+func (m *LiveSessions) counts() (active, relays int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	n := 0
 	for _, s := range m.live {
 		if s.Info(now).State == policy.StateActive {
-			n++
+			active++
+			if s.relay {
+				relays++
+			}
 		}
 	}
-	return n
+	return active, relays
 }

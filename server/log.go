@@ -37,7 +37,7 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		if f, ok := w.(*os.File); ok {
 			noColor = !term.IsTerminal(int(f.Fd()))
 		}
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: noColor})), nil
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: noColor})), nil
 	default:
 		return nil, fmt.Errorf("server: log format %q: want text or json", format)
 	}

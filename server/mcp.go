@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -56,6 +57,10 @@ func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *config.Loaded) {
 // allows, and a call to any other tool is refused as unknown.
 func (b *Broker) newMCPServer() *mcpserver.MCPServer {
 	hooks := &mcpserver.Hooks{}
+	// How many MCP sessions mcp-go holds: what one token could grow
+	// without the cap of HTTPOptions.SessionsPerToken.
+	hooks.AddOnRegisterSession(func(context.Context, mcpserver.ClientSession) { b.mcpSessions.Add(1) })
+	hooks.AddOnUnregisterSession(func(context.Context, mcpserver.ClientSession) { b.mcpSessions.Add(-1) })
 	hooks.AddAfterInitialize(func(ctx context.Context, _ any, req *mcp.InitializeRequest, _ *mcp.InitializeResult) {
 		if s, ok := SessionFrom(ctx); ok {
 			s.SetClient(req.Params.ClientInfo.Name, req.Params.ClientInfo.Version)
@@ -92,7 +97,6 @@ func (b *Broker) newMCPServer() *mcpserver.MCPServer {
 			return b.scopeTools(s.cfg, s.Scope())
 		}),
 	)
-	b.registerTools(srv, b.cfg.Load())
 	return srv
 }
 
@@ -134,7 +138,12 @@ func toolResult(o *Outcome) *mcp.CallToolResult {
 	if o.Result == nil {
 		return mcp.NewToolResultError(o.Message)
 	}
-	return mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
+	res := mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
+	res.IsError = o.Result.UpstreamError
+	if o.Note != "" {
+		res.Content = append(res.Content, mcp.NewTextContent("("+o.Note+")"))
+	}
+	return res
 }
 
 // scopeTools is the tool list the sessions of a scope of cfg see, built
@@ -165,9 +174,53 @@ func mcpTool(t tools.Tool, sc *policy.Scope) mcp.Tool {
 		}
 		readOnly = sc.ReadOnly(t.Name())
 	}
-	tool := mcp.NewToolWithRawSchema(t.Name(), desc, t.InputSchema())
+	tool := mcp.NewToolWithRawSchema(t.Name(), desc, narrowMethods(t, sc))
 	tool.Annotations.ReadOnlyHint = &readOnly
 	open := true
 	tool.Annotations.OpenWorldHint = &open
 	return tool
+}
+
+// Build is what `keyhole version --json` prints.
+type Build struct {
+	Version  string `json:"version"`
+	Go       string `json:"go"`
+	Platform string `json:"platform"`
+	// Protocols are the MCP revisions keyhole serves, newest first.
+	Protocols []string `json:"mcp_protocols"`
+}
+
+// BuildInfo describes this binary.
+func BuildInfo() Build {
+	return Build{Version: Version, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, Protocols: slices.Clone(mcp.ValidProtocolVersions)}
+}
+
+// narrowMethods is the tool's input schema as a scope's session sees it:
+// the method of a generic http tool limited to the methods the scope
+// grants on it, so the model is not offered a method every call of which
+// is denied. Other schemas are the tool's own.
+func narrowMethods(t tools.Tool, sc *policy.Scope) json.RawMessage {
+	schema := t.InputSchema()
+	if sc == nil || t.Kind() != "http" || t.Info().Method != "" {
+		return schema
+	}
+	methods := sc.Methods(t.Name())
+	if len(methods) == 0 {
+		return schema
+	}
+	var doc map[string]any
+	if json.Unmarshal(schema, &doc) != nil {
+		return schema
+	}
+	props, _ := doc["properties"].(map[string]any)
+	method, _ := props["method"].(map[string]any)
+	if method == nil {
+		return schema
+	}
+	method["enum"] = methods
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return schema
+	}
+	return out
 }

@@ -44,3 +44,31 @@ func (m *Metrics) CountSessions(count func() int) {
 		Name: "keyhole_active_sessions", Help: "Sessions that are active (not expired, revoked or ended).",
 	}, func() float64 { return float64(count()) }))
 }
+
+// CountConns reports a TCP listener's connections: those held
+// (keyhole_http_connections) and those closed unread because a cap was
+// reached (keyhole_http_connections_refused_total).
+func (m *Metrics) CountConns(l *connLimit) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyhole_http_connections", Help: "TCP connections the MCP listener holds.",
+		}, func() float64 { return float64(l.Open()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "keyhole_http_connections_refused_total", Help: "TCP connections closed unread: over the cap in total or from one address.",
+		}, func() float64 { return float64(l.Refused()) }),
+	)
+}
+
+// CountMCPSessions reports the MCP sessions the broker holds open as the
+// keyhole_mcp_sessions gauge.
+func (m *Metrics) CountMCPSessions(count func() int64) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keyhole_mcp_sessions", Help: "MCP sessions (initialize handshakes) the broker holds open.",
+	}, func() float64 { return float64(count()) }))
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
@@ -77,26 +79,30 @@ func closedAddr(t *testing.T) string {
 // argument, a denied call) and upstreams that echo the query-injected key
 // in a 500 or fail with a URL carrying it leave no form of the secret in
 // the audit records, the audit file on disk, the logs or anything the agent
-// received, with arguments stored in full or hashed.
+// received, with arguments stored in full or hashed. Arguments that carry
+// the secret are refused before anything goes upstream and end the
+// session (invariant 9), so each call runs in a session of its own.
 func TestInvariant1_AuditHoldsNoSecretInAnyForm(t *testing.T) {
+	const probe = policy.CodeSecretInArguments
 	calls := []struct {
 		name     string
 		tool     string
 		args     map[string]any
 		decision audit.Decision
+		code     string
 		status   int
 	}{
-		{"secret as query value", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"q": testSecret}}, audit.Allow, 200},
-		{"secret as query name", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{testSecret: "1"}}, audit.Allow, 200},
-		{"secret in path", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues/" + testSecret}, audit.Allow, 200},
-		{"secret in body", "github", map[string]any{"method": "POST", "path": "/repos/acme/api/issues/7/comments", "body": map[string]any{"body": "token is " + testSecret}}, audit.Allow, 201},
-		{"secret base64 in body", "github", map[string]any{"method": "POST", "path": "/repos/acme/api/issues/7/comments", "body": base64.StdEncoding.EncodeToString([]byte(testSecret))}, audit.Allow, 201},
-		{"secret in a denied call", "github", map[string]any{"method": "GET", "path": "/admin", "query": map[string]any{"k": testSecret}}, audit.Deny, 0},
-		{"secret in a denied path", "github", map[string]any{"method": "DELETE", "path": "/repos/acme/api/issues/" + testSecret}, audit.Deny, 0},
-		{"secret in an unknown argument", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "url": testSecret}, audit.Deny, 0},
-		{"key echoed in a 500", "keyed", map[string]any{"method": "GET", "path": "/fail"}, audit.Allow, 500},
-		{"key echoed in a 500 with the secret sent", "keyed", map[string]any{"method": "POST", "path": "/fail", "body": testSecret}, audit.Allow, 500},
-		{"key in a dial error", "dead", map[string]any{"method": "GET", "path": "/x"}, audit.Error, 0},
+		{"secret as query value", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"q": testSecret}}, audit.Deny, probe, 0},
+		{"secret as query name", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{testSecret: "1"}}, audit.Deny, probe, 0},
+		{"secret in path", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues/" + testSecret}, audit.Deny, probe, 0},
+		{"secret in body", "github", map[string]any{"method": "POST", "path": "/repos/acme/api/issues/7/comments", "body": map[string]any{"body": "token is " + testSecret}}, audit.Deny, probe, 0},
+		{"secret base64 in body", "github", map[string]any{"method": "POST", "path": "/repos/acme/api/issues/7/comments", "body": base64.StdEncoding.EncodeToString([]byte(testSecret))}, audit.Deny, probe, 0},
+		{"secret in a denied call", "github", map[string]any{"method": "GET", "path": "/admin", "query": map[string]any{"k": testSecret}}, audit.Deny, probe, 0},
+		{"secret in a denied path", "github", map[string]any{"method": "DELETE", "path": "/repos/acme/api/issues/" + testSecret}, audit.Deny, probe, 0},
+		{"secret in an unknown argument", "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "url": testSecret}, audit.Deny, probe, 0},
+		{"key echoed in a 500", "keyed", map[string]any{"method": "GET", "path": "/fail"}, audit.Allow, "", 500},
+		{"key echoed in a 500 with the secret sent", "keyed", map[string]any{"method": "POST", "path": "/fail", "body": testSecret}, audit.Deny, probe, 0},
+		{"key in a dial error", "dead", map[string]any{"method": "GET", "path": "/x"}, audit.Error, "upstream_error", 0},
 	}
 	for _, mode := range []string{audit.ArgsFull, audit.ArgsHashed} {
 		t.Run(mode, func(t *testing.T) {
@@ -104,15 +110,24 @@ func TestInvariant1_AuditHoldsNoSecretInAnyForm(t *testing.T) {
 			cfg := strings.NewReplacer("%ECHO%", echo.URL, "%DEAD%", "http://"+closedAddr(t)).Replace(redactionConfig)
 			e := newEnv(t, cfg)
 			e.useArgsMode(mode)
-			c, wire := e.connect("triage")
 			for _, tc := range calls {
-				res := servertest.CallTool(t, c, tc.tool, tc.args)
-				if res.IsError != (tc.decision != audit.Allow) {
-					t.Fatalf("%s: result isError=%v: %s", tc.name, res.IsError, servertest.ResultText(res))
-				}
+				t.Run(tc.name, func(t *testing.T) {
+					c, wire := e.connectFor(t, "triage")
+					res := servertest.CallTool(t, c, tc.tool, tc.args)
+					if res.IsError != (tc.decision != audit.Allow) {
+						t.Fatalf("result isError=%v: %s", res.IsError, servertest.ResultText(res))
+					}
+					if tc.code == probe && !strings.Contains(servertest.ResultText(res), "ask the user for a new session") {
+						t.Fatalf("a call carrying the secret = %s, want the session ended", servertest.ResultText(res))
+					}
+					assertNoSecret(t, "bytes the agent received", wire.Bytes())
+				})
 			}
-			if got := echo.Requests(); len(got) != 2 || !strings.Contains(got[0].Query, "api_key=") {
-				t.Fatalf("echo upstream received %+v, want two requests carrying the injected key", got)
+			if got := echo.Requests(); len(got) != 1 || !strings.Contains(got[0].Query, "api_key=") {
+				t.Fatalf("echo upstream received %+v, want one request carrying the injected key", got)
+			}
+			if got := e.up.Requests(); len(got) != 0 {
+				t.Fatalf("upstream received %d requests carrying the secret, want none", len(got))
 			}
 
 			recs := e.records()
@@ -121,8 +136,8 @@ func TestInvariant1_AuditHoldsNoSecretInAnyForm(t *testing.T) {
 			}
 			for i, tc := range calls {
 				r := recs[i]
-				if r.Decision != tc.decision || r.Status != tc.status {
-					t.Errorf("%s: record decision %s status %d, want %s %d", tc.name, r.Decision, r.Status, tc.decision, tc.status)
+				if r.Decision != tc.decision || r.Status != tc.status || r.Code != tc.code {
+					t.Errorf("%s: record decision %s code %q status %d, want %s %q %d", tc.name, r.Decision, r.Code, r.Status, tc.decision, tc.code, tc.status)
 				}
 				switch mode {
 				case audit.ArgsFull:
@@ -156,7 +171,6 @@ func TestInvariant1_AuditHoldsNoSecretInAnyForm(t *testing.T) {
 				assertNoSecret(t, name+" on disk", file)
 			}
 			assertNoSecret(t, "logs", []byte(e.logs.String()))
-			assertNoSecret(t, "bytes the agent received", wire.Bytes())
 		})
 	}
 }
@@ -206,12 +220,25 @@ func TestInvariant1_AuditScrubsEveryPartOfTheCredential(t *testing.T) {
 	if err := e.vault.Set("basic_cred", []byte("svc:"+password), "test"); err != nil {
 		t.Fatal(err)
 	}
-	c, wire := e.connect("basic")
-	allowed := servertest.CallTool(t, c, "basicapi", map[string]any{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"p": password}})
-	denied := servertest.CallTool(t, c, "basicapi", map[string]any{"method": "GET", "path": "/admin/" + password})
-	if allowed.IsError || !denied.IsError {
-		t.Fatalf("allowed call: %s; denied call: %s", servertest.ResultText(allowed), servertest.ResultText(denied))
+	// Each call carries the password: each is refused and ends its session.
+	var wires [][]byte
+	for _, args := range []map[string]any{
+		{"method": "GET", "path": "/repos/acme/api/issues", "query": map[string]any{"p": password}},
+		{"method": "GET", "path": "/admin/" + password},
+	} {
+		t.Run(fmt.Sprint(args["path"]), func(t *testing.T) {
+			c, wire := e.connectFor(t, "basic")
+			res := servertest.CallTool(t, c, "basicapi", args)
+			if !res.IsError || !strings.Contains(servertest.ResultText(res), "ask the user for a new session") {
+				t.Fatalf("call carrying the password = %s, want the session ended", servertest.ResultText(res))
+			}
+			wires = append(wires, wire.Bytes())
+		})
 	}
+	if len(e.up.Requests()) != 0 {
+		t.Fatalf("upstream received %d requests carrying the password", len(e.up.Requests()))
+	}
+	wire := bytes.Join(wires, nil)
 	recs := e.records()
 	if len(recs) != 2 {
 		t.Fatalf("audit has %d records, want 2", len(recs))
@@ -221,8 +248,8 @@ func TestInvariant1_AuditScrubsEveryPartOfTheCredential(t *testing.T) {
 		if strings.Contains(string(raw), form) {
 			t.Fatalf("audit records hold the password (%q): %s", form, raw)
 		}
-		if strings.Contains(string(wire.Bytes()), "/admin/"+form) {
-			t.Fatalf("the denial shown to the agent quotes the password: %s", wire.Bytes())
+		if strings.Contains(string(wire), form) {
+			t.Fatalf("what the agent received quotes the password: %s", wire)
 		}
 	}
 }

@@ -25,13 +25,13 @@ func (r *AuditReader) ReportSources(cfg *config.Loaded, now time.Time) (*report.
 		return nil, err
 	}
 	src := &report.Sources{Log: r.Log, Config: cfg, Secrets: metas, Now: now}
-	src.Sessions, src.SessionsNote = sessionRecords(r.dir)
+	src.Sessions, src.SessionsNote = sessionRecords(r.dir, r.vault.DeriveKey(sessions.KeyLabel))
 	return src, nil
 }
 
-// sessionRecords reads every session record of dir, or says why it could
-// not.
-func sessionRecords(dir string) ([]policy.SessionInfo, string) {
+// sessionRecords reads every session record of dir (key checks their MACs
+// when they are read from the store), or says why it could not.
+func sessionRecords(dir string, key []byte) ([]policy.SessionInfo, string) {
 	if c, err := admin.Dial(dir); err == nil {
 		list, err := c.SessionList(true)
 		if err == nil {
@@ -39,16 +39,24 @@ func sessionRecords(dir string) ([]policy.SessionInfo, string) {
 		}
 		return nil, fmt.Sprintf("the broker did not list its sessions: %v", err)
 	}
-	recs, err := sessions.Snapshot(filepath.Join(dir, SessionsFile))
+	recs, err := sessions.Snapshot(filepath.Join(dir, SessionsFile), key)
 	if errors.Is(err, sessions.ErrNoStore) {
 		return nil, "no phantom-token session was ever started here"
 	}
 	if err != nil {
 		return nil, fmt.Sprintf("the session store could not be read: %v", err)
 	}
-	out := make([]policy.SessionInfo, len(recs))
-	for i, rec := range recs {
-		out[i] = rec.SessionInfo
+	var out []policy.SessionInfo
+	tampered := 0
+	for _, rec := range recs {
+		if rec.Tampered {
+			tampered++ // what it says cannot be trusted: the audit says the rest
+			continue
+		}
+		out = append(out, rec.SessionInfo)
+	}
+	if tampered > 0 {
+		return out, fmt.Sprintf("%d session records fail their integrity check and are left out", tampered)
 	}
 	return out, ""
 }
@@ -67,6 +75,6 @@ func ReportSourcesWithoutLog(dir string, keys KeySource, cfg *config.Loaded, now
 		return nil, err
 	}
 	src := &report.Sources{Log: report.NoCalls, Config: cfg, Secrets: metas, Now: now}
-	src.Sessions, src.SessionsNote = sessionRecords(dir)
+	src.Sessions, src.SessionsNote = sessionRecords(dir, v.DeriveKey(sessions.KeyLabel))
 	return src, nil
 }

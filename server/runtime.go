@@ -2,9 +2,12 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/tools"
@@ -13,6 +16,10 @@ import (
 
 // auditKeyLabel derives the audit MAC key from the master key.
 const auditKeyLabel = "keyhole audit v1"
+
+// accessKeyLabel derives the key of access requests' MACs (approvals and
+// stored records) from the master key.
+const accessKeyLabel = "keyhole access v1"
 
 // KeySource says where the master key comes from: the environment, a key
 // file, or a passphrase.
@@ -35,6 +42,11 @@ type RuntimeOptions struct {
 	Env        tools.Env
 	Now        func() time.Time
 	Metrics    *Metrics
+	// Approvals opens the access requests (access.db): calls that need a
+	// person's approval are held for an answer on the broker's socket.
+	// Without it such calls are denied (a standalone stdio session has
+	// no socket to answer on).
+	Approvals bool
 }
 
 // Runtime is everything a serving keyhole process holds: the locked data
@@ -43,13 +55,19 @@ type Runtime struct {
 	DataDir *DataDir
 	Vault   *vault.Vault
 	Audit   *audit.Log
-	Broker  *Broker
+	// Access holds access requests; nil without RuntimeOptions.Approvals.
+	Access *access.Manager
+	Broker *Broker
 }
 
 // Open locks the data dir, loads the config, and opens the vault and the
 // audit log. Close releases them in reverse order.
 func Open(o RuntimeOptions) (*Runtime, error) {
-	cfg, err := config.Load(o.ConfigPath, o.Env)
+	path, err := filepath.Abs(o.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("keyhole: config %s: %w", o.ConfigPath, err)
+	}
+	cfg, err := config.Load(path, o.Env)
 	if err != nil {
 		return nil, err
 	}
@@ -64,16 +82,7 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 		return nil, err
 	}
 	rt.Vault = v
-	log, err := audit.Open(audit.Options{
-		Path:       dd.File(AuditFile),
-		Legacy:     dd.File(LegacyAuditFile),
-		Key:        v.DeriveKey(auditKeyLabel),
-		Checkpoint: v,
-		Arguments:  cfg.Config.Audit.Arguments,
-		Mirror:     cfg.Config.Audit.Mirror,
-		Anchor:     cfg.Config.Audit.Anchor,
-		Now:        o.Now,
-	})
+	log, err := openAuditLog(dd, v, cfg.Config.Audit, o.Now)
 	if err != nil {
 		rt.Close()
 		return nil, err
@@ -89,10 +98,18 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 			return nil, err
 		}
 	}
+	if o.Approvals {
+		if rt.Access, err = openAccess(dd, v, log, o); err != nil {
+			rt.Close()
+			return nil, err
+		}
+	}
 	rt.Broker = NewBroker(Options{
 		Config:  cfg,
+		Env:     o.Env,
 		Secrets: v,
 		Audit:   auditLog{log},
+		Access:  rt.Access,
 		Logger:  o.Logger,
 		Now:     o.Now,
 		Metrics: o.Metrics,
@@ -103,6 +120,9 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 // Close flushes the audit log and releases the vault and the data dir.
 func (rt *Runtime) Close() error {
 	var errs []error
+	if rt.Access != nil {
+		errs = append(errs, rt.Access.Close())
+	}
 	if rt.Audit != nil {
 		errs = append(errs, rt.Audit.Close())
 	}
@@ -113,4 +133,19 @@ func (rt *Runtime) Close() error {
 		errs = append(errs, rt.DataDir.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// openAuditLog opens the audit log of a data dir this process owns, for
+// writing, under the audit: section of a config.
+func openAuditLog(dd *DataDir, v *vault.Vault, a config.Audit, now func() time.Time) (*audit.Log, error) {
+	return audit.Open(audit.Options{
+		Path:       dd.File(AuditFile),
+		Legacy:     dd.File(LegacyAuditFile),
+		Key:        v.DeriveKey(auditKeyLabel),
+		Checkpoint: v,
+		Arguments:  a.Arguments,
+		Mirror:     a.Mirror,
+		Anchor:     a.Anchor,
+		Now:        now,
+	})
 }

@@ -7,12 +7,15 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/sessions"
@@ -33,8 +36,8 @@ type ServeOptions struct {
 	InsecureHTTP bool
 	// AllowedOrigins are extra Origin values accepted on a loopback listener.
 	AllowedOrigins []string
-	// IdleExit, if set, stops the broker once it has had no active session
-	// and no request for this long.
+	// IdleExit, if set, stops the broker once it has served no stdio
+	// client and no request for this long.
 	IdleExit time.Duration
 	// Reload re-reads the config when it receives (SIGHUP).
 	Reload <-chan struct{}
@@ -42,16 +45,41 @@ type ServeOptions struct {
 	ShutdownTimeout time.Duration
 	// Ready, if set, is called with the listeners' addresses once serving.
 	Ready func(socket, http net.Addr)
+	// AutoStarted marks a broker a `keyhole stdio` started in the
+	// background: a helper for stdio clients that an operator's serve, or
+	// a newer stdio, may replace.
+	AutoStarted bool
+	// CommandLine is the command as the user typed it, for messages that
+	// say what to run.
+	CommandLine string
+	// MaxConns and MaxConnsPerSource cap the connections of the TCP
+	// listeners, in total and from one address (0: DefaultMaxConns,
+	// DefaultMaxConnsPerSource). The unix socket is not counted.
+	MaxConns, MaxConnsPerSource int
+	// SessionsPerToken and SessionIdleTTL bound the MCP sessions of a
+	// phantom token (see HTTPOptions).
+	SessionsPerToken int
+	SessionIdleTTL   time.Duration
 }
 
-// Serve runs the broker until ctx is done: it owns the data dir, listens on
-// its unix socket and optionally on TCP, and on shutdown stops accepting,
-// lets in-flight calls finish, and flushes the audit log.
+// Serve runs the broker until ctx is done, `keyhole stop` asks it to stop
+// or it has been idle for IdleExit: it owns the data dir, listens on its
+// unix socket and optionally on TCP, and on shutdown stops accepting,
+// lets in-flight calls finish, ends its relayed stdio sessions (reason:
+// broker stopped) and flushes the audit log. A broker a `keyhole stdio`
+// started in the background, serving no stdio client, is stopped and
+// replaced; any other running broker is an error that says what to run.
 func Serve(ctx context.Context, o ServeOptions) error {
+	if err := SharedBrokerSupported(); err != nil {
+		return err
+	}
 	if o.HTTPAddr != "" {
 		if err := checkListenAddr(o); err != nil {
 			return err
 		}
+	}
+	if err := takeOver(ctx, o); err != nil {
+		return err
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics()
@@ -62,66 +90,139 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		// A reloaded config goes on with the OAuth 2.0 tokens of the old.
 		o.Env.Tokens = tools.NewTokens()
 	}
+	o.Approvals = true // the socket takes the answers to access requests
 	rt, err := Open(o.RuntimeOptions)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
-	store, err := sessions.Open(rt.DataDir.File(SessionsFile))
+	store, err := sessions.Open(rt.DataDir.File(SessionsFile), rt.Vault.DeriveKey(sessions.KeyLabel))
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	b := rt.Broker
-	m := NewLiveSessions(store, LiveSessionsOptions{Config: b.Config, Now: b.now, Logger: b.log})
-	o.Metrics.CountSessions(m.ActiveCount)
-	reload := func() error { return reloadConfig(b, rt.Audit, o.ConfigPath, o.Env) }
-
-	activity := &idleTracker{last: time.Now()}
-	sock, err := ListenSocket(rt.DataDir)
+	p := &brokerProc{o: o, rt: rt, b: rt.Broker, started: time.Now(), stop: make(chan struct{})}
+	b := p.b
+	p.m = NewLiveSessions(store, LiveSessionsOptions{
+		Configs:      b.Configs(),
+		History:      auditUsage(rt.Audit),
+		ConfigLoaded: func(cfg *config.Loaded, why string) { auditConfig(b, rt.Audit, cfg, why) },
+		Now:          b.now,
+		Logger:       b.log,
+	})
+	restored, ended, err := p.m.Restore()
 	if err != nil {
 		return err
 	}
-	servers := []*http.Server{{Handler: activity.wrap(b.SocketHandler(m, rt.Vault, reload, o.Metrics)), ReadHeaderTimeout: 10 * time.Second}}
-	listeners := []net.Listener{sock}
-	tlsFlags := []bool{false}
+	if restored+ended > 0 {
+		b.log.Info("sessions restored from the data dir", "restored", restored, "ended", ended)
+	}
+	o.Metrics.CountSessions(p.m.ActiveCount)
+	o.Metrics.CountMCPSessions(b.MCPSessions)
+	if err := p.listen(&self); err != nil {
+		return err
+	}
+	return p.run(ctx)
+}
 
-	var httpAddr net.Addr
+// brokerProc is one run of `keyhole serve`: its runtime, its sessions,
+// its listeners and what stops it.
+type brokerProc struct {
+	o       ServeOptions
+	rt      *Runtime
+	b       *Broker
+	m       *LiveSessions
+	started time.Time
+
+	activity  *idleTracker
+	streams   streamCloser
+	servers   []*http.Server
+	listeners []net.Listener
+	tlsFlags  []bool
+	addrs     admin.Listeners
+	httpOpts  HTTPOptions
+
+	stop     chan struct{} // closed by `keyhole stop`
+	stopOnce sync.Once
+}
+
+// listen opens the unix socket, and the HTTP and metrics listeners asked
+// for.
+func (p *brokerProc) listen(self *selfAddrs) error {
+	b, o := p.b, p.o
+	p.activity = &idleTracker{last: time.Now()}
+	sock, err := ListenSocket(p.rt.DataDir)
+	if err != nil {
+		return err
+	}
+	p.addrs.Socket = sock.Addr().String()
+	ops := &adminOps{
+		vault:    p.rt.Vault,
+		sessions: func() (*LiveSessions, error) { return p.m, nil },
+		reload:   p.reload,
+		status:   p.status,
+		stop:     p.requestStop,
+		log:      b.log,
+		config:   func() (*config.Loaded, error) { return b.Config(), nil },
+		logins:   &pendingLogins{},
+		access:   b.access,
+		changes:  recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now},
+	}
+	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL}
+	p.add(sock, p.streams.wrap(p.activity.wrap(b.socketHandler(p.m, ops, o.Metrics, p.httpOpts))), false)
+
 	if o.HTTPAddr != "" {
-		l, err := net.Listen("tcp", o.HTTPAddr)
+		tcp, err := net.Listen("tcp", o.HTTPAddr)
 		if err != nil {
-			sock.Close()
+			p.closeListeners()
 			return fmt.Errorf("keyhole: listen on %s: %w", o.HTTPAddr, err)
 		}
-		httpAddr = l.Addr()
+		l := limitConns(tcp, o.MaxConns, o.MaxConnsPerSource)
+		o.Metrics.CountConns(l)
+		p.addrs.HTTP = l.Addr().String()
 		self.add(l.Addr())
 		loop := isLoopbackAddr(l.Addr())
-		h := b.HTTPHandler(m, HTTPOptions{Loopback: loop, AllowedOrigins: o.AllowedOrigins})
-		servers = append(servers, &http.Server{Handler: activity.wrap(h), ReadHeaderTimeout: 10 * time.Second})
-		listeners = append(listeners, l)
-		tlsFlags = append(tlsFlags, o.TLSCert != "")
+		tcpOpts := p.httpOpts
+		tcpOpts.Loopback = loop
+		h := b.HTTPHandler(p.m, tcpOpts)
+		p.add(l, p.streams.wrap(p.activity.wrap(h)), o.TLSCert != "")
 		if !loop && o.TLSCert == "" {
 			b.log.Warn("serving MCP over plain HTTP on a non-loopback address: tokens travel in clear text", LogAddr, l.Addr().String())
 		}
 	}
 	if o.MetricsAddr != "" {
-		l, err := net.Listen("tcp", o.MetricsAddr)
+		tcp, err := net.Listen("tcp", o.MetricsAddr)
 		if err != nil {
-			for _, l := range listeners {
-				l.Close()
-			}
+			p.closeListeners()
 			return fmt.Errorf("keyhole: listen on %s: %w", o.MetricsAddr, err)
 		}
+		l := limitConns(tcp, o.MaxConns, o.MaxConnsPerSource)
+		p.addrs.Metrics = l.Addr().String()
 		self.add(l.Addr())
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
-		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second})
-		listeners = append(listeners, l)
-		tlsFlags = append(tlsFlags, false)
+		p.add(l, mux, false)
 	}
+	return nil
+}
 
-	errc := make(chan error, len(servers))
-	for i, srv := range servers {
+func (p *brokerProc) add(l net.Listener, h http.Handler, useTLS bool) {
+	p.servers = append(p.servers, newHTTPServer(h))
+	p.listeners = append(p.listeners, l)
+	p.tlsFlags = append(p.tlsFlags, useTLS)
+}
+
+func (p *brokerProc) closeListeners() {
+	for _, l := range p.listeners {
+		l.Close()
+	}
+}
+
+// run serves until the broker is told to stop, then shuts down.
+func (p *brokerProc) run(ctx context.Context) error {
+	b, o := p.b, p.o
+	errc := make(chan error, len(p.servers))
+	for i, srv := range p.servers {
 		go func(srv *http.Server, l net.Listener, useTLS bool) {
 			var err error
 			if useTLS {
@@ -132,11 +233,15 @@ func Serve(ctx context.Context, o ServeOptions) error {
 			if !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
-		}(srv, listeners[i], tlsFlags[i])
+		}(srv, p.listeners[i], p.tlsFlags[i])
 	}
-	b.log.Info("broker serving", "socket", sock.Addr().String(), "http", addrString(httpAddr), LogConfig, o.ConfigPath)
+	b.log.Info("broker serving", "socket", p.addrs.Socket, "http", p.addrs.HTTP, LogConfig, b.Config().Path, "version", Version, "pid", os.Getpid())
 	if o.Ready != nil {
-		o.Ready(sock.Addr(), httpAddr)
+		var httpAddr net.Addr
+		if o.HTTPAddr != "" {
+			httpAddr = p.listeners[1].Addr()
+		}
+		o.Ready(p.listeners[0].Addr(), httpAddr)
 	}
 
 	var idle <-chan time.Time
@@ -147,60 +252,131 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	flush := time.NewTicker(time.Second)
 	defer flush.Stop()
-	defer m.Flush()
+	defer b.FlushAuthFailures(true)
 	var serveErr error
 loop:
 	for {
 		select {
 		case <-flush.C:
-			m.Flush()
+			p.m.Flush()
+			b.FlushAuthFailures(false)
+			sweepAccess(p.rt.Access, p.m)
 		case <-ctx.Done():
+			break loop
+		case <-p.stop:
+			b.log.Info("stop requested (keyhole stop)")
 			break loop
 		case err := <-errc:
 			serveErr = err
 			break loop
 		case <-o.Reload:
-			if err := reload(); err != nil {
+			if _, err := p.reload(""); err != nil {
 				b.log.Error("reload rejected; keeping the old config", LogError, err)
 			}
 		case <-idle:
-			if m.ActiveCount() == 0 && activity.idleFor() >= o.IdleExit {
-				b.log.Info("no sessions; idle exit", "after", o.IdleExit)
+			// Phantom-token sessions outlive the broker (they are restored
+			// at the next start); editors' stdio clients do not.
+			if _, relays := p.m.counts(); relays == 0 && p.activity.idleFor() >= o.IdleExit {
+				b.log.Info("no editor sessions; idle exit", "after", o.IdleExit)
 				break loop
 			}
 		}
 	}
-	timeout := o.ShutdownTimeout
+	p.shutdown()
+	return serveErr
+}
+
+// shutdown stops accepting, ends the event streams clients listen on,
+// waits (up to ShutdownTimeout) for running calls to finish and be
+// recorded, then ends the relayed stdio sessions and flushes the rest.
+func (p *brokerProc) shutdown() {
+	p.rt.DataDir.markStopping()
+	if p.rt.Access != nil {
+		p.rt.Access.Release() // held calls answer now, not after the shutdown timeout
+	}
+	timeout := p.o.ShutdownTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, srv := range servers {
+	for _, srv := range p.servers {
 		wg.Add(1)
 		go func() { defer wg.Done(); srv.Shutdown(sctx) }()
 	}
+	p.streams.closeAll()
 	wg.Wait()
-	b.log.Info("broker stopped")
-	return serveErr
+	p.m.EndRelays(reasonBrokerStopped)
+	p.m.Flush()
+	p.b.log.Info("broker stopped")
 }
 
-// reloadConfig applies a new config to new sessions and audits the reload;
-// an invalid config is rejected and the old one stays.
-func reloadConfig(b *Broker, log *audit.Log, path string, env tools.Env) error {
-	rec := audit.Record{Time: b.now().UTC(), Session: "-", Scope: "-", Tool: "keyhole.reload", Decision: audit.Allow, Reason: "config reloaded from " + path}
-	cfg, err := config.Load(path, env)
+// requestStop is `keyhole stop`: the broker stops once the answer is sent.
+func (p *brokerProc) requestStop() (admin.Stopping, error) {
+	p.stopOnce.Do(func() { close(p.stop) })
+	return admin.Stopping{PID: os.Getpid()}, nil
+}
+
+// status is `keyhole status`.
+func (p *brokerProc) status() (admin.Status, error) {
+	active, relays := p.m.counts()
+	dir, _ := filepath.Abs(p.rt.DataDir.Path)
+	exe, exeTime := executable()
+	return admin.Status{
+		PID:            os.Getpid(),
+		Version:        Version,
+		Started:        p.started.UTC(),
+		Uptime:         int64(time.Since(p.started) / time.Second),
+		DataDir:        dir,
+		Executable:     exe,
+		ExecutableTime: exeTime,
+		AutoStarted:    p.o.AutoStarted,
+		Configs:        p.b.Configs().Status(),
+		Sessions:       active,
+		Clients:        relays,
+		Listeners:      p.addrs,
+	}, nil
+}
+
+// reload re-reads a config file for new sessions and audits it.
+func (p *brokerProc) reload(path string) (admin.Reloaded, error) {
+	return reloadConfig(p.b, p.rt.Audit, path)
+}
+
+// reloadConfig re-reads the config at path ("" is the broker's own) for
+// new sessions and audits the reload; an invalid config is rejected and
+// the old one stays.
+func reloadConfig(b *Broker, log *audit.Log, path string) (admin.Reloaded, error) {
+	if path == "" {
+		path = b.Config().Path
+	}
+	rec := changeRecord(b.now(), ToolReload, "")
+	rec.Config = path
+	var res admin.Reloaded
+	cfg, changed, err := b.configs.Reload(path)
 	if err != nil {
 		rec.Decision, rec.Code, rec.Reason = audit.Error, "invalid_config", err.Error()
 	} else {
-		b.SetConfig(cfg)
-		b.log.Info("config reloaded; new sessions use it", LogConfig, path)
+		res = admin.Reloaded{Config: cfg.Path, SHA256: cfg.Digest, Scopes: cfg.Policy.ScopeNames(), Changed: changed}
+		rec.Reason = fmt.Sprintf("config reloaded from %s (sha256 %s)", cfg.Path, cfg.Digest[:12])
+		b.log.Info("config reloaded; new sessions use it", LogConfig, cfg.Path)
 	}
 	if _, werr := log.Write(context.Background(), rec); werr != nil {
-		return errors.Join(err, werr)
+		return res, errors.Join(err, werr)
 	}
-	return err
+	return res, err
+}
+
+// auditConfig records that a new version of a config file was loaded for
+// new sessions.
+func auditConfig(b *Broker, log *audit.Log, cfg *config.Loaded, why string) {
+	rec := changeRecord(b.now(), ToolReload, fmt.Sprintf("config %s (sha256 %s) %s", cfg.Path, cfg.Digest[:12], why))
+	rec.Config = cfg.Path
+	if _, err := log.Write(context.Background(), rec); err != nil {
+		b.log.Error("audit a config load", LogConfig, cfg.Path, LogError, err)
+	}
+	b.log.Info("config loaded; new sessions use it", LogConfig, cfg.Path)
 }
 
 func checkListenAddr(o ServeOptions) error {

@@ -19,6 +19,9 @@ type Session struct {
 	// persist stores the session's state after each call; nil for a
 	// session that lives only as long as its process (standalone stdio).
 	persist func(policy.SessionInfo)
+	// relay marks the session of a stdio client relayed through the
+	// broker.
+	relay bool
 	// ended runs endMinted once.
 	ended sync.Once
 }
@@ -31,7 +34,7 @@ func (s *Session) save(now time.Time) {
 
 // NewSession starts a session of the named scope under the current config.
 func (b *Broker) NewSession(id, scope string, ttl time.Duration, label string) (*Session, error) {
-	cfg := b.cfg.Load()
+	cfg := b.Config()
 	sc, ok := cfg.Policy.Scope(scope)
 	if !ok {
 		return nil, fmt.Errorf("server: scope %q is not defined in %s (defined: %v)", scope, cfg.Path, cfg.Policy.ScopeNames())

@@ -5,13 +5,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keyhole-dev/keyhole/server/admin"
-	"github.com/keyhole-dev/keyhole/server/config"
-	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // More files in a data dir.
@@ -24,6 +21,9 @@ const (
 // 0600). Connections from another uid are closed unread. The caller must
 // own the data dir, so a leftover socket file is stale and replaced.
 func ListenSocket(dd *DataDir) (net.Listener, error) {
+	if err := SharedBrokerSupported(); err != nil {
+		return nil, err
+	}
 	path := dd.File(SocketFile)
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
@@ -37,7 +37,12 @@ func ListenSocket(dd *DataDir) (net.Listener, error) {
 	return &peerCheck{Listener: l, uid: os.Getuid()}, nil
 }
 
-// peerCheck accepts only connections from its own uid (SO_PEERCRED).
+// SharedBrokerSupported says whether this system can run the shared broker
+// (`keyhole serve` and the stdio relay), and if not, what to run instead.
+func SharedBrokerSupported() error { return errNoPeerCred }
+
+// peerCheck accepts only connections from its own uid (SO_PEERCRED, or
+// LOCAL_PEERCRED on macOS).
 type peerCheck struct {
 	net.Listener
 	uid int
@@ -66,11 +71,7 @@ func peerUID(c net.Conn) int {
 		return -1
 	}
 	uid := -1
-	raw.Control(func(fd uintptr) {
-		if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
-			uid = int(cred.Uid)
-		}
-	})
+	raw.Control(func(fd uintptr) { uid = peerUIDOf(fd) })
 	return uid
 }
 
@@ -78,14 +79,27 @@ func peerUID(c net.Conn) int {
 // (with their session tokens, as over TCP), the admin API, /metrics and
 // /healthz. The socket's mode and the peer-uid check are its access
 // control; /mcp still needs a session token.
-func (b *Broker) SocketHandler(m *LiveSessions, v *vault.Vault, reload func() error, metrics *Metrics) http.Handler {
+func (b *Broker) SocketHandler(m *LiveSessions, ops interface {
+	admin.Ops
+	admin.AccessOps
+}, metrics *Metrics) http.Handler {
+	return b.socketHandler(m, ops, metrics, HTTPOptions{})
+}
+
+func (b *Broker) socketHandler(m *LiveSessions, ops interface {
+	admin.Ops
+	admin.AccessOps
+}, metrics *Metrics, o HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/", b.HTTPHandler(m, HTTPOptions{}))
+	o.Loopback = false // a unix socket has no Host to check
+	mux.Handle("/", b.HTTPHandler(m, o))
 	if metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	}
-	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload,
-		config: func() (*config.Loaded, error) { return b.Config(), nil }, logins: &pendingLogins{}}
 	mux.Handle("/admin/", admin.Handler(ops))
+	acc := admin.AccessHandler(ops)
+	mux.Handle("/admin/access", acc)
+	mux.Handle("/admin/access/", acc)
+	mux.Handle("/admin/access-events", acc)
 	return mux
 }

@@ -27,8 +27,9 @@ const (
 	httpMaxHeaders = 32
 )
 
-// httpMethods is the exact, upper-case method allowlist.
-var httpMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true}
+// httpMethods is the exact, upper-case method allowlist: the methods a
+// grant may name (policy), no more and no fewer.
+var httpMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true, "DELETE": true, "OPTIONS": true}
 
 // httpAgentForbidden are request headers the agent may never set: they
 // carry credentials, route the request or frame the message. Accept-Encoding
@@ -145,7 +146,7 @@ func (t *httpTool) Prepare(args json.RawMessage) (*Call, error) {
 func (t *httpTool) prepareGeneric(obj map[string]any, call *Call) error {
 	method, _ := obj["method"].(string)
 	if !httpMethods[method] {
-		return httpArgErr("method: must be one of GET, HEAD, POST, PUT, PATCH, DELETE (upper case)")
+		return httpArgErr("method: must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS (upper case)")
 	}
 	path, _ := obj["path"].(string)
 	segs, err := httpCanonicalPath(path, false)

@@ -41,7 +41,7 @@ const httpGenericSchema = `{
   "additionalProperties": false,
   "required": ["method", "path"],
   "properties": {
-    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], "description": "HTTP method, upper case."},
+    "method": {"type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], "description": "HTTP method, upper case."},
     "path": {"type": "string", "description": "Request path under the tool's base URL, starting with \"/\". No query string: use query."},
     "query": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Query parameters."},
     "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Extra request headers. Authorization, Cookie, Host, Proxy-*, hop-by-hop headers and headers that override the method, path or host (X-HTTP-Method-Override, X-Forwarded-Host, Forwarded, ...) are refused; names are compared ignoring case and _ versus -."},
@@ -270,10 +270,10 @@ func (c *httpCompiler) timeout(s string) time.Duration {
 	if s == "" {
 		return httpDefaultTimeout
 	}
-	d, err := time.ParseDuration(s)
+	d, err := policy.ParseDuration(s)
 	switch {
 	case err != nil:
-		c.fail("timeout", "is not a Go duration such as 10s")
+		c.fail("timeout", "is not a duration such as 10s")
 	case d <= 0:
 		c.fail("timeout", "must be positive")
 	case d > httpMaxTimeout:
@@ -339,7 +339,7 @@ func (c *httpCompiler) template(t *httpTool, cfg Config) {
 		return
 	}
 	if !httpMethods[cfg.Method] {
-		c.fail("method", "must be one of GET, HEAD, POST, PUT, PATCH, DELETE")
+		c.fail("method", "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 	}
 	t.method, t.path = cfg.Method, cfg.Path
 	props := c.inputSchema(cfg.InputSchema)

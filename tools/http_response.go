@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -20,6 +21,11 @@ import (
 
 // httpMaxResponseHeaders caps the header fields of an upstream response.
 const httpMaxResponseHeaders = 100
+
+// httpMaxErrorBody caps the error body a templated or projected tool shows
+// for an upstream error: enough for the error's message, too little to
+// carry what response.fields keeps back.
+const httpMaxErrorBody = 4096
 
 // httpResponseHeaders are the response headers the agent may see; so are
 // those starting with "x-ratelimit-" or "ratelimit-". Set-Cookie,
@@ -64,27 +70,40 @@ func (t *httpTool) shape(ctx context.Context, resp *http.Response, sc *scrub.Scr
 			Detail: fmt.Sprintf("%d header fields, status %d", n, resp.StatusCode),
 		}
 	}
-	limit := int64(t.maxBytes) + int64(sc.Margin())
+	// A templated or projected tool answers an upstream error as an error:
+	// the status and the error body as sent, capped short, not a
+	// projection of it (which would be empty).
+	upstreamErr := resp.StatusCode >= 400 && (t.templated() || len(t.fields) > 0)
+	maxBytes := t.maxBytes
+	if upstreamErr {
+		maxBytes = min(maxBytes, httpMaxErrorBody)
+	}
+	limit := int64(maxBytes) + int64(sc.Margin())
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, t.execError(ctx, sc, err)
 	}
-	res := &Result{Status: resp.StatusCode, BytesIn: int64(len(raw)), BytesOut: bytesOut}
-	body, cut, outcome := sc.Capped(raw, t.maxBytes, int64(len(raw)) > limit)
+	res := &Result{Status: resp.StatusCode, BytesIn: int64(len(raw)), BytesOut: bytesOut, UpstreamError: upstreamErr}
+	body, cut, outcome := sc.Capped(raw, maxBytes, int64(len(raw)) > limit)
 	res.Truncated = cut
 	view := httpView{Status: resp.StatusCode, Truncated: cut}
 	var hit bool
 	view.Headers, hit, view.InvalidUTF8 = httpShapeHeaders(resp.Header, sc)
 	projHit := false
-	if outcome == scrub.Withheld {
+	switch {
+	case outcome == scrub.Withheld:
 		view.Body, view.Withheld, view.Note = nil, true, scrub.WithheldNote
-	} else {
+	case upstreamErr:
+		httpShapeRaw(&view, body, resp.Header.Get("Content-Type"))
+		view.Note = fmt.Sprintf("the upstream answered %d; its error body is shown as sent (at most %d bytes)", resp.StatusCode, maxBytes)
+	default:
 		projHit = t.shapeBody(&view, body, resp.Header.Get("Content-Type"), sc)
 	}
-	res.Structured, res.Text = view, view.text(t.maxBytes)
+	view.fixContentLength()
+	res.Structured, res.Text = view, view.text(maxBytes)
 	sealed := sealResult(res, sc, func() any {
 		return httpView{Status: resp.StatusCode, Headers: map[string]string{}, Truncated: cut, Withheld: true, Note: scrub.WithheldNote}
-	}, func(v any) string { return v.(httpView).text(t.maxBytes) })
+	}, func(v any) string { return v.(httpView).text(maxBytes) })
 	res.Withheld = view.Withheld || sealed
 	res.Scrubbed = hit || outcome != scrub.Clean || projHit || sealed
 	return res, nil
@@ -156,10 +175,25 @@ func (t *httpTool) shapeBody(view *httpView, body []byte, contentType string, sc
 		view.Body = json.RawMessage(proj)
 		return o != scrub.Clean
 	}
+	httpShapeRaw(view, body, contentType)
+	return false
+}
+
+// httpShapeRaw sets view.Body to the (scrubbed, cut) body as sent: its
+// JSON value when it is complete JSON, else the text, else base64.
+func httpShapeRaw(view *httpView, body []byte, contentType string) {
+	if len(body) == 0 {
+		view.Body = ""
+		return
+	}
+	isJSON := !view.Truncated && json.Valid(body)
+	if isJSON && !utf8.Valid(body) {
+		body, view.InvalidUTF8 = bytes.ToValidUTF8(body, []byte("\uFFFD")), true
+	}
 	mt, _, _ := mime.ParseMediaType(contentType)
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	switch {
-	case isJSON && (strings.Contains(mt, "json") || trimmed[0] == '{' || trimmed[0] == '['):
+	case isJSON && len(trimmed) > 0 && (strings.Contains(mt, "json") || trimmed[0] == '{' || trimmed[0] == '['):
 		view.Body = json.RawMessage(body)
 	case utf8.Valid(body):
 		view.Body = string(body)
@@ -167,7 +201,22 @@ func (t *httpTool) shapeBody(view *httpView, body []byte, contentType string, sc
 		view.Body = base64.StdEncoding.EncodeToString(body)
 		view.BodyEncoding = "base64"
 	}
-	return false
+}
+
+// fixContentLength makes the content-length the agent is shown that of
+// the body it receives (scrubbed, cut or projected), not the upstream's.
+func (v *httpView) fixContentLength() {
+	if _, ok := v.Headers["content-length"]; !ok {
+		return
+	}
+	n := 0
+	switch b := v.Body.(type) {
+	case json.RawMessage:
+		n = len(b)
+	case string:
+		n = len(b)
+	}
+	v.Headers["content-length"] = strconv.Itoa(n)
 }
 
 // project keeps only the configured response fields of a JSON body.

@@ -135,9 +135,9 @@ func (k *s3ConfigCheck) limits(c Config) (maxKeys int32, maxBytes int64, timeout
 		maxBytes = int64(c.Response.MaxBytes)
 	}
 	if c.Timeout != "" {
-		d, err := time.ParseDuration(c.Timeout)
+		d, err := policy.ParseDuration(c.Timeout)
 		if err != nil || d <= 0 {
-			k.fail("timeout", "must be a positive Go duration such as 10s")
+			k.fail("timeout", "must be a positive duration such as 10s")
 		} else {
 			timeout = d
 		}

@@ -231,6 +231,10 @@ type Result struct {
 	Withheld bool
 	// Truncated says the body was cut at response.max_bytes.
 	Truncated bool
+	// UpstreamError says a templated or projected tool's upstream answered
+	// 4xx or 5xx: the result is the status and the error body, capped, and
+	// the agent sees it as a tool error.
+	UpstreamError bool
 	// Hops are the redirects the call followed, in order.
 	Hops []Hop
 	// Credential says what credential the call sent, for the audit.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -100,8 +101,11 @@ The model never holds a credential.`,
 		a.mcpConfigCmd(),
 		a.serveCmd(),
 		a.reloadCmd(),
+		a.statusCmd(),
+		a.stopCmd(),
 		a.sessionCmd(),
 		a.demoCmd(),
+		a.accessCmd(),
 		a.reportCmd(),
 		a.scopeCmd(),
 		a.policyCmd(),
@@ -138,15 +142,21 @@ func wrapArgs(c *cobra.Command) {
 }
 
 func (a *App) versionCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "version",
 		Short: "Print keyhole's version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON {
+				return json.NewEncoder(a.stdout).Encode(server.BuildInfo())
+			}
 			fmt.Fprintf(a.stdout, "keyhole %s\n", server.Version)
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print version, Go version and platform as JSON")
+	return c
 }
 
 // configPath resolves the config file: --config, KEYHOLE_CONFIG,

@@ -22,7 +22,7 @@ func (a *App) auditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "Review, verify and export the per-call audit log",
 	}
-	c.AddCommand(a.auditTailCmd(), a.auditShowCmd(), a.auditVerifyCmd(), a.auditExportCmd())
+	c.AddCommand(a.auditTailCmd(), a.auditShowCmd(), a.auditVerifyCmd(), a.auditExportCmd(), a.auditArchiveCmd())
 	return c
 }
 
@@ -56,6 +56,13 @@ func (a *App) withAudit(fn func(l *server.AuditReader) error) error {
 type filterFlags struct {
 	session, scope, tool, decision string
 	since, until                   string
+}
+
+func (a *App) registerFilters(f *filterFlags, c *cobra.Command, until bool) {
+	f.register(c, until)
+	c.RegisterFlagCompletionFunc("session", a.completeSessions)
+	c.RegisterFlagCompletionFunc("scope", a.completeScopes)
+	c.RegisterFlagCompletionFunc("decision", cobra.FixedCompletions([]string{"allow", "deny", "error", "interrupted", "running"}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 func (f *filterFlags) register(c *cobra.Command, until bool) {
@@ -116,23 +123,34 @@ func (a *App) auditTailCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			flt.Limit = n
+			if n < 0 {
+				return &usageError{fmt.Errorf("-n %d: want a number of records, or 0 for all", n)}
+			}
 			pr := a.recordPrinter(asJSON)
 			err = a.withAudit(func(l *server.AuditReader) error {
 				if follow {
+					flt.Limit = n
 					return l.Follow(cmd.Context(), flt, pr.print)
+				}
+				// One more than asked says whether -n cut anything.
+				if n > 0 {
+					flt.Limit = n + 1
 				}
 				recs, err := l.Query(flt)
 				if err != nil {
 					return err
+				}
+				if n > 0 && len(recs) > n {
+					recs = recs[len(recs)-n:]
+					fmt.Fprintf(a.stderr, "showing the last %d matching records; older ones exist (-n 0 shows all, or narrow with --since, --session, --tool)\n", n)
 				}
 				return pr.print(recs)
 			})
 			return a.orEmpty(err, "no calls recorded yet")
 		},
 	}
-	ff.register(c, false)
-	c.Flags().IntVarP(&n, "lines", "n", 20, "how many records")
+	a.registerFilters(&ff, c, false)
+	c.Flags().IntVarP(&n, "lines", "n", 20, "how many of the latest records (0: all)")
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
 	c.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	return c
@@ -195,10 +213,11 @@ func (a *App) auditShowCmd() *cobra.Command {
 
 func (a *App) auditVerifyCmd() *cobra.Command {
 	var asJSON bool
+	var archive string
 	var from uint64
 	var anchor string
 	c := &cobra.Command{
-		Use:   "verify",
+		Use:   "verify [--archive DIR]",
 		Short: "Check the audit log's hash chain; exit 1 on any edit, deletion, reordering or truncation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -210,10 +229,20 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 				}
 				defer fmt.Fprint(f, "\r\x1b[K")
 			}
-			err := a.withAudit(func(l *server.AuditReader) (err error) {
+			verify := func(l *server.AuditReader) (err error) {
 				rep, err = l.VerifyWith(cmd.Context(), opts)
 				return err
-			})
+			}
+			var err error
+			if archive != "" {
+				var r *server.AuditReader
+				if r, err = server.OpenArchivedAudit(a.dataDir(), archive, a.keySource()); err == nil {
+					err = verify(r)
+					r.Close()
+				}
+			} else {
+				err = a.withAudit(verify)
+			}
 			if errors.Is(err, errNoRecords) {
 				rep, err = audit.Report{OK: true}, nil // nothing recorded, nothing to doubt
 			}
@@ -239,6 +268,7 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.Flags().StringVar(&archive, "archive", "", "verify a log `keyhole audit archive` moved into this directory")
 	c.Flags().Uint64Var(&from, "from", 0, "check the chain from this seq on (its link to the entry before included)")
 	c.Flags().StringVar(&anchor, "anchor", "", "also check against this anchor file (audit.anchor): detects a data dir restored from an older copy")
 	return c
@@ -262,7 +292,7 @@ func (a *App) auditExportCmd() *cobra.Command {
 			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error { return l.Export(a.stdout, format, flt) }), "no calls recorded yet")
 		},
 	}
-	ff.register(c, true)
+	a.registerFilters(&ff, c, true)
 	c.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
 	return c
 }

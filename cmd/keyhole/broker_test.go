@@ -30,6 +30,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
@@ -126,7 +127,7 @@ func call(c *client.Client, path string) (*mcp.CallToolResult, error) {
 // brokerPID reads the pid of the process that owns the data dir.
 func (h *home) brokerPID(t *testing.T) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", "keyhole.lock"))
+	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", server.PIDFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,12 +140,35 @@ func (h *home) brokerPID(t *testing.T) int {
 
 type auditLine struct {
 	Seq      uint64 `json:"seq"`
+	Tool     string `json:"tool"`
+	Client   string `json:"client"`
+	Operator string `json:"operator"`
+	Source   string `json:"source"`
+	Count    int    `json:"count"`
+	Code     string `json:"code"`
+	Reason   string `json:"reason"`
+	Scope    string `json:"scope"`
+	Cred     string `json:"credential"`
 	Session  string `json:"session"`
 	Decision string `json:"decision"`
 	Status   int    `json:"status"`
 }
 
+// auditRecords returns the audit records of calls, leaving out those of
+// the operator's changes (keyhole.secret.set, keyhole.session.new, …).
 func (h *home) auditRecords(t *testing.T) []auditLine {
+	t.Helper()
+	var calls []auditLine
+	for _, a := range h.auditRecordsFull(t) {
+		if !strings.HasPrefix(a.Tool, "keyhole.") {
+			calls = append(calls, a)
+		}
+	}
+	return calls
+}
+
+// auditRecordsFull returns every audit record.
+func (h *home) auditRecordsFull(t *testing.T) []auditLine {
 	t.Helper()
 	r := h.ok("", "audit", "tail", "-n", "100000", "--json")
 	var out []auditLine
@@ -277,7 +301,7 @@ func (h *home) httpSession(t *testing.T, url, name string) (id string, c *client
 }
 
 func (h *home) brokerPIDOrZero() int {
-	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", "keyhole.lock"))
+	b, err := os.ReadFile(filepath.Join(h.dir, "data", "keyhole", server.PIDFile))
 	if err != nil {
 		return 0
 	}
@@ -469,16 +493,17 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 		Decision string `json:"decision"`
 		Path     string `json:"path"`
 	}
-	if err := json.Unmarshal([]byte(h.ok("", "audit", "show", "1").stdout), &rec); err != nil || rec.Decision != "allow" || rec.Path != "/issues/1" {
-		t.Fatalf("audit show 1 = %+v (%v)", rec, err)
+	first := h.auditRecords(t)[0].Seq
+	if err := json.Unmarshal([]byte(h.ok("", "audit", "show", strconv.FormatUint(first, 10)).stdout), &rec); err != nil || rec.Decision != "allow" || rec.Path != "/issues/1" {
+		t.Fatalf("audit show %d = %+v (%v)", first, rec, err)
 	}
 	if r := h.run("", "audit", "show", "999"); r.code != 1 {
 		t.Fatalf("audit show of a missing record = exit %d", r.code)
 	}
-	if lines := strings.Split(strings.TrimSpace(h.ok("", "audit", "export", "--format", "jsonl").stdout), "\n"); len(lines) != 2 {
+	if lines := strings.Split(strings.TrimSpace(h.ok("", "audit", "export", "--format", "jsonl", "--tool", "tracker").stdout), "\n"); len(lines) != 2 {
 		t.Fatalf("export jsonl = %d lines, want 2", len(lines))
 	}
-	csv := h.ok("", "audit", "export", "--format", "csv").stdout
+	csv := h.ok("", "audit", "export", "--format", "csv", "--tool", "tracker").stdout
 	if rows := strings.Split(strings.TrimSpace(csv), "\n"); len(rows) != 3 || !strings.Contains(rows[0], "decision") {
 		t.Fatalf("export csv = %q, want a header and 2 rows", csv)
 	}
@@ -489,7 +514,7 @@ func TestCLIAgainstALiveBroker(t *testing.T) {
 		Calls int    `json:"calls"`
 		State string `json:"state"`
 	}
-	if err := json.Unmarshal([]byte(h.ok("", "session", "show", id).stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
+	if err := json.Unmarshal([]byte(h.ok("", "session", "show", id, "--json").stdout), &info); err != nil || info.Calls != 2 || info.State != "active" {
 		t.Fatalf("session show = %+v (%v), want 2 calls, active", info, err)
 	}
 	if r := h.ok("", "reload"); !strings.Contains(r.stdout, "reloaded") {

@@ -66,8 +66,14 @@ type result struct {
 // run runs the binary with stdin and returns its output and exit code.
 func (h *home) run(stdin string, args ...string) result {
 	h.t.Helper()
+	return h.runIn(h.dir, stdin, args...)
+}
+
+// runIn is run in another working directory (another project).
+func (h *home) runIn(dir, stdin string, args ...string) result {
+	h.t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Dir = h.dir
+	cmd.Dir = dir
 	cmd.Env = h.env
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/tailscale/hujson"
+
+	"github.com/keyhole-dev/keyhole/server/config"
 )
 
 // clientSpec says where an MCP client keeps its servers and under which key.
@@ -114,6 +117,11 @@ func (a *App) mcpConfigCmd() *cobra.Command {
 			if o.config, err = filepath.Abs(a.configPath()); err != nil {
 				return err
 			}
+			if o.scope != "" {
+				if err := checkScope(o.config, o.scope); err != nil {
+					return err
+				}
+			}
 			if o.client == "claude-code" {
 				if write {
 					return errors.New("for Claude Code, run the printed command: `claude mcp add` writes its own config")
@@ -124,18 +132,24 @@ func (a *App) mcpConfigCmd() *cobra.Command {
 			entry := map[string]any{o.name: o.serverEntry()}
 			path := spec.file(a)
 			if !write {
+				// Only the snippet goes to stdout, so `> file` is valid JSON.
 				snippet, _ := json.MarshalIndent(map[string]any{spec.key: entry}, "", "  ")
-				fmt.Fprintf(a.stdout, "# merge into %s (or run with --write)\n%s\n", path, snippet)
+				fmt.Fprintf(a.stderr, "merge this into %s (or run with --write):\n", path)
+				fmt.Fprintf(a.stdout, "%s\n", snippet)
 				return nil
 			}
-			backup, err := mergeClientConfig(path, spec.key, o.name, o.serverEntry())
+			res, err := mergeClientConfig(path, spec.key, o.name, o.serverEntry())
 			if err != nil {
 				return err
 			}
-			if backup != "" {
-				fmt.Fprintf(a.stdout, "backed up %s to %s\n", path, backup)
+			if res.backup != "" {
+				fmt.Fprintf(a.stdout, "backed up %s to %s\n", path, res.backup)
 			}
-			fmt.Fprintf(a.stdout, "added server %q to %s; restart the client to pick it up\n", o.name, path)
+			verb := "added server %q to %s"
+			if res.replaced {
+				verb = "replaced server %q in %s"
+			}
+			fmt.Fprintf(a.stdout, verb+"; restart the client to pick it up\n", o.name, path)
 			return nil
 		},
 	}
@@ -144,49 +158,127 @@ func (a *App) mcpConfigCmd() *cobra.Command {
 	c.Flags().StringVar(&o.tokenEnv, "token-env", "", "environment variable holding the session token (with --http)")
 	c.Flags().StringVar(&o.name, "name", "keyhole", "server name in the client's config")
 	c.Flags().BoolVar(&write, "write", false, "merge into the client's config file, after a backup")
+	c.RegisterFlagCompletionFunc("scope", a.completeScopes)
 	return c
 }
 
-// mergeClientConfig adds one server to a client's JSON config file, keeping
-// everything else. It refuses a file it cannot parse, and backs up the old
-// file first.
-func mergeClientConfig(path, key, name string, entry any) (backup string, err error) {
-	doc := map[string]any{}
+// checkScope makes sure scope is defined in the config at path: a client
+// registered with a scope that does not exist would fail on every start.
+func checkScope(path, scope string) error {
+	cfg, err := config.Load(path, config.ToolEnv{})
+	if err != nil {
+		return fmt.Errorf("cannot check --scope %s: %w", scope, err)
+	}
+	if _, ok := cfg.Policy.Scope(scope); !ok {
+		return &usageError{fmt.Errorf("scope %q is not defined in %s; defined scopes: %s", scope, path, strings.Join(cfg.Policy.ScopeNames(), ", "))}
+	}
+	return nil
+}
+
+// mergeResult says what mergeClientConfig did.
+type mergeResult struct {
+	backup   string // where the old file was kept, if there was one
+	replaced bool   // an entry of the same name was replaced
+}
+
+// mergeClientConfig adds one server to a client's config file, keeping
+// everything else, comments included: the file may be JSONC, as VS Code
+// writes it (comments, trailing commas). It refuses a file it cannot
+// parse, and keeps the old file in a backup of its own name, never
+// overwriting an earlier backup.
+func mergeClientConfig(path, key, name string, entry any) (mergeResult, error) {
+	var res mergeResult
 	old, err := os.ReadFile(path)
+	text := old
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		old, text = nil, []byte("{}")
 	case err != nil:
-		return "", fmt.Errorf("read %s: %w", path, err)
-	case len(bytes.TrimSpace(old)) > 0:
-		if err := json.Unmarshal(old, &doc); err != nil {
-			return "", fmt.Errorf("%s is not valid JSON (%v); fix it or add the snippet by hand — it was not changed", path, err)
-		}
+		return res, fmt.Errorf("read %s: %w", path, err)
+	case len(bytes.TrimSpace(old)) == 0:
+		text = []byte("{}")
 	}
-	servers, _ := doc[key].(map[string]any)
-	if doc[key] != nil && servers == nil {
-		return "", fmt.Errorf("%s: %q is not an object; it was not changed", path, key)
-	}
-	if servers == nil {
-		servers = map[string]any{}
-	}
-	servers[name] = entry
-	doc[key] = servers
-	out, err := json.MarshalIndent(doc, "", "  ")
+	// hujson edits in place: parse a copy, so old is backed up as it was.
+	doc, err := hujson.Parse(bytes.Clone(text))
 	if err != nil {
-		return "", err
+		return res, fmt.Errorf("%s is not valid JSON or JSONC (%v); fix it or add the snippet by hand — it was not changed", path, err)
 	}
+	if _, ok := doc.Value.(*hujson.Object); !ok {
+		return res, fmt.Errorf("%s does not hold a JSON object; it was not changed", path)
+	}
+	servers := "/" + pointerEscape(key)
+	switch v := doc.Find(servers); {
+	case v == nil:
+		if err := patch(&doc, servers, map[string]any{}); err != nil {
+			return res, err
+		}
+	case !isObject(v):
+		return res, fmt.Errorf("%s: %q is not an object; it was not changed", path, key)
+	}
+	at := servers + "/" + pointerEscape(name)
+	res.replaced = doc.Find(at) != nil
+	if err := patch(&doc, at, entry); err != nil {
+		return res, err
+	}
+	doc.Format()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", err
+		return res, err
 	}
 	if old != nil {
-		backup = path + ".bak-" + time.Now().UTC().Format("20060102T150405Z")
-		if err := os.WriteFile(backup, old, 0o600); err != nil {
-			return "", fmt.Errorf("back up %s: %w", path, err)
+		if res.backup, err = writeBackup(path, old); err != nil {
+			return res, err
 		}
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(out, '\n'), 0o600); err != nil {
-		return "", err
+	if err := os.WriteFile(tmp, doc.Pack(), 0o600); err != nil {
+		return res, err
 	}
-	return backup, os.Rename(tmp, path)
+	return res, os.Rename(tmp, path)
+}
+
+func isObject(v *hujson.Value) bool {
+	_, ok := v.Value.(*hujson.Object)
+	return ok
+}
+
+// patch sets the member at a JSON pointer (JSON Patch "add" replaces one
+// that exists).
+func patch(doc *hujson.Value, ptr string, value any) error {
+	ops, err := json.Marshal([]map[string]any{{"op": "add", "path": ptr, "value": value}})
+	if err != nil {
+		return err
+	}
+	return doc.Patch(ops)
+}
+
+func pointerEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+// writeBackup keeps data as path.bak-<time>, or path.bak-<time>-N when
+// that exists: a backup is never overwritten.
+func writeBackup(path string, data []byte) (string, error) {
+	base := path + ".bak-" + time.Now().UTC().Format("20060102T150405Z")
+	for i := 0; i < 1000; i++ {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("back up %s: %w", path, err)
+		}
+		_, werr := f.Write(data)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return "", fmt.Errorf("back up %s: %w", path, werr)
+		}
+		return name, nil
+	}
+	return "", fmt.Errorf("back up %s: too many backups already", path)
 }

@@ -23,8 +23,11 @@ func TestMCPConfigSnippets(t *testing.T) {
 		t.Fatalf("claude-code http line = %s", httpLine)
 	}
 
-	out := h.ok("", "mcp-config", "cursor", "--scope", "triage").stdout
-	body := out[strings.Index(out, "{"):]
+	r := h.ok("", "mcp-config", "cursor", "--scope", "triage")
+	out, body := r.stdout, r.stdout
+	if !strings.Contains(r.stderr, "merge this into") {
+		t.Fatalf("the hint is not on stderr: %q", r.stderr)
+	}
 	var doc struct {
 		MCPServers map[string]struct {
 			Command string            `json:"command"`
@@ -33,7 +36,7 @@ func TestMCPConfigSnippets(t *testing.T) {
 		} `json:"mcpServers"`
 	}
 	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		t.Fatalf("cursor snippet is not JSON: %v\n%s", err, out)
+		t.Fatalf("cursor snippet (all of stdout) is not JSON: %v\n%s", err, out)
 	}
 	k := doc.MCPServers["keyhole"]
 	if k.Command != binary || strings.Join(k.Args, " ") != "stdio --scope triage" || k.Env["KEYHOLE_CONFIG"] != cfg {
@@ -92,5 +95,71 @@ func TestMCPConfigWriteMergesAndBacksUp(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != "{not json" {
 		t.Fatalf("a file that could not be parsed was changed: %q", b)
+	}
+}
+
+// TestMCPConfigUndefinedScopeIsAUsageError: a scope the config does not
+// define is refused with exit 2, listing the scopes that are defined.
+func TestMCPConfigUndefinedScopeIsAUsageError(t *testing.T) {
+	h := newHome(t)
+	h.ok("", "init")
+	for _, client := range []string{"claude-code", "cursor", "vscode", "claude-desktop"} {
+		r := h.run("", "mcp-config", client, "--scope", "nope")
+		if r.code != 2 || !strings.Contains(r.stderr, `scope "nope" is not defined`) || !strings.Contains(r.stderr, "triage") || r.stdout != "" {
+			t.Fatalf("mcp-config %s --scope nope = exit %d, stdout %q, stderr %q; want exit 2 listing the defined scopes and no snippet", client, r.code, r.stdout, r.stderr)
+		}
+	}
+}
+
+// TestMCPConfigWriteKeepsJSONCAndEveryBackup: --write accepts VS Code's
+// JSONC (comments, trailing commas) and keeps its comments, says
+// "replaced" when it replaces an entry, and never overwrites a backup,
+// even two writes in the same second.
+func TestMCPConfigWriteKeepsJSONCAndEveryBackup(t *testing.T) {
+	h := newHome(t)
+	h.ok("", "init")
+	path := filepath.Join(h.dir, ".vscode", "mcp.json")
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	jsonc := `// my servers
+{
+  "servers": {
+    /* the linter */
+    "lint": {"type": "stdio", "command": "lint-server",},
+  },
+  "inputs": [],
+}
+`
+	os.WriteFile(path, []byte(jsonc), 0o600)
+	r := h.ok("", "mcp-config", "vscode", "--scope", "triage", "--write")
+	if !strings.Contains(r.stdout, "added server") {
+		t.Fatalf("first --write = %q, want it to say it added the server", r.stdout)
+	}
+	b, _ := os.ReadFile(path)
+	for _, want := range []string{"// my servers", "/* the linter */", `"lint"`, `"keyhole"`, `"inputs"`} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("merged file lost %q:\n%s", want, b)
+		}
+	}
+	r = h.ok("", "mcp-config", "vscode", "--scope", "triage", "--write")
+	if !strings.Contains(r.stdout, `replaced server "keyhole"`) {
+		t.Fatalf("second --write = %q, want it to say it replaced the entry", r.stdout)
+	}
+	h.ok("", "mcp-config", "vscode", "--scope", "triage", "--write")
+	backups, _ := filepath.Glob(path + ".bak-*")
+	if len(backups) != 3 {
+		t.Fatalf("backups after three writes = %v, want three", backups)
+	}
+	first := false
+	for _, bk := range backups {
+		if old, _ := os.ReadFile(bk); string(old) == jsonc {
+			first = true
+		}
+	}
+	if !first {
+		t.Fatal("no backup holds the original file: a later write overwrote it")
+	}
+	b, _ = os.ReadFile(path)
+	if strings.Count(string(b), `"keyhole"`) != 1 {
+		t.Fatalf("the entry appears %d times:\n%s", strings.Count(string(b), `"keyhole"`), b)
 	}
 }

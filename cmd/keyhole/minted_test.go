@@ -189,7 +189,7 @@ scopes:
 	outs = append(outs, r.stdout)
 
 	// The audit records the kind and the token's id, never a value.
-	r = h.ok("", "audit", "tail", "-n", "100", "--json")
+	r = h.ok("", "audit", "tail", "-n", "100", "--json", "--tool", "api")
 	outs = append(outs, r.stdout)
 	var rec struct {
 		CredentialKind string `json:"credential_kind"`

@@ -16,6 +16,8 @@ import (
 
 	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/admin"
+	"github.com/keyhole-dev/keyhole/server/config"
+	"github.com/keyhole-dev/keyhole/server/terminal"
 )
 
 // maxSecretBytes caps a secret value read from stdin, env or a file.
@@ -29,6 +31,20 @@ func (a *App) keySource() server.KeySource {
 		ks.KeyFile = a.keyFile()
 	}
 	ks.Passphrase = func() ([]byte, error) { return a.passphrase("Vault passphrase: ") }
+	return ks
+}
+
+// keySourceNoPrompt is keySource for commands that read the vault on the
+// side (config check, shell completion): the passphrase comes only from
+// KEYHOLE_PASSPHRASE, never from a prompt.
+func (a *App) keySourceNoPrompt() server.KeySource {
+	ks := a.keySource()
+	ks.Passphrase = func() ([]byte, error) {
+		if p := a.getenv("KEYHOLE_PASSPHRASE"); p != "" {
+			return []byte(p), nil
+		}
+		return nil, fmt.Errorf("%w: set KEYHOLE_PASSPHRASE", server.ErrNoKey)
+	}
 	return ks
 }
 
@@ -182,9 +198,10 @@ func (a *App) secretSetCmd() *cobra.Command {
 func (a *App) secretRotateCmd() *cobra.Command {
 	var vf valueFlags
 	c := &cobra.Command{
-		Use:   "rotate NAME",
-		Short: "Replace a secret's value (version+1)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "rotate NAME",
+		Short:             "Replace a secret's value (version+1)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeSecrets,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			return a.withAdmin(func(v admin.Admin) error {
@@ -235,7 +252,7 @@ func (a *App) secretListCmd() *cobra.Command {
 					if status == "" {
 						status = "ok"
 					}
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", m.Name, m.Version, ago(m.Updated), ago(m.LastUsed), status, m.Description)
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", terminal.Escape(m.Name), m.Version, ago(m.Updated), ago(m.LastUsed), terminal.Escape(status), terminal.Escape(m.Description))
 				}
 				return tw.Flush()
 			})
@@ -249,13 +266,22 @@ func (a *App) secretRmCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "rm NAME",
 		Short: "Delete a secret",
-		Args:  cobra.ExactArgs(1),
+		Long: `rm deletes a secret from the vault. Every call of a tool that injects it
+fails from then on: rm names those tools (from keyhole.yaml) on stderr.`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeSecrets,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withAdmin(func(v admin.Admin) error {
 				if err := v.SecretDelete(args[0]); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "deleted secret %s\n", args[0])
+				if cfg, err := config.Load(a.configPath(), config.ToolEnv{}); err == nil {
+					if tools := server.ToolsUsingSecret(cfg, args[0]); len(tools) > 0 {
+						fmt.Fprintf(a.stderr, "warning: %s in %s %s secret %s: every call to it fails until you store it again (keyhole secret set %s)\n",
+							plural("tool", tools), a.configPath(), map[bool]string{true: "uses", false: "use"}[len(tools) == 1], args[0], args[0])
+					}
+				}
 				return nil
 			})
 		},

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +32,7 @@ audit log.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.RuntimeOptions = a.runtimeOptions()
+			o.CommandLine = "keyhole " + strings.Join(os.Args[1:], " ")
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
@@ -57,27 +60,69 @@ audit log.`,
 	c.Flags().StringVar(&o.TLSKey, "tls-key", "", "TLS key for --http")
 	c.Flags().BoolVar(&o.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback --http address")
 	c.Flags().StringSliceVar(&o.AllowedOrigins, "allowed-origin", nil, "extra Origin allowed on a loopback listener (repeatable)")
-	c.Flags().DurationVar(&o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")
-	c.Flags().DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
+	durationVar(c, &o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")
+	durationVar(c, &o.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long in-flight calls may finish on SIGTERM or keyhole stop")
+	c.Flags().IntVar(&o.MaxConns, "max-connections", server.DefaultMaxConns, "most TCP connections held at once (the unix socket is not counted)")
+	c.Flags().IntVar(&o.MaxConnsPerSource, "max-connections-per-source", server.DefaultMaxConnsPerSource, "most TCP connections held at once from one address")
+	c.Flags().IntVar(&o.SessionsPerToken, "sessions-per-token", server.DefaultSessionsPerToken, "most MCP sessions one phantom token holds; a new one closes its least recently used")
+	durationVar(c, &o.SessionIdleTTL, "session-idle-ttl", server.DefaultSessionIdleTTL, "close an MCP session unused this long")
+	c.Flags().BoolVar(&o.AutoStarted, "auto-started", false, "mark a broker keyhole stdio started in the background")
+	c.Flags().MarkHidden("auto-started")
 	return c
 }
 
 func (a *App) reloadCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "reload",
-		Short: "Re-read keyhole.yaml in the running broker (running sessions keep their scope)",
-		Args:  cobra.NoArgs,
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "reload [--config F]",
+		Short: "Re-read a config file in the running broker (running sessions keep their scope)",
+		Long: `reload makes the running broker read the config file this command resolves
+(--config, KEYHOLE_CONFIG, ./keyhole.yaml, then $XDG_CONFIG_HOME/keyhole/keyhole.yaml)
+again, validate it, and give it to the new sessions of that file. Running
+sessions keep the config they started with. An invalid file is refused and
+the old version stays. A broker serves every config its clients name; a new
+session also reads its file again when it has changed.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ad, err := admin.Dial(a.dataDir())
+			path, err := server.AbsConfig(a.configPath())
 			if err != nil {
-				return fmt.Errorf("%w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, a.dataDir())
-			}
-			defer ad.Close()
-			if err := ad.Reload(); err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stdout, "reloaded keyhole.yaml; new sessions use it, running ones keep their scope")
+			ad, err := admin.Dial(a.dataDir())
+			if err != nil {
+				return fmt.Errorf("%w for %s; a new one reads %s when it starts", admin.ErrNoBroker, a.dataDir(), path)
+			}
+			defer ad.Close()
+			res, err := ad.Reload(path)
+			if asJSON {
+				out := struct {
+					OK    bool   `json:"reloaded"`
+					Error string `json:"error,omitempty"`
+					admin.Reloaded
+				}{OK: err == nil, Reloaded: res}
+				if err != nil {
+					out.Error = trimPrefix(err.Error())
+					out.Config = path
+				}
+				if jerr := json.NewEncoder(a.stdout).Encode(out); jerr != nil {
+					return jerr
+				}
+				if err != nil {
+					return &silentError{code: 1}
+				}
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			what := "reloaded"
+			if !res.Changed {
+				what = "reloaded (unchanged)"
+			}
+			fmt.Fprintf(a.stdout, "%s %s (scopes: %s); new sessions of it use it, running ones keep their scope\n", what, res.Config, strings.Join(res.Scopes, ", "))
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, `print {"reloaded": true, "config": …, "sha256": …, "scopes": […], "changed": …} or the error as JSON`)
+	return c
 }

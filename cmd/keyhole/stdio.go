@@ -23,7 +23,12 @@ protocol; logs go to stderr.
 By default it joins the broker that owns the data dir over its unix socket,
 starting one in the background (keyhole serve --idle-exit 10m, logging to
 broker.log in the data dir) when none runs, so several clients share one vault
-and one audit log. --standalone serves in-process instead (one client only).`,
+and one audit log. The session runs the scope of the config this command
+resolves (--config, KEYHOLE_CONFIG, ./keyhole.yaml, …), whichever config the
+broker started with. A background broker of an older keyhole is replaced when
+it serves no other client; otherwise a warning names both versions.
+--standalone serves in-process instead (one client only; the only mode on
+Windows).`,
 		Example: `  claude mcp add keyhole -- keyhole stdio --scope triage`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -35,19 +40,27 @@ and one audit log. --standalone serves in-process instead (one client only).`,
 				defer rt.Close()
 				return rt.Broker.ServeStdio(cmd.Context(), scope, a.stdin, a.stdout)
 			}
+			if err := server.SharedBrokerSupported(); err != nil {
+				return err
+			}
 			exe, err := os.Executable()
 			if err != nil {
 				return err
 			}
-			start := relay.StartOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Exe: exe, Logger: a.log}
+			cfg, err := server.AbsConfig(a.configPath())
+			if err != nil {
+				return err
+			}
+			start := relay.StartOptions{DataDir: a.dataDir(), ConfigPath: cfg, Exe: exe, Logger: a.log}
 			if err := relay.EnsureBroker(cmd.Context(), start); err != nil {
 				return err
 			}
-			return relay.Serve(cmd.Context(), a.dataDir(), scope, a.stdin, a.stdout, a.log)
+			return relay.Serve(cmd.Context(), a.dataDir(), cfg, scope, a.stdin, a.stdout, a.log)
 		},
 	}
 	c.Flags().StringVar(&scope, "scope", "", "the scope this session runs under (required)")
 	c.Flags().BoolVar(&standalone, "standalone", false, "serve in-process instead of through the shared broker")
 	c.MarkFlagRequired("scope")
+	c.RegisterFlagCompletionFunc("scope", a.completeScopes)
 	return c
 }

@@ -49,7 +49,7 @@ type Ops interface {
 	// login's state) and stores the refresh token in the secret.
 	SecretLoginFinish(name, state, code string) (SecretMeta, error)
 	// SessionNew starts a session and returns it with its phantom token.
-	SessionNew(scope string, ttl time.Duration, label string) (SessionInfo, string, error)
+	SessionNew(req SessionRequest) (SessionInfo, string, error)
 	SessionList(all bool) ([]SessionInfo, error)
 	SessionShow(id string) (SessionInfo, error)
 	// SessionRevoke revokes one session by id, every session of a scope,
@@ -57,8 +57,84 @@ type Ops interface {
 	SessionRevoke(id, scope string, all bool) ([]string, error)
 	// SessionEnd ends a session whose client is gone.
 	SessionEnd(id string) error
-	// Reload re-reads keyhole.yaml in the running broker.
-	Reload() error
+	// Reload re-reads a config file in the running broker ("" is the
+	// broker's own) for its new sessions.
+	Reload(config string) (Reloaded, error)
+	// Status says what the running broker serves.
+	Status() (Status, error)
+	// Stop stops the running broker gracefully: it stops accepting, lets
+	// running calls finish and be recorded, and releases the data dir.
+	Stop() (Stopping, error)
+}
+
+// SessionRequest is what a new session is asked for.
+type SessionRequest struct {
+	Scope string        `json:"scope"`
+	TTL   time.Duration `json:"ttl,omitempty"`
+	Label string        `json:"label,omitempty"`
+	// Config is the absolute path of the config file whose scope the
+	// session runs; "" is the broker's own config.
+	Config string `json:"config,omitempty"`
+	// Relay marks the session of a stdio client relayed through the
+	// broker: it ends when the client leaves or the broker stops.
+	Relay bool `json:"relay,omitempty"`
+	// ClientVersion is the keyhole version of the command that asks; the
+	// broker logs a warning when it is not its own.
+	ClientVersion string `json:"client_version,omitempty"`
+}
+
+// Reloaded says which config a reload read.
+type Reloaded struct {
+	Config string   `json:"config"`
+	SHA256 string   `json:"sha256"`
+	Scopes []string `json:"scopes"`
+	// Changed is false when the file was the version already loaded.
+	Changed bool `json:"changed"`
+}
+
+// ConfigStatus is one config file a broker serves.
+type ConfigStatus struct {
+	Path   string    `json:"path"`
+	SHA256 string    `json:"sha256"`
+	Loaded time.Time `json:"loaded"`
+	// Default marks the broker's own config (`keyhole serve --config`).
+	Default bool     `json:"default,omitempty"`
+	Scopes  []string `json:"scopes"`
+}
+
+// Status is what a running broker says of itself.
+type Status struct {
+	PID     int       `json:"pid"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	// Uptime is in whole seconds.
+	Uptime  int64  `json:"uptime_seconds"`
+	DataDir string `json:"data_dir"`
+	// Executable is the broker's binary, and ExecutableTime when it was
+	// built (its modification time when the broker started).
+	Executable     string    `json:"executable,omitempty"`
+	ExecutableTime time.Time `json:"executable_time,omitzero"`
+	// AutoStarted marks a broker a `keyhole stdio` started in the
+	// background (a helper for stdio clients, not an operator's serve).
+	AutoStarted bool           `json:"auto_started"`
+	Configs     []ConfigStatus `json:"configs"`
+	// Sessions counts the active sessions; Clients those of stdio clients
+	// relayed through the broker right now.
+	Sessions  int       `json:"sessions"`
+	Clients   int       `json:"clients"`
+	Listeners Listeners `json:"listeners"`
+}
+
+// Listeners are a broker's addresses.
+type Listeners struct {
+	Socket  string `json:"socket"`
+	HTTP    string `json:"http,omitempty"`
+	Metrics string `json:"metrics,omitempty"`
+}
+
+// Stopping is the answer to Stop: the pid that is stopping.
+type Stopping struct {
+	PID int `json:"pid"`
 }
 
 // Admin is Ops on a data dir, opened in-process or through its broker.

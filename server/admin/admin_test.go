@@ -48,8 +48,8 @@ func (f *fakeOps) SecretLoginStart(name, redirect string) (LoginStart, error) {
 func (f *fakeOps) SecretLoginFinish(name, state, code string) (SecretMeta, error) {
 	return SecretMeta{Name: name, Version: 3}, f.note("login finish %s %s %s", name, state, code)
 }
-func (f *fakeOps) SessionNew(scope string, ttl time.Duration, label string) (SessionInfo, string, error) {
-	return SessionInfo{ID: "ses_1", Scope: scope}, "khs_token", f.note("new %s %s %s", scope, ttl, label)
+func (f *fakeOps) SessionNew(r SessionRequest) (SessionInfo, string, error) {
+	return SessionInfo{ID: "ses_1", Scope: r.Scope}, "khs_token", f.note("new %s %s %s %s %v %s", r.Scope, r.TTL, r.Label, r.Config, r.Relay, r.ClientVersion)
 }
 func (f *fakeOps) SessionList(all bool) ([]SessionInfo, error) {
 	return []SessionInfo{{ID: "ses_1"}}, f.note("sessions %v", all)
@@ -61,7 +61,13 @@ func (f *fakeOps) SessionRevoke(id, scope string, all bool) ([]string, error) {
 	return []string{"ses_1"}, f.note("revoke %q %q %v", id, scope, all)
 }
 func (f *fakeOps) SessionEnd(id string) error { return f.note("end %s", id) }
-func (f *fakeOps) Reload() error              { return f.note("reload") }
+func (f *fakeOps) Reload(config string) (Reloaded, error) {
+	return Reloaded{Config: config, Changed: true}, f.note("reload %s", config)
+}
+func (f *fakeOps) Status() (Status, error) {
+	return Status{PID: 7, Version: "v1.2.3", Configs: []ConfigStatus{{Path: "/p/keyhole.yaml"}}}, f.note("status")
+}
+func (f *fakeOps) Stop() (Stopping, error) { return Stopping{PID: 7}, f.note("stop") }
 
 // serve serves ops on a unix socket in a temp data dir and dials it.
 func serve(t *testing.T, ops Ops) *Client {
@@ -107,7 +113,7 @@ func TestEveryOperationCrossesTheSocket(t *testing.T) {
 			LoginStart{URL: "https://auth.example/authorize?x", State: "st", Tool: "api"}},
 		{"login finish", func() (any, error) { return c.SecretLoginFinish("oauth", "st", "code1") }, SecretMeta{Name: "oauth", Version: 3}},
 		{"new", func() (any, error) {
-			info, tok, err := c.SessionNew("triage", time.Minute, "run 1")
+			info, tok, err := c.SessionNew(SessionRequest{Scope: "triage", TTL: time.Minute, Label: "run 1", Config: "/p/keyhole.yaml", Relay: true, ClientVersion: "v9"})
 			return []any{info.ID, info.Scope, tok}, err
 		}, []any{"ses_1", "triage", "khs_token"}},
 		{"sessions", func() (any, error) { return c.SessionList(true) }, []SessionInfo{{ID: "ses_1"}}},
@@ -116,7 +122,9 @@ func TestEveryOperationCrossesTheSocket(t *testing.T) {
 		{"revoke scope", func() (any, error) { return c.SessionRevoke("", "triage", false) }, []string{"ses_1"}},
 		{"revoke all", func() (any, error) { return c.SessionRevoke("", "", true) }, []string{"ses_1"}},
 		{"end", func() (any, error) { return nil, c.SessionEnd("ses_9") }, nil},
-		{"reload", func() (any, error) { return nil, c.Reload() }, nil},
+		{"reload", func() (any, error) { return c.Reload("/p/keyhole.yaml") }, Reloaded{Config: "/p/keyhole.yaml", Changed: true}},
+		{"status", func() (any, error) { return c.Status() }, Status{PID: 7, Version: "v1.2.3", Configs: []ConfigStatus{{Path: "/p/keyhole.yaml"}}}},
+		{"stop", func() (any, error) { return c.Stop() }, Stopping{PID: 7}},
 	}
 	for _, s := range steps {
 		got, err := s.run()
@@ -130,8 +138,8 @@ func TestEveryOperationCrossesTheSocket(t *testing.T) {
 	want := []string{
 		`set tok "s3cret-value" CI`, `rotate tok "s3cret-value"`, "meta a/b", "list", "delete tok",
 		"login oauth http://127.0.0.1:9/cb", "login finish oauth st code1",
-		"new triage 1m0s run 1", "sessions true", "show ses_9",
-		`revoke "ses_9" "" false`, `revoke "" "triage" false`, `revoke "" "" true`, "end ses_9", "reload",
+		"new triage 1m0s run 1 /p/keyhole.yaml true v9", "sessions true", "show ses_9",
+		`revoke "ses_9" "" false`, `revoke "" "triage" false`, `revoke "" "" true`, "end ses_9", "reload /p/keyhole.yaml", "status", "stop",
 	}
 	if !reflect.DeepEqual(ops.calls, want) {
 		t.Fatalf("the broker's ops saw\n%q\nwant\n%q", ops.calls, want)

@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/vault"
 )
@@ -67,6 +67,10 @@ func (c *Client) do(method, path string, body, out any) error {
 			return fmt.Errorf("%s: %w", eb.Error, vault.ErrNotFound)
 		case "session_not_found":
 			return fmt.Errorf("%s: %w", eb.Error, sessions.ErrNotFound)
+		case "access_request_not_found":
+			return brokerError{eb.Error, access.ErrNotFound}
+		case "access_request_not_open":
+			return brokerError{eb.Error, access.ErrNotOpen}
 		}
 		return fmt.Errorf("%s", eb.Error)
 	}
@@ -78,6 +82,15 @@ func (c *Client) do(method, path string, body, out any) error {
 	}
 	return nil
 }
+
+// brokerError is the broker's message for an error of a known kind.
+type brokerError struct {
+	msg  string
+	kind error
+}
+
+func (e brokerError) Error() string { return e.msg }
+func (e brokerError) Unwrap() error { return e.kind }
 
 func secretPath(name string) string { return "/admin/secrets/" + url.PathEscape(name) }
 
@@ -133,9 +146,9 @@ func (c *Client) SecretLoginFinish(name, state, code string) (SecretMeta, error)
 }
 
 // SessionNew implements Ops.
-func (c *Client) SessionNew(scope string, ttl time.Duration, label string) (SessionInfo, string, error) {
+func (c *Client) SessionNew(req SessionRequest) (SessionInfo, string, error) {
 	var r sessionNewResult
-	err := c.do(http.MethodPost, "/admin/sessions", sessionNewBody{Scope: scope, TTL: ttl, Label: label}, &r)
+	err := c.do(http.MethodPost, "/admin/sessions", req, &r)
 	return r.Session, r.Token, err
 }
 
@@ -175,6 +188,22 @@ func (c *Client) SessionEnd(id string) error {
 }
 
 // Reload implements Ops.
-func (c *Client) Reload() error {
-	return c.do(http.MethodPost, "/admin/reload", nil, nil)
+func (c *Client) Reload(config string) (Reloaded, error) {
+	var r Reloaded
+	err := c.do(http.MethodPost, "/admin/reload", reloadBody{Config: config}, &r)
+	return r, err
+}
+
+// Status implements Ops.
+func (c *Client) Status() (Status, error) {
+	var s Status
+	err := c.do(http.MethodGet, "/admin/status", nil, &s)
+	return s, err
+}
+
+// Stop implements Ops.
+func (c *Client) Stop() (Stopping, error) {
+	var s Stopping
+	err := c.do(http.MethodPost, "/admin/stop", nil, &s)
+	return s, err
 }

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"time"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/vault"
 )
@@ -21,17 +21,15 @@ type (
 		Value       []byte `json:"value"`
 		Description string `json:"description,omitempty"`
 	}
+	reloadBody struct {
+		Config string `json:"config,omitempty"`
+	}
 	loginStartBody struct {
 		RedirectURL string `json:"redirect_url"`
 	}
 	loginFinishBody struct {
 		State string `json:"state"`
 		Code  string `json:"code"`
-	}
-	sessionNewBody struct {
-		Scope string        `json:"scope"`
-		TTL   time.Duration `json:"ttl,omitempty"`
-		Label string        `json:"label,omitempty"`
 	}
 	sessionNewResult struct {
 		Session SessionInfo `json:"session"`
@@ -42,7 +40,7 @@ type (
 	}
 	errorBody struct {
 		Error string `json:"error"`
-		Code  string `json:"code,omitempty"` // secret_not_found | session_not_found
+		Code  string `json:"code,omitempty"` // secret_not_found | session_not_found | access_request_not_found | access_request_not_open
 	}
 )
 
@@ -85,8 +83,8 @@ func Handler(ops Ops) http.Handler {
 		reply(w, func() ([]SessionInfo, error) { return ops.SessionList(r.URL.Query().Get("all") == "true") })
 	})
 	mux.HandleFunc("POST /admin/sessions", func(w http.ResponseWriter, r *http.Request) {
-		withBody(w, r, func(b *sessionNewBody) (any, error) {
-			info, tok, err := ops.SessionNew(b.Scope, b.TTL, b.Label)
+		withBody(w, r, func(b *SessionRequest) (any, error) {
+			info, tok, err := ops.SessionNew(*b)
 			return sessionNewResult{Session: info, Token: tok}, err
 		})
 	})
@@ -106,7 +104,13 @@ func Handler(ops Ops) http.Handler {
 		reply(w, func() (any, error) { return nil, ops.SessionEnd(r.PathValue("id")) })
 	})
 	mux.HandleFunc("POST /admin/reload", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, func() (any, error) { return nil, ops.Reload() })
+		withBody(w, r, func(b *reloadBody) (any, error) { return ops.Reload(b.Config) })
+	})
+	mux.HandleFunc("GET /admin/status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, ops.Status)
+	})
+	mux.HandleFunc("POST /admin/stop", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, ops.Stop)
 	})
 	return mux
 }
@@ -140,6 +144,10 @@ func reply[T any](w http.ResponseWriter, fn func() (T, error)) {
 		body.Code, status = "secret_not_found", http.StatusNotFound
 	case errors.Is(err, sessions.ErrNotFound):
 		body.Code, status = "session_not_found", http.StatusNotFound
+	case errors.Is(err, access.ErrNotFound):
+		body.Code, status = "access_request_not_found", http.StatusNotFound
+	case errors.Is(err, access.ErrNotOpen):
+		body.Code, status = "access_request_not_open", http.StatusConflict
 	}
 	writeJSON(w, status, body)
 }

@@ -94,10 +94,13 @@ const (
 
 // Record is one call as the audit log shows it.
 type Record struct {
-	Seq         uint64          `json:"seq"`
-	Time        time.Time       `json:"time"`
-	Session     string          `json:"session"`
-	Scope       string          `json:"scope"`
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	Session string    `json:"session"`
+	Scope   string    `json:"scope"`
+	// Config is the config file the session's scope came from (its
+	// absolute path).
+	Config      string          `json:"config,omitempty"`
 	Client      string          `json:"client,omitempty"` // "name/version"
 	Tool        string          `json:"tool"`
 	Kind        string          `json:"kind,omitempty"`
@@ -132,9 +135,17 @@ type Record struct {
 	// query_names, held more than MaxQueryNames names) and was cut to fit,
 	// with the hex SHA-256 of its whole value (for query_names, of the JSON
 	// array of every name).
-	Cut  map[string]string `json:"cut,omitempty"`
-	Prev string            `json:"prev"` // hex MAC of the entry before the completing entry
-	MAC  string            `json:"mac"`  // hex MAC of the entry that completed the record
+	Cut map[string]string `json:"cut,omitempty"`
+	// Operator is the OS user who made a change of who may do what
+	// (keyhole.secret.*, keyhole.session.*, keyhole.reload, keyhole.init).
+	Operator string `json:"operator,omitempty"`
+	// Source is the address a keyhole.auth.failed request came from.
+	Source string `json:"source,omitempty"`
+	// Count is how many requests a rate-limited record (keyhole.auth.failed)
+	// stands for; 0 and 1 both mean one.
+	Count int    `json:"count,omitempty"`
+	Prev  string `json:"prev"` // hex MAC of the entry before the completing entry
+	MAC   string `json:"mac"`  // hex MAC of the entry that completed the record
 }
 
 // Hop is one redirect a call followed after the broker re-authorized it:

@@ -35,6 +35,7 @@ type entry struct {
 	Time        string            `json:"time"`
 	Session     string            `json:"session"`
 	Scope       string            `json:"scope"`
+	Config      string            `json:"config,omitempty"`
 	Client      string            `json:"client,omitempty"`
 	Tool        string            `json:"tool"`
 	Kind        string            `json:"kind,omitempty"`
@@ -63,6 +64,9 @@ type entry struct {
 	TokenID     string            `json:"token_id,omitempty"`
 	TokenExp    string            `json:"token_expires,omitempty"`
 	Cut         map[string]string `json:"cut,omitempty"`
+	Operator    string            `json:"operator,omitempty"`
+	Source      string            `json:"source,omitempty"`
+	Count       int               `json:"count,omitempty"`
 	Prev        string            `json:"prev"`
 	MAC         string            `json:"mac,omitempty"` // set only when read back
 }
@@ -311,7 +315,7 @@ func applyArgs(mode string, args json.RawMessage) (json.RawMessage, string) {
 func fromRecord(t string, r *Record) *entry {
 	return &entry{
 		Type: t, Time: formatTime(r.Time),
-		Session: r.Session, Scope: r.Scope, Client: r.Client, Tool: r.Tool, Kind: r.Kind,
+		Session: r.Session, Scope: r.Scope, Config: r.Config, Client: r.Client, Tool: r.Tool, Kind: r.Kind,
 		Method: r.Method, Host: r.Host, Path: r.Path, QueryNames: r.QueryNames,
 		Bucket: r.Bucket, Action: r.Action, Key: r.Key,
 		Decision: r.Decision, Code: r.Code, Reason: r.Reason, Grant: r.Grant,
@@ -319,7 +323,8 @@ func fromRecord(t string, r *Record) *entry {
 		Status: r.Status, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
 		Duration: int64(r.Duration), Scrubbed: r.Scrubbed, Hops: r.Hops,
 		CredKind: r.CredentialKind, TokenID: r.TokenID, TokenExp: formatOptTime(r.TokenExpires),
-		Cut: maps.Clone(r.Cut),
+		Cut:      maps.Clone(r.Cut),
+		Operator: r.Operator, Source: r.Source, Count: r.Count,
 	}
 }
 
@@ -357,7 +362,7 @@ func record(first, outcome *entry, inflight bool) Record {
 	t, _ := time.Parse(timeLayout, first.Time)
 	r := Record{
 		Seq: first.Seq, Time: t,
-		Session: first.Session, Scope: first.Scope, Client: first.Client, Tool: first.Tool,
+		Session: first.Session, Scope: first.Scope, Config: first.Config, Client: first.Client, Tool: first.Tool,
 		Kind: first.Kind, Method: first.Method, Host: first.Host, Path: first.Path,
 		QueryNames: first.QueryNames, Bucket: first.Bucket, Action: first.Action, Key: first.Key,
 		Args: first.Args, ArgsSHA256: first.ArgsSHA256,
@@ -366,7 +371,8 @@ func record(first, outcome *entry, inflight bool) Record {
 		Status: first.Status, BytesIn: first.BytesIn, BytesOut: first.BytesOut,
 		Duration: time.Duration(first.Duration), Scrubbed: first.Scrubbed, Hops: first.Hops,
 		CredentialKind: first.CredKind, TokenID: first.TokenID, TokenExpires: parseOptTime(first.TokenExp),
-		Cut:  first.Cut,
+		Cut:      first.Cut,
+		Operator: first.Operator, Source: first.Source, Count: first.Count,
 		Prev: first.Prev, MAC: first.MAC,
 	}
 	if first.Type != typeIntent {

@@ -37,7 +37,7 @@ func fullRecord(t *testing.T) Record {
 		case map[string]string:
 			f.Set(reflect.ValueOf(map[string]string{"k-" + name: "v"}))
 		case []Hop:
-			f.Set(reflect.ValueOf([]Hop{{Method: "GET", Path: "/v-" + strings.ToLower(name), Status: 302}}))
+			f.Set(reflect.ValueOf([]Hop{{Method: "GET", Path: "/h-" + name, Status: 302}, {Method: "GET", Path: "/h2", Status: 200}}))
 		case int, int64:
 			f.SetInt(int64(i + 1))
 		case uint64:

@@ -7,14 +7,15 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -59,7 +60,14 @@ type Audit struct {
 
 // Loaded is a checked and compiled configuration.
 type Loaded struct {
-	Path      string
+	Path string
+	// Source is the file's bytes as loaded: a session keeps them, so it
+	// runs this config across reloads and restarts whatever the file says
+	// later.
+	Source []byte
+	// Digest is the hex SHA-256 of the file as read: the config's identity
+	// (an approval is bound to the config its session runs).
+	Digest    string
 	Config    Config
 	Tools     map[string]tools.Tool
 	Policy    *policy.Policy
@@ -122,14 +130,16 @@ type ToolEnv = tools.Env
 // problem is reported at once in a *Error; a config with any problem
 // is not returned.
 func Load(path string, env tools.Env) (*Loaded, error) {
-	data, err := readConfigFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	return Parse(path, data, env)
 }
 
-func readConfigFile(path string) ([]byte, error) {
+// ReadFile reads a config file's bytes, at most 4 MiB, with the errors
+// Load gives.
+func ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -168,12 +178,13 @@ func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 		return nil, serr
 	}
 	var problems []Problem
+	var explained map[string]bool
 	if verr := schema.Validate(value); verr != nil {
 		var ve *jsonschema.ValidationError
 		if !errors.As(verr, &ve) {
 			return nil, fmt.Errorf("config: validate config: %w", verr)
 		}
-		problems = schemaProblems(root, ve)
+		problems, explained = schemaProblems(root, ve)
 	}
 
 	var cfg Config
@@ -193,16 +204,27 @@ func Parse(path string, data []byte, env tools.Env) (*Loaded, error) {
 		env.Tokens = tools.NewTokens()
 	}
 	loaded, errs := compileConfig(cfg, env)
-	problems = mergeProblems(problems, locate(root, errs))
+	problems = mergeProblems(problems, locate(root, errs), explained)
 	if len(problems) > 0 {
 		return nil, &Error{Path: path, Problems: problems}
 	}
 	loaded.Path = path
+	loaded.Source = bytes.Clone(data)
+	loaded.Digest = Hash(data)
 	return loaded, nil
 }
 
-// mergeProblems adds semantic problems whose key no schema problem covers.
-func mergeProblems(schema, semantic []Problem) []Problem {
+// Hash is the hex SHA-256 of a config file's bytes: the name of that
+// version of the config.
+func Hash(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// mergeProblems adds semantic problems whose key no schema problem covers
+// and that no misspelled key explains (a tool whose credential is
+// misspelled has no credential secret either: one mistake, one problem).
+func mergeProblems(schema, semantic []Problem, explained map[string]bool) []Problem {
 	if len(schema) == 0 {
 		return semantic
 	}
@@ -212,7 +234,7 @@ func mergeProblems(schema, semantic []Problem) []Problem {
 	}
 	out := schema
 	for _, p := range semantic {
-		if !covered[p.Key] {
+		if !covered[p.Key] && !explainedBy(p.Key, explained) {
 			out = append(out, p)
 		}
 	}
@@ -253,19 +275,23 @@ func compileConfig(cfg Config, env tools.Env) (*Loaded, []error) {
 	return l, errs
 }
 
-// ParseRetention parses a retention period: a Go duration or a number of
-// days ("90d").
+// ParseRetention parses a retention period: a positive duration
+// (ParseDuration: "720h", "90d").
 func ParseRetention(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n <= 0 {
-			return 0, fmt.Errorf("%q is not a number of days like 90d", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
+	d, err := ParseDuration(s)
 	if err != nil || d <= 0 {
 		return 0, fmt.Errorf("%q is not a positive duration like 720h or 90d", s)
+	}
+	return d, nil
+}
+
+// ParseDuration parses a duration as keyhole reads them everywhere, in
+// keyhole.yaml and on the command line: a Go duration that may start
+// with days ("90s", "1h30m", "7d", "1d12h").
+func ParseDuration(s string) (time.Duration, error) {
+	d, err := policy.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration; write a number and a unit, e.g. 30s, 15m, 1h or 7d", s)
 	}
 	return d, nil
 }

@@ -104,9 +104,14 @@ func nodeValue(n *yaml.Node, depth int) (any, *Problem) {
 var quotedName = regexp.MustCompile(`'((?:[^'\\]|\\.)*)'`)
 
 // schemaProblems flattens a schema validation error into located problems,
-// one per failing leaf, sorted by position.
-func schemaProblems(root *yaml.Node, ve *jsonschema.ValidationError) []Problem {
-	var out []Problem
+// one per failing leaf, sorted by position, in words: a pattern names the
+// form it wants, and an unknown key that is a misspelling of one the
+// object takes says which. It also returns the key paths the problems
+// already explain: the key a misspelling meant (whose absence, and
+// whatever depends on it, is the same mistake), so no follow-on problem
+// is reported for them.
+func schemaProblems(root *yaml.Node, ve *jsonschema.ValidationError) ([]Problem, map[string]bool) {
+	var leaves []*jsonschema.ValidationError
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
 		if len(e.Causes) > 0 {
@@ -115,25 +120,78 @@ func schemaProblems(root *yaml.Node, ve *jsonschema.ValidationError) []Problem {
 			}
 			return
 		}
+		leaves = append(leaves, e)
+	}
+	walk(ve)
+
+	meant := map[string]string{} // misspelled key path -> the key it meant
+	explained := map[string]bool{}
+	for _, e := range leaves {
+		if !isUnknownKey(e) {
+			continue
+		}
 		key := pointerToKey(e.InstanceLocation)
-		if strings.HasSuffix(e.KeywordLocation, "/additionalProperties") && strings.HasSuffix(e.Message, "not allowed") {
+		_, ptr, _ := strings.Cut(e.AbsoluteKeywordLocation, "#")
+		allowed := allowedKeys(strings.TrimSuffix(ptr, "/additionalProperties"))
+		for _, m := range quotedName.FindAllStringSubmatch(e.Message, -1) {
+			if s := nearest(m[1], allowed); s != "" {
+				meant[joinKey(key, m[1])] = s
+				explained[joinKey(key, s)] = true
+			}
+		}
+	}
+
+	var out []Problem
+	for _, e := range leaves {
+		key := pointerToKey(e.InstanceLocation)
+		switch {
+		case isUnknownKey(e):
 			for _, m := range quotedName.FindAllStringSubmatch(e.Message, -1) {
 				k := joinKey(key, m[1])
 				line, col := position(root, k, true)
-				out = append(out, Problem{Line: line, Column: col, Key: k, Msg: "unknown key"})
+				msg := "unknown key"
+				if s := meant[k]; s != "" {
+					msg = fmt.Sprintf("unknown key; did you mean %s?", s)
+				}
+				out = append(out, Problem{Line: line, Column: col, Key: k, Msg: msg})
 			}
-			return
-		}
-		if strings.HasSuffix(e.KeywordLocation, "/propertyNames") || strings.Contains(e.KeywordLocation, "/propertyNames/") {
+		case strings.HasSuffix(e.KeywordLocation, "/propertyNames") || strings.Contains(e.KeywordLocation, "/propertyNames/"):
 			line, col := position(root, key, false)
 			out = append(out, Problem{Line: line, Column: col, Key: key, Msg: "names must be lower-case letters, digits, _ and -, starting with a letter"})
-			return
+		case strings.HasSuffix(e.KeywordLocation, "/required"):
+			var missing []string
+			for _, m := range quotedName.FindAllStringSubmatch(e.Message, -1) {
+				if !explained[joinKey(key, m[1])] {
+					missing = append(missing, m[1])
+				}
+			}
+			if len(missing) > 0 {
+				line, col := position(root, key, false)
+				out = append(out, Problem{Line: line, Column: col, Key: key, Msg: "missing " + strings.Join(missing, ", ")})
+			}
+		case strings.HasSuffix(e.KeywordLocation, "/pattern"):
+			line, col := position(root, key, false)
+			out = append(out, Problem{Line: line, Column: col, Key: key, Msg: patternProblem(root, e, key)})
+		default:
+			line, col := position(root, key, false)
+			out = append(out, Problem{Line: line, Column: col, Key: key, Msg: e.Message})
 		}
-		line, col := position(root, key, false)
-		out = append(out, Problem{Line: line, Column: col, Key: key, Msg: e.Message})
 	}
-	walk(ve)
-	return sortProblems(dedupe(out))
+	return sortProblems(dedupe(out)), explained
+}
+
+func isUnknownKey(e *jsonschema.ValidationError) bool {
+	return strings.HasSuffix(e.KeywordLocation, "/additionalProperties") && strings.HasSuffix(e.Message, "not allowed")
+}
+
+// explainedBy reports whether key is, or is under, a key in explained.
+func explainedBy(key string, explained map[string]bool) bool {
+	for k := range explained {
+		if key == k || strings.HasPrefix(key, k+".") || strings.HasPrefix(key, k+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // locate places package-level field errors in the file.

@@ -305,7 +305,7 @@ func (p *demoPrinter) step(ctx context.Context, n int, st demoStep, c *client.Cl
 		return fmt.Errorf("demo: call %d (%s): %w", n, st.title, err)
 	}
 	p.calls++
-	recs, err := log.Query(audit.Filter{})
+	recs, err := log.Query(audit.Filter{Tool: "github"})
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

@@ -150,7 +150,7 @@ func TestDemo_TranscriptAuditAndCleanup(t *testing.T) {
 	}
 
 	// One audit row per call, in order, stamped by the demo's clock.
-	rows := regexp.MustCompile(`(?m)^  (\d+)\s+(\S+)\s+ses_\S+\s+github\s+(\S+)\s+(\S+)\s+(allow|deny)\s+(\S+)\s+\S+$`).FindAllStringSubmatch(r.out, -1)
+	rows := regexp.MustCompile(`(?m)^  (\d+)\s+(\S+)\s+ses_\S+\s+github\s+(\S+)\s+(\S+)\s+(allow|deny)\s+(\S+)\s+github_token(?: v1)?\s+(yes|-)\s+\S+\s+.+$`).FindAllStringSubmatch(r.out, -1)
 	wantRows := []struct{ method, path, decision, status string }{
 		{"GET", "/repos/acme/api/issues", "allow", "200"},
 		{"POST", "/repos/acme/api/issues/42/comments", "allow", "201"},

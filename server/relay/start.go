@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,8 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/gofrs/flock"
 
 	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/admin"
@@ -43,15 +43,25 @@ type StartOptions struct {
 // broker and the others find it answering. A broker that loses the data
 // dir to another process is not a failure: EnsureBroker keeps dialing
 // until the deadline, and starts another when the data dir is free again.
+//
+// A broker of an older keyhole than this binary is replaced when it is a
+// background broker serving no stdio client; otherwise the client joins
+// it and a warning names both versions.
 func EnsureBroker(ctx context.Context, o StartOptions) error {
-	if brokerAnswers(o.DataDir) {
-		return nil
+	if err := server.SharedBrokerSupported(); err != nil {
+		return err
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 15 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	replace := false
+	if brokerAnswers(o.DataDir) {
+		if replace = o.outdated(); !replace {
+			return nil
+		}
 	}
 	cfg, err := filepath.Abs(o.ConfigPath)
 	if err != nil {
@@ -71,7 +81,48 @@ func EnsureBroker(ctx context.Context, o StartOptions) error {
 		return o.noAnswer(err)
 	}
 	defer unlock()
+	// Another client may have replaced the broker while this one waited.
+	if replace && brokerAnswers(o.DataDir) && o.outdated() {
+		if err := o.replace(ctx); err != nil {
+			return err
+		}
+	}
 	return o.startAndWait(ctx)
+}
+
+// outdated reports whether the running broker is an older keyhole that
+// this client may replace: a background broker serving no stdio client.
+// An older broker it may not replace gets a warning, and is joined.
+func (o StartOptions) outdated() bool {
+	c, err := admin.Dial(o.DataDir)
+	if err != nil {
+		return false
+	}
+	st, err := c.Status()
+	c.Close()
+	if err != nil || !server.NewerThan(st) {
+		return false
+	}
+	if st.AutoStarted && st.Clients == 0 {
+		return true
+	}
+	why := fmt.Sprintf("it serves %d other editor session(s)", st.Clients)
+	if !st.AutoStarted {
+		why = "it was started with keyhole serve"
+	}
+	o.Logger.Warn(fmt.Sprintf("the running broker (pid %d) is keyhole %s, older than this keyhole %s; this session runs %s because %s. Run `keyhole stop` when you can, and the next client starts keyhole %s",
+		st.PID, st.Version, server.Version, st.Version, why, server.Version), "broker_version", st.Version, "version", server.Version)
+	return false
+}
+
+// replace stops the running (older) broker and waits for the data dir.
+func (o StartOptions) replace(ctx context.Context) error {
+	st, err := server.StopBroker(ctx, o.DataDir, server.StopOptions{Timeout: o.Timeout})
+	if err != nil {
+		return fmt.Errorf("keyhole: replace the older broker (pid %d): %w", st.PID, err)
+	}
+	o.Logger.Info("replaced an older broker", "pid", st.PID, "version", server.Version)
+	return nil
 }
 
 // startAndWait starts a broker and dials until it (or another process's
@@ -121,9 +172,9 @@ func (o StartOptions) start() (<-chan error, int64, error) {
 	if fi, err := logFile.Stat(); err == nil {
 		from = fi.Size()
 	}
-	cmd := exec.Command(o.Exe, "serve", "--idle-exit", "10m", "--data-dir", o.DataDir, "--config", o.ConfigPath, "--log-format", "json")
+	cmd := exec.Command(o.Exe, "serve", "--idle-exit", "10m", "--auto-started", "--data-dir", o.DataDir, "--config", o.ConfigPath, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	detach(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, 0, fmt.Errorf("keyhole: start a broker: %w", err)
 	}
@@ -152,28 +203,15 @@ func brokerAnswers(dataDir string) bool {
 
 // takeStartLock takes the exclusive start lock, polling until ctx ends.
 func takeStartLock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("keyhole: open %s: %w", path, err)
+	lk := flock.New(path, flock.SetPermissions(0o600))
+	ok, err := lk.TryLockContext(ctx, 25*time.Millisecond)
+	if err != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("keyhole: lock %s: %w", path, err)
 	}
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("keyhole: lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-tick.C:
-		}
+	if !ok {
+		return nil, ctx.Err()
 	}
+	return func() { lk.Close() }, nil
 }
 
 // lastLineSince returns the last non-empty line written to a log file at

@@ -68,7 +68,40 @@ type Flip struct {
 
 // grantCodes are the denial codes a scope's grants decide; a call denied
 // with another code (a limit, an expired session) says nothing of them.
-var grantCodes = map[string]bool{policy.CodeNotGranted: true, policy.CodeUnknownTool: true, policy.CodeTripwire: true}
+var grantCodes = map[string]bool{policy.CodeNotGranted: true, policy.CodeUnknownTool: true, policy.CodeTripwire: true, policy.CodeApprovalRequired: true}
+
+// How a call went, or would go, as far as grants and approvals decide.
+const (
+	wentThrough = iota // a grant allowed it
+	byPerson           // a person approved it through an access request
+	asked              // it waited for a person, who did not approve it
+	refused            // no grant allows it and no person may
+)
+
+// oldFate is how a recorded call went.
+func oldFate(c *audit.Call) int {
+	switch {
+	case strings.HasPrefix(c.Grant, "access request ") || strings.Contains(c.Grant, "by access request "):
+		return byPerson
+	case c.Grant != "":
+		return wentThrough
+	case c.Code == policy.CodeApprovalRequired:
+		return asked
+	}
+	return refused
+}
+
+// newFate is how a call would go under d: allowed, waiting for a person
+// (a grant with approve: true, or on_deny: request), or denied.
+func newFate(d policy.Decision, sc *policy.Scope) int {
+	switch {
+	case d.Allow:
+		return wentThrough
+	case d.Ask || d.Code == policy.CodeNotGranted && sc != nil && sc.Approval().OnDenyRequest:
+		return asked
+	}
+	return refused
+}
 
 // maxDecisions bounds the cache of decisions a replay keeps.
 const maxDecisions = 100_000
@@ -97,14 +130,19 @@ func Replay(ctx context.Context, src *Sources, next *config.Loaded, o ReplayOpti
 	flips := map[flipKey]*flipAcc{}
 	skipped := map[string]int{}
 	type decKey struct{ scope, tool, method, path, action, key string }
-	cache := map[decKey]policy.Decision{}
-	decide := func(c *audit.Call) policy.Decision {
+	type decided struct {
+		d    policy.Decision
+		fate int
+	}
+	cache := map[decKey]decided{}
+	decide := func(c *audit.Call) decided {
 		k := decKey{c.Scope, c.Tool, c.Method, c.Path, c.Action, c.Key}
 		if d, ok := cache[k]; ok {
 			return d
 		}
 		var d policy.Decision
-		switch sc, ok := next.Policy.Scope(c.Scope); {
+		sc, ok := next.Policy.Scope(c.Scope)
+		switch {
 		case !ok:
 			d = policy.Decision{Code: policy.CodeNotGranted, Reason: "scope " + c.Scope + " is not in " + next.Path}
 		case next.Tools[c.Tool] == nil:
@@ -119,8 +157,9 @@ func Replay(ctx context.Context, src *Sources, next *config.Loaded, o ReplayOpti
 		if len(cache) == maxDecisions {
 			clear(cache)
 		}
-		cache[k] = d
-		return d
+		dd := decided{d, newFate(d, sc)}
+		cache[k] = dd
+		return dd
 	}
 	add := func(k flipKey, reason string, c *audit.Call) {
 		a := flips[k]
@@ -161,15 +200,32 @@ func Replay(ctx context.Context, src *Sources, next *config.Loaded, o ReplayOpti
 			return nil
 		}
 		rep.Replayed++
-		d := decide(&c)
+		dd := decide(&c)
+		was, will := oldFate(&c), dd.fate
 		switch {
-		case d.Allow == wasAllowed:
+		case was == will, was == byPerson && will == asked:
 			rep.Unchanged++
-		case d.Allow:
-			add(flipKey{widened: true, scope: c.Scope, tool: c.Tool, grant: d.Grant}, "", &c)
+		case will == wentThrough:
+			grant := dd.d.Grant
+			if was != refused {
+				grant += " (no person's approval needed any more)"
+			}
+			add(flipKey{widened: true, scope: c.Scope, tool: c.Tool, grant: grant}, "", &c)
+		case will == asked && was == refused:
+			add(flipKey{widened: true, scope: c.Scope, tool: c.Tool, grant: "a person's approval"}, dd.d.Reason, &c)
+		case will == asked:
+			add(flipKey{scope: c.Scope, tool: c.Tool, grant: c.Grant}, "would wait for a person's approval: "+dd.d.Reason, &c)
+		case was == asked:
+			// Asked, not approved, and now denied outright: either way
+			// the call did not go through.
+			rep.Unchanged++
 		default:
 			// The reason names the request: the group keeps its first's.
-			add(flipKey{scope: c.Scope, tool: c.Tool, grant: c.Grant}, d.Reason, &c)
+			old := c.Grant
+			if old == "" {
+				old = "a person's approval"
+			}
+			add(flipKey{scope: c.Scope, tool: c.Tool, grant: old}, dd.d.Reason, &c)
 		}
 		return nil
 	})

@@ -73,3 +73,55 @@ func TestReplayReportsWhatWouldFlip(t *testing.T) {
 		t.Fatalf("Replay without release = %+v, %v", rep, err)
 	}
 }
+
+// TestReplayOfCallsAPersonApproved: a call a person approved through an
+// access request and one that waited and was not approved, replayed
+// against the same approve: true grant (nothing flips), a plain grant (no
+// approval needed: both widen) and no grant (the approved one would break).
+func TestReplayOfCallsAPersonApproved(t *testing.T) {
+	const cfg = `version: 1
+tools:
+  github: {kind: http, base_url: "https://api.github.com", credential: {secret: gh_token, inject: bearer}}
+scopes:
+  triage:
+    grants:
+      - {tool: github, methods: [GET], paths: [/repos/acme/api/issues]}
+      - {tool: github, methods: [POST], paths: [/repos/acme/api/issues/*/labels], approve: true}
+`
+	f := newFixture(t, cfg, nil, nil)
+	rec := audit.Record{Time: t0, Session: "s1", Scope: "triage", Tool: "github", Kind: "http", Method: "POST", Path: "/repos/acme/api/issues/7/labels", Credential: "gh_token"}
+	approved := rec
+	approved.Decision, approved.Grant = audit.Allow, "access request acr_1 approved once by os:alice"
+	p, err := f.log.Begin(context.Background(), approved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Finish(context.Background(), approved)
+	waited := rec
+	waited.Path, waited.Decision, waited.Code, waited.Reason = "/repos/acme/api/issues/8/labels", audit.Deny, "approval_required", "not approved"
+	f.write(waited)
+
+	replay := func(yaml string) *ReplayReport {
+		t.Helper()
+		next, err := config.Parse("next.yaml", []byte(yaml), tools.Env{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Replay(context.Background(), f.src, next, ReplayOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := replay(cfg); rep.Flips() != 0 || rep.Unchanged != 2 {
+		t.Fatalf("the same config: %d flips, %d unchanged; want 0 and 2", rep.Flips(), rep.Unchanged)
+	}
+	rep := replay(strings.Replace(cfg, ", approve: true", "", 1))
+	if rep.Flips() != 2 || len(rep.Widened) != 1 || rep.Widened[0].Grant != "github: POST /repos/acme/api/issues/*/labels (no person's approval needed any more)" {
+		t.Fatalf("without approve: widened %+v, narrowed %+v", rep.Widened, rep.Narrowed)
+	}
+	rep = replay(strings.Replace(cfg, "      - {tool: github, methods: [POST], paths: [/repos/acme/api/issues/*/labels], approve: true}\n", "", 1))
+	if rep.Flips() != 1 || len(rep.Narrowed) != 1 || rep.Narrowed[0].Grant != approved.Grant || rep.Unchanged != 1 {
+		t.Fatalf("without the grant: widened %+v, narrowed %+v, %d unchanged", rep.Widened, rep.Narrowed, rep.Unchanged)
+	}
+}

@@ -24,11 +24,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
+	"github.com/keyhole-dev/keyhole/server/terminal"
 	"github.com/keyhole-dev/keyhole/tools"
 	"github.com/keyhole-dev/keyhole/vault"
 )
@@ -284,32 +284,9 @@ func listCounted(cs []Counted, max int) string {
 	return strings.Join(parts, ", ")
 }
 
-// clean makes agent-chosen text safe for a terminal or a document: control
-// characters, and the format characters that reorder or hide text (bidi
-// overrides, zero-width), are shown as escapes. JSON output keeps the
-// text exact.
-func clean(s string) string {
-	ok := true
-	for _, r := range s {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == unicode.ReplacementChar {
-			ok = false
-			break
-		}
-	}
-	if ok {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == unicode.ReplacementChar {
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+// clean makes agent-chosen text safe for a terminal or a document
+// (terminal.Escape); JSON output keeps the text exact.
+func clean(s string) string { return terminal.Escape(s) }
 
 // plural writes "1 call", "2 calls".
 func plural(n int, word string) string {

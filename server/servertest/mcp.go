@@ -119,6 +119,12 @@ func ConnectHTTP(url, token, name string, opts ...transport.StreamableHTTPCOptio
 // client name. Its stderr is kept for the error. It may run on any
 // goroutine.
 func StartCommand(binary, dir string, env, args []string, name string) (*client.Client, error) {
+	return StartCommandStderr(binary, dir, env, args, name, nil)
+}
+
+// StartCommandStderr is StartCommand that also copies the server's stderr
+// to stderr (nil: kept for the error only).
+func StartCommandStderr(binary, dir string, env, args []string, name string, stderr io.Writer) (*client.Client, error) {
 	c, err := client.NewStdioMCPClientWithOptions(binary, env, args, transport.WithCommandFunc(func(ctx context.Context, cmd string, env, args []string) (*exec.Cmd, error) {
 		c := exec.CommandContext(ctx, cmd, args...)
 		c.Env, c.Dir = env, dir
@@ -127,15 +133,19 @@ func StartCommand(binary, dir string, env, args []string, name string) (*client.
 	if err != nil {
 		return nil, err
 	}
-	var stderr SyncBuffer
+	var kept SyncBuffer
 	if r, ok := client.GetStderr(c); ok {
-		go io.Copy(&stderr, r)
+		var w io.Writer = &kept
+		if stderr != nil {
+			w = io.MultiWriter(&kept, stderr)
+		}
+		go io.Copy(w, r)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := Initialize(ctx, c, name, mcp.LATEST_LEGACY_PROTOCOL_VERSION); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("%w (stderr: %s)", err, stderr.String())
+		return nil, fmt.Errorf("%w (stderr: %s)", err, kept.String())
 	}
 	return c, nil
 }

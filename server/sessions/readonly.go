@@ -14,11 +14,12 @@ import (
 // store: no phantom-token session was ever started there.
 var ErrNoStore = errors.New("sessions: no session store")
 
-// Snapshot returns every session stored at path, oldest first, read from
-// a copy of the file in memory: the file is never opened by buntdb nor
-// written, so it is safe beside a broker that owns it (it reads the
+// Snapshot returns every session stored at path, oldest first, as List
+// does with key (records that fail their MAC come back Tampered), read
+// from a copy of the file in memory: the file is never opened by buntdb
+// nor written, so it is safe beside a broker that owns it (it reads the
 // sessions as of the last write the broker made).
-func Snapshot(path string) ([]Record, error) {
+func Snapshot(path string, key []byte) ([]Record, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w at %s", ErrNoStore, path)
@@ -38,7 +39,7 @@ func Snapshot(path string) ([]Record, error) {
 		mem.Close()
 		return nil, fmt.Errorf("sessions: read %s: %w", path, err)
 	}
-	s := &Store{db: mem}
+	s := &Store{db: mem, key: key}
 	defer s.Close()
 	return s.List()
 }

@@ -1,0 +1,71 @@
+package server
+
+import (
+	"context"
+
+	"github.com/keyhole-dev/keyhole/policy"
+	"github.com/keyhole-dev/keyhole/server/audit"
+	"github.com/keyhole-dev/keyhole/tools"
+	"github.com/keyhole-dev/keyhole/tools/scrub"
+)
+
+// secretInArgs is why a session ends when a call's arguments carry a
+// credential: only an agent that saw one, or is guessing one and watching
+// for the redaction, sends it (invariant 9).
+const secretInArgs = "the arguments of a call carried a credential, or a part of one, which an agent never holds"
+
+// probeScrubbers returns a scrubber for the secret of every tool the
+// session's scope grants, the called tool's first: a credential of any of
+// them in the arguments of any call is a probe. A secret that cannot be
+// read is skipped (its tool's calls fail anyway, and nothing of it can
+// be echoed).
+func (b *Broker) probeScrubbers(s *Session, called tools.Tool) []*scrub.Scrubber {
+	var out []*scrub.Scrubber
+	seen := map[string]bool{}
+	add := func(t tools.Tool) {
+		name := t.SecretName()
+		if name == "" || seen[name] {
+			return
+		}
+		seen[name] = true
+		secret, err := b.secrets.Get(name)
+		if err != nil {
+			return
+		}
+		out = append(out, b.scrubberFor(t, secret.Bytes()))
+	}
+	add(called)
+	for _, n := range s.Scope().Tools() {
+		if t, ok := s.cfg.Tools[n]; ok {
+			add(t)
+		}
+	}
+	return out
+}
+
+// argsProbe reports whether raw arguments, or the call prepared from them
+// (nil before Prepare), carry a credential of any of the scrubbers.
+func argsProbe(scs []*scrub.Scrubber, args []byte, call *tools.Call) bool {
+	for _, sc := range scs {
+		if call == nil && tools.ArgsCarrySecret(sc, args) {
+			return true
+		}
+		if call != nil && call.CarriesSecret(sc) {
+			return true
+		}
+	}
+	return false
+}
+
+// tripOnSecret ends the session at once, with its own code and reason,
+// for a call whose arguments carried a credential. Nothing went upstream;
+// the record keeps the call with every credential scrubbed from it.
+func (b *Broker) tripOnSecret(ctx context.Context, s *Session, rec *audit.Record, scs []*scrub.Scrubber) *Outcome {
+	d := s.Trip(b.now(), policy.CodeSecretInArguments, secretInArgs)
+	rec.Code, rec.Reason = d.Code, d.Reason
+	for _, sc := range scs {
+		scrubRecord(rec, sc)
+	}
+	b.log.Warn("arguments carried a credential; session ended", LogSession, s.ID(), LogTool, rec.Tool)
+	return b.deny(ctx, rec, "denied: "+d.Reason)
+}
