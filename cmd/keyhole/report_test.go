@@ -102,7 +102,7 @@ func TestReportsOnALiveBroker(t *testing.T) {
 	check(rep, "session record")
 	for _, args := range [][]string{
 		{"report", "session", s.ID},
-		{"report", "session", s.ID, "--markdown", "--incident", "3"},
+		{"report", "session", s.ID, "--markdown", "--incident", strconv.FormatUint(rep.Timeline[1].Seq, 10)},
 		{"report", "blast-radius"},
 		{"report", "blast-radius", "--secret", "github_token", "--markdown"},
 		{"report", "blast-radius", "--format", "mermaid"},
@@ -206,7 +206,7 @@ func TestBlastRadiusBeforeAnyCall(t *testing.T) {
 		!slices.Contains(blast.Secrets[0].Flags, "stale") || !slices.Contains(blast.Secrets[0].Flags, "granted_never_used") {
 		t.Fatalf("blast-radius before any call = %+v (%v)\n%s", blast, err, r.stdout)
 	}
-	if r := h.run("", "report", "session", "ses_x"); r.code != 0 || !strings.Contains(r.stderr, "no calls recorded yet") {
+	if r := h.run("", "report", "session", "ses_x"); r.code != 1 || !strings.Contains(r.stderr, "no such session: ses_x") {
 		t.Fatalf("report session before any call = exit %d %q", r.code, r.stderr)
 	}
 }
