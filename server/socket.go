@@ -28,6 +28,10 @@ func ListenSocket(dd *DataDir) (net.Listener, error) {
 	os.Remove(path)
 	l, err := net.Listen("unix", path)
 	if err != nil {
+		if len(path) > 100 {
+			// sun_path holds 104 bytes on darwin and the BSDs, 108 on Linux.
+			return nil, fmt.Errorf("keyhole: listen on %s: %w (the path is %d bytes, longer than unix sockets may be: use a shorter --data-dir)", path, err, len(path))
+		}
 		return nil, fmt.Errorf("keyhole: listen on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {

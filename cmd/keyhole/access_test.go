@@ -389,13 +389,13 @@ func (h *accessHome) waitFile(t *testing.T, path, want string) string {
 	}
 }
 
-// TestInvariant7_ScopeGrowsOnlyThroughAnApprovalOfThatExactRequest: a
+// TestInvariant7_ApprovedRequestOnly: a
 // call beyond the scope reaches the upstream only after a person approved
 // it, shown exactly what it adds (access show: the request, the risks,
 // "outside the scope"); the agent is told which request to have approved;
 // once it is, the exact repeat proceeds, once, and a repeat with another
 // body, path or query does not.
-func TestInvariant7_ScopeGrowsOnlyThroughAnApprovalOfThatExactRequest(t *testing.T) {
+func TestInvariant7_ApprovedRequestOnly(t *testing.T) {
 	h := newAccessHome(t)
 	agent := h.agent(t, "quick")
 	body := map[string]any{"labels": []string{"bug"}}
