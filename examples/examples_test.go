@@ -46,6 +46,15 @@ func load(t *testing.T, dir string) *config.Loaded {
 	return cfg
 }
 
+// incidents are the post-mortem examples: each the config an incident ran
+// under (not one to copy), its scripted agent run (agent.json) and the
+// report that catches it (incidents_test.go), and the scope it defines.
+var incidents = map[string]string{
+	"incident-cleanup-agent":  "archive_cleanup",
+	"incident-onboarding-bot": "ticket_triage",
+	"incident-billing-sync":   "billing_sync",
+}
+
 func TestExamplesPassConfigCheck(t *testing.T) {
 	dirs, err := filepath.Glob("*/keyhole.yaml")
 	if err != nil {
@@ -59,9 +68,29 @@ func TestExamplesPassConfigCheck(t *testing.T) {
 	for d := range examples {
 		want = append(want, d)
 	}
+	for d := range incidents {
+		want = append(want, d)
+	}
 	sort.Strings(want)
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("example dirs = %v, want %v (add new examples to this test)", got, want)
+	}
+	for dir, scope := range incidents {
+		t.Run(dir, func(t *testing.T) {
+			cfg := load(t, dir)
+			if names := cfg.Policy.ScopeNames(); len(names) != 1 || names[0] != scope {
+				t.Fatalf("%s scopes = %v, want [%s]", dir, names, scope)
+			}
+			readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+			if err != nil {
+				t.Fatalf("%s has no README: %v", dir, err)
+			}
+			for _, want := range []string{"## The incident", "## The post-mortem", "## The fix", "keyhole report session", "agent.json"} {
+				if !strings.Contains(string(readme), want) {
+					t.Errorf("%s/README.md does not mention %q", dir, want)
+				}
+			}
+		})
 	}
 	for dir, scope := range examples {
 		t.Run(dir, func(t *testing.T) {

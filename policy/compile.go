@@ -67,6 +67,7 @@ type toolGrants struct {
 // httpRule allows the methods in a bit set on the paths of one pattern.
 type httpRule struct {
 	methods uint8
+	grant   int // index of the grant in the scope's config
 	// approve: a call this rule allows waits for a person (approve: true).
 	approve bool
 	// shape is a templated tool's path (params as "*"); nil for generic
@@ -82,6 +83,7 @@ type httpRule struct {
 // s3Rule allows the actions in a bit set on the keys one prefix grants.
 type s3Rule struct {
 	actions uint8
+	grant   int // index of the grant in the scope's config
 	approve bool
 	prefix  S3Prefix
 	// text and reason per action, as for httpRule.
@@ -182,7 +184,7 @@ func compileScope(name string, c ScopeConfig, tools map[string]ToolInfo) (*Scope
 		errs = append(errs, fieldErr(at+".grants", "a scope grants nothing without grants; add at least one"))
 	}
 	for i, g := range c.Grants {
-		errs = append(errs, s.addGrant(fmt.Sprintf("%s.grants[%d]", at, i), g, tools)...)
+		errs = append(errs, s.addGrant(fmt.Sprintf("%s.grants[%d]", at, i), i, g, tools)...)
 	}
 	for tool, tg := range s.tools {
 		s.toolNames = append(s.toolNames, tool)
@@ -196,7 +198,7 @@ func compileScope(name string, c ScopeConfig, tools map[string]ToolInfo) (*Scope
 }
 
 // addGrant checks one grant and adds its rules to the scope.
-func (s *Scope) addGrant(at string, g GrantConfig, tools map[string]ToolInfo) []error {
+func (s *Scope) addGrant(at string, grant int, g GrantConfig, tools map[string]ToolInfo) []error {
 	if g.Tool == "" {
 		return []error{fieldErr(at+".tool", "required: name a tool defined under tools:")}
 	}
@@ -211,6 +213,13 @@ func (s *Scope) addGrant(at string, g GrantConfig, tools map[string]ToolInfo) []
 	var errs []error
 	nh, ns, nsum := len(tg.http), len(tg.s3), len(tg.summary)
 	defer func() {
+		// Each rule remembers its grant, for reports (Scope.Rules).
+		for i := nh; i < len(tg.http); i++ {
+			tg.http[i].grant = grant
+		}
+		for i := ns; i < len(tg.s3); i++ {
+			tg.s3[i].grant = grant
+		}
 		if g.Approve {
 			tg.markApprove(nh, ns, nsum)
 		}

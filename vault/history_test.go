@@ -270,3 +270,50 @@ func TestMetaSeesEveryWrite(t *testing.T) {
 		t.Fatalf("Meta after Close = %v, want ErrClosed", err)
 	}
 }
+
+// A read-only vault beside a live writer sees what was written since it
+// opened once it is refreshed (the audit reads the newest checkpoint this
+// way), forgets nothing it knew of, and refuses a file now sealed with
+// another key, keeping its snapshot.
+func TestRefreshReadsTheWritersFileAgain(t *testing.T) {
+	ks := randomKey(t)
+	w, path := newVault(t, ks)
+	if err := w.PutRecord("checkpoint", []byte("#1")); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(path, ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if err := w.PutRecord("checkpoint", []byte("#2")); err != nil {
+		t.Fatal(err)
+	}
+	mustSet(t, w, "alpha", testValue)
+	if got, _ := ro.GetRecord("checkpoint"); string(got) != "#1" {
+		t.Fatalf("GetRecord before Refresh = %q, want the snapshot's #1", got)
+	}
+	if err := ro.Refresh(); err != nil {
+		t.Fatalf("Refresh() = %v", err)
+	}
+	if got, err := ro.GetRecord("checkpoint"); string(got) != "#2" {
+		t.Fatalf("GetRecord after Refresh = %q, %v; want #2", got, err)
+	}
+	mustGet(t, ro, "alpha", testValue)
+	if m, err := ro.Meta("alpha"); err != nil || m.Version != 1 {
+		t.Fatalf("Meta after Refresh = %+v, %v", m, err)
+	}
+
+	if err := w.Rekey(randomKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ro.Refresh(); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("Refresh of a rekeyed file = %v, want ErrWrongKey", err)
+	}
+	if got, _ := ro.GetRecord("checkpoint"); string(got) != "#2" {
+		t.Fatalf("GetRecord after a refused Refresh = %q, want the snapshot kept", got)
+	}
+	if err := w.Refresh(); err != nil {
+		t.Fatalf("Refresh of a writable vault = %v, want nil (it is the file's only writer)", err)
+	}
+}

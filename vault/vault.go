@@ -22,6 +22,7 @@ package vault
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -473,5 +474,77 @@ func set(tx *buntdb.Tx, key, val string) error {
 	if _, _, err := tx.Set(key, val, nil); err != nil {
 		return fmt.Errorf("vault: store: %w", err)
 	}
+	return nil
+}
+
+// Refresh reads the file of a vault opened with OpenReadOnly again, so a
+// reader beside a live writer sees what was written since it opened (the
+// audit's newest checkpoint). The file must still be the same vault, under
+// the same master key: a rekeyed or replaced file is refused with
+// ErrWrongKey or ErrCorrupt and the snapshot held so far is kept.
+func (v *Vault) Refresh() error {
+	if !v.readOnly {
+		return nil // a writable vault is the file's only writer
+	}
+	db, err := load(v.path)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		_ = db.Close()
+		return ErrClosed
+	}
+	var check, root string
+	err = db.View(func(tx *buntdb.Tx) error {
+		var err error
+		if check, err = tx.Get(keyCheck); err != nil {
+			return fmt.Errorf("%w: %s has no key-check record", ErrCorrupt, v.path)
+		}
+		if root, err = tx.Get(keyRoot); err != nil {
+			return fmt.Errorf("%w: %s has no root key record", ErrCorrupt, v.path)
+		}
+		return nil
+	})
+	if err == nil {
+		if plain, oerr := openString(v.aead, keyCheck, check); oerr != nil || string(plain) != checkPlaintext {
+			err = fmt.Errorf("%w: %s is no longer sealed with the key it was opened with", ErrWrongKey, v.path)
+		}
+	}
+	var names map[string]bool
+	if err == nil {
+		plainRoot, oerr := openString(v.aead, keyRoot, root)
+		switch {
+		case oerr != nil || len(plainRoot) < keySize || !bytes.Equal(plainRoot[:keySize], v.root):
+			err = fmt.Errorf("%w: %s holds another vault's root key", ErrCorrupt, v.path)
+		case len(plainRoot) > keySize:
+			var rn rootNames
+			if jerr := json.Unmarshal(plainRoot[keySize:], &rn); jerr != nil {
+				err = fmt.Errorf("%w: %s has a damaged root key record", ErrCorrupt, v.path)
+			}
+			names = make(map[string]bool, len(rn.Records))
+			for _, n := range rn.Records {
+				names[n] = true
+			}
+		}
+		clear(plainRoot)
+	}
+	if err != nil {
+		_ = db.Close()
+		return err
+	}
+	old := v.db
+	v.db = db
+	v.recMu.Lock()
+	for n := range names {
+		if v.records == nil {
+			v.records = map[string]bool{}
+		}
+		v.records[n] = true // a name once stored stays known: its removal is tampering
+	}
+	v.recMu.Unlock()
+	v.forgetMetas()
+	_ = old.Close()
 	return nil
 }

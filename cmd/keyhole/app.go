@@ -106,6 +106,9 @@ The model never holds a credential.`,
 		a.sessionCmd(),
 		a.demoCmd(),
 		a.accessCmd(),
+		a.reportCmd(),
+		a.scopeCmd(),
+		a.policyCmd(),
 		a.uiCmd(),
 	)
 	for _, c := range root.Commands() {

@@ -7,14 +7,16 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
 	"modernc.org/sqlite"
 )
 
-// schemaVersion is PRAGMA user_version of a file this package created.
-const schemaVersion = 1
+// schemaVersion is PRAGMA user_version of a file this package creates:
+// the schema, then every migration.
+var schemaVersion = 1 + len(migrations)
 
 // schema is the SQLite schema. entries holds each sealed entry as it was
 // MAC'd (entry) under its seq, and the columns the indexes need, generated
@@ -79,6 +81,20 @@ FROM entries c LEFT JOIN entries o ON o."of" = c.seq AND o.type = 'outcome'
 WHERE c.type <> 'outcome'`,
 }
 
+// migrations upgrade a file of version i+1 to version i+2. A new file gets
+// the schema and then every migration, so a new file and an upgraded one
+// hold the same schema, down to the text SQLite keeps of each object.
+var migrations = [][]string{
+	// 1 → 2: what reports aggregate (Log.Usage): calls by credential,
+	// scope, session and the grant that allowed them, in time, read from
+	// the index alone.
+	{
+		`ALTER TABLE entries ADD COLUMN scope TEXT AS (json_extract(entry, '$.scope'))`,
+		`ALTER TABLE entries ADD COLUMN "grant" TEXT AS (json_extract(entry, '$.grant'))`,
+		`CREATE INDEX entries_usage ON entries(credential, scope, session, "grant", time) WHERE type <> 'outcome'`,
+	},
+}
+
 // SQLite result codes (the low byte of an extended code) this package names.
 const (
 	sqliteReadOnly = 8
@@ -102,6 +118,9 @@ type sqliteStore struct {
 	wdb  *sql.DB
 	r    *sql.DB // read-only connections
 	lock *os.File
+
+	// version is the file's schema version (readers take older ones).
+	version int
 
 	wmu  sync.Mutex // one transaction at a time on the writer connection
 	stmt writerStmts
@@ -212,7 +231,7 @@ func (s *sqliteStore) ensureSchema() error {
 	if err := s.w.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&objects); err != nil {
 		return s.openError(err)
 	}
-	if version != schemaVersion && (version != 0 || objects != 0) {
+	if version > schemaVersion || version == 0 && objects != 0 {
 		return fmt.Errorf("audit: %s is not an audit log this keyhole wrote (schema version %d with %d objects, want version %d)", s.path, version, objects, schemaVersion)
 	}
 	// Only a file that is ours, or empty, is switched to WAL.
@@ -224,6 +243,7 @@ func (s *sqliteStore) ensureSchema() error {
 		return fmt.Errorf("audit: %s: journal mode is %q, not WAL", s.path, mode)
 	}
 	if version == schemaVersion {
+		s.version = version
 		return nil
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
@@ -231,7 +251,17 @@ func (s *sqliteStore) ensureSchema() error {
 		return s.openError(err)
 	}
 	defer tx.Rollback()
-	for _, stmt := range schema {
+	// A new file gets the schema, an older one the migrations it lacks
+	// (creating an index over a long log takes a while, once).
+	var stmts []string
+	if version == 0 {
+		stmts = schema
+		version = 1
+	}
+	for _, m := range migrations[version-1:] {
+		stmts = append(stmts, m...)
+	}
+	for _, stmt := range stmts {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("audit: create schema in %s: %w", s.path, err)
 		}
@@ -242,6 +272,7 @@ func (s *sqliteStore) ensureSchema() error {
 	if err := tx.Commit(); err != nil {
 		return s.openError(err)
 	}
+	s.version = schemaVersion
 	return nil
 }
 
@@ -252,9 +283,12 @@ func (s *sqliteStore) checkReadable() error {
 	if err := s.r.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
 		return s.openError(err)
 	}
-	if version != schemaVersion {
+	// A reader takes a file of an earlier version as it is (the keyhole
+	// writing it upgrades it when it next starts).
+	if version < 1 || version > schemaVersion {
 		return fmt.Errorf("audit: %s is not an audit log this keyhole wrote (schema version %d, want %d)", s.path, version, schemaVersion)
 	}
+	s.version = version
 	var n int
 	if err := s.r.QueryRow(`SELECT count(*) FROM (SELECT seq FROM entries ORDER BY seq DESC LIMIT 1)`).Scan(&n); err != nil {
 		return s.openError(err)
@@ -531,11 +565,9 @@ func (s *sqliteStore) setMeta(name, value string) error {
 }
 
 func (s *sqliteStore) schemaProblems() ([]string, error) {
-	want := map[string]string{}
-	for _, stmt := range schema {
-		f := strings.Fields(stmt)
-		// CREATE TABLE|INDEX|VIEW name ...
-		want[f[2]] = normalizeSQL(stmt)
+	want, err := schemaOf(s.version)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
 	}
 	rows, err := s.r.Query(`SELECT type, name, coalesce(sql, '') FROM sqlite_master`)
 	if err != nil {
@@ -573,6 +605,57 @@ func (s *sqliteStore) schemaProblems() ([]string, error) {
 }
 
 func normalizeSQL(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// schemas caches schemaOf.
+var schemas sync.Map // int → map[string]string
+
+// schemaOf returns the objects of a file of the given version, each name
+// with the normalized text SQLite keeps of it, as this package creates
+// them: the schema and the version's migrations run in an in-memory
+// database (an ALTER TABLE rewrites the table's text its own way).
+func schemaOf(version int) (map[string]string, error) {
+	if v, ok := schemas.Load(version); ok {
+		return v.(map[string]string), nil
+	}
+	if version < 1 || version > schemaVersion {
+		return nil, fmt.Errorf("no schema version %d", version)
+	}
+	db, err := sql.Open("sqlite", ":memory:")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	stmts := slices.Clone(schema)
+	for _, m := range migrations[:version-1] {
+		stmts = append(stmts, m...)
+	}
+	for _, stmt := range stmts {
+		if _, err := db.Exec(stmt); err != nil {
+			return nil, fmt.Errorf("schema version %d: %w", version, err)
+		}
+	}
+	rows, err := db.Query(`SELECT name, coalesce(sql, '') FROM sqlite_master`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	want := map[string]string{}
+	for rows.Next() {
+		var name, text string
+		if err := rows.Scan(&name, &text); err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(name, "sqlite_autoindex_") {
+			want[name] = normalizeSQL(text)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	schemas.Store(version, want)
+	return want, nil
+}
 
 func (s *sqliteStore) close() error {
 	var errs []error

@@ -376,6 +376,22 @@ type checkState struct {
 
 func (c *checkState) read(l *Log) {
 	c.read_ = true
+	// A writer puts each checkpoint in the vault before its copy in the
+	// log file. Read the copy first and the vault after it, so a checkpoint
+	// written between the two reads never looks like a vault that fell
+	// behind its log: in this process under cpMu, and across processes
+	// with the vault read again from its file after the copy.
+	if !l.readOnly {
+		l.cpMu.Lock()
+		defer l.cpMu.Unlock()
+	}
+	c.copy, c.copyOK, c.copyErr = l.checkpointCopy()
+	if r, ok := l.cp.(refresher); ok && l.readOnly {
+		if err := r.Refresh(); err != nil {
+			c.cpErr = err
+			return
+		}
+	}
 	data, err := l.cp.GetRecord(CheckpointName)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -388,7 +404,12 @@ func (c *checkState) read(l *Log) {
 			c.cpErr, c.cpForged = err, true
 		}
 	}
-	c.copy, c.copyOK, c.copyErr = l.checkpointCopy()
+}
+
+// refresher is a Checkpointer that is a snapshot of a file another process
+// writes (a vault opened read-only): Refresh reads the file again.
+type refresher interface {
+	Refresh() error
 }
 
 // checkTail compares the walked head with the checkpoint.

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"io/fs"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -166,5 +168,79 @@ func TestVerifyWrongKeyFlagsEveryEntry(t *testing.T) {
 	rep := mustVerify(t, f.openReadOnly())
 	if rep.OK || len(rep.Problems) != 2 || rep.Problems[0].Seq != 1 {
 		t.Fatalf("Verify with the wrong key = %+v, want both entries flagged", rep)
+	}
+}
+
+// staleCheckpoint is a Checkpointer frozen at the moment it was copied, as
+// a vault opened read-only by another process is.
+type staleCheckpoint struct{ records map[string][]byte }
+
+func (s *staleCheckpoint) PutRecord(string, []byte) error { return ErrReadOnly }
+func (s *staleCheckpoint) GetRecord(name string) ([]byte, error) {
+	if d, ok := s.records[name]; ok {
+		return d, nil
+	}
+	return nil, fs.ErrNotExist
+}
+
+func snapshotOf(m *memCheckpoint) map[string][]byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.records)
+}
+
+// refreshingCheckpoint is a snapshot that can read its source again, as
+// vault.Vault.Refresh does for a vault opened read-only.
+type refreshingCheckpoint struct {
+	staleCheckpoint
+	src *memCheckpoint
+}
+
+func (r *refreshingCheckpoint) Refresh() error {
+	r.records = snapshotOf(r.src)
+	return nil
+}
+
+// A reader beside a live writer holds a vault snapshot from when it
+// opened; the writer checkpoints again (vault first, then the log file's
+// copy) before the reader verifies. Verify reads the log's copy first and
+// the vault again after it, so a healthy log never reads as rolled back;
+// a vault that really is older than the log's copy still does.
+func TestVerifyBesideALiveWriterIsNotARollback(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	mustWrite(t, l, denied("s", "github"))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snap := snapshotOf(f.cp) // what a reader's vault holds when it opens
+	l = f.open()
+	mustWrite(t, l, denied("s", "github"))
+	mustCall(t, l, allowed("s", "github"), 200)
+	if err := l.Close(); err != nil { // a newer checkpoint: vault, then the copy
+		t.Fatal(err)
+	}
+
+	o := f.opts
+	o.ReadOnly = true
+	o.Checkpoint = &refreshingCheckpoint{staleCheckpoint: staleCheckpoint{records: maps.Clone(snap)}, src: f.cp}
+	r, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if rep := mustVerify(t, r); !rep.OK {
+		t.Fatalf("Verify beside a writer that checkpointed since the reader opened = %+v, want ok", rep)
+	}
+
+	o.Checkpoint = &staleCheckpoint{records: maps.Clone(snap)} // a vault restored from that older copy
+	stale, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stale.Close()
+	rep := mustVerify(t, stale)
+	if rep.OK || len(rep.Problems) == 0 || rep.Problems[0].Kind != ProblemRolledBack {
+		t.Fatalf("Verify with a vault older than the log's copy = %+v, want %s", rep, ProblemRolledBack)
 	}
 }

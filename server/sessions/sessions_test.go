@@ -243,3 +243,44 @@ func TestOpenWantsA32ByteKey(t *testing.T) {
 		t.Fatal("Open with a 5-byte key succeeded")
 	}
 }
+
+// TestSnapshotReadsBesideAnOpenStore: Snapshot reads what an open store
+// wrote without opening the file with buntdb, a torn tail included, and
+// checks each record's MAC.
+func TestSnapshotReadsBesideAnOpenStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sessions.db")
+	if _, err := Snapshot(path, testKey); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("Snapshot of no file = %v, want ErrNoStore", err)
+	}
+	s, err := Open(path, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i, label := range []string{"nightly", "release"} {
+		if _, err := s.Create(Record{SessionInfo: policy.SessionInfo{ID: "ses_" + label, Scope: "triage", Label: label, Created: now.Add(time.Duration(i) * time.Minute), State: policy.StateActive}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Save(policy.SessionInfo{ID: "ses_nightly", Scope: "triage", Label: "nightly", Created: now, State: policy.StateRevoked, EndReason: "revoked by operator"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Snapshot(path, testKey)
+	if err != nil || len(got) != 2 || got[0].ID != "ses_nightly" || got[0].State != policy.StateRevoked || got[1].Label != "release" || got[0].Tampered || got[1].Tampered {
+		t.Fatalf("Snapshot = %+v, %v; want nightly (revoked) and release", got, err)
+	}
+	if got, err := Snapshot(path, bytes.Repeat([]byte{1}, 32)); err != nil || len(got) != 2 || !got[0].Tampered {
+		t.Fatalf("Snapshot with another key = %+v, %v; want both records, tampered", got, err)
+	}
+	// A record half written as the snapshot reads the file.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("*3\r\n$3\r\nset\r\n$11\r\nsession:ses")
+	f.Close()
+	if got, err := Snapshot(path, testKey); err != nil || len(got) != 2 {
+		t.Fatalf("Snapshot with a torn tail = %d sessions, %v; want the 2 committed", len(got), err)
+	}
+}
