@@ -204,7 +204,7 @@ func TestInvariant1_ConsoleShowsNoFormOfASecret(t *testing.T) {
 	b := u.signIn(t)
 	tail := openEvents(t, b, "/ui/audit/events?after=0")
 	var pages []string
-	for _, p := range []string{"/ui/", "/ui/sessions", "/ui/sessions?all=1", "/ui/audit", "/ui/audit/1", "/ui/audit/2", "/ui/access?all=1", "/ui/secrets", "/ui/config"} {
+	for _, p := range []string{"/ui/", "/ui/sessions", "/ui/sessions?all=1", "/ui/audit", "/ui/audit/1", "/ui/audit/2", "/ui/access?all=1", "/ui/secrets", "/ui/config", "/ui/blast-radius"} {
 		pages = append(pages, page(t, b, p))
 	}
 	info, _ := u.sessions.List(true)

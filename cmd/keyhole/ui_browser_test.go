@@ -287,12 +287,22 @@ func TestConsoleInChromium(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for _, want := range []string{"nightly-triage", "Timeline", "GET /issues/7", "DELETE /issues/7", "is not granted to scope triage"} {
+		for _, want := range []string{"nightly-triage", "Post-mortem", "What credentials did the agent hold at the time of the incident?",
+			"How many other agents share the same credentials?", "github_token", "Timeline", "GET /issues/7", "DELETE /issues/7", "the incident"} {
 			if !strings.Contains(main, want) {
-				return fmt.Errorf("the session's page lacks %q:\n%s", want, main)
+				return fmt.Errorf("the session's post-mortem lacks %q:\n%s", want, main)
 			}
 		}
 		return nil
+	})
+
+	tb.step("blast radius", func() error {
+		if err := tb.follow(`nav a[href="/ui/blast-radius"]`); err != nil {
+			return err
+		}
+		// The graph is drawn on the server: a box per scope, tool, secret
+		// and upstream, the secret flagged for its write reach.
+		return tb.until(`document.querySelectorAll('figure.graph svg g.node').length === 4 && document.querySelector('g.node.secret.flagged title').textContent.includes('write reach')`)
 	})
 
 	type result struct {

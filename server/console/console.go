@@ -5,8 +5,9 @@
 //
 // It shows what other packages compute: the audit (server/audit), access
 // requests (server/access, whose Manager alone approves and denies), the
-// reports (server/report), the sessions and the vault's metadata through
-// the small interfaces below, which the broker satisfies. It computes no
+// post-mortem and the blast radius (server/report, from the same sources
+// as `keyhole report`), the sessions and the vault's metadata through the
+// small interfaces below, which the broker satisfies. It computes no
 // decision of its own.
 //
 // # Signing in
@@ -231,6 +232,7 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("GET /ui/access/{id}", c.signedIn(c.accessPage))
 	mux.HandleFunc("POST /ui/access/{id}/approve", c.signedIn(c.approve))
 	mux.HandleFunc("POST /ui/access/{id}/deny", c.signedIn(c.deny))
+	mux.HandleFunc("GET /ui/blast-radius", c.signedIn(c.blastRadius))
 	mux.HandleFunc("GET /ui/secrets", c.signedIn(c.secrets))
 	mux.HandleFunc("GET /ui/config", c.signedIn(c.configPage))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

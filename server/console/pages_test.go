@@ -34,10 +34,16 @@ func TestEveryPageRenders(t *testing.T) {
 	req, _ := h.fill()
 	b := h.signIn()
 	pages := map[string][]string{
-		"/ui/":                    {"Overview", "Live sessions", "Calls per minute", "<svg", "Waiting for you", req.ID, "Verify the whole chain now", "github_token", "not rotated in"},
-		"/ui/sessions":            {"ses_1", "ses_2", "nightly triage", "active"},
-		"/ui/sessions?all=1":      {"ses_1", "Only the live ones"},
-		"/ui/sessions/ses_1":      {"Session", "ses_1", "nightly triage", "Revoke this session", "/repos/acme/api/issues/7", "DELETE /repos/acme/api", "is not granted to scope triage", req.ID},
+		"/ui/":               {"Overview", "Live sessions", "Calls per minute", "<svg", "Waiting for you", req.ID, "Verify the whole chain now", "github_token", "not rotated in"},
+		"/ui/sessions":       {"ses_1", "ses_2", "nightly triage", "active"},
+		"/ui/sessions?all=1": {"ses_1", "Only the live ones"},
+		"/ui/sessions/ses_1": {"Session", "ses_1", "nightly triage", "Revoke this session", req.ID, "Post-mortem",
+			"What credentials did the agent hold at the time of the incident?", "Were those credentials necessary", "How long had those credentials been active?",
+			"Could a session-scoped token have expired", "inherited from a broader one?", "How many other agents share the same credentials?",
+			"The facts behind the answer", "github_token", "GET /repos/acme/api/issues/7", "DELETE /repos/acme/api", "the incident", "make this the incident"},
+		"/ui/sessions/ses_1?incident=1":                 {"at the call <a href=\"/ui/audit/1\">#1</a>"},
+		"/ui/blast-radius":                              {"Blast radius", "<svg", "Scopes", "Upstreams", "github_token", "aws_archive", "api.example.com", "s3://acme-archive", "write reach", "not rotated in 90 days", "POST /repos/acme/api/issues/*/labels", "stale"},
+		"/ui/blast-radius?secret=github_token&since=7d": {"github_token", "<option selected>7d</option>"},
 		"/ui/audit":               {"Audit", "Filter", "/repos/acme/api/issues/7", "s3://acme-archive/reports/2026/", "keyhole.access.request", "Follow live"},
 		"/ui/audit?decision=deny": {"DELETE /repos/acme/api", "keyhole.access.request"},
 		"/ui/audit/1":             {"Audit record 1", "api.example.com", "github: GET /repos/acme/api/issues/*", "github_token", "version 3", "editor/1.0", "120.0 ms", "&#34;path&#34;"},

@@ -97,7 +97,7 @@ func TestSignedOutBrowsersGetNothing(t *testing.T) {
 	h := newHarness(t)
 	req, _ := h.fill()
 	anon := h.browser()
-	for _, path := range []string{"/ui/", "/ui/sessions", "/ui/sessions/ses_1", "/ui/audit", "/ui/audit/1", "/ui/audit/events", "/ui/access", "/ui/access/" + req.ID, "/ui/access/events", "/ui/secrets", "/ui/config"} {
+	for _, path := range []string{"/ui/", "/ui/sessions", "/ui/sessions/ses_1", "/ui/audit", "/ui/audit/1", "/ui/audit/events", "/ui/access", "/ui/access/" + req.ID, "/ui/access/events", "/ui/blast-radius", "/ui/secrets", "/ui/config"} {
 		resp, body := anon.get(path)
 		if resp.StatusCode != http.StatusUnauthorized || strings.Contains(body, "ses_1") || strings.Contains(body, "github_token") || !strings.Contains(body, "keyhole ui --open") {
 			t.Errorf("GET %s signed out = %d, want 401 showing only how to sign in:\n%s", path, resp.StatusCode, body)
@@ -271,7 +271,7 @@ func TestSecurityHeadersAndNoInlineScript(t *testing.T) {
 		regexp.MustCompile(`\sstyle\s*=`),       // inline style
 		regexp.MustCompile(`(?i)javascript:`),   // script URLs
 	}
-	for _, path := range []string{"/ui/", "/ui/sessions", "/ui/sessions/ses_1", "/ui/audit", "/ui/audit/1", "/ui/access", "/ui/access/" + req.ID, "/ui/secrets", "/ui/config", "/ui/nothing", "/ui/login?t=x"} {
+	for _, path := range []string{"/ui/", "/ui/sessions", "/ui/sessions/ses_1", "/ui/audit", "/ui/audit/1", "/ui/access", "/ui/access/" + req.ID, "/ui/blast-radius", "/ui/secrets", "/ui/config", "/ui/nothing", "/ui/login?t=x"} {
 		resp, body := b.get(path)
 		for k, want := range map[string]string{
 			"Content-Security-Policy": csp,
@@ -424,7 +424,7 @@ func TestTheWebhookURLIsNeverShown(t *testing.T) {
 	h := newHarness(t)
 	req, _ := h.fill()
 	b := h.signIn()
-	for _, path := range []string{"/ui/", "/ui/config", "/ui/access", "/ui/access/" + req.ID, "/ui/secrets", "/ui/sessions/ses_1"} {
+	for _, path := range []string{"/ui/", "/ui/config", "/ui/access", "/ui/access/" + req.ID, "/ui/blast-radius", "/ui/secrets", "/ui/sessions/ses_1"} {
 		if body := b.mustGet(path); strings.Contains(body, webhookToken) || strings.Contains(body, "hooks.example.com") {
 			t.Errorf("GET %s shows the webhook URL", path)
 		}

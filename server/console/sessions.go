@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/access"
@@ -51,7 +52,9 @@ type sessionData struct {
 	// Cut says the timeline holds only the last timelineLimit calls.
 	Cut      bool
 	Requests []access.Request
-	Err      string
+	// Report is the session's post-mortem.
+	Report *postMortem
+	Err    string
 }
 
 func (c *Console) sessionPage(w http.ResponseWriter, r *http.Request, s consoleSession) {
@@ -74,6 +77,8 @@ func (c *Console) sessionPage(w http.ResponseWriter, r *http.Request, s consoleS
 		recs, d.Cut = recs[1:], true
 	}
 	d.Timeline = recs
+	incident, _ := strconv.ParseUint(r.URL.Query().Get("incident"), 10, 64)
+	d.Report = c.sessionReport(r.Context(), id, incident)
 	if c.o.Access != nil {
 		for _, req := range c.o.Access.List(true) {
 			if req.Session == id {
