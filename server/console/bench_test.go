@@ -94,6 +94,7 @@ func BenchmarkPages(b *testing.B) {
 		{"audit_empty_window", "/ui/audit?since=1s"},
 		{"audit_old_window", "/ui/audit?until=29d&since=30d"},
 		{"record", "/ui/audit/" + mid},
+		{"blast_radius", "/ui/blast-radius"},
 		{"access", "/ui/access"},
 		{"secrets", "/ui/secrets"},
 		{"config", "/ui/config"},
