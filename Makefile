@@ -4,7 +4,7 @@ BIN      := bin/keyhole
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-clients lint fuzz bench bench-audit demo run clean
+.PHONY: all build test test-clients test-ui ui-screenshots lint fuzz bench bench-audit bench-console demo run clean
 
 all: build
 
@@ -24,6 +24,22 @@ test:
 # clients/package-lock.json. Needs node and npm.
 test-clients: build
 	cd clients && npm ci --no-audit --no-fund --ignore-scripts && node run.mjs ../$(BIN)
+
+# The browser console end to end in headless Chromium, driven from Go with
+# chromedp (cmd/keyhole/ui_browser_test.go, build tag browser); not part of
+# make test. Needs Chromium: Debian's chromium (apt-get install -y chromium)
+# or KEYHOLE_CHROMIUM. A failing step leaves a screenshot in bin/ui-shots/.
+CHROMIUM ?= $(or $(KEYHOLE_CHROMIUM),$(shell command -v chromium || command -v chromium-browser || command -v google-chrome))
+test-ui:
+	@if [ -z "$(CHROMIUM)" ] || [ ! -x "$(CHROMIUM)" ]; then \
+		echo "make test-ui: Chromium is not installed; install it (apt-get install -y chromium) or set KEYHOLE_CHROMIUM" >&2; exit 1; fi
+	KEYHOLE_CHROMIUM=$(CHROMIUM) $(GO) test -tags browser -race -count=1 -timeout 10m -run '^TestConsoleInChromium$$' ./cmd/keyhole
+
+# The README's screenshots of the console (docs/console-*.png), taken by
+# the test-ui run.
+ui-screenshots:
+	@mkdir -p docs
+	KEYHOLE_UI_DOCS=$(abspath docs) $(MAKE) test-ui
 
 # lint also cross-builds the CLI for $(CROSS).
 # govulncheck runs when it is installed (go install golang.org/x/vuln/cmd/govulncheck@v1.9.0)
@@ -78,6 +94,16 @@ bench-audit:
 	@mkdir -p $(AUDIT_DIR)
 	KEYHOLE_AUDIT_LARGE_N=$(AUDIT_N) KEYHOLE_AUDIT_LARGE_DIR=$(abspath $(AUDIT_DIR)) \
 		$(GO) test -run '^$$' -bench '^BenchmarkLargeLog$$' -benchmem -benchtime 5x -timeout 60m ./server/audit
+
+# The console's pages over an audit log of CONSOLE_N calls, in process
+# (writing a million calls takes minutes; CONSOLE_DIR keeps them between
+# runs). Not part of make test.
+CONSOLE_N   ?= 1000000
+CONSOLE_DIR ?= bin/console-bench
+bench-console:
+	@mkdir -p $(CONSOLE_DIR)
+	KEYHOLE_CONSOLE_BENCH_N=$(CONSOLE_N) KEYHOLE_CONSOLE_BENCH_DIR=$(abspath $(CONSOLE_DIR)) \
+		$(GO) test -run '^$$' -bench '^BenchmarkPages$$' -benchtime 20x -timeout 60m ./server/console
 
 demo: build
 	./$(BIN) demo

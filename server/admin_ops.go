@@ -130,15 +130,22 @@ func (a *adminOps) SessionShow(id string) (admin.SessionInfo, error) {
 }
 
 func (a *adminOps) SessionRevoke(id, scope string, all bool) ([]string, error) {
+	return a.revoke(id, scope, all, "operator "+Operator(), "")
+}
+
+// revoke revokes the sessions that match, naming by as who revoked them
+// in their end reason, ends their access requests, and records each
+// revocation (its reason followed by where, when where is set).
+func (a *adminOps) revoke(id, scope string, all bool, by, where string) ([]string, error) {
 	m, err := a.sessions()
 	if err != nil {
 		return nil, err
 	}
-	ids, err := m.Revoke(id, scope, all, "revoked by operator "+Operator())
+	ids, err := m.Revoke(id, scope, all, "revoked by "+by)
 	a.endAccess(ids, "was revoked")
 	var errs []error
 	for _, rid := range ids {
-		rec := changeRecord(a.changes.clock(), ToolSessionRevoke, "session "+rid+" revoked")
+		rec := changeRecord(a.changes.clock(), ToolSessionRevoke, "session "+rid+" revoked"+where)
 		rec.Session = rid
 		if info, err := m.Show(rid); err == nil {
 			rec.Scope = info.Scope

@@ -30,7 +30,11 @@ type ServeOptions struct {
 	// MetricsAddr, if set, serves Prometheus /metrics there (it is always on
 	// the unix socket).
 	MetricsAddr string
-	// TLSCert and TLSKey serve HTTPAddr over TLS.
+	// UIAddr, if set, serves the browser console there (server/console);
+	// a host left out is 127.0.0.1, and another address than loopback
+	// needs TLS. `keyhole ui` gets a login link through the socket.
+	UIAddr string
+	// TLSCert and TLSKey serve HTTPAddr and UIAddr over TLS.
 	TLSCert, TLSKey string
 	// InsecureHTTP allows plain HTTP on a non-loopback address.
 	InsecureHTTP bool
@@ -77,6 +81,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		if err := checkListenAddr(o); err != nil {
 			return err
 		}
+	}
+	if err := checkUIAddr(o); err != nil {
+		return err
 	}
 	if err := takeOver(ctx, o); err != nil {
 		return err
@@ -141,6 +148,7 @@ type brokerProc struct {
 	tlsFlags  []bool
 	addrs     admin.Listeners
 	httpOpts  HTTPOptions
+	ui        uiHook // the browser console, when UIAddr asks for one
 
 	stop     chan struct{} // closed by `keyhole stop`
 	stopOnce sync.Once
@@ -169,7 +177,7 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 		changes:  recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now},
 	}
 	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL}
-	p.add(sock, p.streams.wrap(p.activity.wrap(b.socketHandler(p.m, ops, o.Metrics, p.httpOpts))), false)
+	p.add(sock, p.streams.wrap(p.activity.wrap(p.ui.socket(b.socketHandler(p.m, ops, o.Metrics, p.httpOpts)))), false)
 
 	if o.HTTPAddr != "" {
 		tcp, err := net.Listen("tcp", o.HTTPAddr)
@@ -202,6 +210,13 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{}))
 		p.add(l, mux, false)
+	}
+	if err := p.ui.open(o, p.rt, p.m, self); err != nil {
+		p.closeListeners()
+		return err
+	}
+	if p.ui.console != nil {
+		p.servers, p.listeners, p.tlsFlags = append(p.servers, p.ui.srv), append(p.listeners, p.ui.l), append(p.tlsFlags, p.ui.tls)
 	}
 	return nil
 }

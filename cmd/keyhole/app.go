@@ -109,6 +109,7 @@ The model never holds a credential.`,
 		a.reportCmd(),
 		a.scopeCmd(),
 		a.policyCmd(),
+		a.uiCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)

@@ -24,11 +24,13 @@ func (a *App) serveCmd() *cobra.Command {
 		Long: `serve is the broker. It owns the data dir, listens on a unix socket in it
 (mode 0600) for local stdio clients and admin commands, and with --http serves
 MCP over streamable HTTP at /mcp for agents holding a phantom session token
-(keyhole session new). SIGHUP or keyhole reload re-reads keyhole.yaml for new
+(keyhole session new). With --ui it serves the browser console (sign in with
+keyhole ui). SIGHUP or keyhole reload re-reads keyhole.yaml for new
 sessions; SIGTERM stops accepting, lets in-flight calls finish and flushes the
 audit log.`,
 		Example: `  keyhole serve --http 127.0.0.1:7777
-  keyhole serve --http 0.0.0.0:7777 --tls-cert cert.pem --tls-key key.pem --metrics 127.0.0.1:9464`,
+  keyhole serve --http 0.0.0.0:7777 --tls-cert cert.pem --tls-key key.pem --metrics 127.0.0.1:9464
+  keyhole serve --ui 127.0.0.1:7778          # then: keyhole ui --open`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.RuntimeOptions = a.runtimeOptions()
@@ -56,8 +58,9 @@ audit log.`,
 	}
 	c.Flags().StringVar(&o.HTTPAddr, "http", "", "also serve MCP over streamable HTTP on this address (phantom tokens)")
 	c.Flags().StringVar(&o.MetricsAddr, "metrics", "", "serve Prometheus /metrics on this address (always on the unix socket)")
-	c.Flags().StringVar(&o.TLSCert, "tls-cert", "", "TLS certificate for --http")
-	c.Flags().StringVar(&o.TLSKey, "tls-key", "", "TLS key for --http")
+	c.Flags().StringVar(&o.UIAddr, "ui", "", "serve the browser console on this address (host defaults to 127.0.0.1; elsewhere needs TLS); sign in with keyhole ui")
+	c.Flags().StringVar(&o.TLSCert, "tls-cert", "", "TLS certificate for --http and --ui")
+	c.Flags().StringVar(&o.TLSKey, "tls-key", "", "TLS key for --http and --ui")
 	c.Flags().BoolVar(&o.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback --http address")
 	c.Flags().StringSliceVar(&o.AllowedOrigins, "allowed-origin", nil, "extra Origin allowed on a loopback listener (repeatable)")
 	durationVar(c, &o.IdleExit, "idle-exit", 0, "stop after this long with no active session (0: never)")

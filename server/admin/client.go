@@ -71,6 +71,8 @@ func (c *Client) do(method, path string, body, out any) error {
 			return brokerError{eb.Error, access.ErrNotFound}
 		case "access_request_not_open":
 			return brokerError{eb.Error, access.ErrNotOpen}
+		case "console_off":
+			return fmt.Errorf("keyhole: %w", ErrNoConsole)
 		}
 		return fmt.Errorf("%s", eb.Error)
 	}

@@ -40,7 +40,7 @@ type (
 	}
 	errorBody struct {
 		Error string `json:"error"`
-		Code  string `json:"code,omitempty"` // secret_not_found | session_not_found | access_request_not_found | access_request_not_open
+		Code  string `json:"code,omitempty"` // secret_not_found | session_not_found | access_request_not_found | access_request_not_open | console_off
 	}
 )
 

@@ -26,6 +26,9 @@ type Filter struct {
 	Limit int
 	// AfterSeq keeps only records whose seq is greater (for tailing).
 	AfterSeq uint64
+	// BeforeSeq, if set, keeps only records whose seq is smaller (for
+	// paging back from a record, with Limit).
+	BeforeSeq uint64
 }
 
 func (f *Filter) match(r *Record) bool {
@@ -41,7 +44,7 @@ func (f *Filter) match(r *Record) bool {
 func (f *Filter) query() callQuery {
 	return callQuery{
 		Session: f.Session, Scope: f.Scope, Tool: f.Tool, Credential: f.Credential,
-		Decision: f.Decision, Since: f.Since, Until: f.Until, After: f.AfterSeq,
+		Decision: f.Decision, Since: f.Since, Until: f.Until, After: f.AfterSeq, Before: f.BeforeSeq,
 	}
 }
 
@@ -67,6 +70,9 @@ func (l *Log) Query(f Filter) ([]Record, error) {
 	var recs []Record // descending
 	q := f.query()
 	q.Desc = true
+	if ok, err := l.narrowToWindow(&q); err != nil || !ok {
+		return nil, wrapQuery(err)
+	}
 	for len(recs) < f.Limit {
 		q.Limit = min(pageSize, max(f.Limit-len(recs), 16))
 		page, err := l.st.calls(q)
@@ -116,6 +122,9 @@ func (l *Log) Stream(ctx context.Context, f Filter, fn func(Record) error) error
 	}
 	q := f.query()
 	q.Limit = pageSize
+	if ok, err := l.narrowToWindow(&q); err != nil || !ok {
+		return wrapQuery(err)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -140,6 +149,14 @@ func (l *Log) Stream(ctx context.Context, f Filter, fn func(Record) error) error
 		}
 		q.After = page[len(page)-1].First.Seq
 	}
+}
+
+// wrapQuery prefixes a reader's error (nil stays nil).
+func wrapQuery(err error) error {
+	if err != nil {
+		return fmt.Errorf("audit: query: %w", err)
+	}
+	return nil
 }
 
 // merge decodes a call and its outcome into its Record. ok is false for a

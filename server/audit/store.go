@@ -26,6 +26,12 @@ type store interface {
 	// It may return calls that do not match (the Log checks each against
 	// the entry's MAC'd JSON), never leave out one that does.
 	calls(q callQuery) ([]callRow, error)
+	// timeSpan returns the lowest and highest seq of the calls whose time
+	// is in [since, until) (zero: no bound); ok is false when none is.
+	timeSpan(since, until time.Time) (lo, hi uint64, ok bool, err error)
+	// activity counts the calls (first entries) whose time is at or after
+	// since, and the denied ones, per minute, oldest first.
+	activity(since string) ([]Minute, error)
 	// entries returns up to limit entries with seq > after, ascending.
 	entries(after uint64, limit int) ([]row, error)
 	// openIntents returns up to limit intents with seq > after, ascending,
