@@ -152,6 +152,7 @@ type auditLine struct {
 	Session  string `json:"session"`
 	Decision string `json:"decision"`
 	Status   int    `json:"status"`
+	Path     string `json:"path"`
 }
 
 // auditRecords returns the audit records of calls, leaving out those of
