@@ -1,0 +1,51 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/keyhole-dev/keyhole/server/pgstore"
+	"github.com/keyhole-dev/keyhole/server/servertest"
+)
+
+func TestMain(m *testing.M) { os.Exit(servertest.MainWithPostgres(m)) }
+
+func TestMigrateCreatesTheSchemaOnceAndCheckPasses(t *testing.T) {
+	ctx := context.Background()
+	db, err := pgstore.Open(ctx, servertest.PostgresURL(t))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	if err := pgstore.Check(ctx, db); !errors.Is(err, pgstore.ErrNotMigrated) {
+		t.Fatalf("Check(empty database) = %v, want ErrNotMigrated", err)
+	}
+	applied, err := pgstore.Migrate(ctx, db)
+	if err != nil || len(applied) != pgstore.Latest() {
+		t.Fatalf("Migrate = %v, %v; want every version up to %d", applied, err, pgstore.Latest())
+	}
+	if err := pgstore.Check(ctx, db); err != nil {
+		t.Fatalf("Check after Migrate: %v", err)
+	}
+	again, err := pgstore.Migrate(ctx, db)
+	if err != nil || len(again) != 0 {
+		t.Fatalf("second Migrate = %v, %v; want nothing applied", again, err)
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO keyhole_schema(version, name) VALUES (999, 'future')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgstore.Check(ctx, db); !errors.Is(err, pgstore.ErrNewer) {
+		t.Fatalf("Check(newer schema) = %v, want ErrNewer", err)
+	}
+}
+
+func TestOpenRefusesWhatIsNotAPostgresURL(t *testing.T) {
+	if _, err := pgstore.Open(context.Background(), "mysql://x@y/z"); err == nil {
+		t.Fatal("Open(mysql://…) succeeded")
+	}
+	if got := pgstore.Redact("postgres://u:hunter2@db/k"); got != "postgres://u:xxxxx@db/k" {
+		t.Fatalf("Redact = %q", got)
+	}
+}
