@@ -376,7 +376,7 @@ type checkState struct {
 
 func (c *checkState) read(l *Log) {
 	c.read_ = true
-	data, err := l.cp.GetRecord(CheckpointName)
+	data, err := l.cp.GetRecord(l.cpName)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.cpNone = true

@@ -102,3 +102,14 @@ SELECT c.replica, c.seq, c.time, c.session,
 FROM keyhole_audit c
 LEFT JOIN keyhole_audit o ON o.replica = c.replica AND o."of" = c.seq AND o.type = 'outcome'
 WHERE c.type <> 'outcome';
+
+-- Renews a broker's lease on its chain; raises KH001 when another broker
+-- holds it, which rolls back the batch it is part of.
+CREATE FUNCTION keyhole_audit_renew(r text, h text, ttl interval) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE keyhole_audit_replicas SET lease_until = now() + ttl WHERE replica = r AND holder = h;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'the audit chain of replica % is held by another broker', r USING ERRCODE = 'KH001';
+	END IF;
+END $$;
