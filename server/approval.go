@@ -13,7 +13,6 @@ import (
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/tools"
-	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // AccessFile is the file in a data dir that keeps access requests.
@@ -22,7 +21,7 @@ const AccessFile = "access.db"
 // openAccess opens the access requests of a data dir: MAC'd with a key
 // derived from the vault's root key, every step in the audit log, and
 // webhook posts signed with the value of a vault secret.
-func openAccess(dd *DataDir, v *vault.Vault, log *audit.Log, o RuntimeOptions) (*access.Manager, error) {
+func openAccess(dd *DataDir, v SecretStore, log *audit.Log, o RuntimeOptions) (*access.Manager, error) {
 	return access.Open(access.Options{
 		Path:    dd.File(AccessFile),
 		Key:     v.DeriveKey(accessKeyLabel),

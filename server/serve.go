@@ -18,7 +18,6 @@ import (
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
-	"github.com/keyhole-dev/keyhole/server/sessions"
 	"github.com/keyhole-dev/keyhole/tools"
 )
 
@@ -96,7 +95,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	defer rt.Close()
-	store, err := sessions.Open(rt.DataDir.File(SessionsFile), rt.Vault.DeriveKey(sessions.KeyLabel))
+	store, err := openSessionStore(rt.shared, rt.DataDir, rt.Vault)
 	if err != nil {
 		return err
 	}
@@ -109,6 +108,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		ConfigLoaded: func(cfg *config.Loaded, why string) { auditConfig(b, rt.Audit, cfg, why) },
 		Now:          b.now,
 		Logger:       b.log,
+		Replica:      rt.Replica(),
 	})
 	restored, ended, err := p.m.Restore()
 	if err != nil {
@@ -252,6 +252,15 @@ func (p *brokerProc) run(ctx context.Context) error {
 	}
 	flush := time.NewTicker(time.Second)
 	defer flush.Stop()
+	var recoverTick <-chan time.Time
+	if p.rt.shared != nil {
+		// Brokers of a shared store record the open intents of a dead
+		// one as interrupted once its lease has expired.
+		t := time.NewTicker(audit.DefaultLeaseTTL / 3)
+		defer t.Stop()
+		recoverTick = t.C
+		p.recoverExpired()
+	}
 	defer b.FlushAuthFailures(true)
 	var serveErr error
 loop:
@@ -261,6 +270,8 @@ loop:
 			p.m.Flush()
 			b.FlushAuthFailures(false)
 			sweepAccess(p.rt.Access, p.m)
+		case <-recoverTick:
+			p.recoverExpired()
 		case <-ctx.Done():
 			break loop
 		case <-p.stop:
@@ -310,6 +321,21 @@ func (p *brokerProc) shutdown() {
 	p.m.EndRelays(reasonBrokerStopped)
 	p.m.Flush()
 	p.b.log.Info("broker stopped")
+}
+
+// recoverExpired records as interrupted the open intents of brokers of
+// the shared store whose lease expired.
+func (p *brokerProc) recoverExpired() {
+	sh := p.rt.shared
+	done, err := audit.RecoverExpired(context.Background(), audit.Options{
+		Postgres: sh.db, Holder: sh.holder, Key: p.rt.Vault.DeriveKey(auditKeyLabel), Checkpoint: p.rt.Vault,
+	})
+	for _, r := range done {
+		p.b.log.Warn("recorded the open calls of a broker whose lease expired as interrupted", "replica", r)
+	}
+	if err != nil {
+		p.b.log.Error("recover the audit chains of dead brokers", LogError, err)
+	}
 }
 
 // requestStop is `keyhole stop`: the broker stops once the answer is sent.

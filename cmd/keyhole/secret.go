@@ -68,7 +68,7 @@ func (a *App) passphrase(prompt string) ([]byte, error) {
 
 // runtimeOptions are the paths and keys every command shares.
 func (a *App) runtimeOptions() server.RuntimeOptions {
-	return server.RuntimeOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Keys: a.keySource(), Logger: a.log}
+	return server.RuntimeOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Keys: a.keySource(), Logger: a.log, Store: a.store(), Replica: a.replica()}
 }
 
 // withAdmin runs fn against the data dir: through the running broker's
