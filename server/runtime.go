@@ -55,6 +55,10 @@ type RuntimeOptions struct {
 	// Replica names this broker among those of Store (its audit chain);
 	// "" is the host name.
 	Replica string
+	// LeaseTTL is how long this broker's lease on its audit chain lasts
+	// unrenewed: how long after its death another broker records its
+	// open calls as interrupted (0: audit.DefaultLeaseTTL).
+	LeaseTTL time.Duration
 }
 
 // Runtime is everything a serving keyhole process holds: the locked data
@@ -101,6 +105,7 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 			rt.Close()
 			return nil, err
 		}
+		rt.shared.leaseTTL = o.LeaseTTL
 	}
 	v, err := openSecrets(rt.shared, dd.Path, o.Keys)
 	if err != nil {
@@ -180,7 +185,7 @@ func openAuditLog(dd *DataDir, sh *shared, v SecretStore, a config.Audit, now fu
 	}
 	if sh != nil {
 		o.Path, o.Legacy = "", ""
-		o.Postgres, o.Replica, o.Holder = sh.db, sh.replica, sh.holder
+		o.Postgres, o.Replica, o.Holder, o.LeaseTTL = sh.db, sh.replica, sh.holder, sh.leaseTTL
 	}
 	return audit.Open(o)
 }

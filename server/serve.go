@@ -256,7 +256,7 @@ func (p *brokerProc) run(ctx context.Context) error {
 	if p.rt.shared != nil {
 		// Brokers of a shared store record the open intents of a dead
 		// one as interrupted once its lease has expired.
-		t := time.NewTicker(audit.DefaultLeaseTTL / 3)
+		t := time.NewTicker(p.rt.shared.lease() / 3)
 		defer t.Stop()
 		recoverTick = t.C
 		p.recoverExpired()
@@ -328,7 +328,7 @@ func (p *brokerProc) shutdown() {
 func (p *brokerProc) recoverExpired() {
 	sh := p.rt.shared
 	done, err := audit.RecoverExpired(context.Background(), audit.Options{
-		Postgres: sh.db, Holder: sh.holder, Key: p.rt.Vault.DeriveKey(auditKeyLabel), Checkpoint: p.rt.Vault,
+		Postgres: sh.db, Holder: sh.holder, LeaseTTL: sh.lease(), Key: p.rt.Vault.DeriveKey(auditKeyLabel), Checkpoint: p.rt.Vault,
 	})
 	for _, r := range done {
 		p.b.log.Warn("recorded the open calls of a broker whose lease expired as interrupted", "replica", r)

@@ -81,6 +81,16 @@ type shared struct {
 	db      *pgxpool.Pool
 	replica string
 	holder  string
+	// leaseTTL is the lease of this broker's audit chain (0: the default).
+	leaseTTL time.Duration
+}
+
+// lease is the lease of the audit chains this broker holds.
+func (sh *shared) lease() time.Duration {
+	if sh.leaseTTL > 0 {
+		return sh.leaseTTL
+	}
+	return audit.DefaultLeaseTTL
 }
 
 // openShared connects to the store at url and checks its schema.
