@@ -161,7 +161,13 @@ func (g *guard) authenticate(w http.ResponseWriter, r *http.Request) (*Session, 
 		return s, sessions.Hash(tok), true
 	}
 	var dead *DeadSessionError
+	var mismatch *ConfigMismatchError
 	switch {
+	case errors.As(err, &mismatch):
+		// A live session this broker of a shared store cannot serve: it
+		// loaded another keyhole.yaml. 421: another broker can.
+		g.failures.note(r, "config_mismatch", mismatch.Error(), mismatch.Session)
+		refuse(w, http.StatusMisdirectedRequest, mismatch.Error())
 	case errors.As(err, &dead):
 		code := "session_" + string(dead.Info.State)
 		g.failures.note(r, code, "token of session "+dead.Info.ID+", which is "+string(dead.Info.State), dead.Info.ID)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -347,4 +348,40 @@ func (u *markerUpstream) count() int {
 		n += c
 	}
 	return n
+}
+
+// Every broker of a shared store must load the same keyhole.yaml: one that
+// loaded another version refuses the calls of a session started under
+// the other, saying so, and leaves the session to the brokers that can
+// serve it.
+func TestABrokerWithAnotherConfigRefusesTheSession(t *testing.T) {
+	up := newMarkerUpstream(t)
+	h := sharedHome(t, up.URL, 5)
+	same := startBroker(t, h, "same")
+	other := newHome(t)
+	other.env = h.env
+	other.writeConfig(sharedConfig, up.URL, 6) // another max_calls: another hash
+	cmd, url := startServe(t, other, "--replica", "other", "--data-dir", filepath.Join(other.dir, "data"))
+	defer cmd.Process.Kill()
+
+	_, tok := sessionNew(t, h, "limited")
+	req, _ := http.NewRequest("POST", url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(string(body), "every broker of a shared store must load the same keyhole.yaml") {
+		t.Fatalf("a request to the broker with another config: %d %s, want 421 saying why", resp.StatusCode, body)
+	}
+	if r := other.run("", "audit", "tail", "-n", "0", "--json", "--replica", "other"); !strings.Contains(r.stdout, "every broker of a shared store must load the same keyhole.yaml") {
+		t.Fatalf("the refusal is not audited with its reason:\n%s%s", r.stdout, r.stderr)
+	}
+	c := connect(t, same.url, tok)
+	if res, err := call(c, "/issues/1"); err != nil || res.IsError {
+		t.Fatalf("the session through a broker of its config: %v %s", err, resultText(res))
+	}
 }
