@@ -385,3 +385,58 @@ func TestABrokerWithAnotherConfigRefusesTheSession(t *testing.T) {
 		t.Fatalf("the session through a broker of its config: %v %s", err, resultText(res))
 	}
 }
+
+// store migrate --from moves a real embedded install into PostgreSQL: its
+// secrets, its sessions (their tokens keep working) and its audit chain,
+// verified; a broker of the store goes on with them.
+func TestStoreMigrateMovesAnEmbeddedInstall(t *testing.T) {
+	up := newMarkerUpstream(t)
+	h := brokerHome(t, up.URL)
+	serve, url := startServe(t, h)
+	id, tok := h.newToken("triage")
+	c := connect(t, url, tok)
+	for i := range 5 {
+		if res, err := call(c, fmt.Sprintf("/issues/%d", i)); err != nil || res.IsError {
+			t.Fatalf("call before the move: %v %s", err, resultText(res))
+		}
+	}
+	c.Close()
+	h.ok("", "stop")
+	serve.Wait()
+	before := h.ok("", "audit", "verify").stdout
+
+	store := servertest.PostgresURL(t)
+	dataDir := filepath.Join(h.dir, "data", "keyhole")
+	r := h.ok("", "store", "migrate", "--from", dataDir, "--to", store, "--replica", "moved", "--json")
+	var res struct {
+		Secrets, Sessions int
+		Audit             int `json:"audit_entries"`
+		Verified          struct{ OK bool }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Secrets != 1 || res.Sessions != 1 || res.Audit < 10 || !res.Verified.OK {
+		t.Fatalf("store migrate --from = %s (%v)", r.stdout, err)
+	}
+	if r := h.run("", "store", "migrate", "--from", dataDir, "--to", store, "--replica", "again"); r.code == 0 || !strings.Contains(r.stderr, "already holds a vault") {
+		t.Fatalf("a second move into the same store: exit %d %s", r.code, r.stderr)
+	}
+	if after := h.ok("", "audit", "verify").stdout; after != before {
+		t.Fatalf("the data dir's log changed: %q, then %q", before, after)
+	}
+
+	h.env = append(h.env, "KEYHOLE_STORE="+store)
+	b := startBroker(t, h, "moved")
+	c = connect(t, b.url, tok) // the token made before the move
+	if res, err := call(c, "/issues/77"); err != nil || res.IsError {
+		t.Fatalf("call after the move with the old token: %v %s", err, resultText(res))
+	}
+	found := false
+	for _, rec := range sharedRecords(t, h, "--session", id) {
+		found = found || rec.Path == "/issues/77" && rec.Replica == "moved" && rec.Decision == "allow"
+	}
+	if !found {
+		t.Fatal("the call after the move is not in the moved chain")
+	}
+	if r := h.run("", "audit", "verify"); r.code != 0 || !strings.Contains(r.stdout, "replica moved: audit log ok") {
+		t.Fatalf("audit verify of the moved chain: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
