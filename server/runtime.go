@@ -130,7 +130,7 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 		}
 	}
 	if o.Approvals {
-		if rt.Access, err = openAccess(dd, v, log, o); err != nil {
+		if rt.Access, err = openAccess(dd, rt.shared, v, log, o); err != nil {
 			rt.Close()
 			return nil, err
 		}
