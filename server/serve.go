@@ -168,7 +168,7 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 		access:   b.access,
 		changes:  recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now},
 	}
-	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL}
+	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL, Health: p.health}
 	p.add(sock, p.streams.wrap(p.activity.wrap(b.socketHandler(p.m, ops, o.Metrics, p.httpOpts))), false)
 
 	if o.HTTPAddr != "" {
@@ -336,6 +336,22 @@ func (p *brokerProc) recoverExpired() {
 	if err != nil {
 		p.b.log.Error("recover the audit chains of dead brokers", LogError, err)
 	}
+}
+
+// health is what /healthz reports: the audit log takes records, and a
+// shared store answers.
+func (p *brokerProc) health() error {
+	if err := p.rt.Audit.Err(); err != nil {
+		return errors.New("the audit log refuses records")
+	}
+	if sh := p.rt.shared; sh != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := sh.db.Ping(ctx); err != nil {
+			return errors.New("the store does not answer")
+		}
+	}
+	return nil
 }
 
 // requestStop is `keyhole stop`: the broker stops once the answer is sent.

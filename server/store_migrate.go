@@ -71,10 +71,13 @@ func MigrateStore(ctx context.Context, o StoreMigrateOptions) (StoreMigrated, er
 	}
 	if o.From == "" {
 		if !exists {
-			if err := pgvault.Create(ctx, db, o.Keys, nil); err != nil {
+			// Brokers starting together may all migrate: one creates it.
+			switch err := pgvault.Create(ctx, db, o.Keys, nil); {
+			case err == nil:
+				res.VaultCreated = true
+			case !errors.Is(err, vault.ErrExists):
 				return res, err
 			}
-			res.VaultCreated = true
 		}
 		// Prove the key against the store's vault.
 		v, err := pgvault.Open(ctx, db, o.Keys)
