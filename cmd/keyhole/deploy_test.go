@@ -162,7 +162,7 @@ type k8s struct {
 				} `yaml:"volumes"`
 			} `yaml:"spec"`
 		} `yaml:"template"`
-		Ports           []struct {
+		Ports []struct {
 			Name       string `yaml:"name"`
 			Port       int    `yaml:"port"`
 			TargetPort string `yaml:"targetPort"`
