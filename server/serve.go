@@ -18,6 +18,7 @@ import (
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
+	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/tools"
 )
 
@@ -119,6 +120,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	o.Metrics.CountSessions(p.m.ActiveCount)
 	o.Metrics.CountMCPSessions(b.MCPSessions)
+	if sh := rt.shared; sh != nil {
+		o.Metrics.CountStoreRoundTrips(func() uint64 { return pgstore.RoundTrips(sh.db) })
+	}
 	if err := p.listen(&self); err != nil {
 		return err
 	}

@@ -108,6 +108,7 @@ func Open(ctx context.Context, rawURL string) (*pgxpool.Pool, error) {
 	}
 	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "keyhole"
+	cfg.ConnConfig.Tracer = &roundTrips{}
 	if cfg.MaxConns < 8 {
 		cfg.MaxConns = 8
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
@@ -47,5 +49,30 @@ func TestOpenRefusesWhatIsNotAPostgresURL(t *testing.T) {
 	}
 	if got := pgstore.Redact("postgres://u:hunter2@db/k"); got != "postgres://u:xxxxx@db/k" {
 		t.Fatalf("Redact = %q", got)
+	}
+}
+
+// A statement sent alone is one round trip; a pipelined batch is one,
+// however many statements it holds.
+func TestRoundTripsCountsStatementsAndBatches(t *testing.T) {
+	ctx := context.Background()
+	db, err := pgstore.Open(ctx, servertest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	before := pgstore.RoundTrips(db)
+	if _, err := db.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	b := &pgx.Batch{}
+	for range 5 {
+		b.Queue(`SELECT 1`)
+	}
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := pgstore.RoundTrips(db) - before; got != 2 {
+		t.Fatalf("RoundTrips after one statement and one batch of five = %d, want 2", got)
 	}
 }
