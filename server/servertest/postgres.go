@@ -195,6 +195,10 @@ func (p *Postgres) url(db string) string {
 	return "postgres://postgres@/" + db + "?" + q.Encode()
 }
 
+// DataDir is the cluster's data directory (its postmaster.pid names the
+// server's process).
+func (p *Postgres) DataDir() string { return filepath.Join(p.dir, "data") }
+
 // Socket is the directory of the cluster's unix socket.
 func (p *Postgres) Socket() string { return p.socket }
 
