@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,9 +21,14 @@ import (
 // JSON. A pgStore is the store of one chain: the Log above it seals,
 // chains, merges and verifies exactly as it does for a file.
 //
-// Durability: every connection commits synchronously (pgstore.Open sets
-// synchronous_commit on), so a batch is durable when its transaction
-// commits and sync has nothing left to do. One round trip commits a
+// Durability: a batch that holds an intent commits synchronously
+// (pgstore.Open sets synchronous_commit on for every connection), so the
+// intent is durable when Begin returns and sync has nothing left to do;
+// a batch of outcomes and denials commits without waiting for its WAL
+// flush, as the file store writes them before their fsync: they are in
+// the database (a killed broker loses nothing), flushed by PostgreSQL's
+// WAL writer within moments and, the WAL being flushed in order, before
+// any later intent's commit returns. One round trip commits a
 // batch: the inserts, the meta values and the renewal of the chain's
 // lease are sent as one pipelined batch, which PostgreSQL runs as one
 // implicit transaction.
@@ -155,6 +161,13 @@ func (s *pgStore) appendBatch(entries []row, meta map[string]string) error {
 	defer s.wmu.Unlock()
 	ctx := context.Background()
 	b := &pgx.Batch{}
+	if !slices.ContainsFunc(entries, func(r row) bool { return r.Durable }) {
+		// Nobody waits on its fsync (outcomes, denials, checkpoints): it
+		// is visible at once and flushed by PostgreSQL's WAL writer within
+		// moments, and before any later synchronous commit (an intent)
+		// returns, as the WAL is flushed in order.
+		b.Queue(`SET LOCAL synchronous_commit TO OFF`)
+	}
 	b.Queue(`SELECT keyhole_audit_renew($1, $2, $3::interval)`, s.replica, s.holder, s.interval())
 	if len(entries) > 0 {
 		seqs := make([]int64, len(entries))
@@ -384,14 +397,15 @@ func (s *pgStore) schemaProblems() ([]string, error) {
 }
 
 // close stops renewing and lets the lease go, so another broker need not
-// wait for it to expire.
+// wait for it to expire; the empty holder says the chain was closed, not
+// left by a broker that died (RecoverExpired passes it by).
 func (s *pgStore) close() error {
 	if s.stop == nil {
 		return nil
 	}
 	s.stop()
 	<-s.done
-	_, err := s.db.Exec(context.Background(), `UPDATE keyhole_audit_replicas SET lease_until = now() WHERE replica = $1 AND holder = $2`, s.replica, s.holder)
+	_, err := s.db.Exec(context.Background(), `UPDATE keyhole_audit_replicas SET lease_until = now(), holder = '' WHERE replica = $1 AND holder = $2`, s.replica, s.holder)
 	if err != nil {
 		return s.dbError("release the lease of", err)
 	}
@@ -408,15 +422,14 @@ func Replicas(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
 }
 
 // RecoverExpired is what a running broker does for brokers that died:
-// every chain whose lease has expired and that holds intents without an
-// outcome is opened for writing under opts.Holder (opts.Replica is
-// ignored), which records those intents as interrupted, checkpoints the
-// chain and lets the lease go. It returns the replicas it recovered.
+// every chain whose lease expired without being let go (its broker did
+// not close it) is opened for writing under opts.Holder (opts.Replica is
+// ignored), which records its intents without an outcome as interrupted,
+// checkpoints the chain and lets the lease go. It returns the replicas it
+// recovered. A chain closed with intents still open (a shutdown that
+// outlasted its timeout) is recovered by its own broker's next start.
 func RecoverExpired(ctx context.Context, opts Options) ([]string, error) {
-	rows, err := opts.Postgres.Query(ctx, `SELECT r.replica FROM keyhole_audit_replicas r WHERE r.lease_until < now()
-		AND EXISTS (SELECT 1 FROM keyhole_audit i WHERE i.replica = r.replica AND i.type = 'intent'
-			AND NOT EXISTS (SELECT 1 FROM keyhole_audit o WHERE o.replica = i.replica AND o."of" = i.seq AND o.type = 'outcome'))
-		ORDER BY 1`)
+	rows, err := opts.Postgres.Query(ctx, `SELECT replica FROM keyhole_audit_replicas WHERE holder <> '' AND lease_until < now() ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("audit: find expired chains: %w", err)
 	}

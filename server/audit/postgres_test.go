@@ -151,7 +151,12 @@ func TestPostgresRecoverExpiredMarksInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustCall(t, a, allowed("ses_1", "github"), 200)
-	a.Close() // as a crash leaves it: an intent without an outcome (Close lets the lease go)
+	a.Close()
+	// As a crash leaves it: an intent without an outcome, the lease held
+	// by the dead broker and expired.
+	if _, err := f.db.Exec(context.Background(), `UPDATE keyhole_audit_replicas SET holder = 'host-a', lease_until = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
 	done, err := RecoverExpired(context.Background(), f.opts("", "host-b"))
 	if err != nil || strings.Join(done, ",") != "a" {
 		t.Fatalf("RecoverExpired = %v, %v; want [a]", done, err)

@@ -389,7 +389,7 @@ func (l *Log) commit(batch []*op) (synced, bool) {
 			wake(batch, all, err, false)
 			return synced{}, false
 		}
-		rows[i], head = row{Seq: o.e.Seq, Value: v}, link{Seq: o.e.Seq, MAC: mac}
+		rows[i], head = row{Seq: o.e.Seq, Value: v, Durable: o.durable}, link{Seq: o.e.Seq, MAC: mac}
 		switch o.e.Type {
 		case typeIntent:
 			intents = append(intents, o.e.Seq)

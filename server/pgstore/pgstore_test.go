@@ -76,3 +76,28 @@ func TestRoundTripsCountsStatementsAndBatches(t *testing.T) {
 		t.Fatalf("RoundTrips after one statement and one batch of five = %d, want 2", got)
 	}
 }
+
+// The stores rely on a pipelined batch being one implicit transaction in
+// which SET LOCAL holds (commits that need no WAL flush), and on
+// connections committing synchronously otherwise.
+func TestABatchIsOneTransactionForSetLocal(t *testing.T) {
+	ctx := context.Background()
+	db, err := pgstore.Open(ctx, servertest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := &pgx.Batch{}
+	b.Queue(`SET LOCAL synchronous_commit TO OFF`)
+	var inBatch, after string
+	b.Queue(`SHOW synchronous_commit`).QueryRow(func(r pgx.Row) error { return r.Scan(&inBatch) })
+	if err := db.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if inBatch != "off" || after != "on" {
+		t.Fatalf("synchronous_commit in the batch = %q, after it = %q; want off, then on", inBatch, after)
+	}
+}

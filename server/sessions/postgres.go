@@ -236,7 +236,21 @@ func (p *PGStore) CountDenial(id string) (policy.Shared, error) {
 }
 
 func (p *PGStore) count(sql string, args ...any) (policy.Shared, error) {
-	c, err := scanCounted(p.db.QueryRow(context.Background(), sql, args...))
+	// One round trip, without waiting for a WAL flush: the call's audit
+	// record (an intent, or a denial followed by later intents) is
+	// committed after it, and the WAL is flushed in order; after a crash
+	// counters come back from the audit log anyway.
+	b := &pgx.Batch{}
+	b.Queue(`SET LOCAL synchronous_commit TO OFF`)
+	var c counted
+	var err error
+	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error {
+		c, err = scanCounted(row)
+		return nil
+	})
+	if berr := p.db.SendBatch(context.Background(), b).Close(); berr != nil && err == nil {
+		err = berr
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return policy.Shared{}, fmt.Errorf("%w: %s", ErrNotFound, args[0])
 	}
