@@ -4,7 +4,7 @@ BIN      := bin/keyhole
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-clients lint fuzz bench bench-audit demo run clean
+.PHONY: all build test test-clients lint fuzz bench bench-audit bench-store demo run clean
 
 all: build
 
@@ -78,6 +78,14 @@ bench-audit:
 	@mkdir -p $(AUDIT_DIR)
 	KEYHOLE_AUDIT_LARGE_N=$(AUDIT_N) KEYHOLE_AUDIT_LARGE_DIR=$(abspath $(AUDIT_DIR)) \
 		$(GO) test -run '^$$' -bench '^BenchmarkLargeLog$$' -benchmem -benchtime 5x -timeout 60m ./server/audit
+
+# The PostgreSQL store against the embedded one, and 1-3 brokers on one
+# PostgreSQL (a throwaway cluster, fsync on; needs the postgresql package).
+# BENCH_STORE_ARGS passes flags (e.g. '--rounds 3 --duration 1s'). Not part
+# of make test.
+BENCH_STORE_ARGS ?=
+bench-store: build
+	@$(GO) run ./cmd/keyhole-bench store --keyhole $(abspath $(BIN)) $(BENCH_STORE_ARGS)
 
 demo: build
 	./$(BIN) demo

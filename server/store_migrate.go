@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/server/sessions"
@@ -43,6 +44,7 @@ type StoreMigrated struct {
 	Secrets  int          `json:"secrets,omitempty"`
 	Sessions int          `json:"sessions,omitempty"`
 	Audit    int          `json:"audit_entries,omitempty"`
+	Access   int          `json:"access_requests,omitempty"`
 	Replica  string       `json:"replica,omitempty"`
 	Verified audit.Report `json:"verified,omitzero"`
 }
@@ -147,6 +149,11 @@ func MigrateStore(ctx context.Context, o StoreMigrateOptions) (StoreMigrated, er
 	}
 	if err := moveAudit(&res, dd, dump, db, dst); err != nil {
 		return res, err
+	}
+	if _, err := os.Stat(dd.File(AccessFile)); err == nil {
+		if res.Access, err = access.CopyToPostgres(dd.File(AccessFile), db, res.Replica); err != nil {
+			return res, err
+		}
 	}
 	return res, nil
 }

@@ -298,6 +298,9 @@ func (a *App) secretRekeyCmd() *cobra.Command {
 replaces the key file. The old key stops working.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if a.store() != "" {
+				return errors.New("secret rekey re-encrypts a vault file; with --store (KEYHOLE_STORE) the vault is in PostgreSQL, which rekey does not change yet")
+			}
 			if a.getenv("KEYHOLE_MASTER_KEY") != "" {
 				return errors.New("the master key comes from KEYHOLE_MASTER_KEY: unset it to rekey to a key file, or rotate the variable's value yourself")
 			}

@@ -70,8 +70,8 @@ run on the data dir meanwhile; the data dir is left as it was.`,
 				fmt.Fprintln(a.stdout, "created the store's vault (a new root key, sealed with the master key)")
 			}
 			if res.From != "" {
-				fmt.Fprintf(a.stdout, "moved %s: %d secret(s), %d session(s), %d audit entries as the chain of replica %s; verified: chain intact, head %d\n",
-					res.From, res.Secrets, res.Sessions, res.Audit, res.Replica, res.Verified.Head)
+				fmt.Fprintf(a.stdout, "moved %s: %d secret(s), %d session(s), %d access request(s), %d audit entries as the chain of replica %s; verified: chain intact, head %d\n",
+					res.From, res.Secrets, res.Sessions, res.Access, res.Audit, res.Replica, res.Verified.Head)
 				fmt.Fprintf(a.stdout, "start the broker with: keyhole serve --store %s --replica %s\n", res.Store, res.Replica)
 			}
 			return nil

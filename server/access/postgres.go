@@ -66,3 +66,26 @@ func openPGStore(db *pgxpool.Pool, replica string, k keys) (*store, error) {
 	}
 	return &store{b: pgBackend{db: db, replica: replica}, keys: k}, nil
 }
+
+// CopyToPostgres copies the request records of the file at path (a data
+// dir's access.db) into the store under replica, exactly as they are
+// (their MACs are keyed from the vault's root key, which moves with
+// them). It returns how many it copied.
+func CopyToPostgres(path string, db *pgxpool.Pool, replica string) (int, error) {
+	src, err := openStore(path, keys{})
+	if err != nil {
+		return 0, err
+	}
+	defer src.close()
+	dst := pgBackend{db: db, replica: replica}
+	n := 0
+	var errs []error
+	err = src.b.each(func(id, value string) {
+		if err := dst.set(id, value); err != nil {
+			errs = append(errs, err)
+			return
+		}
+		n++
+	})
+	return n, errors.Join(append(errs, err)...)
+}

@@ -53,3 +53,22 @@ func TestPostgresApprovalSurvivesARestart(t *testing.T) {
 		t.Fatalf("an edited record was restored: %+v", r)
 	}
 }
+
+// store migrate --from moves a data dir's access.db: an approval given
+// there is usable by the broker that goes on under that replica.
+func TestCopyToPostgresMovesApprovals(t *testing.T) {
+	file := newTestEnv(t, nil)
+	a := file.m.Ask(context.Background(), ask(noWait))
+	file.m.Approve(a.ID, "os:alice", "", false, file.ss)
+	file.m.Close()
+	_, db := pgEnv(t)
+	n, err := CopyToPostgres(file.opts.Path, db, "moved")
+	if err != nil || n != 1 {
+		t.Fatalf("CopyToPostgres = %d, %v; want 1", n, err)
+	}
+	file.opts.Path, file.opts.Postgres, file.opts.Replica = "", db, "moved"
+	file.open()
+	if ans := file.m.Ask(context.Background(), ask(noWait)); !ans.Approved || ans.ID != a.ID {
+		t.Fatalf("the moved approval, repeated = %+v", ans)
+	}
+}
