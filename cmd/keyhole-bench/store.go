@@ -178,8 +178,13 @@ func runStore(ctx context.Context, cfg storeConfig, stdout, progress io.Writer) 
 		return err
 	}
 
-	fmt.Fprintln(progress, "throughput of 1, 2 and 3 brokers")
-	var tps []throughput
+	fmt.Fprintln(progress, "throughput of the embedded broker, then of 1, 2 and 3 brokers on PostgreSQL")
+	et, err := measureBrokers(ctx, cfg, eh, []*storeBroker{{child: embedded}}, nil, hc, &seq)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "  embedded: %.0f calls/s\n", et.PerSecond)
+	tps := []throughput{et}
 	for n := 1; n <= 3; n++ {
 		t, err := measureBrokers(ctx, cfg, ph, brokers[:n], pg, hc, &seq)
 		if err != nil {
@@ -274,16 +279,26 @@ func measureBrokers(ctx context.Context, cfg storeConfig, h *home, brokers []*st
 	for _, b := range brokers {
 		pids = append(pids, b.PID())
 	}
-	pgPIDs := clusterPIDs(pg.DataDir())
+	var pgPIDs []int
+	if pg != nil {
+		pgPIDs = clusterPIDs(pg.DataDir())
+	}
 	b0, p0, s0 := cpuOf(pids), cpuOf(pgPIDs), selfCPU()
 	s, err := phase(ctx, a, cfg.Clients, cfg.Duration, 0, seq)
 	if err != nil {
 		return throughput{}, err
 	}
-	pgPIDs = append(pgPIDs, clusterPIDs(pg.DataDir())...) // backends started meanwhile
+	if pg != nil {
+		pgPIDs = append(pgPIDs, clusterPIDs(pg.DataDir())...) // backends started meanwhile
+	}
 	b1, p1, s1 := cpuOf(pids), cpuOf(dedupe(pgPIDs)), selfCPU()
 	st := summarize([]sample{s})
 	w := s.wall.Seconds()
+	if pg == nil {
+		// Every PostgreSQL process of the first measurement is at rest.
+		return throughput{Brokers: 0, Calls: st.Calls, PerSecond: st.PerSecond, P50: st.P50, P99: st.P99,
+			CPUBrokers: (b1 - b0) / w, CPUBench: (s1 - s0) / w}, nil
+	}
 	return throughput{
 		Brokers: len(brokers), Calls: st.Calls, PerSecond: st.PerSecond, P50: st.P50, P99: st.P99,
 		CPUBrokers: (b1 - b0) / w, CPUPostgres: (p1 - p0) / w, CPUBench: (s1 - s0) / w,
@@ -387,7 +402,11 @@ func writeStoreReport(w io.Writer, cfg storeConfig, lat levelResult, rtPerCall f
 	fmt.Fprintln(w, "| brokers | calls | calls/s | p50 ms | p99 ms | CPU brokers | CPU PostgreSQL | CPU bench (clients, upstream) |")
 	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, t := range tps {
-		fmt.Fprintf(w, "| %d | %d | %.0f | %s | %s | %.2f | %.2f | %.2f |\n", t.Brokers, t.Calls, t.PerSecond, ms(t.P50), ms(t.P99), t.CPUBrokers, t.CPUPostgres, t.CPUBench)
+		name := strconv.Itoa(t.Brokers)
+		if t.Brokers == 0 {
+			name = "1 (embedded store)"
+		}
+		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %.2f | %.2f | %.2f |\n", name, t.Calls, t.PerSecond, ms(t.P50), ms(t.P99), t.CPUBrokers, t.CPUPostgres, t.CPUBench)
 	}
 	fmt.Fprintln(w, "\nCPU columns are cores used on average (CPU seconds over wall seconds).")
 }
