@@ -440,3 +440,21 @@ func TestStoreMigrateMovesAnEmbeddedInstall(t *testing.T) {
 		t.Fatalf("audit verify of the moved chain: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// Commands that work on files of the data dir say so with a store, and
+// store migrate needs one.
+func TestCommandsOfTheDataDirRefuseAStore(t *testing.T) {
+	h := newHome(t)
+	if r := h.run("", "store", "migrate"); r.code != 2 || !strings.Contains(r.stderr, "needs the store") {
+		t.Fatalf("store migrate without a store: exit %d %s", r.code, r.stderr)
+	}
+	h.env = append(h.env, "KEYHOLE_STORE=postgres://keyhole@db.invalid/keyhole")
+	for _, args := range [][]string{{"audit", "archive"}, {"secret", "rekey"}} {
+		if r := h.run("", args...); r.code != 1 || !strings.Contains(r.stderr, "PostgreSQL") {
+			t.Fatalf("keyhole %s with a store: exit %d %s", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+	if r := h.run("", "audit", "tail", "-f"); r.code != 2 || !strings.Contains(r.stderr, "does not follow a --store") {
+		t.Fatalf("audit tail -f with a store: exit %d %s", r.code, r.stderr)
+	}
+}
