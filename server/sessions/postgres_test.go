@@ -50,7 +50,11 @@ func TestPostgresTokenMadeOnOneBrokerWorksOnAnother(t *testing.T) {
 	if err != nil || rec.ID != "ses_1" || rec.Scope != "triage" {
 		t.Fatalf("b.Lookup = %+v, %v", rec, err)
 	}
-	if _, err := b.Lookup(tok[:len(tok)-1] + "x"); !errors.Is(err, ErrUnknownToken) {
+	forged := tok[:len(tok)-1] + "x"
+	if tok[len(tok)-1] == 'x' {
+		forged = tok[:len(tok)-1] + "y"
+	}
+	if _, err := b.Lookup(forged); !errors.Is(err, ErrUnknownToken) {
 		t.Fatalf("Lookup(forged) = %v, want ErrUnknownToken", err)
 	}
 	var stored string
