@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -103,7 +104,7 @@ func (a *SharedAudit) Query(f audit.Filter) ([]audit.Record, error) {
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, recs...)
+		all = append(all, named(r, recs)...)
 	}
 	sort.SliceStable(all, func(i, j int) bool {
 		if !all[i].Time.Equal(all[j].Time) {
@@ -138,7 +139,22 @@ func (a *SharedAudit) Get(name string) (audit.Record, error) {
 	if !ok {
 		return audit.Record{}, fmt.Errorf("keyhole: the store has no audit chain of replica %q", replica)
 	}
-	return l.Get(seq)
+	rec, err := l.Get(seq)
+	if err == nil {
+		rec = named(replica, []audit.Record{rec})[0]
+	}
+	return rec, err
+}
+
+// named sets the replica of records read from its chain: entries a data
+// dir's log wrote before it moved into the store name none.
+func named(replica string, recs []audit.Record) []audit.Record {
+	for i := range recs {
+		if recs[i].Replica == "" {
+			recs[i].Replica = replica
+		}
+	}
+	return recs
 }
 
 // ChainReport is the verification of one chain.
@@ -186,4 +202,63 @@ func (a *SharedAudit) Close() error {
 	}
 	a.db.Close()
 	return errors.Join(errs...)
+}
+
+// Follow is `audit tail -f` over every chain: fn gets the last f.Limit
+// records of all chains merged by time, then the records each chain
+// writes after that, as they come (chains interleaved in the order they
+// are read; each record names its replica), until ctx ends. A call shown
+// running in the first batch is not shown again when it completes; one
+// written running later is.
+func (a *SharedAudit) Follow(ctx context.Context, f audit.Filter, fn func([]audit.Record) error) error {
+	// Each chain's last call first, then the first batch up to it: what is
+	// written in between is followed, not lost or shown twice.
+	heads := map[string]uint64{}
+	for _, r := range a.names {
+		last, err := a.chains[r].Query(audit.Filter{Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(last) > 0 {
+			heads[r] = last[0].Seq
+		}
+	}
+	all, err := a.Query(f)
+	if err != nil {
+		return err
+	}
+	var recs []audit.Record
+	for _, r := range all {
+		if r.Seq <= heads[r.Replica] {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) > 0 {
+		if err := fn(recs); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	errc := make(chan error, len(a.names))
+	for _, r := range a.names {
+		g := f
+		g.Limit, g.AfterSeq = 0, heads[r]
+		go func() {
+			errc <- a.chains[r].Follow(ctx, g, func(recs []audit.Record) error {
+				mu.Lock()
+				defer mu.Unlock()
+				return fn(named(r, recs))
+			})
+		}()
+	}
+	var first error
+	for range a.names {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
 }

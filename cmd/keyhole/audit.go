@@ -128,10 +128,13 @@ func (a *App) auditTailCmd() *cobra.Command {
 			}
 			pr := a.recordPrinter(asJSON)
 			if a.store() != "" {
-				if follow {
-					return &usageError{errors.New("audit tail -f does not follow a --store yet; read it again, or follow with -n")}
-				}
-				return a.orEmpty(a.withSharedAudit(func(s *server.SharedAudit) error { return tailShared(a, s, flt, n, pr) }), "no calls recorded yet")
+				return a.orEmpty(a.withSharedAudit(func(s *server.SharedAudit) error {
+					if follow {
+						flt.Limit = n
+						return s.Follow(cmd.Context(), flt, pr.print)
+					}
+					return tailShared(a, s, flt, n, pr)
+				}), "no calls recorded yet")
 			}
 			err = a.withAudit(func(l *server.AuditReader) error {
 				if follow {

@@ -454,7 +454,4 @@ func TestCommandsOfTheDataDirRefuseAStore(t *testing.T) {
 			t.Fatalf("keyhole %s with a store: exit %d %s", strings.Join(args, " "), r.code, r.stderr)
 		}
 	}
-	if r := h.run("", "audit", "tail", "-f"); r.code != 2 || !strings.Contains(r.stderr, "does not follow a --store") {
-		t.Fatalf("audit tail -f with a store: exit %d %s", r.code, r.stderr)
-	}
 }
