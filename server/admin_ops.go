@@ -38,6 +38,9 @@ type adminOps struct {
 	access *access.Manager
 	// changes records every change of who may do what in the audit log.
 	changes recorder
+	// shared is the PostgreSQL store of a broker that shares one: its
+	// access requests are answered through any broker.
+	shared *shared
 }
 
 var _ admin.Ops = (*adminOps)(nil)
@@ -222,6 +225,7 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 			return admin.Reloaded{}, fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
 		},
 		changes: recorder{log: sync.OnceValues(func() (AuditLog, error) { return l.openAudit(o, v) }), now: o.Now},
+		shared:  l.shared,
 	}
 	return l, nil
 }

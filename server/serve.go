@@ -171,6 +171,7 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 		logins:   &pendingLogins{},
 		access:   b.access,
 		changes:  recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now},
+		shared:   p.rt.shared,
 	}
 	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL, Health: p.health}
 	p.add(sock, p.streams.wrap(p.activity.wrap(b.socketHandler(p.m, ops, o.Metrics, p.httpOpts))), false)
@@ -257,6 +258,15 @@ func (p *brokerProc) run(ctx context.Context) error {
 	flush := time.NewTicker(time.Second)
 	defer flush.Stop()
 	var recoverTick <-chan time.Time
+	if p.rt.shared != nil && p.rt.Access != nil {
+		actx, stopAnswers := context.WithCancel(context.Background())
+		answersDone := make(chan struct{})
+		go func() {
+			defer close(answersDone)
+			applyAnswers(actx, p.rt.shared, p.rt.Access, p.m, b.log)
+		}()
+		defer func() { stopAnswers(); <-answersDone }()
+	}
 	if p.rt.shared != nil {
 		// Brokers of a shared store record the open intents of a dead
 		// one as interrupted once its lease has expired.

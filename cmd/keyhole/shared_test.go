@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
@@ -453,5 +455,98 @@ func TestCommandsOfTheDataDirRefuseAStore(t *testing.T) {
 		if r := h.run("", args...); r.code != 1 || !strings.Contains(r.stderr, "PostgreSQL") {
 			t.Fatalf("keyhole %s with a store: exit %d %s", strings.Join(args, " "), r.code, r.stderr)
 		}
+	}
+}
+
+// gatedConfig adds a scope whose writes wait for a person's approval.
+const gatedConfig = sharedConfig + `  gated:
+    ttl: 1h
+    approval: {wait: 2m, ttl: 10m}
+    grants:
+      - {tool: tracker, methods: [POST], paths: [/issues/*], approve: true}
+`
+
+// An access request held by one broker of a shared store is listed by
+// any, and answered through any: another broker's socket, or the store
+// itself from a host with no broker; the broker that holds the call
+// applies the answer and the held call proceeds.
+func TestAccessRequestsAreAnsweredThroughAnyBroker(t *testing.T) {
+	up := newMarkerUpstream(t)
+	url := servertest.PostgresURL(t)
+	h := newHome(t)
+	key := make([]byte, 32)
+	rand.Read(key)
+	h.env = append(h.env, "KEYHOLE_MASTER_KEY="+base64.StdEncoding.EncodeToString(key), "KEYHOLE_STORE="+url)
+	h.writeConfig(gatedConfig, up.URL, 5)
+	h.ok("", "store", "migrate")
+	h.ok(cliSecret, "secret", "set", "github_token")
+	b1, b2 := startBroker(t, h, "b1"), startBroker(t, h, "b2")
+	_, tok := sessionNew(t, h, "gated")
+	c := connect(t, b1.url, tok)
+
+	for i, answer := range [][]string{
+		{"--data-dir", b2.dir, "access", "approve"}, // through b2's socket
+		{"access", "approve"},                       // through the store, no broker here
+	} {
+		path := fmt.Sprintf("/issues/%d", 500+i)
+		result := make(chan string, 1)
+		go func() {
+			req := mcp.CallToolRequest{}
+			req.Params.Name = "tracker"
+			req.Params.Arguments = map[string]any{"method": "POST", "path": path}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			res, err := c.CallTool(ctx, req)
+			if err != nil {
+				result <- "error: " + err.Error()
+				return
+			}
+			result <- resultText(res)
+		}()
+		var id string
+		for deadline := time.Now().Add(time.Minute); id == ""; time.Sleep(50 * time.Millisecond) {
+			type listed struct {
+				ID, Replica, State string
+				Call               struct{ Path string }
+			}
+			r := h.ok("", "access", "list", "--json")
+			dec := json.NewDecoder(strings.NewReader(r.stdout))
+			for {
+				var l listed
+				if err := dec.Decode(&l); err == io.EOF {
+					break
+				} else if err != nil {
+					t.Fatalf("access list --json through the store: %v\n%s", err, r.stdout)
+				}
+				if l.Call.Path == path && l.State == "open" {
+					if l.Replica != "b1" {
+						t.Fatalf("the request of a call held by b1 is listed under replica %q", l.Replica)
+					}
+					id = l.ID
+				}
+			}
+			if id != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no open request for %s listed through the store in a minute", path)
+			}
+		}
+		r := h.ok("", append(answer, id, "--yes")...)
+		if !strings.Contains(r.stdout, "approved "+id) {
+			t.Fatalf("keyhole %s: %s", strings.Join(answer, " "), r.stdout)
+		}
+		if got := <-result; !strings.Contains(got, fmt.Sprintf(`"number":%d`, 500+i)) {
+			t.Fatalf("the held call after the approval through %v: %s", answer, got)
+		}
+	}
+	var approvals int
+	for _, r := range sharedRecords(t, h, "--replica", "b1") {
+		if r.Tool == "keyhole.access.approve" {
+			approvals++
+		}
+	}
+	if approvals != 2 {
+		t.Fatalf("b1's chain holds %d approvals, want 2", approvals)
 	}
 }
