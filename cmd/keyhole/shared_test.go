@@ -162,6 +162,16 @@ func TestThreeBrokersShareOnePostgres(t *testing.T) {
 		if got := up.count(); got != before {
 			t.Fatalf("the upstream received %d requests after the revocation", got-before)
 		}
+		// The store's own view, from a host with no broker, and b3's.
+		for _, args := range [][]string{{"session", "show", id, "--json"}, {"--data-dir", brokers[2].dir, "session", "show", id, "--json"}} {
+			var s struct{ State string }
+			if err := json.Unmarshal([]byte(h.ok("", args...).stdout), &s); err != nil || s.State != "revoked" {
+				t.Fatalf("keyhole %s = %+v (%v), want revoked", strings.Join(args, " "), s, err)
+			}
+		}
+		if r := h.ok("", "secret", "list"); !strings.Contains(r.stdout, "github_token") {
+			t.Fatalf("secret list through the store: %s", r.stdout)
+		}
 	})
 
 	t.Run("max_calls is exact across brokers under concurrent load", func(t *testing.T) {
