@@ -4,7 +4,7 @@ BIN      := bin/keyhole
 PKGS     := ./...
 FUZZTIME ?= 20s
 
-.PHONY: all build test test-clients test-ui ui-screenshots lint fuzz bench bench-audit bench-console demo run clean
+.PHONY: all build test test-clients test-ui ui-screenshots lint fuzz bench bench-audit bench-console bench-store demo run clean
 
 all: build
 
@@ -104,6 +104,14 @@ bench-console:
 	@mkdir -p $(CONSOLE_DIR)
 	KEYHOLE_CONSOLE_BENCH_N=$(CONSOLE_N) KEYHOLE_CONSOLE_BENCH_DIR=$(abspath $(CONSOLE_DIR)) \
 		$(GO) test -run '^$$' -bench '^BenchmarkPages$$' -benchtime 20x -timeout 60m ./server/console
+
+# The PostgreSQL store against the embedded one, and 1-3 brokers on one
+# PostgreSQL (a throwaway cluster, fsync on; needs the postgresql package).
+# BENCH_STORE_ARGS passes flags (e.g. '--rounds 3 --duration 1s'). Not part
+# of make test.
+BENCH_STORE_ARGS ?=
+bench-store: build
+	@$(GO) run ./cmd/keyhole-bench store --keyhole $(abspath $(BIN)) $(BENCH_STORE_ARGS)
 
 demo: build
 	./$(BIN) demo

@@ -120,14 +120,31 @@ func (s *Session) Info(now time.Time) SessionInfo {
 // refuses counts as a denial; when denials reach the scope's max_denials
 // the session ends and that call's code is too_many_denials.
 func (s *Session) Decide(now time.Time, req Request) Decision {
+	return s.decide(now, req, 0)
+}
+
+// DecideNth is Decide for a call that a store shared by several brokers
+// counted as the session's n-th (see Adopt): max_calls is checked
+// against n, so it holds exactly however the calls are spread over
+// brokers. n is counted only while the session is live.
+func (s *Session) DecideNth(now time.Time, req Request, n int) Decision {
+	return s.decide(now, req, n)
+}
+
+func (s *Session) decide(now time.Time, req Request, n int) Decision {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if d, live := s.liveLocked(now); !live {
 		return d
 	}
 	s.info.Calls++
+	if n > 0 {
+		s.info.Calls = max(s.info.Calls-1, n)
+	} else {
+		n = s.info.Calls
+	}
 	s.info.LastCall = now
-	if max := s.scope.maxCalls; max > 0 && s.info.Calls > max {
+	if max := s.scope.maxCalls; max > 0 && n > max {
 		return Decision{Code: CodeMaxCalls, Reason: "session " + s.info.ID + " has used all " + strconv.Itoa(max) + " calls of scope " + s.scope.name}
 	}
 	if s.limiter != nil && !s.limiter.AllowN(now, 1) {
@@ -150,6 +167,42 @@ func (s *Session) Decide(now time.Time, req Request) Decision {
 		d.Reason += "; " + s.info.EndReason
 	}
 	return d
+}
+
+// Shared is a session as a store shared by several brokers holds it: its
+// state (an operator may have revoked it through another broker, or a
+// tripwire ended it there) and its counters, counted by the store.
+type Shared struct {
+	State     State
+	EndReason string
+	Calls     int
+	Denials   int
+}
+
+// Adopt takes what the shared store holds of the session: a final state
+// reached on another broker is this session's final state, and its
+// counters only grow. An active session whose denials reached
+// max_denials is ended by the tripwire. It returns the session's info
+// afterwards.
+func (s *Session) Adopt(now time.Time, sh Shared) SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checkExpiry(now)
+	s.info.Calls = max(s.info.Calls, sh.Calls)
+	if s.info.State == StateActive {
+		switch sh.State {
+		case StateRevoked, StateEnded, StateExpired:
+			s.info.State, s.info.EndReason = sh.State, sh.EndReason
+		}
+	}
+	if sh.Denials > s.info.Denials {
+		s.info.Denials = sh.Denials
+		if s.info.State == StateActive && s.scope.maxDenials > 0 && s.info.Denials >= s.scope.maxDenials {
+			s.info.Denials-- // denyLocked counts the one that trips
+			s.denyLocked()
+		}
+	}
+	return s.info
 }
 
 // Tripwire is where a session stands against its max_denials after a

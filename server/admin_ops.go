@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,15 +13,13 @@ import (
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
-	"github.com/keyhole-dev/keyhole/server/sessions"
-	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // adminOps carries out admin.Ops on a vault and the live sessions: in the
 // broker, for its socket's admin routes; in a command, on a data dir it
 // has locked.
 type adminOps struct {
-	vault *vault.Vault
+	vault SecretStore
 	// sessions opens the live sessions on first use: secret commands
 	// need neither the session store nor the config.
 	sessions func() (*LiveSessions, error)
@@ -39,6 +38,9 @@ type adminOps struct {
 	access *access.Manager
 	// changes records every change of who may do what in the audit log.
 	changes recorder
+	// shared is the PostgreSQL store of a broker that shares one: its
+	// access requests are answered through any broker.
+	shared *shared
 }
 
 var _ admin.Ops = (*adminOps)(nil)
@@ -191,12 +193,29 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := openVault(dd.Path, o.Keys)
+	l := &localAdmin{dd: dd}
+	if o.Store != "" {
+		replica := o.Replica
+		if replica == "" {
+			// Not a broker's chain: an admin command's changes get their own.
+			h, err := DefaultReplica()
+			if err != nil {
+				dd.Close()
+				return nil, err
+			}
+			replica = h + "-admin"
+		}
+		if l.shared, err = openShared(context.Background(), o.Store, replica, dd.Path); err != nil {
+			dd.Close()
+			return nil, err
+		}
+	}
+	v, err := openSecrets(l.shared, dd.Path, o.Keys)
 	if err != nil {
+		l.closeShared()
 		dd.Close()
 		return nil, err
 	}
-	l := &localAdmin{dd: dd}
 	cfg := sync.OnceValues(func() (*config.Loaded, error) {
 		path, err := filepath.Abs(o.ConfigPath)
 		if err != nil {
@@ -213,6 +232,7 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 			return admin.Reloaded{}, fmt.Errorf("keyhole: %w for %s; a new one reads keyhole.yaml when it starts", admin.ErrNoBroker, dd.Path)
 		},
 		changes: recorder{log: sync.OnceValues(func() (AuditLog, error) { return l.openAudit(o, v) }), now: o.Now},
+		shared:  l.shared,
 	}
 	return l, nil
 }
@@ -220,20 +240,27 @@ func OpenAdmin(o RuntimeOptions) (admin.Admin, error) {
 // localAdmin is admin.Admin on a data dir this process has locked.
 type localAdmin struct {
 	adminOps
-	dd    *DataDir
-	store *sessions.Store
-	audit *audit.Log
+	dd     *DataDir
+	shared *shared // the PostgreSQL store, with --store
+	store  SessionStore
+	audit  *audit.Log
+}
+
+func (a *localAdmin) closeShared() {
+	if a.shared != nil {
+		a.shared.db.Close()
+	}
 }
 
 // openAudit opens the data dir's audit log to record a change, with the
 // audit: section of the config when there is one (its mirror gets the
 // record too); a secret may be set before any config exists.
-func (a *localAdmin) openAudit(o RuntimeOptions, v *vault.Vault) (AuditLog, error) {
+func (a *localAdmin) openAudit(o RuntimeOptions, v SecretStore) (AuditLog, error) {
 	var section config.Audit
 	if cfg, err := config.Load(o.ConfigPath, config.ToolEnv{}); err == nil {
 		section = cfg.Config.Audit
 	}
-	l, err := openAuditLog(a.dd, v, section, o.Now)
+	l, err := openAuditLog(a.dd, a.shared, v, section, o.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -245,12 +272,12 @@ func (a *localAdmin) openAudit(o RuntimeOptions, v *vault.Vault) (AuditLog, erro
 // default config is the command's; a session names its own. Sessions a
 // broker left behind are restored as a starting broker would (relayed
 // ones ended: no broker serves their clients), without the audit's counts.
-func (a *localAdmin) openSessions(loadConfig func() (*config.Loaded, error), o RuntimeOptions, v *vault.Vault) (*LiveSessions, error) {
+func (a *localAdmin) openSessions(loadConfig func() (*config.Loaded, error), o RuntimeOptions, v SecretStore) (*LiveSessions, error) {
 	cfg, err := loadConfig()
 	if err != nil {
 		return nil, err
 	}
-	store, err := sessions.Open(a.dd.File(SessionsFile), v.DeriveKey(sessions.KeyLabel))
+	store, err := openSessionStore(a.shared, a.dd, v)
 	if err != nil {
 		return nil, err
 	}
@@ -272,6 +299,8 @@ func (a *localAdmin) Close() error {
 	if a.audit != nil {
 		errs = append(errs, a.audit.Close())
 	}
-	errs = append(errs, a.vault.Close(), a.dd.Close())
+	errs = append(errs, a.vault.Close())
+	a.closeShared()
+	errs = append(errs, a.dd.Close())
 	return errors.Join(errs...)
 }

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"bytes"
 	"context"
 	"errors"
@@ -13,7 +15,6 @@ import (
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/tools"
-	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // AccessFile is the file in a data dir that keeps access requests.
@@ -22,14 +23,21 @@ const AccessFile = "access.db"
 // openAccess opens the access requests of a data dir: MAC'd with a key
 // derived from the vault's root key, every step in the audit log, and
 // webhook posts signed with the value of a vault secret.
-func openAccess(dd *DataDir, v *vault.Vault, log *audit.Log, o RuntimeOptions) (*access.Manager, error) {
+func openAccess(dd *DataDir, sh *shared, v SecretStore, log *audit.Log, o RuntimeOptions) (*access.Manager, error) {
+	var db *pgxpool.Pool
+	var replica string
+	if sh != nil {
+		db, replica = sh.db, sh.replica
+	}
 	return access.Open(access.Options{
-		Path:    dd.File(AccessFile),
-		Key:     v.DeriveKey(accessKeyLabel),
-		Audit:   log,
-		History: log,
-		Now:     o.Now,
-		Logger:  o.Logger,
+		Path:     dd.File(AccessFile),
+		Postgres: db,
+		Replica:  replica,
+		Key:      v.DeriveKey(accessKeyLabel),
+		Audit:    log,
+		History:  log,
+		Now:      o.Now,
+		Logger:   o.Logger,
 		WebhookKey: func(name string) ([]byte, error) {
 			s, err := v.Get(name)
 			if err != nil {

@@ -30,6 +30,9 @@ type Configs struct {
 	def    string                    // the default config's path
 	byPath map[string]*pathConfig    // the version new sessions of a path start with
 	byHash map[string]*config.Loaded // every version loaded, by SHA-256
+	// fromFile are the versions read from a config file by this broker
+	// (not compiled from a session's snapshot), by SHA-256.
+	fromFile map[string]bool
 }
 
 // pathConfig is the current version of one config file.
@@ -41,7 +44,7 @@ type pathConfig struct {
 // newConfigs serves def as the default config; loaded is called for every
 // config version the broker loads (it registers the version's tools).
 func newConfigs(def *config.Loaded, env tools.Env, loaded func(*config.Loaded)) *Configs {
-	c := &Configs{env: env, loaded: loaded, byPath: map[string]*pathConfig{}, byHash: map[string]*config.Loaded{}}
+	c := &Configs{env: env, loaded: loaded, byPath: map[string]*pathConfig{}, byHash: map[string]*config.Loaded{}, fromFile: map[string]bool{}}
 	if def != nil {
 		c.Set(def)
 	}
@@ -64,6 +67,7 @@ func (c *Configs) Set(cfg *config.Loaded) {
 	c.mu.Lock()
 	c.def = cfg.Path
 	c.byPath[cfg.Path] = &pathConfig{cfg: cfg, loaded: time.Now()}
+	c.fromFile[cfg.Digest] = true
 	_, known := c.byHash[cfg.Digest]
 	if !known && cfg.Digest != "" {
 		c.byHash[cfg.Digest] = cfg
@@ -145,6 +149,7 @@ func (c *Configs) load(path string, data []byte) (*config.Loaded, bool, error) {
 	if changed {
 		c.byPath[path] = &pathConfig{cfg: cfg, loaded: time.Now()}
 	}
+	c.fromFile[sha] = true
 	_, known = c.byHash[sha]
 	if !known {
 		c.byHash[sha] = cfg
@@ -184,6 +189,21 @@ func (c *Configs) Pinned(sha, path string, body []byte) (*config.Loaded, error) 
 		c.loaded(cfg)
 	}
 	return cfg, nil
+}
+
+// FromFile reports whether this broker read the config version sha from
+// a config file (rather than only from a session's snapshot).
+func (c *Configs) FromFile(sha string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fromFile[sha]
+}
+
+// Digests lists the SHA-256 of every version read from a config file.
+func (c *Configs) Digests() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.fromFile))
 }
 
 // Status lists the config files the broker serves, the default first.

@@ -49,6 +49,9 @@ type HTTPOptions struct {
 	// SessionIdleTTL forgets an MCP session unused this long. 0 is
 	// DefaultSessionIdleTTL.
 	SessionIdleTTL time.Duration
+	// Health, if set, says whether the broker can serve calls: /healthz
+	// answers 503 with its error otherwise (a load balancer's readiness).
+	Health func() error
 }
 
 type authKey struct{}
@@ -89,6 +92,13 @@ func (b *Broker) HTTPHandler(m *LiveSessions, o HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		if o.Health != nil {
+			if err := o.Health(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintln(w, "unavailable:", err)
+				return
+			}
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	g := &guard{broker: b, sessions: m, opts: o, ids: ids, failures: b.authFailures(), next: streamable}
@@ -161,7 +171,13 @@ func (g *guard) authenticate(w http.ResponseWriter, r *http.Request) (*Session, 
 		return s, sessions.Hash(tok), true
 	}
 	var dead *DeadSessionError
+	var mismatch *ConfigMismatchError
 	switch {
+	case errors.As(err, &mismatch):
+		// A live session this broker of a shared store cannot serve: it
+		// loaded another keyhole.yaml. 421: another broker can.
+		g.failures.note(r, "config_mismatch", mismatch.Error(), mismatch.Session)
+		refuse(w, http.StatusMisdirectedRequest, mismatch.Error())
 	case errors.As(err, &dead):
 		code := "session_" + string(dead.Info.State)
 		g.failures.note(r, code, "token of session "+dead.Info.ID+", which is "+string(dead.Info.State), dead.Info.ID)

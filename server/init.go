@@ -216,7 +216,7 @@ func moveKeyed(dd *DataDir, stamp string) (string, []string, error) {
 // recordInit writes the keyhole.init record: the first change of who may
 // do what in a data dir is that it exists.
 func recordInit(dd *DataDir, v *vault.Vault, res *InitResult) error {
-	l, err := openAuditLog(dd, v, config.Audit{}, nil)
+	l, err := openAuditLog(dd, nil, v, config.Audit{}, nil)
 	if err != nil {
 		return fmt.Errorf("keyhole init could not be recorded in the audit log: %w", err)
 	}

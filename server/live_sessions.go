@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +33,10 @@ type LiveSessions struct {
 	loaded  func(*config.Loaded, string)
 	now     func() time.Time
 	log     *slog.Logger
-	store   *sessions.Store
+	store   SessionStore
+	// replica is set on a broker of a shared store: see
+	// LiveSessionsOptions.Replica.
+	replica string
 
 	mu     sync.Mutex
 	live   map[string]*Session     // by session id
@@ -60,17 +64,25 @@ type LiveSessionsOptions struct {
 	// Now is the clock sessions expire by; nil is time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Replica, set on a broker of a store shared by several brokers (its
+	// name), makes it serve only sessions of a config version it loaded
+	// from its own config file: every broker must load the same
+	// keyhole.yaml, and one that loaded another refuses such a session's
+	// calls (ConfigMismatchError) rather than run another scope, leaving
+	// the session to the brokers that can serve it.
+	Replica string
 }
 
-// NewLiveSessions serves the sessions of store.
-func NewLiveSessions(store *sessions.Store, o LiveSessionsOptions) *LiveSessions {
+// NewLiveSessions serves the sessions of store. A store that counts calls
+// itself (a SharedCounter) counts every call of every session.
+func NewLiveSessions(store SessionStore, o LiveSessionsOptions) *LiveSessions {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &LiveSessions{configs: o.Configs, history: o.History, loaded: o.ConfigLoaded, now: o.Now, log: o.Logger, store: store,
+	return &LiveSessions{configs: o.Configs, history: o.History, loaded: o.ConfigLoaded, now: o.Now, log: o.Logger, store: store, replica: o.Replica,
 		live: map[string]*Session{}, byHash: map[string]*Session{}, dirty: map[string]*Session{}, saved: map[string]policy.State{}}
 }
 
@@ -123,6 +135,9 @@ func (m *LiveSessions) Create(req admin.SessionRequest) (policy.SessionInfo, str
 // written by Flush, so a call costs no store write; a change of state
 // (an end, a revocation, a tripwire, expiry) is written at once.
 func (m *LiveSessions) track(s *Session, tokenHash string, saved policy.State) {
+	if sc, ok := m.store.(SharedCounter); ok {
+		s.shared = sc
+	}
 	s.persist = func(info policy.SessionInfo) {
 		m.mu.Lock()
 		changed := m.saved[info.ID] != info.State
@@ -256,6 +271,10 @@ func (m *LiveSessions) get(rec sessions.Record) (*Session, error) {
 // compiled any more is ended with the reason.
 func (m *LiveSessions) restore(rec sessions.Record) (*Session, error) {
 	cfg, err := m.pinned(rec)
+	var mismatch *ConfigMismatchError
+	if errors.As(err, &mismatch) {
+		return nil, err // not ended: another broker serves it
+	}
 	var sc *policy.Scope
 	if err == nil {
 		var ok bool
@@ -292,6 +311,9 @@ func (m *LiveSessions) pinned(rec sessions.Record) (*config.Loaded, error) {
 	if rec.ConfigSHA256 == "" {
 		return nil, errors.New("its record names no config (it was written by an older keyhole)")
 	}
+	if m.replica != "" && !m.configs.FromFile(rec.ConfigSHA256) {
+		return nil, &ConfigMismatchError{Session: rec.ID, Replica: m.replica, Want: rec.ConfigSHA256, Path: rec.Config, Have: m.configs.Digests()}
+	}
 	body, err := m.store.Config(rec.ConfigSHA256)
 	if err != nil {
 		return nil, fmt.Errorf("the config it started with is not kept: %w", err)
@@ -309,6 +331,12 @@ func (m *LiveSessions) pinned(rec sessions.Record) (*config.Loaded, error) {
 // broker, is ended (reason: broker stopped); a record changed on disk is
 // ended for good. It returns how many sessions it restored and ended.
 func (m *LiveSessions) Restore() (restored, ended int, err error) {
+	if m.replica != "" {
+		// A shared store's sessions are served by every broker: each is
+		// restored when a broker first sees its token, and a relayed
+		// stdio session may be another live broker's.
+		return 0, 0, nil
+	}
 	recs, err := m.store.List()
 	if err != nil {
 		return 0, 0, err
@@ -377,6 +405,10 @@ func (m *LiveSessions) List(all bool) ([]policy.SessionInfo, error) {
 		m.mu.Lock()
 		if s, ok := m.live[r.ID]; ok {
 			info = s.Info(now)
+			if m.replica != "" {
+				// Other brokers' calls are in the store's counters.
+				info = s.Adopt(now, policy.Shared{State: r.State, EndReason: r.EndReason, Calls: r.Calls, Denials: r.Denials})
+			}
 		}
 		m.mu.Unlock()
 		if info.State == policy.StateActive && !now.Before(info.Expires) {
@@ -406,6 +438,10 @@ func (m *LiveSessions) Show(id string) (policy.SessionInfo, error) {
 		}
 		return rec.SessionInfo, nil
 	}
+	if m.replica != "" {
+		// Other brokers' calls and ends are in the store's record.
+		return s.Adopt(m.now(), policy.Shared{State: rec.State, EndReason: rec.EndReason, Calls: rec.Calls, Denials: rec.Denials}), nil
+	}
 	return s.Info(m.now()), nil
 }
 
@@ -423,6 +459,16 @@ func (m *LiveSessions) Revoke(id, scope string, all bool, reason string) ([]stri
 			continue
 		}
 		s, err := m.get(r)
+		var mismatch *ConfigMismatchError
+		if errors.As(err, &mismatch) && r.State == policy.StateActive && m.now().Before(r.Expires) {
+			// This broker cannot serve it, but may end it for all.
+			info := r.SessionInfo
+			info.State, info.EndReason = policy.StateRevoked, reason
+			if err := m.store.Save(info); err == nil {
+				done = append(done, r.ID)
+			}
+			continue
+		}
 		if err != nil {
 			continue
 		}
@@ -479,4 +525,28 @@ func (m *LiveSessions) counts() (active, relays int) {
 		}
 	}
 	return active, relays
+}
+
+// ConfigMismatchError is a session of a shared store started under a
+// config version this broker did not load from its config file: it
+// refuses the session's calls rather than run another scope.
+type ConfigMismatchError struct {
+	Session, Replica string
+	// Want is the SHA-256 of the config the session runs (from Path on
+	// the broker that started it); Have are those this broker loaded.
+	Want, Path string
+	Have       []string
+}
+
+func (e *ConfigMismatchError) Error() string {
+	have := "none"
+	if len(e.Have) > 0 {
+		short := make([]string, len(e.Have))
+		for i, h := range e.Have {
+			short[i] = h[:min(12, len(h))]
+		}
+		have = strings.Join(short, ", ")
+	}
+	return fmt.Sprintf("session %s runs config %s (sha256 %s), which broker %s did not load (it loaded sha256 %s): every broker of a shared store must load the same keyhole.yaml; reload this broker with that file, or start a new session",
+		e.Session, e.Path, e.Want[:min(12, len(e.Want))], e.Replica, have)
 }

@@ -62,6 +62,17 @@ func (m *Metrics) CountConns(l *connLimit) {
 	)
 }
 
+// CountStoreRoundTrips reports the round trips a broker of a shared store
+// made to its database (keyhole_store_round_trips_total).
+func (m *Metrics) CountStoreRoundTrips(count func() uint64) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "keyhole_store_round_trips_total", Help: "Round trips to the PostgreSQL store (statements sent alone, and pipelined batches).",
+	}, func() float64 { return float64(count()) }))
+}
+
 // CountMCPSessions reports the MCP sessions the broker holds open as the
 // keyhole_mcp_sessions gauge.
 func (m *Metrics) CountMCPSessions(count func() int64) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,17 +48,40 @@ type RuntimeOptions struct {
 	// Without it such calls are denied (a standalone stdio session has
 	// no socket to answer on).
 	Approvals bool
+	// Store, if set, is a PostgreSQL store (postgres://…) shared by
+	// several brokers: the vault, sessions and audit live there instead of
+	// in the data dir, which keeps only the broker's lock and socket.
+	Store string
+	// Replica names this broker among those of Store (its audit chain);
+	// "" is the host name.
+	Replica string
+	// LeaseTTL is how long this broker's lease on its audit chain lasts
+	// unrenewed: how long after its death another broker records its
+	// open calls as interrupted (0: audit.DefaultLeaseTTL).
+	LeaseTTL time.Duration
 }
 
 // Runtime is everything a serving keyhole process holds: the locked data
 // dir, the vault, the audit log and the broker over them.
 type Runtime struct {
 	DataDir *DataDir
-	Vault   *vault.Vault
-	Audit   *audit.Log
+	// Vault is the secret store: the vault file, or the shared store's.
+	Vault SecretStore
+	Audit *audit.Log
 	// Access holds access requests; nil without RuntimeOptions.Approvals.
 	Access *access.Manager
 	Broker *Broker
+	// shared is the PostgreSQL store, when there is one.
+	shared *shared
+}
+
+// Replica is this broker's name among the brokers of a shared store, or
+// "" for a broker on the embedded store.
+func (rt *Runtime) Replica() string {
+	if rt.shared == nil {
+		return ""
+	}
+	return rt.shared.replica
 }
 
 // Open locks the data dir, loads the config, and opens the vault and the
@@ -76,13 +100,20 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 		return nil, err
 	}
 	rt := &Runtime{DataDir: dd}
-	v, err := openVault(dd.Path, o.Keys)
+	if o.Store != "" {
+		if rt.shared, err = openShared(context.Background(), o.Store, o.Replica, dd.Path); err != nil {
+			rt.Close()
+			return nil, err
+		}
+		rt.shared.leaseTTL = o.LeaseTTL
+	}
+	v, err := openSecrets(rt.shared, dd.Path, o.Keys)
 	if err != nil {
 		rt.Close()
 		return nil, err
 	}
 	rt.Vault = v
-	log, err := openAuditLog(dd, v, cfg.Config.Audit, o.Now)
+	log, err := openAuditLog(dd, rt.shared, v, cfg.Config.Audit, o.Now)
 	if err != nil {
 		rt.Close()
 		return nil, err
@@ -99,7 +130,7 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 		}
 	}
 	if o.Approvals {
-		if rt.Access, err = openAccess(dd, v, log, o); err != nil {
+		if rt.Access, err = openAccess(dd, rt.shared, v, log, o); err != nil {
 			rt.Close()
 			return nil, err
 		}
@@ -129,16 +160,20 @@ func (rt *Runtime) Close() error {
 	if rt.Vault != nil {
 		errs = append(errs, rt.Vault.Close())
 	}
+	if rt.shared != nil {
+		rt.shared.db.Close()
+	}
 	if rt.DataDir != nil {
 		errs = append(errs, rt.DataDir.Close())
 	}
 	return errors.Join(errs...)
 }
 
-// openAuditLog opens the audit log of a data dir this process owns, for
-// writing, under the audit: section of a config.
-func openAuditLog(dd *DataDir, v *vault.Vault, a config.Audit, now func() time.Time) (*audit.Log, error) {
-	return audit.Open(audit.Options{
+// openAuditLog opens the audit log of a data dir this process owns, or
+// its replica's chain in the shared store, for writing, under the audit:
+// section of a config.
+func openAuditLog(dd *DataDir, sh *shared, v SecretStore, a config.Audit, now func() time.Time) (*audit.Log, error) {
+	o := audit.Options{
 		Path:       dd.File(AuditFile),
 		Legacy:     dd.File(LegacyAuditFile),
 		Key:        v.DeriveKey(auditKeyLabel),
@@ -147,5 +182,10 @@ func openAuditLog(dd *DataDir, v *vault.Vault, a config.Audit, now func() time.T
 		Mirror:     a.Mirror,
 		Anchor:     a.Anchor,
 		Now:        now,
-	})
+	}
+	if sh != nil {
+		o.Path, o.Legacy = "", ""
+		o.Postgres, o.Replica, o.Holder, o.LeaseTTL = sh.db, sh.replica, sh.holder, sh.leaseTTL
+	}
+	return audit.Open(o)
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
-	"github.com/keyhole-dev/keyhole/server/sessions"
+	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/tools"
 )
 
@@ -103,7 +103,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		return err
 	}
 	defer rt.Close()
-	store, err := sessions.Open(rt.DataDir.File(SessionsFile), rt.Vault.DeriveKey(sessions.KeyLabel))
+	store, err := openSessionStore(rt.shared, rt.DataDir, rt.Vault)
 	if err != nil {
 		return err
 	}
@@ -116,6 +116,7 @@ func Serve(ctx context.Context, o ServeOptions) error {
 		ConfigLoaded: func(cfg *config.Loaded, why string) { auditConfig(b, rt.Audit, cfg, why) },
 		Now:          b.now,
 		Logger:       b.log,
+		Replica:      rt.Replica(),
 	})
 	restored, ended, err := p.m.Restore()
 	if err != nil {
@@ -126,6 +127,9 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	}
 	o.Metrics.CountSessions(p.m.ActiveCount)
 	o.Metrics.CountMCPSessions(b.MCPSessions)
+	if sh := rt.shared; sh != nil {
+		o.Metrics.CountStoreRoundTrips(func() uint64 { return pgstore.RoundTrips(sh.db) })
+	}
 	if err := p.listen(&self); err != nil {
 		return err
 	}
@@ -175,8 +179,9 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 		logins:   &pendingLogins{},
 		access:   b.access,
 		changes:  recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now},
+		shared:   p.rt.shared,
 	}
-	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL}
+	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL, Health: p.health}
 	p.add(sock, p.streams.wrap(p.activity.wrap(p.ui.socket(b.socketHandler(p.m, ops, o.Metrics, p.httpOpts)))), false)
 
 	if o.HTTPAddr != "" {
@@ -267,6 +272,24 @@ func (p *brokerProc) run(ctx context.Context) error {
 	}
 	flush := time.NewTicker(time.Second)
 	defer flush.Stop()
+	var recoverTick <-chan time.Time
+	if p.rt.shared != nil && p.rt.Access != nil {
+		actx, stopAnswers := context.WithCancel(context.Background())
+		answersDone := make(chan struct{})
+		go func() {
+			defer close(answersDone)
+			applyAnswers(actx, p.rt.shared, p.rt.Access, p.m, b.log)
+		}()
+		defer func() { stopAnswers(); <-answersDone }()
+	}
+	if p.rt.shared != nil {
+		// Brokers of a shared store record the open intents of a dead
+		// one as interrupted once its lease has expired.
+		t := time.NewTicker(p.rt.shared.lease() / 3)
+		defer t.Stop()
+		recoverTick = t.C
+		p.recoverExpired()
+	}
 	defer b.FlushAuthFailures(true)
 	var serveErr error
 loop:
@@ -276,6 +299,8 @@ loop:
 			p.m.Flush()
 			b.FlushAuthFailures(false)
 			sweepAccess(p.rt.Access, p.m)
+		case <-recoverTick:
+			p.recoverExpired()
 		case <-ctx.Done():
 			break loop
 		case <-p.stop:
@@ -325,6 +350,37 @@ func (p *brokerProc) shutdown() {
 	p.m.EndRelays(reasonBrokerStopped)
 	p.m.Flush()
 	p.b.log.Info("broker stopped")
+}
+
+// recoverExpired records as interrupted the open intents of brokers of
+// the shared store whose lease expired.
+func (p *brokerProc) recoverExpired() {
+	sh := p.rt.shared
+	done, err := audit.RecoverExpired(context.Background(), audit.Options{
+		Postgres: sh.db, Holder: sh.holder, LeaseTTL: sh.lease(), Key: p.rt.Vault.DeriveKey(auditKeyLabel), Checkpoint: p.rt.Vault,
+	})
+	for _, r := range done {
+		p.b.log.Warn("recorded the open calls of a broker whose lease expired as interrupted", "replica", r)
+	}
+	if err != nil {
+		p.b.log.Error("recover the audit chains of dead brokers", LogError, err)
+	}
+}
+
+// health is what /healthz reports: the audit log takes records, and a
+// shared store answers.
+func (p *brokerProc) health() error {
+	if err := p.rt.Audit.Err(); err != nil {
+		return errors.New("the audit log refuses records")
+	}
+	if sh := p.rt.shared; sh != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := sh.db.Ping(ctx); err != nil {
+			return errors.New("the store does not answer")
+		}
+	}
+	return nil
 }
 
 // requestStop is `keyhole stop`: the broker stops once the answer is sent.

@@ -22,6 +22,9 @@ type Session struct {
 	// relay marks the session of a stdio client relayed through the
 	// broker.
 	relay bool
+	// shared counts the session's calls and denials in a store shared by
+	// several brokers (session_shared.go); nil on the embedded store.
+	shared SharedCounter
 	// ended runs endMinted once.
 	ended sync.Once
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/console"
-	"github.com/keyhole-dev/keyhole/vault"
 )
 
 // The browser console (`keyhole serve --ui ADDR`): its listener, its
@@ -105,7 +104,7 @@ func (u *uiHook) open(o ServeOptions, rt *Runtime, m *LiveSessions, self *selfAd
 // log, its sessions, its access requests (through the manager, bound to
 // the sessions), the vault's metadata and the config. BaseURL and
 // Loopback are the listener's to set.
-func consoleOptions(b *Broker, log *audit.Log, v *vault.Vault, acc *access.Manager, m *LiveSessions) console.Options {
+func consoleOptions(b *Broker, log *audit.Log, v SecretStore, acc *access.Manager, m *LiveSessions) console.Options {
 	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, access: acc,
 		config:  func() (*config.Loaded, error) { return b.Config(), nil },
 		changes: recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now}}

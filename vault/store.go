@@ -1,8 +1,6 @@
 package vault
 
 import (
-	"crypto/hkdf"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -329,12 +327,7 @@ func (v *Vault) DeriveKey(label string) []byte {
 	if v.closed {
 		return nil
 	}
-	key, err := hkdf.Key(sha256.New, v.root, nil, label, keySize)
-	if err != nil {
-		// hkdf.Key fails only for lengths above 255*32 bytes.
-		panic("vault: hkdf: " + err.Error())
-	}
-	return key
+	return Derive(v.root, label)
 }
 
 // decodeRecord reads the record of secret name, or ErrNotFound.

@@ -97,8 +97,11 @@ func (h *home) run(ctx context.Context, stdin string, args ...string) (string, e
 
 // serve starts `keyhole serve --http 127.0.0.1:0` and waits until it logs
 // its MCP URL.
-func (h *home) serve(ctx context.Context) (*child, error) {
-	cmd := h.command(ctx, "serve", "--http", "127.0.0.1:0", "--log-format", "json")
+func (h *home) serve(ctx context.Context) (*child, error) { return h.serveArgs(ctx) }
+
+// serveArgs is serve with more arguments.
+func (h *home) serveArgs(ctx context.Context, extra ...string) (*child, error) {
+	cmd := h.command(ctx, append([]string{"serve", "--http", "127.0.0.1:0", "--log-format", "json"}, extra...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, fmt.Errorf("keyhole serve: %w", err)

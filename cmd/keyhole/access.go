@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/keyhole-dev/keyhole/server"
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/admin"
 )
@@ -32,10 +33,24 @@ socket.`,
 }
 
 // withBroker runs fn against the running broker: access requests exist
-// only there.
-func (a *App) withBroker(fn func(c *admin.Client) error) error {
+// only there. With a shared store (--store) and no broker here, fn runs
+// on the store: it lists every broker's requests, and an answer goes to
+// the broker that holds the request.
+func (a *App) withBroker(fn func(c admin.AccessOps) error) error {
 	c, err := admin.Dial(a.dataDir())
 	if err != nil {
+		if a.store() != "" {
+			ad, err := server.OpenAdmin(a.runtimeOptions())
+			if err != nil {
+				return err
+			}
+			defer ad.Close()
+			ops, ok := ad.(admin.AccessOps)
+			if !ok {
+				return fmt.Errorf("%w for %s", admin.ErrNoBroker, a.dataDir())
+			}
+			return fn(ops)
+		}
 		return fmt.Errorf("%w for %s: access requests are held by the broker (keyhole serve, or the one keyhole stdio starts), so none is open", admin.ErrNoBroker, a.dataDir())
 	}
 	defer c.Close()
@@ -49,7 +64,7 @@ func (a *App) accessListCmd() *cobra.Command {
 		Short: "List open and approved access requests",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withBroker(func(c *admin.Client) error {
+			return a.withBroker(func(c admin.AccessOps) error {
 				list, err := c.AccessList(all)
 				if err != nil {
 					return err
@@ -77,7 +92,7 @@ func (a *App) accessShowCmd() *cobra.Command {
 		Short: "Show the whole request: exactly what it would send, and why it waits",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withBroker(func(c *admin.Client) error {
+			return a.withBroker(func(c admin.AccessOps) error {
 				r, err := c.AccessShow(args[0])
 				if err != nil {
 					return err
@@ -108,7 +123,7 @@ pattern) to the session for the rest of its life. On a terminal the request
 is shown and must be confirmed (--yes skips that).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withBroker(func(c *admin.Client) error {
+			return a.withBroker(func(c admin.AccessOps) error {
 				if err := a.confirm(c, args[0], "approve", yes); err != nil {
 					return err
 				}
@@ -138,7 +153,7 @@ func (a *App) accessDenyCmd() *cobra.Command {
 		Short: "Deny one access request; the held call is told so",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withBroker(func(c *admin.Client) error {
+			return a.withBroker(func(c admin.AccessOps) error {
 				r, err := c.AccessDeny(args[0], note)
 				if err != nil {
 					return err
@@ -162,7 +177,7 @@ denial, expiry and use as it happens, for a terminal beside the editor. It
 runs until interrupted or the broker stops.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withBroker(func(c *admin.Client) error {
+			return a.withBroker(func(c admin.AccessOps) error {
 				enc := json.NewEncoder(a.stdout)
 				print := func(ev admin.AccessEvent) error {
 					if asJSON {
@@ -199,7 +214,7 @@ runs until interrupted or the broker stops.`,
 
 // confirm shows the request and asks the person at a terminal to confirm
 // verb; without a terminal (a script), or with --yes, it does not ask.
-func (a *App) confirm(c *admin.Client, id, verb string, yes bool) error {
+func (a *App) confirm(c admin.AccessOps, id, verb string, yes bool) error {
 	f, ok := a.stdin.(*os.File)
 	if yes || !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil

@@ -27,6 +27,8 @@ type App struct {
 	dataDirFlag string
 	logLevel    string
 	logFormat   string
+	storeFlag   string
+	replicaFlag string
 
 	log *slog.Logger
 }
@@ -87,6 +89,8 @@ The model never holds a credential.`,
 	}
 	root.PersistentFlags().StringVar(&a.configFlag, "config", "", "config file (env KEYHOLE_CONFIG; default ./keyhole.yaml, then $XDG_CONFIG_HOME/keyhole/keyhole.yaml)")
 	root.PersistentFlags().StringVar(&a.dataDirFlag, "data-dir", "", "data dir holding the vault and audit log (env KEYHOLE_DATA_DIR; default $XDG_DATA_HOME/keyhole)")
+	root.PersistentFlags().StringVar(&a.storeFlag, "store", "", "a PostgreSQL store shared by several brokers, postgres://user@host/db (env KEYHOLE_STORE; default: the data dir)")
+	root.PersistentFlags().StringVar(&a.replicaFlag, "replica", "", "this broker's name among the brokers of --store (env KEYHOLE_REPLICA; default: the host name)")
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format on stderr: text or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
@@ -110,6 +114,7 @@ The model never holds a credential.`,
 		a.scopeCmd(),
 		a.policyCmd(),
 		a.uiCmd(),
+		a.storeCmd(),
 	)
 	for _, c := range root.Commands() {
 		wrapArgs(c)
@@ -188,6 +193,24 @@ func (a *App) dataDir() string {
 		return filepath.Join(x, "keyhole")
 	}
 	return filepath.Join(a.home(), ".local", "share", "keyhole")
+}
+
+// store resolves the shared store: --store, then KEYHOLE_STORE ("" is the
+// data dir's embedded store).
+func (a *App) store() string {
+	if a.storeFlag != "" {
+		return a.storeFlag
+	}
+	return a.getenv(server.EnvStore)
+}
+
+// replica resolves this process's replica name: --replica, then
+// KEYHOLE_REPLICA ("" lets the broker use its host name).
+func (a *App) replica() string {
+	if a.replicaFlag != "" {
+		return a.replicaFlag
+	}
+	return a.getenv("KEYHOLE_REPLICA")
 }
 
 // keyFile is where the master key file lives.

@@ -127,6 +127,15 @@ func (a *App) auditTailCmd() *cobra.Command {
 				return &usageError{fmt.Errorf("-n %d: want a number of records, or 0 for all", n)}
 			}
 			pr := a.recordPrinter(asJSON)
+			if a.store() != "" {
+				return a.orEmpty(a.withSharedAudit(func(s *server.SharedAudit) error {
+					if follow {
+						flt.Limit = n
+						return s.Follow(cmd.Context(), flt, pr.print)
+					}
+					return tailShared(a, s, flt, n, pr)
+				}), "no calls recorded yet")
+			}
 			err = a.withAudit(func(l *server.AuditReader) error {
 				if follow {
 					flt.Limit = n
@@ -194,6 +203,17 @@ func (a *App) auditShowCmd() *cobra.Command {
 		Short: "Show one whole audit record",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if a.store() != "" {
+				return a.withSharedAudit(func(s *server.SharedAudit) error {
+					r, err := s.Get(args[0])
+					if err != nil {
+						return err
+					}
+					enc := json.NewEncoder(a.stdout)
+					enc.SetIndent("", "  ")
+					return enc.Encode(r)
+				})
+			}
 			seq, err := strconv.ParseUint(args[0], 10, 64)
 			if err != nil {
 				return &usageError{fmt.Errorf("SEQ %q is not a record number", args[0])}
@@ -232,6 +252,9 @@ func (a *App) auditVerifyCmd() *cobra.Command {
 			verify := func(l *server.AuditReader) (err error) {
 				rep, err = l.VerifyWith(cmd.Context(), opts)
 				return err
+			}
+			if a.store() != "" {
+				return a.verifyShared(cmd, opts, asJSON)
 			}
 			var err error
 			if archive != "" {
@@ -288,6 +311,9 @@ func (a *App) auditExportCmd() *cobra.Command {
 			flt, err := ff.filter()
 			if err != nil {
 				return err
+			}
+			if a.store() != "" {
+				return a.orEmpty(a.withSharedAudit(func(s *server.SharedAudit) error { return s.Export(a.stdout, format, flt) }), "no calls recorded yet")
 			}
 			return a.orEmpty(a.withAudit(func(l *server.AuditReader) error { return l.Export(a.stdout, format, flt) }), "no calls recorded yet")
 		},

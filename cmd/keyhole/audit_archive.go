@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -24,6 +25,9 @@ The archived log stays verifiable with the same key:
 It needs the data dir: stop the broker first (keyhole stop).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if a.store() != "" {
+				return errors.New("audit archive moves an audit file aside; the chains of a --store (KEYHOLE_STORE) are in PostgreSQL, which it does not archive yet")
+			}
 			res, err := server.ArchiveAudit(a.runtimeOptions())
 			if err != nil {
 				return err

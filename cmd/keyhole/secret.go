@@ -68,7 +68,7 @@ func (a *App) passphrase(prompt string) ([]byte, error) {
 
 // runtimeOptions are the paths and keys every command shares.
 func (a *App) runtimeOptions() server.RuntimeOptions {
-	return server.RuntimeOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Keys: a.keySource(), Logger: a.log}
+	return server.RuntimeOptions{DataDir: a.dataDir(), ConfigPath: a.configPath(), Keys: a.keySource(), Logger: a.log, Store: a.store(), Replica: a.replica()}
 }
 
 // withAdmin runs fn against the data dir: through the running broker's
@@ -298,6 +298,9 @@ func (a *App) secretRekeyCmd() *cobra.Command {
 replaces the key file. The old key stops working.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if a.store() != "" {
+				return errors.New("secret rekey re-encrypts a vault file; with --store (KEYHOLE_STORE) the vault is in PostgreSQL, which rekey does not change yet")
+			}
 			if a.getenv("KEYHOLE_MASTER_KEY") != "" {
 				return errors.New("the master key comes from KEYHOLE_MASTER_KEY: unset it to rekey to a key file, or rotate the variable's value yourself")
 			}

@@ -18,6 +18,7 @@ import (
 
 func (a *App) serveCmd() *cobra.Command {
 	var o server.ServeOptions
+	var lease time.Duration
 	c := &cobra.Command{
 		Use:   "serve [--http 127.0.0.1:7777]",
 		Short: "Run the broker: owns the data dir, serves local clients and phantom-token sessions",
@@ -34,6 +35,7 @@ audit log.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.RuntimeOptions = a.runtimeOptions()
+			o.LeaseTTL = lease
 			o.CommandLine = "keyhole " + strings.Join(os.Args[1:], " ")
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
@@ -69,6 +71,7 @@ audit log.`,
 	c.Flags().IntVar(&o.MaxConnsPerSource, "max-connections-per-source", server.DefaultMaxConnsPerSource, "most TCP connections held at once from one address")
 	c.Flags().IntVar(&o.SessionsPerToken, "sessions-per-token", server.DefaultSessionsPerToken, "most MCP sessions one phantom token holds; a new one closes its least recently used")
 	durationVar(c, &o.SessionIdleTTL, "session-idle-ttl", server.DefaultSessionIdleTTL, "close an MCP session unused this long")
+	durationVar(c, &lease, "lease-ttl", 15*time.Second, "with --store: how long this broker's lease on its audit chain lasts unrenewed (after its death, another broker marks its open calls interrupted)")
 	c.Flags().BoolVar(&o.AutoStarted, "auto-started", false, "mark a broker keyhole stdio started in the background")
 	c.Flags().MarkHidden("auto-started")
 	return c

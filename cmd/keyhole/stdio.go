@@ -51,7 +51,7 @@ Windows).`,
 			if err != nil {
 				return err
 			}
-			start := relay.StartOptions{DataDir: a.dataDir(), ConfigPath: cfg, Exe: exe, Logger: a.log}
+			start := relay.StartOptions{DataDir: a.dataDir(), ConfigPath: cfg, Exe: exe, Logger: a.log, Store: a.store(), Replica: a.replica()}
 			if err := relay.EnsureBroker(cmd.Context(), start); err != nil {
 				return err
 			}

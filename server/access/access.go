@@ -122,6 +122,9 @@ type Request struct {
 	// kept with the request but not shown: a webhook URL may carry a
 	// token of its receiver's.
 	Notify Notify `json:"-"`
+	// Replica is the broker that holds the request, when it is read from
+	// a store several brokers share (ReadShared); "" otherwise.
+	Replica string `json:"replica,omitempty"`
 }
 
 // Call is the canonical request an access request would send, scrubbed.

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/audit"
 )
@@ -40,6 +42,11 @@ type Sessions interface {
 type Options struct {
 	// Path is the request file (access.db); "" keeps requests in memory.
 	Path string
+	// Postgres, if set, keeps the requests in a store shared by several
+	// brokers instead, under Replica (this broker's name). Path is then
+	// ignored.
+	Postgres *pgxpool.Pool
+	Replica  string
 	// Key is 32 bytes derived from the vault's root key; the MACs of
 	// approvals and records are keyed from it.
 	Key []byte
@@ -126,7 +133,12 @@ func Open(o Options) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
-	if o.Path != "" {
+	switch {
+	case o.Postgres != nil:
+		if m.store, err = openPGStore(o.Postgres, o.Replica, k); err != nil {
+			return nil, err
+		}
+	case o.Path != "":
 		if m.store, err = openStore(o.Path, k); err != nil {
 			return nil, err
 		}

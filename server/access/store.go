@@ -24,12 +24,25 @@ type envelope struct {
 	Record json.RawMessage `json:"record"`
 }
 
-// store keeps request records in a buntdb file. A nil store keeps
-// nothing (a manager that lives only in memory, in tests).
+// store keeps request records, each MAC'd, in a backend: a buntdb file
+// in the data dir, or a PostgreSQL store shared by several brokers. A
+// nil store keeps nothing (a manager that lives only in memory, in
+// tests).
 type store struct {
-	db   *buntdb.DB
+	b    backend
 	keys keys
 }
+
+// backend is where records are kept: id -> value (a MAC'd envelope).
+type backend interface {
+	set(id, value string) error
+	del(id string) error
+	each(fn func(id, value string)) error
+	close() error
+}
+
+// fileBackend is a buntdb file.
+type fileBackend struct{ db *buntdb.DB }
 
 // openStore opens (or creates, 0600) the request file at path.
 func openStore(path string, k keys) (*store, error) {
@@ -53,14 +66,42 @@ func openStore(path string, k keys) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("access: open %s: %w", path, err)
 	}
-	return &store{db: db, keys: k}, nil
+	return &store{b: fileBackend{db}, keys: k}, nil
 }
+
+func (f fileBackend) set(id, value string) error {
+	return f.db.Update(func(tx *buntdb.Tx) error {
+		_, _, err := tx.Set("acr:"+id, value, nil)
+		return err
+	})
+}
+
+func (f fileBackend) del(id string) error {
+	return f.db.Update(func(tx *buntdb.Tx) error {
+		_, err := tx.Delete("acr:" + id)
+		if errors.Is(err, buntdb.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+}
+
+func (f fileBackend) each(fn func(id, value string)) error {
+	return f.db.View(func(tx *buntdb.Tx) error {
+		return tx.AscendKeys("acr:*", func(key, v string) bool {
+			fn(key[len("acr:"):], v)
+			return true
+		})
+	})
+}
+
+func (f fileBackend) close() error { return f.db.Close() }
 
 func (s *store) close() error {
 	if s == nil {
 		return nil
 	}
-	return s.db.Close()
+	return s.b.close()
 }
 
 // put writes a request and its binding, MAC'd.
@@ -78,10 +119,7 @@ func (s *store) put(r Request, bindingMAC string) error {
 	if err != nil {
 		return fmt.Errorf("access: encode %s: %w", r.ID, err)
 	}
-	return s.db.Update(func(tx *buntdb.Tx) error {
-		_, _, err := tx.Set("acr:"+r.ID, string(out), nil)
-		return err
-	})
+	return s.b.set(r.ID, string(out))
 }
 
 // remove deletes a request's record.
@@ -89,13 +127,7 @@ func (s *store) remove(id string) error {
 	if s == nil {
 		return nil
 	}
-	return s.db.Update(func(tx *buntdb.Tx) error {
-		_, err := tx.Delete("acr:" + id)
-		if errors.Is(err, buntdb.ErrNotFound) {
-			return nil
-		}
-		return err
-	})
+	return s.b.del(id)
 }
 
 // loaded is one record read back: valid, or (bad) only the id of one
@@ -111,19 +143,15 @@ func (s *store) load() ([]loaded, error) {
 		return nil, nil
 	}
 	var out []loaded
-	err := s.db.View(func(tx *buntdb.Tx) error {
-		return tx.AscendKeys("acr:*", func(key, v string) bool {
-			id := key[len("acr:"):]
-			var env envelope
-			var rec stored
-			if json.Unmarshal([]byte(v), &env) != nil || !hmacEqualHex(s.keys.recordMAC(env.Record), env.MAC) ||
-				json.Unmarshal(env.Record, &rec) != nil || rec.ID != id {
-				out = append(out, loaded{rec: stored{Request: Request{ID: id}}, bad: true})
-				return true
-			}
-			out = append(out, loaded{rec: rec})
-			return true
-		})
+	err := s.b.each(func(id, v string) {
+		var env envelope
+		var rec stored
+		if json.Unmarshal([]byte(v), &env) != nil || !hmacEqualHex(s.keys.recordMAC(env.Record), env.MAC) ||
+			json.Unmarshal(env.Record, &rec) != nil || rec.ID != id {
+			out = append(out, loaded{rec: stored{Request: Request{ID: id}}, bad: true})
+			return
+		}
+		out = append(out, loaded{rec: rec})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("access: read requests: %w", err)

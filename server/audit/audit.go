@@ -76,6 +76,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Decision is what became of a call.
@@ -94,7 +96,10 @@ const (
 
 // Record is one call as the audit log shows it.
 type Record struct {
-	Seq     uint64    `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Replica is the broker whose chain holds the record, in a log kept in
+	// PostgreSQL by several brokers ("" in a log file).
+	Replica string    `json:"replica,omitempty"`
 	Time    time.Time `json:"time"`
 	Session string    `json:"session"`
 	Scope   string    `json:"scope"`
@@ -178,7 +183,21 @@ const CheckpointName = "audit.checkpoint"
 // Options configures Open.
 type Options struct {
 	// Path is the SQLite file (audit.sqlite). It is created with mode 0600.
+	// It is ignored with Postgres.
 	Path string
+	// Postgres, if set, keeps the log in PostgreSQL (see postgres.go): the
+	// chain of Replica, in the table every broker's chain shares. The pool
+	// stays the caller's.
+	Postgres *pgxpool.Pool
+	// Replica names the chain in PostgreSQL: one per broker.
+	Replica string
+	// Holder names the process that writes Replica's chain while it holds
+	// its lease: the same holder (the same host and data dir) takes its
+	// lease back at once after a crash; another waits for it to expire.
+	Holder string
+	// LeaseTTL is how long a broker's lease on its chain lasts without
+	// being renewed (0: DefaultLeaseTTL).
+	LeaseTTL time.Duration
 	// Legacy is the buntdb file (audit.db) an earlier keyhole wrote. When
 	// Path does not exist and Legacy does, Open migrates it into Path: the
 	// same entries with the same seqs and MACs, the chain re-verified, the
@@ -256,6 +275,8 @@ type Log struct {
 	readOnly bool
 	alive    func() bool // read-only: is the file's writer running?
 	cleanup  func()      // removes a private copy of a legacy file
+	replica  string      // the chain's replica (PostgreSQL), written in every entry
+	cpName   string      // the Checkpointer's record of this chain's head
 
 	mirror *os.File
 	anchor *os.File
@@ -305,8 +326,11 @@ func Open(opts Options) (*Log, error) {
 	if len(opts.Key) != 32 {
 		return nil, fmt.Errorf("audit: key is %d bytes, want 32", len(opts.Key))
 	}
-	if opts.Path == "" {
+	if opts.Path == "" && opts.Postgres == nil {
 		return nil, errors.New("audit: no path")
+	}
+	if opts.Postgres != nil && opts.Replica == "" {
+		return nil, errors.New("audit: no replica name for the log in PostgreSQL")
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -322,6 +346,11 @@ func Open(opts Options) (*Log, error) {
 		queue:    make(chan *op, 1024),
 		done:     make(chan struct{}),
 		inflight: make(map[uint64]struct{}),
+		cpName:   CheckpointName,
+		replica:  opts.Replica,
+	}
+	if opts.Postgres != nil {
+		l.cpName = CheckpointName + "." + opts.Replica
 	}
 	var err error
 	if opts.ReadOnly {
@@ -346,6 +375,20 @@ func Open(opts Options) (*Log, error) {
 }
 
 func (l *Log) openReadOnly(opts Options) error {
+	if opts.Postgres != nil {
+		st, err := openPostgres(opts, true)
+		if err != nil {
+			return err
+		}
+		l.st = st
+		if l.alive == nil {
+			l.alive = st.leaseAlive
+		}
+		if _, err := l.loadHead(); err != nil && !errors.Is(err, ErrTampered) {
+			return err
+		}
+		return nil
+	}
 	path := opts.Path
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && opts.Legacy != "" {
 		if _, lerr := os.Stat(opts.Legacy); lerr == nil {
@@ -374,7 +417,13 @@ func (l *Log) openWritable(opts Options) error {
 			return err
 		}
 	}
-	st, err := openSQLite(opts.Path, false)
+	var st store
+	var err error
+	if opts.Postgres != nil {
+		st, err = openPostgres(opts, false)
+	} else {
+		st, err = openSQLite(opts.Path, false)
+	}
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 // encoding: the MAC covers the JSON encoding of every field before mac.
 type entry struct {
 	Seq         uint64            `json:"seq"`
+	Replica     string            `json:"replica,omitempty"` // the broker whose chain it is (PostgreSQL)
 	Type        string            `json:"type"`
 	Of          uint64            `json:"of,omitempty"` // outcome: the intent's seq
 	Time        string            `json:"time"`
@@ -361,7 +362,7 @@ func outcomeOf(intent *entry, intentSeq uint64, o *Record) *entry {
 func record(first, outcome *entry, inflight bool) Record {
 	t, _ := time.Parse(timeLayout, first.Time)
 	r := Record{
-		Seq: first.Seq, Time: t,
+		Seq: first.Seq, Replica: first.Replica, Time: t,
 		Session: first.Session, Scope: first.Scope, Config: first.Config, Client: first.Client, Tool: first.Tool,
 		Kind: first.Kind, Method: first.Method, Host: first.Host, Path: first.Path,
 		QueryNames: first.QueryNames, Bucket: first.Bucket, Action: first.Action, Key: first.Key,

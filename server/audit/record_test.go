@@ -63,6 +63,9 @@ func TestRecordRoundTripsEveryField(t *testing.T) {
 		gv, wv := reflect.ValueOf(got), reflect.ValueOf(in)
 		for i := range gv.NumField() {
 			name := gv.Type().Field(i).Name
+			if name == "Replica" {
+				continue // set by the log, only in a chain in PostgreSQL (postgres_test.go)
+			}
 			if setByLog[name] {
 				if gv.Field(i).IsZero() {
 					t.Errorf("Record.%s is not set by the log", name)

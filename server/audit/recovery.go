@@ -53,7 +53,7 @@ func (l *Log) pruneAnchor() (link, bool, error) {
 // true when no checkpoint was ever stored; any other failure to read one
 // (it was removed, or does not verify) is an error wrapping ErrTampered.
 func (l *Log) vaultCheckpoint() (cp checkpoint, none bool, err error) {
-	data, err := l.cp.GetRecord(CheckpointName)
+	data, err := l.cp.GetRecord(l.cpName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return checkpoint{}, true, nil
 	}

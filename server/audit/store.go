@@ -56,6 +56,10 @@ type store interface {
 type row struct {
 	Seq   uint64
 	Value string
+	// Durable marks an entry a caller waits to see durable (an intent):
+	// a store that commits each batch durably or not (PostgreSQL) commits
+	// a batch holding one synchronously.
+	Durable bool
 }
 
 // callRow is the first entry of a call and its outcome (Value "" if none).

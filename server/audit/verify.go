@@ -392,7 +392,7 @@ func (c *checkState) read(l *Log) {
 			return
 		}
 	}
-	data, err := l.cp.GetRecord(CheckpointName)
+	data, err := l.cp.GetRecord(l.cpName)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.cpNone = true

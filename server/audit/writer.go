@@ -305,7 +305,7 @@ func (l *Log) writeCheckpoint(head checkpoint) error {
 	head.N = l.cpN + 1
 	head.Time = formatTime(time.Now()) // for people reading the anchor file: the wall clock
 	data := l.keyed.encodeCheckpoint(head)
-	if err := l.cp.PutRecord(CheckpointName, data); err != nil {
+	if err := l.cp.PutRecord(l.cpName, data); err != nil {
 		return fmt.Errorf("audit: write checkpoint: %w", err)
 	}
 	l.cpN, l.cpSeq = head.N, head.Seq
@@ -381,7 +381,7 @@ func (l *Log) commit(batch []*op) (synced, bool) {
 	rows := make([]row, len(batch))
 	var intents, outcomes []uint64
 	for i, o := range batch {
-		o.e.Seq, o.e.Prev = head.Seq+1, head.MAC
+		o.e.Seq, o.e.Prev, o.e.Replica = head.Seq+1, head.MAC, l.replica
 		v, mac, err := l.keyed.seal(o.e)
 		if err != nil {
 			// Cannot happen for entries built by this package; refuse
@@ -389,7 +389,7 @@ func (l *Log) commit(batch []*op) (synced, bool) {
 			wake(batch, all, err, false)
 			return synced{}, false
 		}
-		rows[i], head = row{Seq: o.e.Seq, Value: v}, link{Seq: o.e.Seq, MAC: mac}
+		rows[i], head = row{Seq: o.e.Seq, Value: v, Durable: o.durable}, link{Seq: o.e.Seq, MAC: mac}
 		switch o.e.Type {
 		case typeIntent:
 			intents = append(intents, o.e.Seq)

@@ -31,6 +31,10 @@ type StartOptions struct {
 	ConfigPath string
 	// Exe is the keyhole binary to run as `Exe serve`.
 	Exe string
+	// Store and Replica, if set, start the broker on that PostgreSQL store
+	// as that replica (the URL goes through the environment, not argv,
+	// where other users could read a password in it).
+	Store, Replica string
 	// Timeout bounds the whole wait; 0 is 15 seconds.
 	Timeout time.Duration
 	Logger  *slog.Logger
@@ -174,6 +178,12 @@ func (o StartOptions) start() (<-chan error, int64, error) {
 	}
 	cmd := exec.Command(o.Exe, "serve", "--idle-exit", "10m", "--auto-started", "--data-dir", o.DataDir, "--config", o.ConfigPath, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if o.Store != "" {
+		cmd.Env = append(os.Environ(), "KEYHOLE_STORE="+o.Store)
+	}
+	if o.Replica != "" {
+		cmd.Args = append(cmd.Args, "--replica", o.Replica)
+	}
 	detach(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, 0, fmt.Errorf("keyhole: start a broker: %w", err)
