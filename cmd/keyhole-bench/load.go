@@ -353,7 +353,9 @@ func runLoad(ctx context.Context, cfg Config, arms []arm, progress io.Writer) ([
 }
 
 // us formats d in microseconds, rounded.
-func us(d time.Duration) string { return strconv.FormatInt(d.Round(time.Microsecond).Microseconds(), 10) + " µs" }
+func us(d time.Duration) string {
+	return strconv.FormatInt(d.Round(time.Microsecond).Microseconds(), 10) + " µs"
+}
 
 // ms formats d in milliseconds with two decimals.
 func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) }
