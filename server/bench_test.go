@@ -67,10 +67,12 @@ func BenchmarkArgumentProbe(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		probe := e.broker.probeScrubbers(s, tool)
+		cs := e.broker.callSecrets()
+		probe := e.broker.probeScrubbers(s, tool, cs)
 		if argsProbe(probe, args, nil) || argsProbe(probe, args, call) {
 			b.Fatal("benign arguments were taken for a credential")
 		}
+		cs.release()
 	}
 }
 

@@ -91,7 +91,7 @@ func (b *Broker) socketHandler(m *LiveSessions, v *vault.Vault, reload func() er
 	}
 	ops := &adminOps{vault: v, sessions: func() (*LiveSessions, error) { return m, nil }, reload: reload,
 		config: func() (*config.Loaded, error) { return b.Config(), nil }, logins: &pendingLogins{}, access: b.access,
-		changes: recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now}}
+		changes: recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now}, secretChanged: b.secretChanged}
 	mux.Handle("/admin/", admin.Handler(ops))
 	acc := admin.AccessHandler(ops)
 	mux.Handle("/admin/access", acc)

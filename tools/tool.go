@@ -203,10 +203,10 @@ type CallSession struct {
 	// Expires is when the session ends.
 	Expires time.Time
 	// S3 is what the session's scope grants on the called tool, when it
-	// is an s3 tool.
+	// is an s3 tool. It is shared by the scope's calls: read it only.
 	S3 []policy.S3Grant
 	// HTTP is what the session's scope grants on the called tool, when it
-	// is an http tool.
+	// is an http tool. It is shared by the scope's calls: read it only.
 	HTTP []policy.HTTPGrant
 }
 
