@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"modernc.org/sqlite"
 )
@@ -108,9 +109,33 @@ type sqliteStore struct {
 
 	walMu sync.Mutex
 	wal   *os.File // own descriptor of the WAL, for fsync
+
+	// ck is the connection background checkpoints run on; ckNow asks
+	// for one, ckDone is closed when the checkpointer has stopped.
+	ck      *sql.DB
+	ckNow   chan struct{}
+	ckStop  chan struct{}
+	ckDone  chan struct{}
+	ckRows  int // rows appended since the last request (under wmu)
+	ckCount atomic.Int64
 }
 
 var _ store = (*sqliteStore)(nil)
+
+// WAL checkpoints copy the WAL's pages into the database file and fsync
+// both. SQLite runs them in the committing connection once the WAL holds
+// wal_autocheckpoint pages (1000 by default): the writer, and every
+// caller waiting for it, would stop for two fsyncs and the copying every
+// few hundred calls. So the writer's own checkpoint is only a backstop
+// (walBackstop pages), and a connection of their own checkpoints in the
+// background (PASSIVE: they never block the writer or readers) every
+// checkpointRows appended rows, about 1,000 pages of single-entry
+// commits. The writer restarts the WAL from its start when it finds it
+// fully checkpointed.
+const (
+	walBackstop    = 8192
+	checkpointRows = 256
+)
 
 // dsn is a file: URI for path with the given parameters.
 func dsn(path string, params ...string) string {
@@ -162,7 +187,7 @@ func (s *sqliteStore) openWriter() error {
 	if syncFull {
 		sync = "_pragma=synchronous(FULL)"
 	}
-	db, err := sql.Open("sqlite", dsn(s.path, "_pragma=busy_timeout(10000)", sync))
+	db, err := sql.Open("sqlite", dsn(s.path, "_pragma=busy_timeout(10000)", sync, fmt.Sprintf("_pragma=wal_autocheckpoint(%d)", walBackstop)))
 	if err != nil {
 		return fmt.Errorf("audit: open %s: %w", s.path, err)
 	}
@@ -182,7 +207,49 @@ func (s *sqliteStore) openWriter() error {
 			return fmt.Errorf("audit: open %s-wal: %w", s.path, err)
 		}
 	}
+	ck, err := sql.Open("sqlite", dsn(s.path, "_pragma=busy_timeout(10000)", sync))
+	if err != nil {
+		return fmt.Errorf("audit: open %s: %w", s.path, err)
+	}
+	ck.SetMaxOpenConns(1)
+	s.ck = ck
+	s.ckNow, s.ckStop, s.ckDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go s.checkpointer()
 	return nil
+}
+
+// checkpointer runs a PASSIVE WAL checkpoint each time one is asked for,
+// until the store closes. A checkpoint that fails or cannot finish
+// (readers on old snapshots) leaves the WAL longer; the next one, or the
+// writer's backstop, catches up.
+func (s *sqliteStore) checkpointer() {
+	defer close(s.ckDone)
+	for {
+		select {
+		case <-s.ckStop:
+			return
+		case <-s.ckNow:
+		}
+		if _, err := s.ck.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err == nil {
+			s.ckCount.Add(1)
+		}
+	}
+}
+
+// noteRows counts appended rows and asks for a checkpoint every
+// checkpointRows. s.wmu is held.
+func (s *sqliteStore) noteRows(n int) {
+	if s.ckNow == nil {
+		return
+	}
+	if s.ckRows += n; s.ckRows < checkpointRows {
+		return
+	}
+	s.ckRows = 0
+	select {
+	case s.ckNow <- struct{}{}:
+	default: // one is pending
+	}
 }
 
 // openError names what an error met while opening the file means.
@@ -329,6 +396,7 @@ func (s *sqliteStore) appendBatch(entries []row, meta map[string]string) error {
 				return err
 			}
 		}
+		s.noteRows(len(entries))
 		for name, value := range meta {
 			if _, err := s.stmt.setMeta.ExecContext(ctx, name, value); err != nil {
 				return err
@@ -576,6 +644,12 @@ func normalizeSQL(s string) string { return strings.Join(strings.Fields(s), " ")
 
 func (s *sqliteStore) close() error {
 	var errs []error
+	if s.ck != nil {
+		close(s.ckStop)
+		<-s.ckDone
+		errs = append(errs, s.ck.Close())
+		s.ck = nil
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
