@@ -92,7 +92,10 @@ func fill(b testing.TB, l *Log, n int, mk func(i int) *entry) {
 	for start := 0; start < n; start += maxBatch {
 		ops := make([]*op, 0, maxBatch)
 		for i := start; i < min(n, start+maxBatch); i++ {
-			o := &op{e: mk(i), done: make(chan result, 1)}
+			o, err := newOp(mk(i), false)
+			if err != nil {
+				b.Fatal(err)
+			}
 			ops = append(ops, o)
 			l.queue <- o
 		}
@@ -209,7 +212,10 @@ func fillCalls(b testing.TB, l *Log, records int) {
 		}
 	}
 	send := func(e *entry) *op {
-		o := &op{e: e, done: make(chan result, 1)}
+		o, err := newOp(e, false)
+		if err != nil {
+			b.Fatal(err)
+		}
 		l.queue <- o
 		return o
 	}
