@@ -96,9 +96,13 @@ func (h *home) run(ctx context.Context, stdin string, args ...string) (string, e
 }
 
 // serve starts `keyhole serve --http 127.0.0.1:0` and waits until it logs
-// its MCP URL.
+// its MCP URL. Every client of the bench comes from 127.0.0.1, so the cap
+// on connections from one address (64 by default, as many as the
+// highest level's clients) is raised: with it, a keep-alive connection
+// the client's pool opens beside 64 busy ones was refused, and the run
+// failed with "connection reset by peer". The bare passthrough has no cap.
 func (h *home) serve(ctx context.Context) (*child, error) {
-	cmd := h.command(ctx, "serve", "--http", "127.0.0.1:0", "--log-format", "json")
+	cmd := h.command(ctx, "serve", "--http", "127.0.0.1:0", "--log-format", "json", "--max-connections-per-source", "1024")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, fmt.Errorf("keyhole serve: %w", err)
