@@ -157,7 +157,12 @@ func toolResult(o *Outcome) *mcp.CallToolResult {
 	if o.Result == nil {
 		return mcp.NewToolResultError(o.Message)
 	}
-	res := mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
+	var structured any = o.Result.Structured
+	if len(o.Result.StructuredJSON) > 0 {
+		// The bytes that were checked for every form of the secret.
+		structured = o.Result.StructuredJSON
+	}
+	res := mcp.NewToolResultStructured(structured, o.Result.Text)
 	res.IsError = o.Result.UpstreamError
 	if o.Note != "" {
 		res.Content = append(res.Content, mcp.NewTextContent("("+o.Note+")"))

@@ -215,6 +215,10 @@ type Result struct {
 	// Structured is the structured content: {status, headers, body, truncated}
 	// for http, the S3 result for s3. It marshals to JSON.
 	Structured any
+	// StructuredJSON, when set, is Structured as JSON: the very bytes that
+	// were checked for every form of the secret, for the server to send as
+	// they are rather than marshal Structured again.
+	StructuredJSON json.RawMessage
 	// Text is the same content as text, for clients that read only text.
 	Text string
 	// Status is the upstream HTTP status (0 if none).

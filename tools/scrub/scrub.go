@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Redacted replaces every form of a secret.
@@ -154,12 +155,21 @@ func (s *Scrubber) Bytes(b []byte) ([]byte, bool) {
 
 // String is Bytes for strings: it returns str itself when nothing matched.
 func (s *Scrubber) String(str string) (string, bool) {
-	out, ok := s.Bytes([]byte(str))
+	out, ok := s.Bytes(readOnly(str))
 	if !ok {
 		return str, false
 	}
 	return string(out), true
 }
+
+// ContainsString is Contains for strings.
+func (s *Scrubber) ContainsString(str string) bool { return s.Contains(readOnly(str)) }
+
+// readOnly returns the bytes of str without copying them, for the
+// scrubber's own reads: Scrub, Bytes and Contains never write to their
+// input (a changed input is always a new slice), and String copies any
+// result before it leaves.
+func readOnly(str string) []byte { return unsafe.Slice(unsafe.StringData(str), len(str)) }
 
 // Contains reports whether b holds any form of a secret, or a part of one
 // that Scrub would redact, literally or in a decoded view. It is the check

@@ -315,3 +315,19 @@ func TestWipeFailsClosed(t *testing.T) {
 	}
 	sc.Wipe() // a second Wipe does nothing
 }
+
+// TestStringLeavesItsInputAlone: String and ContainsString read the
+// string's bytes in place; scrubbing never writes to them.
+func TestStringLeavesItsInputAlone(t *testing.T) {
+	sc := New([]byte(token))
+	for _, in := range []string{"x " + token + " y", "nothing", "a %" + strings.ToUpper(hex.EncodeToString([]byte(token)))} {
+		heap := strings.Clone(in)
+		out, _ := sc.String(heap)
+		if heap != in {
+			t.Fatalf("String(%q) changed its input to %q", in, heap)
+		}
+		if strings.Contains(out, token) || !sc.ContainsString(heap) && strings.Contains(in, token) {
+			t.Fatalf("String(%q) = %q", in, out)
+		}
+	}
+}
