@@ -115,6 +115,7 @@ func (a *adminOps) SecretLoginFinish(name, state, code string) (admin.SecretMeta
 	}
 	defer clear(next)
 	m, err := a.vault.Replace(name, secret.Bytes(), next)
+	a.changed(name)
 	if err != nil {
 		return m, err
 	}

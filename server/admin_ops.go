@@ -41,12 +41,24 @@ type adminOps struct {
 	// shared is the PostgreSQL store of a broker that shares one: its
 	// access requests are answered through any broker.
 	shared *shared
+	// secretChanged, if set, is told of every secret whose value changed
+	// or was removed (the broker drops its cached copy).
+	secretChanged func(name string)
+}
+
+// changed tells secretChanged, if set, that secret name changed.
+func (a *adminOps) changed(name string) {
+	if a.secretChanged != nil {
+		a.secretChanged(name)
+	}
 }
 
 var _ admin.Ops = (*adminOps)(nil)
 
 func (a *adminOps) SecretSet(name string, value []byte, desc string) error {
-	if err := a.vault.Set(name, value, desc); err != nil {
+	err := a.vault.Set(name, value, desc)
+	a.changed(name)
+	if err != nil {
 		return err
 	}
 	rec := changeRecord(a.changes.clock(), ToolSecretSet, fmt.Sprintf("secret %s stored (version 1)", name))
@@ -56,6 +68,7 @@ func (a *adminOps) SecretSet(name string, value []byte, desc string) error {
 
 func (a *adminOps) SecretRotate(name string, value []byte) (admin.SecretMeta, error) {
 	m, err := a.vault.Rotate(name, value)
+	a.changed(name)
 	if err != nil {
 		return m, err
 	}
@@ -74,7 +87,9 @@ func (a *adminOps) SecretList() ([]admin.SecretMeta, error) {
 }
 
 func (a *adminOps) SecretDelete(name string) error {
-	if err := a.vault.Delete(name); err != nil {
+	err := a.vault.Delete(name)
+	a.changed(name)
+	if err != nil {
 		return err
 	}
 	rec := changeRecord(a.changes.clock(), ToolSecretRm, fmt.Sprintf("secret %s deleted", name))

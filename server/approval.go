@@ -53,7 +53,7 @@ func openAccess(dd *DataDir, sh *shared, v SecretStore, log *audit.Log, o Runtim
 // access requests. It returns an allowing decision naming the approval
 // when the call may proceed now, exactly as asked, or a denial and the
 // message that tells the agent what its user must do.
-func (b *Broker) askPerson(ctx context.Context, s *Session, tool tools.Tool, call *tools.Call, d policy.Decision, rec *audit.Record) (policy.Decision, string) {
+func (b *Broker) askPerson(ctx context.Context, s *Session, tool tools.Tool, call *tools.Call, d policy.Decision, rec *audit.Record, cs *callSecrets) (policy.Decision, string) {
 	if b.access == nil {
 		if d.Code == policy.CodeNotGranted {
 			s.NoteDenial(b.now()) // a plain denial after all
@@ -62,13 +62,13 @@ func (b *Broker) askPerson(ctx context.Context, s *Session, tool tools.Tool, cal
 		d.Reason += "; access requests need the shared broker (keyhole stdio without --standalone, or keyhole serve) to hold the call for an answer"
 		return d, "denied: " + d.Reason
 	}
-	secret, err := b.secrets.Get(tool.SecretName())
+	secret, err := cs.get(tool.SecretName())
 	if err != nil {
 		// Nothing to scrub the request with, and nothing to run it with.
 		return policy.Decision{Code: "secret_unavailable", Reason: fmt.Sprintf("secret %q unavailable: %v", tool.SecretName(), err)},
 			fmt.Sprintf("keyhole cannot use the credential of tool %q; an operator must fix it (keyhole secret set %s)", tool.Name(), tool.SecretName())
 	}
-	sc := tool.Scrubber(secret.Bytes())
+	sc := secret.scrubber(tool)
 	ans := b.access.Ask(ctx, access.Ask{
 		Session: s.ID(), Scope: s.Scope().Name(), Label: s.Info(b.now()).Label, Client: rec.Client,
 		Config: s.cfg.Path, ConfigSHA256: s.cfg.Digest,
@@ -77,6 +77,9 @@ func (b *Broker) askPerson(ctx context.Context, s *Session, tool tools.Tool, cal
 		Approval: s.Scope().Approval(),
 		Scrub:    func(str string) string { out, _ := sc.String(str); return out },
 	})
+	// The call may have waited long: what runs after the answer reads its
+	// secrets afresh (an operator may have rotated one meanwhile).
+	cs.release()
 	if ans.CountDenial {
 		s.NoteDenial(b.now())
 	}

@@ -46,7 +46,10 @@ import (
 
 // Secrets is what the broker needs from a secret store; *vault.Vault is one.
 type Secrets interface {
-	Get(name string) (vault.Secret, error)
+	// Read returns a secret's value with the metadata of its version.
+	Read(name string) (vault.Secret, vault.Meta, error)
+	// Meta returns a secret's metadata; the broker reads it on every
+	// call, so it should be cheap (the vault caches it).
 	Meta(name string) (vault.Meta, error)
 	Touch(name string, t time.Time) error
 	// Replace and SetStatus store what a tool learns about its secret
@@ -106,8 +109,14 @@ type Broker struct {
 	authFail     *authFailures
 	// mcpSessions counts the MCP sessions mcp-go holds open.
 	mcpSessions atomic.Int64
-	// scrub caches scrubbers by tool and secret value.
-	scrub scrubbers
+	// cache holds decrypted secrets and their scrubbers (secretcache.go).
+	cache secretCache
+	// scopeSecrets caches, per scope, one tool of each secret it grants
+	// (*policy.Scope -> []tools.Tool), for the argument check.
+	scopeSecrets sync.Map
+	// grants caches what a scope grants on each of its tools, as tools
+	// see it (*policy.Scope -> map[string]callGrants).
+	grants sync.Map
 }
 
 // MCPSessions is how many MCP sessions (initialize handshakes over HTTP,
@@ -144,7 +153,7 @@ func NewBroker(o Options) *Broker {
 		b.now = time.Now
 	}
 	b.configs = newConfigs(nil, o.Env, func(c *config.Loaded) {
-		b.forgetScrubbers() // a new config's tools get their own
+		b.cache.evictAll() // a new config's tools get their own scrubbers
 		b.registerTools(b.mcp(), c)
 	})
 	if o.Config != nil {
@@ -164,6 +173,12 @@ func (b *Broker) Configs() *Configs { return b.configs }
 // sessions keep the one they started with (pinned).
 func (b *Broker) SetConfig(c *config.Loaded) { b.configs.Set(c) }
 
+// secretChanged tells the broker that the value of secret name changed
+// or was removed (an operator's set, rotate, rm or login, a tool's
+// renewed token): its cached value and scrubbers are dropped now rather
+// than at the next call, and zeroed once no call holds them.
+func (b *Broker) secretChanged(name string) { b.cache.evict(name) }
+
 // Call takes one tools/call through the pipeline and returns what the agent
 // sees. It never returns a Go error for a denied or failed call: those are
 // tool results with isError set.
@@ -177,7 +192,9 @@ func (b *Broker) Call(ctx context.Context, s *Session, name string, args json.Ra
 		Client:  clientOf(ctx, s),
 		Tool:    name,
 	}
-	out := b.call(ctx, s, name, args, &rec)
+	cs := b.callSecrets()
+	out := b.call(ctx, s, name, args, &rec, cs)
+	cs.release()
 	s.save(b.now())
 	if s.Info(b.now()).State != policy.StateActive {
 		// Expired, or ended by this call's tripwire: credentials minted
@@ -232,21 +249,21 @@ func failed(msg string) *Outcome {
 // session), the scope's grants and limits, the secret (decrypted first so
 // every record is scrubbed of it), the audit intent, the upstream, the
 // audit outcome. Every path writes exactly one audit record.
-func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) *Outcome {
+func (b *Broker) call(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record, cs *callSecrets) *Outcome {
 	if d := s.Live(b.now()); !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
 		return b.deny(ctx, rec, "denied: "+d.Reason)
 	}
-	tool, call, out := b.authorize(ctx, s, name, args, rec)
+	tool, call, out := b.authorize(ctx, s, name, args, rec, cs)
 	if out != nil {
 		return out
 	}
-	return b.execute(ctx, s, tool, call, rec)
+	return b.execute(ctx, s, tool, call, rec, cs)
 }
 
 // authorize resolves the tool, validates and normalizes the arguments and
 // asks policy. A refused call is audited here and its Outcome returned.
-func (b *Broker) authorize(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record) (tools.Tool, *tools.Call, *Outcome) {
+func (b *Broker) authorize(ctx context.Context, s *Session, name string, args json.RawMessage, rec *audit.Record, cs *callSecrets) (tools.Tool, *tools.Call, *Outcome) {
 	tool, ok := s.cfg.Tools[name]
 	if !ok || !s.Scope().HasTool(name) {
 		// Counted and audited like any denial; shown as an unknown tool.
@@ -260,7 +277,7 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 
 	// Arguments that carry a credential are refused before anything else
 	// and end the session (invariant 9): raw, then as Prepare decoded them.
-	probe := b.probeScrubbers(s, tool)
+	probe := b.probeScrubbers(s, tool, cs)
 	if argsProbe(probe, args, nil) {
 		return nil, nil, b.tripOnSecret(ctx, s, rec, probe)
 	}
@@ -274,7 +291,7 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 			msg = "invalid arguments: " + ae.Msg
 		}
 		rec.Code, rec.Reason = codeInvalidArguments, msg
-		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
+		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg, cs)
 	}
 	describe(rec, call.AuditFields())
 	if argsProbe(probe, args, call) {
@@ -286,11 +303,11 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 	if d.Ask {
 		// The call waits for a person: allowed once approved, else
 		// denied with what the user must do (server/approval.go).
-		d, msg = b.askPerson(ctx, s, tool, call, d, rec)
+		d, msg = b.askPerson(ctx, s, tool, call, d, rec, cs)
 	}
 	if !d.Allow {
 		rec.Code, rec.Reason = d.Code, d.Reason
-		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg)
+		return nil, nil, b.denyScrubbed(ctx, rec, tool, msg, cs)
 	}
 	rec.Grant = d.Grant
 	rec.Decision = audit.Allow
@@ -300,19 +317,17 @@ func (b *Broker) authorize(ctx context.Context, s *Session, name string, args js
 // execute runs an allowed call: the secret is decrypted, the intent made
 // durable, the upstream called, and the outcome recorded before the agent
 // sees anything.
-func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call *tools.Call, rec *audit.Record) *Outcome {
+func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call *tools.Call, rec *audit.Record, cs *callSecrets) *Outcome {
 	name := tool.Name()
-	secret, err := b.secrets.Get(tool.SecretName())
+	secret, err := cs.get(tool.SecretName())
 	if err != nil {
 		b.log.Error("secret unavailable", LogTool, name, LogSecret, tool.SecretName(), LogError, err)
 		rec.Decision, rec.Code = audit.Error, "secret_unavailable"
 		rec.Reason = fmt.Sprintf("secret %q unavailable: %v", tool.SecretName(), err)
 		return b.write(ctx, rec, failed(fmt.Sprintf("keyhole cannot use the credential of tool %q; an operator must fix it (keyhole secret set %s)", name, tool.SecretName())))
 	}
-	if m, err := b.secrets.Meta(tool.SecretName()); err == nil {
-		rec.CredVersion = m.Version
-	}
-	scrubber := b.scrubberFor(tool, secret.Bytes())
+	rec.CredVersion = secret.version
+	scrubber := secret.scrubber(tool)
 	scrubRecord(rec, scrubber)
 
 	pending, err := b.audit.Begin(ctx, *rec)
@@ -330,10 +345,10 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 			}
 			return nil
 		},
-		Session: &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: s.Scope().S3Grants(name), HTTP: s.Scope().HTTPGrants(name)},
-		Secret:  secretWriter{secrets: b.secrets, name: tool.SecretName(), log: b.log},
+		Session: b.callSession(s, name),
+		Secret:  secretWriter{secrets: b.secrets, name: tool.SecretName(), log: b.log, changed: b.secretChanged},
 	}
-	result, execErr := tool.Execute(ctx, call, secret.Bytes(), env)
+	result, execErr := tool.Execute(ctx, call, secret.secret.Bytes(), env)
 	b.touch(tool.SecretName())
 
 	outcome := *rec
@@ -373,6 +388,29 @@ func (b *Broker) execute(ctx context.Context, s *Session, tool tools.Tool, call 
 	return out
 }
 
+// callGrants is what a scope grants on one tool, as tools see it.
+type callGrants struct {
+	s3   []policy.S3Grant
+	http []policy.HTTPGrant
+}
+
+// callSession describes the call's session to its tool. The scope's
+// grants on the tool are computed once per scope and shared by its calls
+// (tools only read them).
+func (b *Broker) callSession(s *Session, tool string) *tools.CallSession {
+	sc := s.Scope()
+	v, ok := b.grants.Load(sc)
+	if !ok {
+		m := map[string]callGrants{}
+		for _, n := range sc.Tools() {
+			m[n] = callGrants{s3: sc.S3Grants(n), http: sc.HTTPGrants(n)}
+		}
+		v, _ = b.grants.LoadOrStore(sc, m)
+	}
+	g := v.(map[string]callGrants)[tool]
+	return &tools.CallSession{ID: s.ID(), Expires: s.Info(b.now()).Expires, S3: g.s3, HTTP: g.http}
+}
+
 // auditHops records the redirects a call followed, their paths scrubbed
 // (an upstream chose them).
 func auditHops(hops []tools.Hop, sc *scrub.Scrubber) []audit.Hop {
@@ -390,9 +428,8 @@ func auditHops(hops []tools.Hop, sc *scrub.Scrubber) []audit.Hop {
 // message before either is kept or shown; the secret is decrypted for that
 // alone. If it cannot be had, there is nothing to scrub with and the
 // record is written as it is.
-func (b *Broker) denyScrubbed(ctx context.Context, rec *audit.Record, tool tools.Tool, msg string) *Outcome {
-	if secret, err := b.secrets.Get(tool.SecretName()); err == nil {
-		sc := b.scrubberFor(tool, secret.Bytes())
+func (b *Broker) denyScrubbed(ctx context.Context, rec *audit.Record, tool tools.Tool, msg string, cs *callSecrets) *Outcome {
+	if sc := cs.scrubber(tool); sc != nil {
 		scrubRecord(rec, sc)
 		msg, _ = sc.String(msg)
 	}

@@ -28,7 +28,7 @@ type httpEnv struct {
 	srv      *httptest.Server
 }
 
-func newHTTPEnv(t *testing.T) *httpEnv {
+func newHTTPEnv(t testing.TB) *httpEnv {
 	e := newEnv(t, baseConfig)
 	store, err := sessions.Open(e.dataDir.File(SessionsFile), e.vault.DeriveKey(sessions.KeyLabel))
 	if err != nil {

@@ -46,9 +46,27 @@ func (b *Broker) mcp() *mcpserver.MCPServer {
 func (b *Broker) registerTools(srv *mcpserver.MCPServer, cfg *config.Loaded) {
 	for _, name := range slices.Sorted(maps.Keys(cfg.Tools)) {
 		if srv.GetTool(name) == nil {
-			srv.AddTool(mcpTool(cfg.Tools[name], nil), b.handler(name))
+			srv.AddTool(dispatchTool(name), b.handler(name))
 		}
 	}
+}
+
+// dispatchSchema is the input schema of the tools registered with mcp-go.
+var dispatchSchema = json.RawMessage(`{"type":"object"}`)
+
+// dispatchTool is a tool as registered with mcp-go: only its name, which
+// routes a tools/call to its handler. Nobody sees it: tools/list shows
+// each session the tools its scope grants, described and narrowed by
+// scopeTools (the tool filter replaces the registered list), and the
+// handler validates the arguments against the tool's own schema.
+//
+// The schema is the smallest one on purpose: for every tools/call of the
+// 2026-07-28 protocol mcp-go reads the registered tool's input schema for
+// x-mcp-header bindings, re-marshalling it from scratch each time (see
+// BENCHMARKS.md); keyhole's schemas bind no header, so the answer is the
+// same and the smallest schema makes it cheapest.
+func dispatchTool(name string) mcp.Tool {
+	return mcp.NewToolWithRawSchema(name, "", dispatchSchema)
 }
 
 // newMCPServer returns an MCP server that serves the broker's tools. Every
@@ -138,7 +156,12 @@ func toolResult(o *Outcome) *mcp.CallToolResult {
 	if o.Result == nil {
 		return mcp.NewToolResultError(o.Message)
 	}
-	res := mcp.NewToolResultStructured(o.Result.Structured, o.Result.Text)
+	var structured any = o.Result.Structured
+	if len(o.Result.StructuredJSON) > 0 {
+		// The bytes that were checked for every form of the secret.
+		structured = o.Result.StructuredJSON
+	}
+	res := mcp.NewToolResultStructured(structured, o.Result.Text)
 	res.IsError = o.Result.UpstreamError
 	if o.Note != "" {
 		res.Content = append(res.Content, mcp.NewTextContent("("+o.Note+")"))
@@ -164,7 +187,7 @@ func (b *Broker) scopeTools(cfg *config.Loaded, sc *policy.Scope) []mcp.Tool {
 }
 
 // mcpTool describes a tool to the model, with what the scope allows on it
-// (nil: the tool alone, as registered before any session lists it).
+// (nil: the tool alone).
 func mcpTool(t tools.Tool, sc *policy.Scope) mcp.Tool {
 	desc := t.Description()
 	readOnly := true

@@ -15,6 +15,8 @@ type secretWriter struct {
 	secrets Secrets
 	name    string
 	log     *slog.Logger
+	// changed, if set, is told that the secret's value changed.
+	changed func(name string)
 }
 
 var _ tools.SecretWriter = secretWriter{}
@@ -22,6 +24,9 @@ var _ tools.SecretWriter = secretWriter{}
 // Replace implements tools.SecretWriter.
 func (w secretWriter) Replace(prev, next []byte) error {
 	m, err := w.secrets.Replace(w.name, prev, next)
+	if w.changed != nil {
+		w.changed(w.name)
+	}
 	if err != nil {
 		w.log.Error("store renewed credential", LogSecret, w.name, LogError, err)
 		return err

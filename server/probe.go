@@ -19,28 +19,42 @@ const secretInArgs = "the arguments of a call carried a credential, or a part of
 // them in the arguments of any call is a probe. A secret that cannot be
 // read is skipped (its tool's calls fail anyway, and nothing of it can
 // be echoed).
-func (b *Broker) probeScrubbers(s *Session, called tools.Tool) []*scrub.Scrubber {
-	var out []*scrub.Scrubber
-	seen := map[string]bool{}
-	add := func(t tools.Tool) {
-		name := t.SecretName()
-		if name == "" || seen[name] {
-			return
-		}
-		seen[name] = true
-		secret, err := b.secrets.Get(name)
-		if err != nil {
-			return
-		}
-		out = append(out, b.scrubberFor(t, secret.Bytes()))
+func (b *Broker) probeScrubbers(s *Session, called tools.Tool, cs *callSecrets) []*scrub.Scrubber {
+	others := b.secretTools(s)
+	out := make([]*scrub.Scrubber, 0, 1+len(others))
+	if sc := cs.scrubber(called); sc != nil {
+		out = append(out, sc)
 	}
-	add(called)
-	for _, n := range s.Scope().Tools() {
-		if t, ok := s.cfg.Tools[n]; ok {
-			add(t)
+	for _, t := range others {
+		if t.SecretName() == called.SecretName() {
+			continue
+		}
+		if sc := cs.scrubber(t); sc != nil {
+			out = append(out, sc)
 		}
 	}
 	return out
+}
+
+// secretTools returns, for each secret the session's scope grants a tool
+// of, the first such tool in the scope's order; built once per scope.
+func (b *Broker) secretTools(s *Session) []tools.Tool {
+	sc := s.Scope()
+	if v, ok := b.scopeSecrets.Load(sc); ok {
+		return v.([]tools.Tool)
+	}
+	var list []tools.Tool
+	seen := map[string]bool{}
+	for _, n := range sc.Tools() {
+		t, ok := s.cfg.Tools[n]
+		if !ok || t.SecretName() == "" || seen[t.SecretName()] {
+			continue
+		}
+		seen[t.SecretName()] = true
+		list = append(list, t)
+	}
+	v, _ := b.scopeSecrets.LoadOrStore(sc, list)
+	return v.([]tools.Tool)
 }
 
 // argsProbe reports whether raw arguments, or the call prepared from them

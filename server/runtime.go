@@ -150,6 +150,9 @@ func Open(o RuntimeOptions) (*Runtime, error) {
 
 // Close flushes the audit log and releases the vault and the data dir.
 func (rt *Runtime) Close() error {
+	if rt.Broker != nil {
+		rt.Broker.cache.evictAll() // zero every cached secret
+	}
 	var errs []error
 	if rt.Access != nil {
 		errs = append(errs, rt.Access.Close())

@@ -169,17 +169,18 @@ func (p *brokerProc) listen(self *selfAddrs) error {
 	}
 	p.addrs.Socket = sock.Addr().String()
 	ops := &adminOps{
-		vault:    p.rt.Vault,
-		sessions: func() (*LiveSessions, error) { return p.m, nil },
-		reload:   p.reload,
-		status:   p.status,
-		stop:     p.requestStop,
-		log:      b.log,
-		config:   func() (*config.Loaded, error) { return b.Config(), nil },
-		logins:   &pendingLogins{},
-		access:   b.access,
-		changes:  recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now},
-		shared:   p.rt.shared,
+		vault:         p.rt.Vault,
+		sessions:      func() (*LiveSessions, error) { return p.m, nil },
+		reload:        p.reload,
+		status:        p.status,
+		stop:          p.requestStop,
+		log:           b.log,
+		config:        func() (*config.Loaded, error) { return b.Config(), nil },
+		logins:        &pendingLogins{},
+		access:        b.access,
+		changes:       recorder{log: func() (AuditLog, error) { return b.audit, nil }, now: b.now},
+		shared:        p.rt.shared,
+		secretChanged: b.secretChanged,
 	}
 	p.httpOpts = HTTPOptions{AllowedOrigins: o.AllowedOrigins, SessionsPerToken: o.SessionsPerToken, SessionIdleTTL: o.SessionIdleTTL, Health: p.health}
 	p.add(sock, p.streams.wrap(p.activity.wrap(p.ui.socket(b.socketHandler(p.m, ops, o.Metrics, p.httpOpts)))), false)

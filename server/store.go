@@ -30,6 +30,7 @@ import (
 type SecretStore interface {
 	Secrets
 	audit.Checkpointer
+	Get(name string) (vault.Secret, error)
 	Set(name string, value []byte, description string) error
 	Rotate(name string, value []byte) (vault.Meta, error)
 	List() ([]vault.Meta, error)

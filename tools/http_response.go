@@ -118,10 +118,11 @@ func (t *httpTool) shape(ctx context.Context, resp *http.Response, sc *scrub.Scr
 func sealResult(res *Result, sc *scrub.Scrubber, withheld func() any, text func(any) string) bool {
 	res.Text = strings.ToValidUTF8(res.Text, "\uFFFD")
 	js, err := json.Marshal(res.Structured)
-	if err == nil && utf8.Valid(js) && !sc.Contains(js) && !sc.Contains([]byte(res.Text)) {
+	if err == nil && utf8.Valid(js) && !sc.Contains(js) && !sc.ContainsString(res.Text) {
+		res.StructuredJSON = js
 		return false
 	}
-	res.Structured = withheld()
+	res.Structured, res.StructuredJSON = withheld(), nil
 	res.Text = text(res.Structured)
 	return true
 }
@@ -286,14 +287,30 @@ func httpWriteFields(b *bytes.Buffer, v gjson.Result, fields []string, strip int
 // "HTTP 200\ncontent-type: ...\n\n<body>".
 func (v httpView) text(maxBytes int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "HTTP %d\n", v.Status)
-	names := make([]string, 0, len(v.Headers))
+	n := 16
+	for k, val := range v.Headers {
+		n += len(k) + len(val) + 3
+	}
+	if body, ok := v.Body.(json.RawMessage); ok {
+		n += len(body)
+	} else if body, ok := v.Body.(string); ok {
+		n += len(body)
+	}
+	b.Grow(n + len(v.Note) + 64)
+	b.WriteString("HTTP ")
+	b.WriteString(strconv.Itoa(v.Status))
+	b.WriteByte('\n')
+	var small [8]string
+	names := small[:0]
 	for k := range v.Headers {
 		names = append(names, k)
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		fmt.Fprintf(&b, "%s: %s\n", k, v.Headers[k])
+		b.WriteString(k)
+		b.WriteString(": ")
+		b.WriteString(v.Headers[k])
+		b.WriteByte('\n')
 	}
 	b.WriteByte('\n')
 	switch body := v.Body.(type) {
@@ -301,7 +318,7 @@ func (v httpView) text(maxBytes int) string {
 		b.Write(body)
 	case string:
 		if v.BodyEncoding != "" {
-			fmt.Fprintf(&b, "(body is %s-encoded)\n", v.BodyEncoding)
+			b.WriteString("(body is " + v.BodyEncoding + "-encoded)\n")
 		}
 		b.WriteString(body)
 	}
@@ -309,10 +326,10 @@ func (v httpView) text(maxBytes int) string {
 		b.WriteString("\n(invalid UTF-8 in the response was replaced by U+FFFD)")
 	}
 	if v.Note != "" {
-		fmt.Fprintf(&b, "(%s)", v.Note)
+		b.WriteString("(" + v.Note + ")")
 	}
 	if v.Truncated {
-		fmt.Fprintf(&b, "\n[truncated at %d bytes]", maxBytes)
+		b.WriteString("\n[truncated at " + strconv.Itoa(maxBytes) + " bytes]")
 	}
 	return b.String()
 }

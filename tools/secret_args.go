@@ -29,7 +29,7 @@ func ArgsCarrySecret(sc *scrub.Scrubber, args []byte) bool {
 func (c *Call) CarriesSecret(sc *scrub.Scrubber) bool {
 	has := func(vals ...string) bool {
 		for _, v := range vals {
-			if v != "" && sc.Contains([]byte(v)) {
+			if v != "" && sc.ContainsString(v) {
 				return true
 			}
 		}

@@ -203,10 +203,10 @@ type CallSession struct {
 	// Expires is when the session ends.
 	Expires time.Time
 	// S3 is what the session's scope grants on the called tool, when it
-	// is an s3 tool.
+	// is an s3 tool. It is shared by the scope's calls: read it only.
 	S3 []policy.S3Grant
 	// HTTP is what the session's scope grants on the called tool, when it
-	// is an http tool.
+	// is an http tool. It is shared by the scope's calls: read it only.
 	HTTP []policy.HTTPGrant
 }
 
@@ -215,6 +215,10 @@ type Result struct {
 	// Structured is the structured content: {status, headers, body, truncated}
 	// for http, the S3 result for s3. It marshals to JSON.
 	Structured any
+	// StructuredJSON, when set, is Structured as JSON: the very bytes that
+	// were checked for every form of the secret, for the server to send as
+	// they are rather than marshal Structured again.
+	StructuredJSON json.RawMessage
 	// Text is the same content as text, for clients that read only text.
 	Text string
 	// Status is the upstream HTTP status (0 if none).

@@ -146,6 +146,32 @@ func (v *Vault) Get(name string) (Secret, error) {
 	return newSecret(plain), nil
 }
 
+// Read decrypts the secret stored under name and returns it with its
+// metadata, both read in one transaction, so the value is the one of the
+// version the metadata names. Errors are those of Get.
+func (v *Vault) Read(name string) (Secret, Meta, error) {
+	if err := checkName(name); err != nil {
+		return Secret{}, Meta{}, err
+	}
+	var plain []byte
+	var m Meta
+	err := v.view(func(tx *buntdb.Tx) error {
+		rec, meta, err := v.getRecord(tx, name)
+		if err != nil {
+			return err
+		}
+		if plain, err = openString(v.aead, prefixSecret+name, rec.Sealed); err != nil {
+			return fmt.Errorf("%w: secret %s cannot be decrypted (altered, moved or damaged record)", ErrCorrupt, name)
+		}
+		m = meta.meta(name, rec.Version)
+		return nil
+	})
+	if err != nil {
+		return Secret{}, Meta{}, err
+	}
+	return newSecret(plain), m, nil
+}
+
 // Meta returns the metadata of the secret stored under name, or ErrNotFound.
 func (v *Vault) Meta(name string) (Meta, error) {
 	if err := checkName(name); err != nil {

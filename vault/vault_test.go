@@ -720,3 +720,46 @@ func BenchmarkGet(b *testing.B) {
 		}
 	}
 }
+
+// TestReadIsValueAndVersion: Read returns the value with the metadata of
+// its version, through set, rotate, rm and a new set of the same name.
+func TestReadIsValueAndVersion(t *testing.T) {
+	v, _ := newVault(t, randomKey(t))
+	read := func(name string) (string, Meta) {
+		t.Helper()
+		s, m, err := v.Read(name)
+		if err != nil {
+			t.Fatalf("Read(%s) = %v, want the value", name, err)
+		}
+		return string(s.Bytes()), m
+	}
+	mustSet(t, v, "tok", "first-value-1")
+	got, m1 := read("tok")
+	if got != "first-value-1" || m1.Version != 1 || m1.Name != "tok" {
+		t.Fatalf("Read(tok) = %q, version %d, name %q; want first-value-1, 1, tok", got, m1.Version, m1.Name)
+	}
+	if meta, _ := v.Meta("tok"); meta != m1 {
+		t.Fatalf("Read(tok) meta = %+v, Meta(tok) = %+v; want the same", m1, meta)
+	}
+	if _, err := v.Rotate("tok", []byte("second-value-2")); err != nil {
+		t.Fatal(err)
+	}
+	if got, m := read("tok"); got != "second-value-2" || m.Version != 2 {
+		t.Fatalf("Read(tok) after rotate = %q, version %d; want second-value-2, 2", got, m.Version)
+	}
+	if err := v.Delete("tok"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := v.Read("tok"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Read(tok) after rm = %v, want ErrNotFound", err)
+	}
+	time.Sleep(time.Microsecond) // Updated tells the new version 1 from the old
+	mustSet(t, v, "tok", "third-value-3")
+	got, m3 := read("tok")
+	if got != "third-value-3" || m3.Version != 1 || m3.Updated.Equal(m1.Updated) {
+		t.Fatalf("Read(tok) after rm and set = %q, version %d, updated %v (first %v); want third-value-3, 1, a new time", got, m3.Version, m3.Updated, m1.Updated)
+	}
+	if _, _, err := v.Read("Bad Name"); !errors.Is(err, ErrBadName) {
+		t.Fatalf("Read(Bad Name) = %v, want ErrBadName", err)
+	}
+}

@@ -46,7 +46,7 @@ type cmdResult struct {
 // restarts to its MCP URL and the audit commands people run.
 func growth(ctx context.Context, cfg Config, h *home, kh *child, clients []*client.Client, sessionID string, progress io.Writer) (growthResult, error) {
 	g := growthResult{Calls: cfg.Growth, Warmup: min(cfg.GrowthWarmup, cfg.Growth)}
-	calls := mcpArm("keyhole", clients)
+	calls := mcpArm("keyhole", clients, 0)
 	var next atomic.Int64
 	next.Store(1 << 30) // markers apart from the load phase's
 	run := func(n int) error {

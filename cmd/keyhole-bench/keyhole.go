@@ -96,8 +96,14 @@ func (h *home) run(ctx context.Context, stdin string, args ...string) (string, e
 }
 
 // serve starts `keyhole serve --http 127.0.0.1:0` and waits until it logs
-// its MCP URL.
-func (h *home) serve(ctx context.Context) (*child, error) { return h.serveArgs(ctx) }
+// its MCP URL. Every client of the bench comes from 127.0.0.1, so the cap
+// on connections from one address (64 by default, as many as the
+// highest level's clients) is raised: with it, a keep-alive connection
+// the client's pool opens beside 64 busy ones was refused, and the run
+// failed with "connection reset by peer". The bare passthrough has no cap.
+func (h *home) serve(ctx context.Context) (*child, error) {
+	return h.serveArgs(ctx, "--max-connections-per-source", "1024")
+}
 
 // serveArgs is serve with more arguments.
 func (h *home) serveArgs(ctx context.Context, extra ...string) (*child, error) {

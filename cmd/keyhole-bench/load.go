@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,9 +75,12 @@ func wantNumber(n int) string { return `"number":` + strconv.Itoa(n) + `,` }
 
 // arm is one way of making the same call. call is made by worker w (0 ≤ w <
 // the concurrency) for issue n, and fails unless the answer is issue n.
+// pid, when set, is the server process the arm goes through, whose CPU
+// time is read around each phase.
 type arm struct {
 	name string
 	call func(ctx context.Context, w, n int) error
+	pid  int
 }
 
 // directArm calls the upstream with a plain HTTP client.
@@ -103,9 +108,10 @@ func directArm(up string) arm {
 	}}
 }
 
-// mcpArm calls the "tracker" tool, worker w on clients[w].
-func mcpArm(name string, clients []*client.Client) arm {
-	return arm{name: name, call: func(ctx context.Context, w, n int) error {
+// mcpArm calls the "tracker" tool, worker w on clients[w], through the
+// server process pid (0: not measured).
+func mcpArm(name string, clients []*client.Client, pid int) arm {
+	return arm{name: name, pid: pid, call: func(ctx context.Context, w, n int) error {
 		req := mcp.CallToolRequest{}
 		req.Params.Name = "tracker"
 		req.Params.Arguments = map[string]any{"method": "GET", "path": "/issues/" + strconv.Itoa(n)}
@@ -162,6 +168,9 @@ func dialMCP(ctx context.Context, url, token string, hc *http.Client) (*client.C
 type sample struct {
 	lat  []time.Duration
 	wall time.Duration
+	// cpu is the CPU time (user and system) the arm's server process
+	// spent during the phase; 0 when the arm has none.
+	cpu time.Duration
 }
 
 // phase runs a at concurrency conc until d has passed, or, when requests is
@@ -177,6 +186,7 @@ func phase(ctx context.Context, a arm, conc int, d time.Duration, requests int, 
 		firstErr error
 		issued   atomic.Int64
 	)
+	cpu0, cpuErr := processCPU(a.pid)
 	start := time.Now()
 	deadline := start.Add(d)
 	for w := range conc {
@@ -210,7 +220,11 @@ func phase(ctx context.Context, a arm, conc int, d time.Duration, requests int, 
 		}()
 	}
 	wg.Wait()
-	return sample{lat: all, wall: time.Since(start)}, firstErr
+	s := sample{lat: all, wall: time.Since(start)}
+	if cpu1, err := processCPU(a.pid); err == nil && cpuErr == nil {
+		s.cpu = cpu1 - cpu0
+	}
+	return s, firstErr
 }
 
 // stats summarises the samples of one arm at one concurrency.
@@ -218,21 +232,64 @@ type stats struct {
 	Calls         int
 	P50, P90, P99 time.Duration
 	PerSecond     float64
+	// CPUPerCall is the server process's CPU time per call (0: not
+	// measured). Unlike latency and throughput it hardly depends on what
+	// else the machine runs, so it is the steadier comparison of arms.
+	CPUPerCall time.Duration
 }
 
 func summarize(ss []sample) stats {
 	var lat []time.Duration
-	var wall time.Duration
+	var wall, cpu time.Duration
 	for _, s := range ss {
 		lat = append(lat, s.lat...)
 		wall += s.wall
+		cpu += s.cpu
 	}
 	slices.Sort(lat)
 	st := stats{Calls: len(lat), P50: percentile(lat, 50), P90: percentile(lat, 90), P99: percentile(lat, 99)}
 	if wall > 0 {
 		st.PerSecond = float64(len(lat)) / wall.Seconds()
 	}
+	if len(lat) > 0 {
+		st.CPUPerCall = cpu / time.Duration(len(lat))
+	}
 	return st
+}
+
+// clockTick is the unit of the CPU times in /proc/<pid>/stat (USER_HZ,
+// 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// processCPU returns the user and system CPU time process pid has used,
+// from /proc/<pid>/stat (Linux); 0 for pid 0.
+func processCPU(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("keyhole-bench: read CPU time (Linux /proc only): %w", err)
+	}
+	// The command name (field 2) may hold spaces; fields after it are
+	// plain. utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("keyhole-bench: malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("keyhole-bench: short /proc stat")
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("keyhole-bench: /proc stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * clockTick, nil
 }
 
 // percentile is the nearest-rank p-th percentile (0 < p ≤ 100) of sorted;
@@ -281,7 +338,11 @@ func runLoad(ctx context.Context, cfg Config, arms []arm, progress io.Writer) ([
 		}
 		for _, a := range arms {
 			st := lr.Arms[a.name]
-			fmt.Fprintf(progress, "  c=%-3d %-8s %7d calls  p50 %s  p99 %s  %.0f/s\n", conc, a.name, st.Calls, ms(st.P50), ms(st.P99), st.PerSecond)
+			fmt.Fprintf(progress, "  c=%-3d %-8s %7d calls  p50 %s  p99 %s  %.0f/s", conc, a.name, st.Calls, ms(st.P50), ms(st.P99), st.PerSecond)
+			if st.CPUPerCall > 0 {
+				fmt.Fprintf(progress, "  server CPU %s/call", us(st.CPUPerCall))
+			}
+			fmt.Fprintln(progress)
 		}
 		out = append(out, lr)
 	}
@@ -289,6 +350,11 @@ func runLoad(ctx context.Context, cfg Config, arms []arm, progress io.Writer) ([
 		return nil, errors.Join(errors.New("keyhole-bench: interrupted"), err)
 	}
 	return out, nil
+}
+
+// us formats d in microseconds, rounded.
+func us(d time.Duration) string {
+	return strconv.FormatInt(d.Round(time.Microsecond).Microseconds(), 10) + " µs"
 }
 
 // ms formats d in milliseconds with two decimals.

@@ -119,7 +119,7 @@ func run(ctx context.Context, cfg Config, stdout, progress io.Writer) error {
 	}
 
 	fmt.Fprintf(progress, "load: levels %v, %d rounds, %s\n", cfg.Levels, cfg.Rounds, perPhase(cfg))
-	arms := []arm{directArm(up.URL), mcpArm("bare", bareClients), mcpArm("keyhole", khClients)}
+	arms := []arm{directArm(up.URL), mcpArm("bare", bareClients, bare.PID()), mcpArm("keyhole", khClients, kh.PID())}
 	if rep.Levels, err = runLoad(ctx, cfg, arms, progress); err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func openSessions(ctx context.Context, c *child, toks []string, rss map[string][
 			return clients, err
 		}
 		clients = append(clients, cl)
-		if err := mcpArm(name, clients).call(ctx, i, i+1); err != nil {
+		if err := mcpArm(name, clients, 0).call(ctx, i, i+1); err != nil {
 			return clients, err
 		}
 		if i == 0 || i == len(toks)-1 {
@@ -239,10 +239,13 @@ func (r report) write(w io.Writer) error {
 		}
 		target := verdict("throughput ≥ 0.8 × bare", ratio >= 0.8)
 		if lr.Conc == 1 {
-			target = verdict("p50 ≤ +0.25 ms", k.P50-b.P50 <= 250*time.Microsecond) + "; " + verdict("p99 ≤ +1 ms", k.P99-b.P99 <= time.Millisecond)
+			target = verdict("p50 ≤ +0.25 ms", k.P50-b.P50 <= 250*time.Microsecond) + "; " + verdict("p99 ≤ +0.6 ms", k.P99-b.P99 <= 600*time.Microsecond)
 		}
 		row(area, "keyhole over bare", fmt.Sprintf("%s · throughput %.2f × bare", over(b), ratio), target)
 		row(area, "keyhole over direct", over(d), "")
+		if k.CPUPerCall > 0 && b.CPUPerCall > 0 {
+			row(area, "server CPU per call", fmt.Sprintf("bare %s · keyhole %s (%.2f × bare)", us(b.CPUPerCall), us(k.CPUPerCall), float64(k.CPUPerCall)/float64(b.CPUPerCall)), "")
+		}
 	}
 	if n := len(r.Startup); n > 0 {
 		p50 := percentile(r.Startup, 50)

@@ -152,7 +152,7 @@ func runStore(ctx context.Context, cfg storeConfig, stdout, progress io.Writer) 
 	defer pc.Close()
 
 	fmt.Fprintln(progress, "latency at concurrency 1")
-	arms := []arm{mcpArm("embedded", []*client.Client{ec}), mcpArm("postgres", []*client.Client{pc})}
+	arms := []arm{mcpArm("embedded", []*client.Client{ec}, 0), mcpArm("postgres", []*client.Client{pc}, 0)}
 	levels, err := runLoad(ctx, Config{Levels: []int{1}, Rounds: cfg.Rounds, Duration: cfg.Duration, Warmup: cfg.Warmup}, arms, progress)
 	if err != nil {
 		return err
@@ -271,7 +271,7 @@ func measureBrokers(ctx context.Context, cfg storeConfig, h *home, brokers []*st
 		}
 		defer clients[i].Close()
 	}
-	a := mcpArm("postgres", clients)
+	a := mcpArm("postgres", clients, 0)
 	if _, err := phase(ctx, a, cfg.Clients, cfg.Warmup, 0, seq); err != nil {
 		return throughput{}, err
 	}

@@ -50,11 +50,14 @@
 //
 // # Tamper evidence
 //
-// Shortly after each fsynced batch the head of the chain (seq and MAC, with
-// a counter that grows by one with every checkpoint and the oldest intent
-// still open, all MAC'd) is written through the [Checkpointer] into the
-// vault, and a copy into the log file; with Options.Anchor it is also
-// appended to a file kept outside the data dir. A writable [Open] checks
+// At most every 100 ms while entries are written, and at Close, the
+// newest fsynced head of the chain (seq and MAC, with a counter that grows
+// by one with every checkpoint and the oldest intent still open, all
+// MAC'd) is written through the [Checkpointer] into the vault, and a copy
+// into the log file; with Options.Anchor it is also appended to a file
+// kept outside the data dir. The checkpoint trails the head by up to that
+// interval: a cut of only the entries written in it before a crash is not
+// detected (the window), a deeper one is. A writable [Open] checks
 // the head against the checkpoint and verifies the entries written after
 // it; it refuses a log that is behind its checkpoint, a checkpoint that was
 // removed, or a vault checkpoint older than the copy in the log

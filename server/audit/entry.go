@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"maps"
 	"strconv"
 	"strings"
@@ -107,6 +108,66 @@ func (k macKey) seal(e *entry) (string, string, error) {
 	b.WriteString(mac)
 	b.WriteString(`"}`)
 	return b.String(), mac, nil
+}
+
+// Every entry encodes as {"seq":N,<middle>"prev":"<hex>"}: seq is its
+// first field and prev its last (mac is empty until read back), neither
+// omitted when empty. encodeMiddle encodes the middle once, on the
+// caller's goroutine; the writer, which alone knows seq and prev, only
+// frames it (sealer), so the bytes are exactly seal's.
+const (
+	middleStart = `{"seq":0,`
+	middleEnd   = `"prev":""}`
+)
+
+// encodeMiddle returns the JSON of e's fields between seq and prev, each
+// followed by a comma. e.Seq and e.Prev are zeroed.
+func encodeMiddle(e *entry) ([]byte, error) {
+	e.Seq, e.Prev, e.MAC = 0, "", ""
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode entry: %w", err)
+	}
+	if !bytes.HasPrefix(b, []byte(middleStart)) || !bytes.HasSuffix(b, []byte(middleEnd)) {
+		return nil, fmt.Errorf("audit: encode entry: unexpected framing")
+	}
+	return b[len(middleStart) : len(b)-len(middleEnd)], nil
+}
+
+// sealer seals entries on the writer goroutine, reusing one HMAC and one
+// buffer. It is not safe for concurrent use.
+type sealer struct {
+	mac hash.Hash
+	buf []byte
+	sum []byte
+}
+
+func newSealer(k macKey) *sealer { return &sealer{mac: hmac.New(sha256.New, k)} }
+
+// seal frames the middle of an entry with seq and prev and returns the
+// stored value and its MAC (a substring of it), as macKey.seal would.
+func (s *sealer) seal(seq uint64, prev string, middle []byte) (string, string) {
+	b := append(s.buf[:0], `{"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, ',')
+	b = append(b, middle...)
+	b = append(b, `"prev":"`...)
+	b = append(b, prev...)
+	b = append(b, `"}`...)
+	s.buf = b
+	s.mac.Reset()
+	s.mac.Write(b)
+	s.sum = s.mac.Sum(s.sum[:0])
+	var out strings.Builder
+	out.Grow(len(b) - 1 + macSuffixLen)
+	out.Write(b[:len(b)-1])
+	out.WriteString(macField)
+	var hx [2 * sha256.Size]byte
+	hex.Encode(hx[:], s.sum)
+	out.Write(hx[:])
+	out.WriteString(`"}`)
+	v := out.String()
+	return v, v[len(v)-2-len(hx) : len(v)-2]
 }
 
 // unseal parses a stored value. It returns the entry, whether its MAC

@@ -22,11 +22,19 @@ type memCheckpoint struct {
 	mu      sync.Mutex
 	records map[string][]byte
 	failPut func() error
+	// hold, if set, is waited on (without the lock) before each put.
+	hold chan struct{}
 }
 
 func newMemCheckpoint() *memCheckpoint { return &memCheckpoint{records: map[string][]byte{}} }
 
 func (m *memCheckpoint) PutRecord(name string, data []byte) error {
+	m.mu.Lock()
+	hold := m.hold
+	m.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.failPut != nil {

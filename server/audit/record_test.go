@@ -291,3 +291,49 @@ func TestFollow(t *testing.T) {
 	default:
 	}
 }
+
+// TestSealerMatchesSeal: the writer's sealer, which frames a middle
+// encoded on the caller's goroutine, stores exactly the bytes and MAC the
+// canonical encoding (macKey.seal) gives, for entries of every shape.
+func TestSealerMatchesSeal(t *testing.T) {
+	k := newMACKey(testKey)
+	s := newSealer(k)
+	long := strings.Repeat("é<>&\u2028x", MaxField)
+	recs := map[string]Record{
+		"allowed": allowed("ses_a", "github"),
+		"denied":  {Time: t0, Session: "ses_b", Scope: "triage", Tool: "github", Decision: Deny, Code: "not_granted", Reason: `DELETE "/x" <not> & granted`},
+		"unicode": {Time: t0, Session: "ses_ü", Scope: "s", Tool: "t", Decision: Error, Reason: "\x00\x1f\u2029 \ufffd \xff", Path: "/a%2Fb"},
+		"everything": {Time: t0, Session: "s", Scope: "s", Client: "c/1", Tool: "t", Kind: "http", Method: "GET", Host: "h:1", Path: "/p",
+			QueryNames: []string{"a", "b"}, Bucket: "bk", Action: "list", Key: "k", Args: json.RawMessage(`{"a": [1, 2.5e10, "x"]}`),
+			Decision: Allow, Grant: "g", Credential: "cred", CredVersion: 3, Status: 200, BytesIn: 10, BytesOut: 20, Duration: 1500,
+			Scrubbed: true, Hops: []Hop{{Method: "GET", Path: "/q", Status: 302}}, CredentialKind: "oauth2", TokenID: "sha256:0123456789abcdef",
+			TokenExpires: t0.Add(time.Hour), Operator: "root", Source: "127.0.0.1", Count: 4},
+		"cut": {Time: t0, Session: "s", Scope: "s", Tool: "t", Decision: Deny, Reason: long, QueryNames: make([]string, MaxQueryNames+5)},
+	}
+	prev := ""
+	for name, rec := range recs {
+		for _, typ := range []string{typeCall, typeIntent} {
+			e := fromRecord(typ, &rec)
+			e.Args, e.ArgsSHA256 = applyArgs(ArgsFull, rec.Args)
+			capFields(e)
+			want := *e
+			want.Seq, want.Prev = 4242, prev
+			wantV, wantMAC, err := k.seal(&want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mid, err := encodeMiddle(e)
+			if err != nil {
+				t.Fatalf("%s: encodeMiddle = %v", name, err)
+			}
+			gotV, gotMAC := s.seal(4242, prev, mid)
+			if gotV != wantV || gotMAC != wantMAC {
+				t.Fatalf("%s %s: sealer gave\n%s (mac %s)\nwant\n%s (mac %s)", name, typ, gotV, gotMAC, wantV, wantMAC)
+			}
+			if got, ok, err := k.unseal(gotV); err != nil || !ok || got.Seq != 4242 || got.MAC != gotMAC {
+				t.Fatalf("%s %s: unseal(sealer's value) = %+v, %v, %v", name, typ, got, ok, err)
+			}
+			prev = gotMAC
+		}
+	}
+}

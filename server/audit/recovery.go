@@ -210,10 +210,13 @@ func (l *Log) recover() error {
 			if err != nil || !valid || e.Seq != r.Seq || e.Type != typeIntent {
 				continue // not a genuine intent: Verify's to report
 			}
-			o := &op{e: outcomeOf(e, e.Seq, &Record{
+			o, err := l.newOp(outcomeOf(e, e.Seq, &Record{
 				Decision: Interrupted,
 				Reason:   "keyhole stopped before the outcome of this call was recorded",
-			}), durable: true, done: make(chan result, 1)}
+			}), true)
+			if err != nil {
+				return fmt.Errorf("audit: record interrupted call %d: %w", e.Seq, err)
+			}
 			ops = append(ops, o)
 			l.queue <- o
 		}

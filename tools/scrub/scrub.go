@@ -16,7 +16,9 @@ import (
 	"bytes"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Redacted replaces every form of a secret.
@@ -53,8 +55,8 @@ func (o Outcome) String() string {
 }
 
 // Scrubber finds and removes every form of its secrets. It is immutable
-// after New and safe for concurrent use; build one per call or per secret
-// version and pass it around.
+// after New (until Wipe) and safe for concurrent use; build one per call or
+// per secret version and pass it around.
 type Scrubber struct {
 	m        *matcher
 	patterns int
@@ -62,6 +64,9 @@ type Scrubber struct {
 	// itself, so replacing one occurrence can form another across the
 	// marker's edge.
 	touchesMarker bool
+	// wiped is set by Wipe: the Scrubber no longer knows its secrets and
+	// fails closed.
+	wiped atomic.Bool
 }
 
 // New builds a Scrubber for the given secret values; empty values are
@@ -90,6 +95,27 @@ func New(secrets ...[]byte) *Scrubber {
 	return s
 }
 
+// Wipe zeroes what the Scrubber holds of its secrets — every form, and the
+// filters built from them — as far as Go allows, for a cache that drops a
+// secret. Strings New made on the way are not reachable and cannot be
+// zeroed. A wiped Scrubber fails closed: Scrub withholds every input and
+// Contains reports every input. Wipe must not run while another goroutine
+// uses the Scrubber; a second Wipe does nothing.
+func (s *Scrubber) Wipe() {
+	if s.wiped.Swap(true) {
+		return
+	}
+	m := s.m
+	for i := range m.forms {
+		clear(m.forms[i].b)
+	}
+	clear(m.qbits)
+	clear(m.gbits)
+	clear(m.pairs[:])
+	clear(m.foldPairs[:])
+	clear(m.interesting[:])
+}
+
 // Patterns returns the number of distinct literal forms matched.
 func (s *Scrubber) Patterns() int { return s.patterns }
 
@@ -107,6 +133,9 @@ func (s *Scrubber) Margin() int { return 2*s.m.maxLen + 32 }
 // Clean, it returns b itself, not a copy. It is idempotent and treats b as
 // opaque bytes, so invalid UTF-8 is fine.
 func (s *Scrubber) Scrub(b []byte) ([]byte, Outcome) {
+	if s.wiped.Load() {
+		return []byte(Redacted), Withheld
+	}
 	out, replaced, withheld := s.literal(b)
 	if withheld || s.encoded(out, 0) {
 		return []byte(Redacted), Withheld
@@ -126,18 +155,30 @@ func (s *Scrubber) Bytes(b []byte) ([]byte, bool) {
 
 // String is Bytes for strings: it returns str itself when nothing matched.
 func (s *Scrubber) String(str string) (string, bool) {
-	out, ok := s.Bytes([]byte(str))
+	out, ok := s.Bytes(readOnly(str))
 	if !ok {
 		return str, false
 	}
 	return string(out), true
 }
 
+// ContainsString is Contains for strings.
+func (s *Scrubber) ContainsString(str string) bool { return s.Contains(readOnly(str)) }
+
+// readOnly returns the bytes of str without copying them, for the
+// scrubber's own reads: Scrub, Bytes and Contains never write to their
+// input (a changed input is always a new slice), and String copies any
+// result before it leaves.
+func readOnly(str string) []byte { return unsafe.Slice(unsafe.StringData(str), len(str)) }
+
 // Contains reports whether b holds any form of a secret, or a part of one
 // that Scrub would redact, literally or in a decoded view. It is the check
 // for what an agent sends: arguments that carry a credential mean the agent
 // has seen one, or is guessing one and watching for the redaction.
 func (s *Scrubber) Contains(b []byte) bool {
+	if s.wiped.Load() {
+		return true
+	}
 	return len(s.m.find(b, nil, true)) > 0 || s.encoded(b, 0)
 }
 

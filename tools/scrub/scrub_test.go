@@ -292,3 +292,42 @@ func BenchmarkNew(b *testing.B) {
 		New([]byte(token))
 	}
 }
+
+// TestWipeFailsClosed: a wiped Scrubber keeps nothing of its secret —
+// none of its forms' bytes — and withholds and reports every input, so a
+// use after a cache dropped it cannot let a secret through.
+func TestWipeFailsClosed(t *testing.T) {
+	sc := New([]byte(token))
+	forms := sc.m.forms
+	sc.Wipe()
+	for _, f := range forms {
+		if bytes.ContainsFunc(f.b, func(r rune) bool { return r != 0 }) {
+			t.Fatalf("after Wipe a form holds %d non-zero bytes, want none", len(f.b))
+		}
+	}
+	for _, in := range []string{"", "nothing here", "x " + token + " y"} {
+		if out, o := sc.Scrub([]byte(in)); o != Withheld || string(out) != Redacted {
+			t.Errorf("wiped Scrub(%q) = %q, %v; want %q, withheld", in, out, o, Redacted)
+		}
+		if !sc.Contains([]byte(in)) {
+			t.Errorf("wiped Contains(%q) = false, want true", in)
+		}
+	}
+	sc.Wipe() // a second Wipe does nothing
+}
+
+// TestStringLeavesItsInputAlone: String and ContainsString read the
+// string's bytes in place; scrubbing never writes to them.
+func TestStringLeavesItsInputAlone(t *testing.T) {
+	sc := New([]byte(token))
+	for _, in := range []string{"x " + token + " y", "nothing", "a %" + strings.ToUpper(hex.EncodeToString([]byte(token)))} {
+		heap := strings.Clone(in)
+		out, _ := sc.String(heap)
+		if heap != in {
+			t.Fatalf("String(%q) changed its input to %q", in, heap)
+		}
+		if strings.Contains(out, token) || !sc.ContainsString(heap) && strings.Contains(in, token) {
+			t.Fatalf("String(%q) = %q", in, out)
+		}
+	}
+}

@@ -277,6 +277,27 @@ func (v *Vault) Get(name string) (vault.Secret, error) {
 	return vault.NewSecret(plain), nil
 }
 
+// Read decrypts the secret stored under name and returns it with the
+// metadata of its version, both from one row. Errors are those of Get.
+func (v *Vault) Read(name string) (vault.Secret, vault.Meta, error) {
+	if err := vault.CheckName(name); err != nil {
+		return vault.Secret{}, vault.Meta{}, err
+	}
+	r, err := v.read(context.Background(), name)
+	if err != nil {
+		return vault.Secret{}, vault.Meta{}, err
+	}
+	m, err := v.openMeta(name, r)
+	if err != nil {
+		return vault.Secret{}, vault.Meta{}, err
+	}
+	plain, err := v.env.Open(vault.SecretAAD(name), r.sealed)
+	if err != nil {
+		return vault.Secret{}, vault.Meta{}, fmt.Errorf("%w: secret %s cannot be decrypted (altered, moved or damaged record)", vault.ErrCorrupt, name)
+	}
+	return vault.NewSecret(plain), vault.MetaOf(m, name, r.version), nil
+}
+
 // Meta returns the metadata of secret name, or vault.ErrNotFound.
 func (v *Vault) Meta(name string) (vault.Meta, error) {
 	if err := vault.CheckName(name); err != nil {
