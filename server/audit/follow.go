@@ -51,12 +51,10 @@ func (l *Log) Follow(ctx context.Context, f Filter, fn func([]Record) error) err
 			return err
 		}
 	}
+	// lastSeq is the head at the last look; 0 makes the first look read
+	// on from after even if nothing is written later, so records written
+	// between the query above and the first tick are not missed.
 	var lastSeq uint64
-	if r, ok, err := l.st.last(); err != nil {
-		return err
-	} else if ok {
-		lastSeq = r.Seq
-	}
 	tick := time.NewTicker(followPoll)
 	defer tick.Stop()
 	for {
