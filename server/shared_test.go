@@ -10,7 +10,6 @@ import (
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
-	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/server/sessions"
 )
@@ -21,15 +20,7 @@ import (
 func twoBrokers(t *testing.T) (e *env, a, b *LiveSessions, bb *Broker) {
 	t.Helper()
 	e = newEnv(t, baseConfig)
-	ctx := context.Background()
-	db, err := pgstore.Open(ctx, servertest.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := pgstore.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := servertest.MigratedPostgres(t)
 	open := func(replica string, br *Broker) *LiveSessions {
 		st, err := sessions.OpenPostgres(db, e.vault.DeriveKey(sessions.KeyLabel))
 		if err != nil {

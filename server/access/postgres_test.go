@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
@@ -17,15 +16,7 @@ func TestMain(m *testing.M) { os.Exit(servertest.MainWithPostgres(m)) }
 // pgEnv is a test env whose requests live in PostgreSQL under replica b1.
 func pgEnv(t *testing.T) (*testEnv, *pgxpool.Pool) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := pgstore.Open(ctx, servertest.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := pgstore.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := servertest.MigratedPostgres(t)
 	return newTestEnv(t, func(o *Options) { o.Postgres, o.Replica, o.Path = db, "b1", "" }), db
 }
 

@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
@@ -25,15 +24,7 @@ type pgFixture struct {
 
 func newPGFixture(t *testing.T) *pgFixture {
 	t.Helper()
-	ctx := context.Background()
-	db, err := pgstore.Open(ctx, servertest.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := pgstore.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := servertest.MigratedPostgres(t)
 	return &pgFixture{t: t, db: db, cp: newMemCheckpoint()}
 }
 

@@ -19,6 +19,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keyhole-dev/keyhole/server/pgstore"
 )
 
 // Postgres is a throwaway PostgreSQL cluster started from the machine's
@@ -234,4 +237,21 @@ func (p *Postgres) exec(sql string) error {
 func (p *Postgres) Stop() {
 	p.cmd("pg_ctl", "-D", filepath.Join(p.dir, "data"), "-m", "immediate", "-w", "stop").Run()
 	os.RemoveAll(p.dir)
+}
+
+// MigratedPostgres returns a pool on a new database of the package's
+// cluster (PostgresURL) with keyhole's schema applied, closed when the
+// test ends.
+func MigratedPostgres(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	db, err := pgstore.Open(ctx, PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if _, err := pgstore.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/keyhole-dev/keyhole/policy"
-	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 )
 
@@ -20,15 +19,7 @@ func TestMain(m *testing.M) { os.Exit(servertest.MainWithPostgres(m)) }
 // twoBrokers returns two stores on one database, as two brokers hold.
 func twoBrokers(t *testing.T) (*PGStore, *PGStore) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := pgstore.Open(ctx, servertest.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := pgstore.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := servertest.MigratedPostgres(t)
 	a, _ := OpenPostgres(db, testKey)
 	b, _ := OpenPostgres(db, testKey)
 	return a, b

@@ -14,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/keyhole-dev/keyhole/server/pgstore"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/vault"
 	"github.com/keyhole-dev/keyhole/vault/pgvault"
@@ -30,15 +29,7 @@ func randomKey(t *testing.T) vault.KeySource {
 
 func newStore(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	ctx := context.Background()
-	db, err := pgstore.Open(ctx, servertest.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := pgstore.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db := servertest.MigratedPostgres(t)
 	return db
 }
 
