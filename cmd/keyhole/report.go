@@ -152,7 +152,7 @@ func (a *App) reportSessionCmd() *cobra.Command {
 				if o.Incident != 0 && o.IncidentReplica == "" {
 					// A store's log reads a bare seq only when it has one chain.
 					if _, err := src.Log.Get(o.Incident); errors.Is(err, server.ErrAmbiguousSeq) {
-						return &usageError{fmt.Errorf("--incident %s: %w, or read one chain with --replica", incident, err)}
+						return &usageError{fmt.Errorf("--incident %s: %s, or read one chain with --replica", incident, trimPrefix(err.Error()))}
 					}
 				}
 				rep, err := report.Session(cmd.Context(), src, args[0], o)
