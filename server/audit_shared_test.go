@@ -19,32 +19,7 @@ import (
 // by one, and followed as each grows.
 func TestSharedAuditMergesVerifiesAndFollowsEveryChain(t *testing.T) {
 	ctx := context.Background()
-	url := servertest.PostgresURL(t)
-	key := make([]byte, 32)
-	rand.Read(key)
-	keys := vault.KeySource{EnvKey: base64.StdEncoding.EncodeToString(key)}
-	if _, err := MigrateStore(ctx, StoreMigrateOptions{Store: url, Keys: keys}); err != nil {
-		t.Fatal(err)
-	}
-	db, err := pgstore.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	v, err := pgvault.Open(ctx, db, keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	chains := map[string]*audit.Log{}
-	for _, r := range []string{"a", "b"} {
-		l, err := audit.Open(audit.Options{Postgres: db, Replica: r, Holder: r, Key: v.DeriveKey(auditKeyLabel), Checkpoint: v})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		chains[r] = l
-	}
+	url, keys, chains := sharedChains(t, "a", "b")
 	write := func(r, tool string) {
 		if _, err := chains[r].Write(ctx, audit.Record{Session: "ses_1", Tool: tool, Decision: audit.Deny}); err != nil {
 			t.Fatal(err)
@@ -101,4 +76,38 @@ func TestSharedAuditMergesVerifiesAndFollowsEveryChain(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Follow = %v", err)
 	}
+}
+
+// sharedChains migrates a store and opens a writable chain of each
+// replica.
+func sharedChains(t *testing.T, replicas ...string) (string, vault.KeySource, map[string]*audit.Log) {
+	t.Helper()
+	ctx := context.Background()
+	url := servertest.PostgresURL(t)
+	key := make([]byte, 32)
+	rand.Read(key)
+	keys := vault.KeySource{EnvKey: base64.StdEncoding.EncodeToString(key)}
+	if _, err := MigrateStore(ctx, StoreMigrateOptions{Store: url, Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := pgstore.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	v, err := pgvault.Open(ctx, db, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	chains := map[string]*audit.Log{}
+	for _, r := range replicas {
+		l, err := audit.Open(audit.Options{Postgres: db, Replica: r, Holder: r, Key: v.DeriveKey(auditKeyLabel), Checkpoint: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		chains[r] = l
+	}
+	return url, keys, chains
 }

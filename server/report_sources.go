@@ -46,19 +46,7 @@ func sessionRecords(dir string, key []byte) ([]policy.SessionInfo, string) {
 	if err != nil {
 		return nil, fmt.Sprintf("the session store could not be read: %v", err)
 	}
-	var out []policy.SessionInfo
-	tampered := 0
-	for _, rec := range recs {
-		if rec.Tampered {
-			tampered++ // what it says cannot be trusted: the audit says the rest
-			continue
-		}
-		out = append(out, rec.SessionInfo)
-	}
-	if tampered > 0 {
-		return out, fmt.Sprintf("%d session records fail their integrity check and are left out", tampered)
-	}
-	return out, ""
+	return trusted(recs)
 }
 
 // ReportSourcesWithoutLog is ReportSources for a data dir in which no call

@@ -85,7 +85,9 @@ func TestSecretCacheZeroesOnEviction(t *testing.T) {
 	tool := s.cfg.Tools["github"]
 	evictions := map[string]func(){
 		"secret changed": func() { e.broker.secretChanged("github_token") },
-		"reload":         func() { e.reconfigure(baseConfig, e.up.URL) },
+		// A reload of another file: one with the same bytes is the config
+		// the broker already has (Configs knows it by digest) and loads nothing.
+		"reload":         func() { e.reconfigure(baseConfig+"\n# reloaded\n", e.up.URL) },
 		"runtime closed": func() { (&Runtime{Broker: e.broker}).Close() },
 	}
 	for name, evict := range evictions {

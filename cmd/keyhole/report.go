@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,12 +30,29 @@ broker, and never reads a secret's value.`,
 	return c
 }
 
-// withReport opens the data dir's audit log and what reports read beside
-// it, with the config at --config.
-func (a *App) withReport(fn func(src *report.Sources) error) error {
+// withReport opens what reports read, with the config at --config: the
+// data dir's audit log and what is beside it, or with --store every chain
+// of the store's audit (only --replica's when it is given) and what the
+// store holds. getReplica names the chain of the records a report looks
+// up by seq (an incident).
+func (a *App) withReport(getReplica string, fn func(src *report.Sources) error) error {
 	cfg, err := config.Load(a.configPath(), config.ToolEnv{})
 	if err != nil {
 		return err
+	}
+	return a.withSources(cfg, getReplica, fn)
+}
+
+// withSources is withReport with cfg as the config.
+func (a *App) withSources(cfg *config.Loaded, getReplica string, fn func(src *report.Sources) error) error {
+	if a.store() != "" {
+		return a.withSharedAudit(func(s *server.SharedAudit) error {
+			src, err := s.ReportSources(cfg, time.Now(), getReplica)
+			if err != nil {
+				return err
+			}
+			return fn(src)
+		})
 	}
 	return a.withAudit(func(l *server.AuditReader) error {
 		src, err := l.ReportSources(cfg, time.Now())
@@ -43,6 +61,28 @@ func (a *App) withReport(fn func(src *report.Sources) error) error {
 		}
 		return fn(src)
 	})
+}
+
+// incident parses --incident: SEQ, or REPLICA:SEQ for a record of one
+// chain of a store.
+func (a *App) incident(s string) (replica string, seq uint64, err error) {
+	replica, num, named := strings.Cut(s, ":")
+	if !named {
+		replica, num = "", s
+	}
+	seq, perr := strconv.ParseUint(num, 10, 64)
+	if perr != nil || seq == 0 || named && replica == "" {
+		return "", 0, &usageError{fmt.Errorf("--incident %q is not a record number, SEQ or REPLICA:SEQ (keyhole audit tail shows them)", s)}
+	}
+	switch {
+	case named && a.store() == "":
+		return "", 0, &usageError{fmt.Errorf("--incident %q names a record of a store's chain; a data dir has one chain: give its SEQ, or --store", s)}
+	case named && a.replicaFlag != "" && replica != a.replicaFlag:
+		return "", 0, &usageError{fmt.Errorf("--incident %q is a record of replica %s, but --replica %s reads only that chain", s, replica, a.replicaFlag)}
+	case !named && a.store() != "" && a.replicaFlag != "":
+		replica = a.replicaFlag
+	}
+	return replica, seq, nil
 }
 
 // outputFlags are the output formats of a report.
@@ -96,11 +136,10 @@ func (a *App) reportSessionCmd() *cobra.Command {
 				return &usageError{errors.New("--incident and --at both name the incident; give one")}
 			}
 			if incident != "" {
-				seq, err := strconv.ParseUint(incident, 10, 64)
-				if err != nil || seq == 0 {
-					return &usageError{fmt.Errorf("--incident %q is not a record number (keyhole audit tail shows them)", incident)}
+				var err error
+				if o.IncidentReplica, o.Incident, err = a.incident(incident); err != nil {
+					return err
 				}
-				o.Incident = seq
 			}
 			if at != "" {
 				t, err := parseWhen(at)
@@ -109,7 +148,13 @@ func (a *App) reportSessionCmd() *cobra.Command {
 				}
 				o.At = t
 			}
-			return a.orEmpty(a.withReport(func(src *report.Sources) error {
+			return a.orEmpty(a.withReport(o.IncidentReplica, func(src *report.Sources) error {
+				if o.Incident != 0 && o.IncidentReplica == "" {
+					// A store's log reads a bare seq only when it has one chain.
+					if _, err := src.Log.Get(o.Incident); errors.Is(err, server.ErrAmbiguousSeq) {
+						return &usageError{fmt.Errorf("--incident %s: %s, or read one chain with --replica", incident, trimPrefix(err.Error()))}
+					}
+				}
 				rep, err := report.Session(cmd.Context(), src, args[0], o)
 				if err != nil {
 					return err
@@ -124,7 +169,7 @@ func (a *App) reportSessionCmd() *cobra.Command {
 			}), "no calls recorded yet")
 		},
 	}
-	c.Flags().StringVar(&incident, "incident", "", "the record (SEQ) of the incident; default the session's last call")
+	c.Flags().StringVar(&incident, "incident", "", "the record (SEQ, or REPLICA:SEQ with --store) of the incident; default the session's last call")
 	c.Flags().StringVar(&at, "at", "", "the time of the incident (RFC 3339, or a duration ago such as 2h)")
 	out.register(c, false)
 	return c
@@ -149,7 +194,7 @@ func (a *App) reportBlastCmd() *cobra.Command {
 				return err
 			}
 			o.Since = d
-			err = a.withReport(func(src *report.Sources) error {
+			err = a.withReport("", func(src *report.Sources) error {
 				rep, err := report.BlastRadius(cmd.Context(), src, o)
 				if err != nil {
 					return err
@@ -183,14 +228,19 @@ func (a *App) writeBlast(rep *report.BlastReport, out outputFlags) error {
 	return rep.WriteText(a.stdout)
 }
 
-// blastWithoutLog reports the reach of a data dir where no call was ever
-// recorded: every grant unused.
+// blastWithoutLog reports the reach of a data dir or store where no call
+// was ever recorded: every grant unused.
 func (a *App) blastWithoutLog(cmd *cobra.Command, o report.BlastOptions, out outputFlags) error {
 	cfg, err := config.Load(a.configPath(), config.ToolEnv{})
 	if err != nil {
 		return err
 	}
-	src, err := server.ReportSourcesWithoutLog(a.dataDir(), a.keySource(), cfg, time.Now())
+	var src *report.Sources
+	if a.store() != "" {
+		src, err = server.StoreReportSourcesWithoutLog(cmd.Context(), a.store(), a.keySource(), cfg, time.Now())
+	} else {
+		src, err = server.ReportSourcesWithoutLog(a.dataDir(), a.keySource(), cfg, time.Now())
+	}
 	if err != nil {
 		return err
 	}
@@ -230,7 +280,7 @@ denied apart: they are never turned into grants.`,
 				return err
 			}
 			o.Since = d
-			return a.orEmpty(a.withReport(func(src *report.Sources) error {
+			return a.orEmpty(a.withReport("", func(src *report.Sources) error {
 				s, err := report.Suggest(cmd.Context(), src, o)
 				if err != nil {
 					return err
@@ -287,11 +337,7 @@ CI before it is reloaded.`,
 				if err != nil {
 					return err
 				}
-				err = a.withAudit(func(l *server.AuditReader) error {
-					src, err := l.ReportSources(next, time.Now())
-					if err != nil {
-						return err
-					}
+				err = a.withSources(next, "", func(src *report.Sources) (err error) {
 					rep, err = report.Replay(cmd.Context(), src, next, report.ReplayOptions{Since: d})
 					return err
 				})

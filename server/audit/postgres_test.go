@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -204,5 +206,77 @@ func TestPostgresVerifyFindsAnEditAndATrigger(t *testing.T) {
 	}
 	if _, err := Open(f.opts("a", "host-a")); !errors.Is(err, ErrTampered) {
 		t.Fatalf("writable Open of an edited chain = %v, want ErrTampered", err)
+	}
+}
+
+// A chain in PostgreSQL answers Usage and Calls (what reports read) as a
+// file does: the same groups, counts and calls for the same records.
+func TestPostgresUsageAndCallsAsSQLite(t *testing.T) {
+	f := newPGFixture(t)
+	file := newFixture(t)
+	opts := f.opts("usage-a", "host-a")
+	opts.Now = file.clock.Now
+	pg, err := Open(opts)
+	if err != nil {
+		t.Fatalf("Open(replica usage-a) = %v", err)
+	}
+	defer pg.Close()
+	sq := file.open()
+	defer sq.Close()
+	other := allowed("ses_2", "github")
+	other.Scope, other.Grant = "deploy", "deploy[1]"
+	for _, l := range []*Log{sq, pg} {
+		for i := range 3 {
+			mustCall(t, l, allowed("ses_1", "github"), 200)
+			mustWrite(t, l, denied("ses_1", "github"))
+			if i < 2 {
+				mustCall(t, l, other, 200)
+			}
+			file.clock.Add(-time.Minute) // as on both logs: a clock that went back
+		}
+		file.clock.Add(3 * time.Minute)
+	}
+	ctx := context.Background()
+	usage := func(l *Log, uf UsageFilter) []Usage {
+		var out []Usage
+		if err := l.Usage(ctx, uf, func(u Usage) error { out = append(out, u); return nil }); err != nil {
+			t.Fatalf("Usage(%+v) = %v", uf, err)
+		}
+		return out
+	}
+	calls := func(l *Log, cf CallFilter) []Call {
+		var out []Call
+		if err := l.Calls(ctx, cf, func(c Call) error { out = append(out, c); return nil }); err != nil {
+			t.Fatalf("Calls(%+v) = %v", cf, err)
+		}
+		return out
+	}
+	for name, uf := range map[string]UsageFilter{
+		"all":         {},
+		"credential":  {Credentials: []string{"github_token"}},
+		"scope":       {Scope: "deploy"},
+		"since":       {Since: t0.Add(-90 * time.Second)},
+		"nothing yet": {Until: t0.Add(-time.Hour)},
+	} {
+		want, got := usage(sq, uf), usage(pg, uf)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: Usage in PostgreSQL = %+v, want as in SQLite %+v", name, got, want)
+		}
+	}
+	if n := len(usage(pg, UsageFilter{})); n != 3 {
+		t.Errorf("Usage groups = %d, want 3 (ses_1 allowed, ses_1 denied, ses_2)", n)
+	}
+	defer func(p int) { callsPage = p }(callsPage)
+	callsPage = 2
+	for name, cf := range map[string]CallFilter{
+		"all":     {},
+		"session": {Session: "ses_2"},
+		"window":  {Since: t0.Add(-90 * time.Second), Until: t0.Add(time.Second)},
+		"allowed": {Allowed: true, Scope: "triage"},
+	} {
+		want, got := calls(sq, cf), calls(pg, cf)
+		if !reflect.DeepEqual(got, want) || len(got) == 0 {
+			t.Errorf("%s: Calls in PostgreSQL = %+v, want as in SQLite %+v (and some)", name, got, want)
+		}
 	}
 }

@@ -1,9 +1,12 @@
 package audit
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
-// store is where a Log keeps its entries: SQLite (sqlite.go) here, and a
-// PostgreSQL store later beside it. It stores sealed entries as they are
+// store is where a Log keeps its entries: SQLite (sqlite.go) or
+// PostgreSQL (postgres.go). It stores sealed entries as they are
 // given and decides nothing: the Log seals, chains, merges and verifies.
 // Every read returns at most one page, so no caller holds a whole log in
 // memory and no read holds a snapshot for long.
@@ -29,6 +32,16 @@ type store interface {
 	// timeSpan returns the lowest and highest seq of the calls whose time
 	// is in [since, until) (zero: no bound); ok is false when none is.
 	timeSpan(since, until time.Time) (lo, hi uint64, ok bool, err error)
+	// usage groups the calls (first entries) that match f by credential,
+	// scope, session and grant, ordered by those, and calls fn with each
+	// group (Client and Config unset: the Log reads them from Seq's entry).
+	usage(ctx context.Context, f UsageFilter, fn func(Usage) error) error
+	// values returns the stored entries at seqs, by seq.
+	values(seqs []int64) (map[uint64]string, error)
+	// firstEntries returns up to limit first entries of calls (not
+	// outcomes) with after < seq <= through (through < 0: no bound), of
+	// session when it is not "", in ascending seq.
+	firstEntries(ctx context.Context, session string, after, through int64, limit int) ([]row, error)
 	// activity counts the calls (first entries) whose time is at or after
 	// since, and the denied ones, per minute, oldest first.
 	activity(since string) ([]Minute, error)

@@ -2,10 +2,8 @@ package audit
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,10 +63,6 @@ func (l *Log) Usage(ctx context.Context, f UsageFilter, fn func(Usage) error) er
 	if l.isClosed() {
 		return ErrClosed
 	}
-	st, ok := l.st.(*sqliteStore)
-	if !ok {
-		return errors.New("audit: usage: the store cannot group calls")
-	}
 	page := make([]Usage, 0, pageSize)
 	flush := func() error {
 		if err := l.confirm(page); err != nil {
@@ -82,7 +76,7 @@ func (l *Log) Usage(ctx context.Context, f UsageFilter, fn func(Usage) error) er
 		page = page[:0]
 		return nil
 	}
-	err := st.usage(ctx, f, func(u Usage) error {
+	err := l.st.usage(ctx, f, func(u Usage) error {
 		page = append(page, u)
 		if len(page) == cap(page) {
 			return flush()
@@ -100,12 +94,11 @@ func (l *Log) confirm(groups []Usage) error {
 	if len(groups) == 0 {
 		return nil
 	}
-	st := l.st.(*sqliteStore)
 	seqs := make([]int64, len(groups))
 	for i, g := range groups {
 		seqs[i] = int64(g.Seq)
 	}
-	got, err := st.values(seqs)
+	got, err := l.st.values(seqs)
 	if err != nil {
 		return err
 	}
@@ -245,29 +238,19 @@ func (l *Log) Calls(ctx context.Context, f CallFilter, fn func(Call) error) erro
 	if l.isClosed() {
 		return ErrClosed
 	}
-	st, ok := l.st.(*sqliteStore)
-	if !ok {
-		return errors.New("audit: calls: the store cannot read calls")
-	}
-	// Outcomes are left out as they are decoded: asking SQLite to leave
+	// Outcomes are left out as they are decoded: asking the store to leave
 	// them out would parse every entry's JSON once more. A session's calls
 	// are read through its index, which holds no outcome.
-	var where []string
-	var args []any
 	var after, through int64 = 0, -1
-	if f.Session != "" {
-		where = append(where, `type <> 'outcome'`, `session = ?`)
-		args = append(args, f.Session)
-	} else if !f.Since.IsZero() || !f.Until.IsZero() {
+	if f.Session == "" && (!f.Since.IsZero() || !f.Until.IsZero()) {
 		// The first and last call of the window, from the time index
 		// alone; the calls between are read in seq order and their times
 		// checked below (a clock that went back puts a few out of order).
-		var ok bool
-		var err error
-		if after, through, ok, err = st.seqRange(ctx, f.Since, f.Until); err != nil || !ok {
+		lo, hi, ok, err := l.st.timeSpan(f.Since, f.Until)
+		if err != nil || !ok {
 			return err
 		}
-		after--
+		after, through = int64(lo)-1, int64(hi)
 	}
 	// One goroutine reads pages of entries while this one decodes them
 	// and calls fn: the two halves of the work overlap. At most two pages
@@ -280,16 +263,7 @@ func (l *Log) Calls(ctx context.Context, f CallFilter, fn func(Call) error) erro
 		defer close(pages)
 		lastSeq := after
 		for {
-			w, a := append(slices.Clone(where), `seq > ?`), append(slices.Clone(args), any(lastSeq))
-			if through >= 0 {
-				w, a = append(w, `seq <= ?`), append(a, through)
-			}
-			q := `SELECT seq, '', entry FROM entries WHERE ` + strings.Join(w, " AND ") + ` ORDER BY seq LIMIT ` + strconv.Itoa(callsPage)
-			page := make([]row, 0, callsPage)
-			_, err := st.scan(ctx, q, a, func(seq int64, _, value string) error {
-				page = append(page, row{Seq: uint64(seq), Value: value})
-				return nil
-			})
+			page, err := l.st.firstEntries(ctx, f.Session, lastSeq, through, callsPage)
 			if err != nil {
 				read <- err
 				return
@@ -329,26 +303,22 @@ func (l *Log) Calls(ctx context.Context, f CallFilter, fn func(Call) error) erro
 	return <-read
 }
 
-// seqRange returns the lowest and highest seq of the calls whose time is
-// in [since, until) (zero times: unbounded), from the time index alone;
-// ok is false when there is none.
-func (s *sqliteStore) seqRange(ctx context.Context, since, until time.Time) (lo, hi int64, ok bool, err error) {
-	where := []string{`type <> 'outcome'`}
-	var args []any
-	if !since.IsZero() {
-		where = append(where, `time >= ?`)
-		args = append(args, formatTime(since))
+// firstEntries reads one page of first entries for Calls.
+func (s *sqliteStore) firstEntries(ctx context.Context, session string, after, through int64, limit int) ([]row, error) {
+	where, args := []string{`type <> 'outcome'`, `seq > ?`}, []any{after}
+	if session != "" {
+		where, args = append(where, `session = ?`), append(args, session)
 	}
-	if !until.IsZero() {
-		where = append(where, `time < ?`)
-		args = append(args, formatTime(until))
+	if through >= 0 {
+		where, args = append(where, `seq <= ?`), append(args, through)
 	}
-	var l, h sql.NullInt64
-	q := `SELECT min(seq), max(seq) FROM entries INDEXED BY entries_time WHERE ` + strings.Join(where, " AND ")
-	if err := s.r.QueryRowContext(ctx, q, args...).Scan(&l, &h); err != nil {
-		return 0, 0, false, fmt.Errorf("audit: read %s: %w", s.path, err)
-	}
-	return l.Int64, h.Int64, l.Valid, nil
+	q := `SELECT seq, '', entry FROM entries WHERE ` + strings.Join(where, " AND ") + ` ORDER BY seq LIMIT ` + strconv.Itoa(limit)
+	page := make([]row, 0, limit)
+	_, err := s.scan(ctx, q, args, func(seq int64, _, value string) error {
+		page = append(page, row{Seq: uint64(seq), Value: value})
+		return nil
+	})
+	return page, err
 }
 
 // scan runs q and calls fn with each row's seq, time and entry; it returns

@@ -71,7 +71,7 @@ func (d *sessionData) held(creds []Credential) Question {
 	}
 	when := "At the incident"
 	if d.header.Incident.Seq != 0 {
-		when = fmt.Sprintf("At the incident (seq %d, %s)", d.header.Incident.Seq, stamp(d.at))
+		when = fmt.Sprintf("At the incident (seq %s, %s)", recordName(d.header.Incident.Replica, d.header.Incident.Seq), stamp(d.at))
 	}
 	if !f.Live {
 		when += ", after the session had ended,"

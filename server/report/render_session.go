@@ -66,7 +66,7 @@ func (r *SessionReport) WriteText(w io.Writer) error {
 		if e.Code != "" {
 			decision += " (" + e.Code + ")"
 		}
-		fmt.Fprintf(tw, "%s %d\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, e.Seq, when(e.Time), clean(e.Tool), clean(e.Request), decision, status, note)
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, recordName(e.Replica, e.Seq), when(e.Time), clean(e.Tool), clean(e.Request), decision, status, note)
 	}
 	tw.Flush()
 	return ew.err
@@ -112,7 +112,7 @@ func (r *SessionReport) WriteMarkdown(w io.Writer) error {
 	}
 	ew.printf("| seq | time (UTC) | tool | request | decision | status |\n| --- | --- | --- | --- | --- | --- |\n")
 	for _, e := range r.Timeline {
-		seq := strconv.FormatUint(e.Seq, 10)
+		seq := recordName(e.Replica, e.Seq)
 		if e.Incident {
 			seq = "**" + seq + " ◀ incident**"
 		}
@@ -171,7 +171,7 @@ func headerLines(h *SessionHeader) []string {
 	inc := h.Incident
 	switch {
 	case inc.Seq != 0:
-		out = append(out, fmt.Sprintf("incident: seq %d at %s (%s): %s %s → %s", inc.Seq, stamp(inc.Time), inc.By, clean(inc.Tool), clean(inc.Request), inc.Decision))
+		out = append(out, fmt.Sprintf("incident: seq %s at %s (%s): %s %s → %s", recordName(inc.Replica, inc.Seq), stamp(inc.Time), inc.By, clean(inc.Tool), clean(inc.Request), inc.Decision))
 	default:
 		out = append(out, fmt.Sprintf("incident: %s (%s), no call of the session at or before it", stamp(inc.Time), inc.By))
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,10 @@ type SessionOptions struct {
 	// Incident is the seq of the call that is the incident. With At zero
 	// too, the incident is the session's last call.
 	Incident uint64
+	// IncidentReplica is the chain of Incident in a log of several chains
+	// (a store's, where each broker writes its own and a seq names a
+	// record in each); "" matches a call of any chain.
+	IncidentReplica string
 	// At is the time of the incident, when no call marks it: the report
 	// looks at the session as it stood then.
 	At time.Time
@@ -106,9 +111,11 @@ func (c *CallCounts) add(d audit.Decision) {
 // Incident is the moment the report is about.
 type Incident struct {
 	// By is "seq", "at" or "last call": how it was chosen.
-	By   string    `json:"by"`
-	Seq  uint64    `json:"seq,omitempty"`
-	Time time.Time `json:"time"`
+	By  string `json:"by"`
+	Seq uint64 `json:"seq,omitempty"`
+	// Replica is the chain of Seq, in a log of several chains.
+	Replica string    `json:"replica,omitempty"`
+	Time    time.Time `json:"time"`
 	// Tool, Request, Decision and Credential describe the incident's call.
 	Tool       string `json:"tool,omitempty"`
 	Request    string `json:"request,omitempty"`
@@ -132,7 +139,9 @@ type Question struct {
 
 // Event is one call in the timeline.
 type Event struct {
-	Seq      uint64    `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Replica is the chain of Seq, in a log of several chains.
+	Replica  string    `json:"replica,omitempty"`
 	Time     time.Time `json:"time"`
 	Tool     string    `json:"tool"`
 	Request  string    `json:"request"`
@@ -145,6 +154,7 @@ type Event struct {
 // call is what a session report keeps of one of the session's calls.
 type call struct {
 	Seq        uint64
+	Replica    string
 	Time       time.Time
 	Tool       string
 	Method     string
@@ -234,7 +244,7 @@ func (d *sessionData) load(ctx context.Context, src *Sources) error {
 		if r.Client != "" {
 			clients[r.Client] = true
 		}
-		c := call{Seq: r.Seq, Time: r.Time, Tool: r.Tool, Method: r.Method, Path: r.Path, Action: r.Action, Key: r.Key,
+		c := call{Seq: r.Seq, Replica: r.Replica, Time: r.Time, Tool: r.Tool, Method: r.Method, Path: r.Path, Action: r.Action, Key: r.Key,
 			Decision: r.Decision, Code: r.Code, Grant: r.Grant, Credential: r.Credential, Version: r.CredVersion,
 			Status: r.Status, BytesIn: r.BytesIn, CredKind: r.CredentialKind, TokenID: r.TokenID, TokenExp: r.TokenExpires, Client: r.Client}
 		if r.Grant != "" && policy.IsWriteMethod(r.Method) {
@@ -305,6 +315,15 @@ func (d *sessionData) load(ctx context.Context, src *Sources) error {
 	return nil
 }
 
+// recordName names a record as `keyhole audit show` takes it: SEQ, or
+// REPLICA:SEQ in a log of several chains.
+func recordName(replica string, seq uint64) string {
+	if replica == "" {
+		return strconv.FormatUint(seq, 10)
+	}
+	return replica + ":" + strconv.FormatUint(seq, 10)
+}
+
 // stateFromCalls says what the audit alone says of a session without a
 // record (a stdio session lives only as long as its client).
 func (d *sessionData) stateFromCalls() (state, reason, source string) {
@@ -330,12 +349,15 @@ func (d *sessionData) pickIncident(src *Sources, o SessionOptions) error {
 	switch {
 	case o.Incident != 0:
 		inc.By = "seq"
-		i := slices.IndexFunc(d.calls, func(c call) bool { return c.Seq == o.Incident })
+		i := slices.IndexFunc(d.calls, func(c call) bool {
+			return c.Seq == o.Incident && (o.IncidentReplica == "" || c.Replica == o.IncidentReplica)
+		})
+		name := recordName(o.IncidentReplica, o.Incident)
 		if i < 0 {
 			if r, err := src.Log.Get(o.Incident); err == nil && r.Session != d.id {
-				return fmt.Errorf("%w: seq %d is a call of session %s", ErrIncident, o.Incident, r.Session)
+				return fmt.Errorf("%w: seq %s is a call of session %s", ErrIncident, name, r.Session)
 			}
-			return fmt.Errorf("%w: the log holds no call %d of session %s", ErrIncident, o.Incident, d.id)
+			return fmt.Errorf("%w: the log holds no call %s of session %s", ErrIncident, name, d.id)
 		}
 		d.incident = i
 	case !o.At.IsZero():
@@ -359,7 +381,7 @@ func (d *sessionData) pickIncident(src *Sources, o SessionOptions) error {
 		if d.at.IsZero() {
 			d.at = c.Time
 		}
-		inc.Seq, inc.Tool, inc.Request, inc.Decision, inc.Credential = c.Seq, c.Tool, c.request(), string(c.Decision), c.Credential
+		inc.Seq, inc.Replica, inc.Tool, inc.Request, inc.Decision, inc.Credential = c.Seq, c.Replica, c.Tool, c.request(), string(c.Decision), c.Credential
 	}
 	inc.Time = d.at
 	return nil
@@ -417,7 +439,7 @@ func (d *sessionData) timeline(limit int) ([]Event, int) {
 			omitted++
 			continue
 		}
-		out = append(out, Event{Seq: c.Seq, Time: c.Time, Tool: c.Tool, Request: c.request(), Decision: string(c.Decision),
+		out = append(out, Event{Seq: c.Seq, Replica: c.Replica, Time: c.Time, Tool: c.Tool, Request: c.request(), Decision: string(c.Decision),
 			Status: c.Status, Code: c.Code, Incident: i == d.incident})
 	}
 	return out, omitted
