@@ -189,6 +189,7 @@ func openAuditLog(dd *DataDir, sh *shared, v SecretStore, a config.Audit, now fu
 	if sh != nil {
 		o.Path, o.Legacy = "", ""
 		o.Postgres, o.Replica, o.Holder, o.LeaseTTL = sh.db, sh.replica, sh.holder, sh.leaseTTL
+		o.LeaseWait = sh.lease() // a peer recovering this chain lets it go within moments
 	}
 	return audit.Open(o)
 }

@@ -28,6 +28,10 @@ type markerUpstream struct {
 	mu         sync.Mutex
 	received   map[int]int      // marker -> requests received
 	unanswered map[int]struct{} // markers received whose response is not yet written
+	// hold, while set, keeps every request until it is closed, and each
+	// held marker is sent on held (holdNew).
+	hold chan struct{}
+	held chan int
 }
 
 func newMarkerUpstream(t *testing.T) *markerUpstream {
@@ -41,10 +45,19 @@ func newMarkerUpstream(t *testing.T) *markerUpstream {
 		u.mu.Lock()
 		u.received[n]++
 		u.unanswered[n] = struct{}{}
+		hold, held := u.hold, u.held
 		u.mu.Unlock()
 		// Holding each request keeps calls in flight at the upstream, so a
 		// kill lands between a call's intent and its outcome.
-		time.Sleep(time.Duration(5+n%20) * time.Millisecond)
+		if hold != nil {
+			select {
+			case held <- n:
+			default:
+			}
+			<-hold
+		} else {
+			time.Sleep(time.Duration(5+n%20) * time.Millisecond)
+		}
 		u.mu.Lock()
 		delete(u.unanswered, n)
 		u.mu.Unlock()
@@ -53,6 +66,27 @@ func newMarkerUpstream(t *testing.T) *markerUpstream {
 	}))
 	t.Cleanup(u.Close)
 	return u
+}
+
+// holdNew makes the upstream hold every request it receives from now on
+// until release is called (at cleanup at the latest); held receives the
+// marker of each held request.
+func (u *markerUpstream) holdNew(t *testing.T) (held <-chan int, release func()) {
+	hold, ch := make(chan struct{}), make(chan int, 64)
+	u.mu.Lock()
+	u.hold, u.held = hold, ch
+	u.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			u.mu.Lock()
+			u.hold, u.held = nil, nil
+			u.mu.Unlock()
+			close(hold)
+		})
+	}
+	t.Cleanup(release)
+	return ch, release
 }
 
 // snapshot returns the markers received so far and those not yet answered.
@@ -259,7 +293,28 @@ func crashOnce(t *testing.T, h *home, up *markerUpstream, round, clients int, ne
 		}()
 	}
 	ready.Wait()
+	// The kill lands at a random moment of the load, but never before a
+	// client of the round has its result and while at least one call is
+	// held at the upstream, however slow the machine: both are waited
+	// for, not timed.
 	time.Sleep(time.Duration(50+rand.IntN(251)) * time.Millisecond)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		n := len(rd.succeeded)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("round %d: no client received a result in a minute", round)
+		}
+	}
+	held, release := up.holdNew(t)
+	select {
+	case <-held:
+	case <-time.After(time.Minute):
+		t.Fatalf("round %d: no call reached the upstream in a minute", round)
+	}
 	if err := serve.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -267,6 +322,7 @@ func crashOnce(t *testing.T, h *home, up *markerUpstream, round, clients int, ne
 	// The broker is dead: a marker the upstream has not answered yet can
 	// never have reached the broker's outcome.
 	_, rd.unanswered = up.snapshot()
+	release()
 	done.Wait()
 	rd.calls = calls.Load()
 	return rd

@@ -201,6 +201,13 @@ type Options struct {
 	// LeaseTTL is how long a broker's lease on its chain lasts without
 	// being renewed (0: DefaultLeaseTTL).
 	LeaseTTL time.Duration
+	// LeaseWait is how long a writable Open waits for a lease another
+	// holder has before it refuses (0: it refuses at once). A broker that
+	// restarts while a peer is recording its dead calls as interrupted
+	// gets its chain back once the peer lets it go, moments later; a
+	// broker that really runs under the same replica name keeps renewing
+	// its lease, so the Open still fails.
+	LeaseWait time.Duration
 	// Legacy is the buntdb file (audit.db) an earlier keyhole wrote. When
 	// Path does not exist and Legacy does, Open migrates it into Path: the
 	// same entries with the same seqs and MACs, the chain re-verified, the

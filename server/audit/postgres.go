@@ -91,8 +91,14 @@ func openPostgres(opts Options, readOnly bool) (*pgStore, error) {
 	if readOnly {
 		return s, nil
 	}
-	if err := s.takeLease(context.Background()); err != nil {
-		return nil, err
+	for deadline := time.Now().Add(opts.LeaseWait); ; time.Sleep(100 * time.Millisecond) {
+		err := s.takeLease(context.Background())
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrLeaseHeld) || time.Now().After(deadline) {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop, s.done = cancel, make(chan struct{})
@@ -441,7 +447,7 @@ func RecoverExpired(ctx context.Context, opts Options) ([]string, error) {
 	var errs []error
 	for _, r := range dead {
 		o := opts
-		o.Replica = r
+		o.Replica, o.LeaseWait = r, 0
 		l, err := Open(o)
 		if errors.Is(err, ErrInUse) {
 			continue // its broker came back, or another took it first

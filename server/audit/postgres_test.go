@@ -135,6 +135,34 @@ func TestPostgresLeaseKeepsOneWriterPerChain(t *testing.T) {
 	}
 }
 
+// A broker that restarts while a peer holds its chain to record its dead
+// calls waits for the peer to let the chain go (LeaseWait), instead of
+// refusing to start; against a live writer that keeps its lease it still
+// refuses once the wait is over.
+func TestPostgresOpenWaitsForAPeerToLetTheChainGo(t *testing.T) {
+	f := newPGFixture(t)
+	peer := f.open("a", "host-b") // a peer recovering chain a holds it
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		peer.Close() // lets the lease go with an empty holder
+		close(released)
+	}()
+	o := f.opts("a", "host-a")
+	o.LeaseWait = time.Minute
+	l, err := Open(o)
+	if err != nil {
+		t.Fatalf("Open(replica a) while a peer holds it briefly = %v, want the chain once the peer lets it go", err)
+	}
+	<-released
+	mustWrite(t, l, denied("ses_1", "github"))
+	o.Holder, o.LeaseWait = "host-x", 300*time.Millisecond
+	if _, err := Open(o); !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("Open(replica a) beside its live writer, after the wait = %v, want ErrLeaseHeld", err)
+	}
+	l.Close()
+}
+
 // An intent left by a broker that died gets an interrupted outcome from
 // another broker once the dead one's lease has expired.
 func TestPostgresRecoverExpiredMarksInterrupted(t *testing.T) {
