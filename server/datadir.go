@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,8 +26,12 @@ const (
 	// stoppingFile names a broker that is stopping (it no longer answers
 	// on its socket); it goes with the pid file.
 	stoppingFile = "keyhole.stopping"
-	VaultFile    = "vault.db"
-	AuditFile    = "audit.sqlite"
+	// cleanStopFile says the last broker stopped cleanly: every session's
+	// counters were saved and no call outlived the shutdown. A starting
+	// broker removes it before it serves.
+	cleanStopFile = "keyhole.clean-stop"
+	VaultFile     = "vault.db"
+	AuditFile     = "audit.sqlite"
 	// LegacyAuditFile is the buntdb audit log of keyhole before SQLite; it is
 	// migrated into AuditFile on the first start and kept as audit.db.migrated.
 	LegacyAuditFile = "audit.db"
@@ -152,4 +157,42 @@ func openVault(dir string, keys vault.KeySource) (*vault.Vault, error) {
 		return nil, fmt.Errorf("keyhole: no vault in %s: run `keyhole init` first", dir)
 	}
 	return v, err
+}
+
+// markCleanStop records that the broker stopped cleanly (cleanStopFile).
+func markCleanStop(d *DataDir) error {
+	if err := os.WriteFile(d.File(cleanStopFile), nil, 0o600); err != nil {
+		return err
+	}
+	return syncDir(d.Path)
+}
+
+// takeCleanStop reports whether the last broker stopped cleanly and
+// removes the mark, durably, so a crash from now on is not taken for a
+// clean stop.
+func takeCleanStop(d *DataDir) (bool, error) {
+	err := os.Remove(d.File(cleanStopFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("keyhole: %w", err)
+	}
+	// Where the removal cannot be made durable (a directory cannot be
+	// fsynced on every system), the start takes it for a crash: counting
+	// the calls again costs time, never a limit.
+	return syncDir(d.Path) == nil, nil
+}
+
+// syncDir makes the names in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("keyhole: fsync %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("keyhole: fsync %s: %w", dir, err)
+	}
+	return nil
 }

@@ -159,13 +159,13 @@ func (m *LiveSessions) track(s *Session, tokenHash string, saved policy.State) {
 // Flush writes the counters of every session that served calls since the
 // last Flush, in one transaction. The broker flushes every second and on
 // shutdown; after a crash, a restart counts the calls in the audit log.
-func (m *LiveSessions) Flush() {
+func (m *LiveSessions) Flush() error {
 	m.mu.Lock()
 	dirty := m.dirty
 	m.dirty = map[string]*Session{}
 	m.mu.Unlock()
 	if len(dirty) == 0 {
-		return
+		return nil
 	}
 	now := m.now()
 	infos := make([]policy.SessionInfo, 0, len(dirty))
@@ -174,22 +174,26 @@ func (m *LiveSessions) Flush() {
 	}
 	if err := m.store.Save(infos...); err != nil {
 		// One bad record must not lose the others' counters.
+		var errs []error
 		for _, s := range dirty {
-			m.saveNow(s)
+			errs = append(errs, m.saveNow(s))
 		}
+		return errors.Join(errs...)
 	}
+	return nil
 }
 
 // saveNow writes one session's state immediately (fsynced).
-func (m *LiveSessions) saveNow(s *Session) {
+func (m *LiveSessions) saveNow(s *Session) error {
 	info := s.Info(m.now())
 	if err := m.store.Save(info); err != nil {
 		m.log.Warn("save session", LogSession, s.ID(), LogError, err)
-		return
+		return err
 	}
 	m.mu.Lock()
 	m.saved[info.ID] = info.State
 	m.mu.Unlock()
+	return nil
 }
 
 // Authenticate returns the live session a phantom token names. Unknown

@@ -110,9 +110,21 @@ func Serve(ctx context.Context, o ServeOptions) error {
 	defer store.Close()
 	p := &brokerProc{o: o, rt: rt, b: rt.Broker, started: time.Now(), stop: make(chan struct{})}
 	b := p.b
+	// After a crash the session store may lag the audit log, so a
+	// restored session counts its calls there again; after a clean stop
+	// it does not (every counter was saved), and in a shared store every
+	// call is counted in the store itself.
+	clean, err := takeCleanStop(rt.DataDir)
+	if err != nil {
+		return err
+	}
+	history := auditUsage(rt.Audit)
+	if clean || rt.shared != nil {
+		history = nil
+	}
 	p.m = NewLiveSessions(store, LiveSessionsOptions{
 		Configs:      b.Configs(),
-		History:      auditUsage(rt.Audit),
+		History:      history,
 		ConfigLoaded: func(cfg *config.Loaded, why string) { auditConfig(b, rt.Audit, cfg, why) },
 		Now:          b.now,
 		Logger:       b.log,
@@ -342,14 +354,26 @@ func (p *brokerProc) shutdown() {
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
+	var unfinished atomic.Bool // a call outlived the timeout
 	for _, srv := range p.servers {
 		wg.Add(1)
-		go func() { defer wg.Done(); srv.Shutdown(sctx) }()
+		go func() {
+			defer wg.Done()
+			if srv.Shutdown(sctx) != nil {
+				unfinished.Store(true)
+			}
+		}()
 	}
 	p.streams.closeAll()
 	wg.Wait()
 	p.m.EndRelays(reasonBrokerStopped)
-	p.m.Flush()
+	err := p.m.Flush()
+	if err == nil && !unfinished.Load() && p.rt.shared == nil {
+		err = markCleanStop(p.rt.DataDir)
+	}
+	if err != nil {
+		p.b.log.Warn("the next start counts the sessions' calls in the audit log again", LogError, err)
+	}
 	p.b.log.Info("broker stopped")
 }
 

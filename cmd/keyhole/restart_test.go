@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -333,5 +334,61 @@ func TestInvariant10_ARestartDoesNotWidenAnS3Session(t *testing.T) {
 		if !strings.Contains(p, "acme-archive/reports/2026/*") || strings.Contains(p, `acme-archive/*"`) {
 			t.Fatalf("session policy %d = %s; want it limited to reports/2026/ (the grant the session started with)", i+1, p)
 		}
+	}
+}
+
+// TestACleanStopIsMarkedAndACrashIsNot: a broker stopped with SIGTERM
+// saves every counter and leaves keyhole.clean-stop, so the next start
+// need not count the sessions' calls in the audit log again; a starting
+// broker takes the mark away before it serves, so a crash after it is
+// never taken for a clean stop, and the counters survive both.
+func TestACleanStopIsMarkedAndACrashIsNot(t *testing.T) {
+	up, seen := methodUpstream(t)
+	h := brokerHome(t, up.URL)
+	h.writeConfig(restartConfig, up.URL, "GET")
+	mark := filepath.Join(h.dir, "data", "keyhole", "keyhole.clean-stop")
+	get := map[string]any{"method": "GET", "path": "/issues/1"}
+	id, tok := h.newToken("tiny") // 3 calls
+
+	serve, url := startServe(t, h)
+	if text, isErr := callTool(t, connect(t, url, tok), "tracker", get); isErr {
+		t.Fatalf("first call = %q", text)
+	}
+	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := serve.Wait(); err != nil {
+		t.Fatalf("broker stopped with %v", err)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("after SIGTERM: %v; want the clean-stop mark", err)
+	}
+
+	serve, url = startServe(t, h)
+	if _, err := os.Stat(mark); !os.IsNotExist(err) {
+		t.Fatalf("a started broker left the clean-stop mark (%v)", err)
+	}
+	if text, isErr := callTool(t, connect(t, url, tok), "tracker", get); isErr {
+		t.Fatalf("second call after a clean stop = %q", text)
+	}
+	serve.Process.Kill() // a crash: no mark
+	serve.Wait()
+	if _, err := os.Stat(mark); !os.IsNotExist(err) {
+		t.Fatalf("after kill -9 the clean-stop mark exists (%v)", err)
+	}
+
+	_, url = startServe(t, h)
+	c := connect(t, url, tok)
+	if text, isErr := callTool(t, c, "tracker", get); isErr {
+		t.Fatalf("third call = %q", text)
+	}
+	if text, isErr := callTool(t, c, "tracker", get); !isErr || !strings.Contains(text, "has used all 3 calls") {
+		t.Fatalf("a fourth call of a 3-call session across a clean stop and a crash = %q; want max_calls", text)
+	}
+	if s := h.session(id); s.Calls != 4 {
+		t.Fatalf("session after a clean stop, a crash and four calls = %+v, want 4 calls", s)
+	}
+	if n := seen("GET"); n != 3 {
+		t.Fatalf("upstream received %d GETs, want 3", n)
 	}
 }
