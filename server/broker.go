@@ -171,7 +171,10 @@ func (b *Broker) Configs() *Configs { return b.configs }
 
 // SetConfig makes c the broker's own config for new sessions; running
 // sessions keep the one they started with (pinned).
-func (b *Broker) SetConfig(c *config.Loaded) { b.configs.Set(c) }
+func (b *Broker) SetConfig(c *config.Loaded) {
+	b.configs.Set(c)
+	b.cache.evictAll() // a reload zeroes every cached secret, changed config or not
+}
 
 // secretChanged tells the broker that the value of secret name changed
 // or was removed (an operator's set, rotate, rm or login, a tool's

@@ -451,6 +451,12 @@ func reloadConfig(b *Broker, log *audit.Log, path string) (admin.Reloaded, error
 	rec.Config = path
 	var res admin.Reloaded
 	cfg, changed, err := b.configs.Reload(path)
+	if err == nil {
+		// Every cached secret is dropped (and zeroed once no call holds
+		// it) on a reload, whether the config changed or not: a new
+		// version's tools already get theirs evicted when it is loaded.
+		b.cache.evictAll()
+	}
 	if err != nil {
 		rec.Decision, rec.Code, rec.Reason = audit.Error, "invalid_config", err.Error()
 	} else {

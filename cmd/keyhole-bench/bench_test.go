@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -160,4 +163,45 @@ func TestSmokeAllArms(t *testing.T) {
 	if strings.Contains(table, benchSecret) || strings.Contains(progress.String(), benchSecret) {
 		t.Error("the bench credential appears in the output")
 	}
+}
+
+// TestMeasureReportsTheCommandsOwnRSS: a command run straight from a
+// process holding 200 MB reports at least that as its maximum RSS (Linux,
+// CLONE_VM); run through `measure` it reports its own, and its output and
+// exit status come through.
+func TestMeasureReportsTheCommandsOwnRSS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("ru_maxrss inheritance is Linux's")
+	}
+	t.Setenv(asMain, "1")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ballast := make([]byte, 200<<20)
+	for i := range ballast {
+		ballast[i] = 1
+	}
+	direct := exec.Command("/bin/sh", "-c", "echo hi")
+	if err := direct.Run(); err != nil {
+		t.Fatal(err)
+	}
+	inherited := direct.ProcessState.SysUsage().(*syscall.Rusage).Maxrss * 1024
+	out, took, rss, err := measured(context.Background(), self, exec.Command("/bin/sh", "-c", "echo hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != "hi\n" || took <= 0 {
+		t.Errorf("measure: out %q, took %v", out, took)
+	}
+	if inherited < 200<<20 {
+		t.Logf("this kernel does not carry the parent's RSS over (direct: %d bytes)", inherited)
+	}
+	if rss <= 0 || rss >= 100<<20 {
+		t.Errorf("measured RSS %d bytes; want the command's own, far below the parent's 200 MB (direct: %d)", rss, inherited)
+	}
+	if _, _, _, err := measured(context.Background(), self, exec.Command("/bin/sh", "-c", "exit 3")); err == nil {
+		t.Error("a failing command measured without error")
+	}
+	runtime.KeepAlive(ballast)
 }

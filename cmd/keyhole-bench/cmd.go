@@ -109,7 +109,7 @@ sessions. --micro adds go test -bench output to the table.`,
 	f.IntVar(&cfg.Growth, "growth", cfg.Growth, "calls of the growth phase (0: no growth phase): RSS growth, restart and audit commands over the grown log")
 	f.IntVar(&cfg.GrowthWarmup, "growth-warmup", cfg.GrowthWarmup, "calls of the growth phase before its first RSS reading")
 	f.IntVar(&cfg.Fill, "fill", cfg.Fill, "pad the audit log to this many records before the growth phase's restart (e.g. 1000000)")
-	root.AddCommand(bareCmd(), storeBenchCmd(stdout, stderr))
+	root.AddCommand(bareCmd(), storeBenchCmd(stdout, stderr), measureCmd())
 	return root
 }
 

@@ -6,13 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
@@ -139,21 +138,16 @@ func growth(ctx context.Context, cfg Config, h *home, kh *child, clients []*clie
 }
 
 // measure runs keyhole args and returns its stdout, wall time and maximum
-// resident set size.
+// resident set size, through this binary's `measure` (see measureCmd: run
+// straight from here, the maximum RSS would be at least the bench's own).
 func (h *home) measure(ctx context.Context, args ...string) ([]byte, time.Duration, int64, error) {
-	cmd := h.command(ctx, args...)
-	start := time.Now()
-	out, err := cmd.Output()
-	took := time.Since(start)
+	self, err := os.Executable()
 	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			err = fmt.Errorf("%w: %s", err, ee.Stderr)
-		}
-		return nil, 0, 0, fmt.Errorf("keyhole %v: %w", args, err)
+		return nil, 0, 0, fmt.Errorf("keyhole-bench: find own binary: %w", err)
 	}
-	var rss int64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = ru.Maxrss * 1024 // KiB on Linux
+	out, took, rss, err := measured(ctx, self, h.command(ctx, args...))
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("keyhole %v: %w", args, err)
 	}
 	return out, took, rss, nil
 }
