@@ -47,8 +47,11 @@ type accessEnv struct {
 	acc *access.Manager
 }
 
-func newAccessEnv(t *testing.T) *accessEnv {
-	e := newEnv(t, accessTestConfig)
+func newAccessEnv(t *testing.T) *accessEnv { return accessEnvFor(t, accessTestConfig) }
+
+// accessEnvFor is newAccessEnv with another config.
+func accessEnvFor(t *testing.T, cfg string) *accessEnv {
+	e := newEnv(t, cfg)
 	acc, err := access.Open(access.Options{Path: e.dataDir.File(AccessFile), Key: e.vault.DeriveKey(accessKeyLabel),
 		Audit: e.audit, History: e.audit, Now: e.clock.Now, NotifySend: "/nonexistent"})
 	if err != nil {

@@ -15,10 +15,8 @@ import (
 
 	"github.com/keyhole-dev/keyhole/server/access"
 	"github.com/keyhole-dev/keyhole/server/audit"
-	"github.com/keyhole-dev/keyhole/server/config"
 	"github.com/keyhole-dev/keyhole/server/console"
 	"github.com/keyhole-dev/keyhole/server/servertest"
-	"github.com/keyhole-dev/keyhole/server/sessions"
 )
 
 // uiTestConfig holds a comment call for a person's answer for up to ten
@@ -49,28 +47,12 @@ type uiEnv struct {
 }
 
 func newUIEnv(t *testing.T) *uiEnv {
-	e := newEnv(t, uiTestConfig)
-	acc, err := access.Open(access.Options{Path: e.dataDir.File(AccessFile), Key: e.vault.DeriveKey(accessKeyLabel),
-		Audit: e.audit, History: e.audit, Now: e.clock.Now, NotifySend: "/nonexistent"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { acc.Close() })
-	e.broker = NewBroker(Options{Config: e.broker.Config(), Secrets: e.vault, Audit: e.auditLog, Access: acc, Now: e.clock.Now})
-	store, err := sessions.Open(e.dataDir.File(SessionsFile), e.vault.DeriveKey(sessions.KeyLabel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	h := &httpEnv{env: e, sessions: NewLiveSessions(store, LiveSessionsOptions{Configs: e.broker.Configs(), Now: e.clock.Now})}
-	ops := &adminOps{vault: e.vault, sessions: func() (*LiveSessions, error) { return h.sessions, nil }, access: acc,
-		config: func() (*config.Loaded, error) { return e.broker.Config(), nil }, logins: &pendingLogins{}}
-	h.srv = httptest.NewServer(e.broker.SocketHandler(h.sessions, ops, nil))
-	t.Cleanup(h.srv.Close)
-
+	a := accessEnvFor(t, uiTestConfig)
+	e, h, acc := a.env, a.httpEnv, a.acc
 	u := &uiEnv{httpEnv: h, acc: acc, ui: httptest.NewUnstartedServer(nil)}
 	co := consoleOptions(e.broker, e.audit, e.vault, acc, h.sessions)
 	co.BaseURL, co.Loopback = "http://"+u.ui.Listener.Addr().String(), true
+	var err error
 	if u.con, err = console.New(co); err != nil {
 		t.Fatal(err)
 	}
