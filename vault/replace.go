@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/tidwall/buntdb"
 )
@@ -24,20 +23,8 @@ const maxStatus = 256
 // stored meanwhile. It returns the new metadata, ErrNotFound,
 // ErrEmptyValue, or ErrChanged.
 func (v *Vault) Replace(name string, prev, next []byte) (Meta, error) {
-	if err := checkName(name); err != nil {
-		return Meta{}, err
-	}
-	if len(next) == 0 {
-		return Meta{}, fmt.Errorf("%w for %s", ErrEmptyValue, name)
-	}
-	var m Meta
-	err := v.update(func(tx *buntdb.Tx) error {
-		key := prefixSecret + name
-		rec, meta, err := v.getRecord(tx, name)
-		if err != nil {
-			return err
-		}
-		cur, err := openString(v.aead, key, rec.Sealed)
+	return v.rotate(name, next, func(rec secretRecord) error {
+		cur, err := openString(v.aead, prefixSecret+name, rec.Sealed)
 		if err != nil {
 			return fmt.Errorf("%w: secret %s cannot be decrypted (altered, moved or damaged record)", ErrCorrupt, name)
 		}
@@ -46,17 +33,8 @@ func (v *Vault) Replace(name string, prev, next []byte) (Meta, error) {
 		if !same {
 			return fmt.Errorf("%w: %s", ErrChanged, name)
 		}
-		rec.Version++
-		meta.Updated = time.Now().UTC()
-		meta.Status = ""
-		rec.Sealed = sealString(v.aead, key, next)
-		m = meta.meta(name, rec.Version)
-		return v.putRecord(tx, name, rec, meta)
+		return nil
 	})
-	if err != nil {
-		return Meta{}, err
-	}
-	return m, nil
 }
 
 // SetStatus records what an operator must do about secret name ("needs

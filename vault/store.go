@@ -96,6 +96,12 @@ func (v *Vault) Set(name string, value []byte, description string) error {
 // Rotate replaces the value of an existing secret, increments its version and
 // sets Updated. It returns the new metadata, ErrNotFound, or ErrEmptyValue.
 func (v *Vault) Rotate(name string, value []byte) (Meta, error) {
+	return v.rotate(name, value, nil)
+}
+
+// rotate stores value as the new version of secret name (status cleared),
+// after check, if set, accepted the current record, in one transaction.
+func (v *Vault) rotate(name string, value []byte, check func(rec secretRecord) error) (Meta, error) {
 	if err := checkName(name); err != nil {
 		return Meta{}, err
 	}
@@ -108,6 +114,11 @@ func (v *Vault) Rotate(name string, value []byte) (Meta, error) {
 		rec, meta, err := v.getRecord(tx, name)
 		if err != nil {
 			return err
+		}
+		if check != nil {
+			if err := check(rec); err != nil {
+				return err
+			}
 		}
 		rec.Version++
 		meta.Updated = time.Now().UTC()
