@@ -2,16 +2,21 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyhole-dev/keyhole/policy"
 	"github.com/keyhole-dev/keyhole/server/admin"
 	"github.com/keyhole-dev/keyhole/server/audit"
 	"github.com/keyhole-dev/keyhole/server/servertest"
 	"github.com/keyhole-dev/keyhole/server/sessions"
+	"github.com/keyhole-dev/keyhole/vault"
+	"github.com/keyhole-dev/keyhole/vault/pgvault"
 )
 
 // twoBrokers are two brokers of one config whose sessions live in one
@@ -118,5 +123,80 @@ func TestSharedStoreRevocationReachesALiveSession(t *testing.T) {
 	}
 	if got, _ := b.Show(info.ID); got.State != policy.StateRevoked {
 		t.Fatalf("b shows the session %s", got.State)
+	}
+}
+
+// A secret rotated through one broker's vault of a shared store is the
+// one every other broker sends at its next call, although each holds the
+// old value decrypted in its cache (secretcache.go): the cache is checked
+// against the store's version on every call, and the store's cached rows
+// are emptied by NOTIFY.
+func TestSharedStoreRotationReachesEveryBrokersCache(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	db := servertest.MigratedPostgres(t)
+	key := make([]byte, 32)
+	rand.Read(key)
+	keys := vault.KeySource{EnvKey: base64.StdEncoding.EncodeToString(key)}
+	if err := pgvault.Create(context.Background(), db, keys, nil); err != nil {
+		t.Fatal(err)
+	}
+	open := func() *pgvault.Vault {
+		v, err := pgvault.Open(context.Background(), db, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { v.Close() })
+		return v
+	}
+	va, vb := open(), open()
+	const first, second = "ghp_FirstValue_0123456789abcdefAB", "ghp_SecondValue_9876543210fedcbaCD"
+	if err := va.Set("github_token", []byte(first), "test"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sessions.OpenPostgres(db, va.DeriveKey(sessions.KeyLabel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := func(v *pgvault.Vault) (*Broker, *LiveSessions) {
+		al, err := audit.Open(audit.Options{Path: filepath.Join(t.TempDir(), "audit.sqlite"), Key: v.DeriveKey(auditKeyLabel)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { al.Close() })
+		br := NewBroker(Options{Config: e.broker.Config(), Secrets: v, Audit: auditLog{al}, Now: e.clock.Now})
+		return br, NewLiveSessions(st, LiveSessionsOptions{Configs: br.Configs(), Now: e.clock.Now})
+	}
+	ba, ma := broker(va)
+	bb, mb := broker(vb)
+	_, tok, err := ma.Create(admin.SessionRequest{Scope: "triage"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := func(br *Broker, m *LiveSessions) string {
+		t.Helper()
+		if out := sharedCall(t, br, m, tok, "/repos/acme/api/issues"); out.Decision != audit.Allow {
+			t.Fatalf("call: %s %s", out.Decision, out.Message)
+		}
+		reqs := e.up.Requests()
+		return reqs[len(reqs)-1].Header.Get("Authorization")
+	}
+	if got := sent(bb, mb); got != "Bearer "+first {
+		t.Fatal("broker b did not send the first value")
+	}
+	sent(ba, ma)
+	if _, err := va.Rotate("github_token", []byte(second)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := sent(bb, mb)
+		if got == "Bearer "+second {
+			break
+		}
+		if got != "Bearer "+first || time.Now().After(deadline) {
+			t.Fatal("broker b did not send the rotated value within 10 s of the rotation through broker a's vault")
+		}
+	}
+	if got := sent(ba, ma); got != "Bearer "+second {
+		t.Fatal("broker a did not send the rotated value")
 	}
 }
