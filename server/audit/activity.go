@@ -31,6 +31,7 @@ func (l *Log) Activity(since time.Time) ([]Minute, error) {
 }
 
 func (s *sqliteStore) activity(since string) ([]Minute, error) {
+	s.caughtUp()
 	// substr(time, 1, 16) is the minute: times are fixed-width UTC.
 	rows, err := s.r.Query(`SELECT substr(time, 1, 16) AS minute, count(*), sum(decision = 'deny')
 FROM entries WHERE type <> 'outcome' AND time >= ? GROUP BY minute ORDER BY minute`, since)

@@ -39,21 +39,29 @@
 //
 // # Durability
 //
-// The file is in WAL mode with one writer connection. One writer goroutine
-// commits whatever entries are queued together as one transaction, then a
-// syncer fsyncs the WAL once for every batch waiting (group commit): Write
-// and Finish return once their batch is committed (in the OS's cache, so a
-// killed process loses nothing); Begin returns once its batch is fsynced.
-// After a failed write or fsync the Log refuses every further write, since
-// what reached the disk is unknown; reopen it. Readers use their own
-// read-only connections and are never blocked by the writer.
+// One writer goroutine seals whatever entries are queued and appends them
+// together, in one write, to the journal beside the file (path +
+// "-pending"); a syncer fdatasyncs the journal once for every batch
+// waiting (group commit): Write and Finish return once their batch is
+// written (in the OS's cache, so a killed process loses nothing); Begin
+// returns once its batch is fsynced. An indexer moves the journal's
+// entries into the SQLite file (WAL mode, one writer connection) a few
+// milliseconds later, many to a transaction, off the callers' path; the
+// next writable Open moves what a crash left in the journal, and so does
+// a reader that finds a dead writer's journal (journal.go). A failed
+// write or fsync of the journal makes the Log refuse every further write,
+// since what reached the disk is unknown; reopen it. While SQLite refuses
+// the journal's entries (a full disk) writes fail, and succeed again once
+// it takes them. Readers use their own read-only connections, never
+// blocked by the writer; they first wait for the journal's entries to be
+// in SQLite, so a reader sees every entry whose write has returned.
 //
 // # Tamper evidence
 //
 // At most every 100 ms while entries are written, and at Close, the
-// newest fsynced head of the chain (seq and MAC, with a counter that grows
-// by one with every checkpoint and the oldest intent still open, all
-// MAC'd) is written through the [Checkpointer] into the vault, and a copy
+// newest head of the chain in the SQLite file, its WAL fsynced (seq and
+// MAC, with a counter that grows by one with every checkpoint and the
+// oldest intent still open, all MAC'd) is written through the [Checkpointer] into the vault, and a copy
 // into the log file; with Options.Anchor it is also appended to a file
 // kept outside the data dir. The checkpoint trails the head by up to that
 // interval: a cut of only the entries written in it before a crash is not
@@ -68,8 +76,10 @@
 // only an anchor file kept elsewhere detects it.
 //
 // To inspect or verify a file offline (another process's log, a copy, a
-// tampered file), open it with Options.ReadOnly: nothing is ever written
-// to it, and writes fail with ErrReadOnly.
+// tampered file), open it with Options.ReadOnly: writes fail with
+// ErrReadOnly, and nothing is written to the file but the entries a dead
+// writer's journal holds (appended as that writer would have at its next
+// start).
 package audit
 
 import (
@@ -235,8 +245,9 @@ type Options struct {
 	// MaxBatchDelay is how long the group committer lingers for more
 	// entries after the first; 0 commits whatever is queued at once.
 	MaxBatchDelay time.Duration
-	// ReadOnly never writes to the file, nor to the Checkpointer: for
-	// offline inspection and verification. Open does not refuse a
+	// ReadOnly never writes to the Checkpointer, nor to the file but to
+	// move a dead writer's journal into it: for offline inspection and
+	// verification. Open does not refuse a
 	// tampered log in this mode, and Begin, Write and Prune return
 	// ErrReadOnly.
 	ReadOnly bool
@@ -432,7 +443,13 @@ func (l *Log) openWritable(opts Options) error {
 	if opts.Postgres != nil {
 		st, err = openPostgres(opts, false)
 	} else {
-		st, err = openSQLite(opts.Path, false)
+		var s *sqliteStore
+		if s, err = openSQLite(opts.Path, false); err == nil {
+			if err = s.startJournal(); err != nil {
+				s.close()
+			}
+			st = s
+		}
 	}
 	if err != nil {
 		return err

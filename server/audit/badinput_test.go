@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Bad files get a clear refusal, never a silent empty log.
@@ -64,14 +65,16 @@ func TestOpenRefusesFilesThatAreNotLogs(t *testing.T) {
 	}
 }
 
-// A full disk during a batch: every caller of that batch gets an error,
-// Begin returns no Pending (so the upstream is never called), nothing of
-// the batch is in the file, and the log works again once there is room.
+// A full disk: once SQLite refuses the journal's entries, every Write and
+// Begin fails (Begin returns no Pending, so the upstream is never called)
+// until SQLite takes them; nothing reported written is lost, and the log
+// works again, with no hole, once there is room.
 func TestFullDiskFailsTheBatchAndLosesNothing(t *testing.T) {
 	f := newFixture(t)
 	l := f.open()
 	defer l.Close()
 	mustWrite(t, l, denied("s", "github"))
+	mustQuery(t, l, Filter{}) // in SQLite
 	st := l.st.(*sqliteStore)
 	var pages int
 	if err := st.w.QueryRowContext(context.Background(), `PRAGMA page_count`).Scan(&pages); err != nil {
@@ -87,7 +90,10 @@ func TestFullDiskFailsTheBatchAndLosesNothing(t *testing.T) {
 	bigIntent := allowed("s", "github")
 	bigIntent.Path = strings.Repeat("p", MaxField)
 	var written, begun, failedWrites, failedBegins int
-	for range 20 {
+	for deadline := time.Now().Add(10 * time.Second); failedWrites == 0 || failedBegins == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes and %d begins failed in 10 s of a full disk; want both to fail", failedWrites, failedBegins)
+		}
 		if _, err := l.Write(context.Background(), big); err == nil {
 			written++
 		} else if strings.Contains(err.Error(), "full") {
@@ -97,27 +103,41 @@ func TestFullDiskFailsTheBatchAndLosesNothing(t *testing.T) {
 		}
 		if _, err := l.Begin(context.Background(), bigIntent); err == nil {
 			begun++
-		} else {
+		} else if strings.Contains(err.Error(), "full") {
 			failedBegins++
+		} else {
+			t.Fatalf("Begin on a full disk = %q, want it to say the disk is full", err)
 		}
-	}
-	if failedWrites == 0 || failedBegins == 0 {
-		t.Fatalf("%d writes and %d begins failed; the test checks nothing", failedWrites, failedBegins)
-	}
-	// Exactly what was reported written is in the log.
-	if got, want := len(mustQuery(t, l, Filter{})), 1+written+begun; got != want {
-		t.Fatalf("log holds %d records, want %d (the first, %d writes and %d begins that succeeded)", got, want, written, begun)
+		time.Sleep(time.Millisecond)
 	}
 	if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = 1073741823`); err != nil {
 		t.Fatal(err)
 	}
-	seq := mustWrite(t, l, denied("s", "github"))
+	// The indexer retries: writes succeed again once SQLite has taken
+	// what the journal held.
+	var seq uint64
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if seq, err = l.Write(context.Background(), denied("s", "github")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Write after the disk had room again = %v, want it to succeed", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Exactly what was reported written is in the log.
+	if got, want := len(mustQuery(t, l, Filter{})), 2+written+begun; got != want {
+		t.Fatalf("log holds %d records, want %d (the first and last, %d writes and %d begins that succeeded)", got, want, written, begun)
+	}
 	if rep := mustVerify(t, l); !rep.OK || rep.Head != seq {
 		t.Fatalf("Verify after the disk had room again = %+v, want ok with no hole", rep)
 	}
 }
 
-// ENOSPC from the file system itself, on a tiny tmpfs (needs root).
+// ENOSPC from the file system itself, on a tiny tmpfs (needs root): calls
+// fail closed once it is full, and what was reported written is in the
+// log once there is room again.
 func TestFullFileSystemFailsTheBatch(t *testing.T) {
 	dir := smallFS(t, 256<<10)
 	f := newFixture(t)
@@ -127,22 +147,45 @@ func TestFullFileSystemFailsTheBatch(t *testing.T) {
 	defer l.Close()
 	big := denied("s", "github")
 	big.Reason = strings.Repeat("r", MaxField)
-	var ok, failed int
+	var ok, begun int
+	var failed bool
 	for range 400 {
 		if _, err := l.Write(context.Background(), big); err != nil {
-			failed++
+			failed = true
 			break
 		}
 		ok++
 	}
-	if failed == 0 {
+	if !failed {
 		t.Fatalf("%d writes of 4 KiB fit in a 256 KiB file system; the test checks nothing", ok)
 	}
-	if p, err := l.Begin(context.Background(), allowed("s", "github")); err == nil {
-		t.Fatalf("Begin on a full file system = pending %d, want an error", p.Seq())
+	// A Begin whose intent still fits in the journal is durable there;
+	// once SQLite cannot take the journal's entries every Begin fails.
+	for deadline := time.Now().Add(10 * time.Second); ; begun++ {
+		if _, err := l.Begin(context.Background(), allowed("s", "github")); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Begin on a full file system succeeded %d times in 10 s, want it to fail", begun+1)
+		}
+		time.Sleep(time.Millisecond)
 	}
-	if got := len(mustQuery(t, l, Filter{})); got != ok {
-		t.Fatalf("log holds %d records, want the %d written before the disk filled", got, ok)
+	growFS(t, dir, 4<<20)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := l.Write(context.Background(), denied("s", "github"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Write after the file system had room again = %v, want it to succeed", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, want := len(mustQuery(t, l, Filter{})), ok+begun+1; got != want {
+		t.Fatalf("log holds %d records, want the %d written and %d begun before the disk filled and one after", got, ok, begun)
+	}
+	if rep := mustVerify(t, l); !rep.OK {
+		t.Fatalf("Verify after the file system had room again = %+v, want ok", rep)
 	}
 }
 
@@ -172,11 +215,11 @@ func TestWALLeftByACrashIsRecovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Copy the files as a kill -9 leaves them: committed frames in the
-	// WAL, not yet checkpointed into the database file.
+	// WAL, not yet checkpointed into the database file, and the journal.
 	crash := newFixture(t)
 	crash.cp = f.cp
 	crash.opts.Checkpoint = f.cp
-	for _, suffix := range []string{"", "-wal"} {
+	for _, suffix := range []string{"", "-wal", journalSuffix} {
 		copyFile(t, f.path+suffix, crash.path+suffix)
 	}
 	l.Close()

@@ -21,6 +21,14 @@ func smallFS(t *testing.T, size int) string {
 	return dir
 }
 
+// growFS gives the tmpfs smallFS mounted at dir a new size.
+func growFS(t *testing.T, dir string, size int) {
+	t.Helper()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_REMOUNT, "size="+strconv.Itoa(size)); err != nil {
+		t.Fatalf("remount %s bigger: %v", dir, err)
+	}
+}
+
 // readOnlyDir returns a directory nothing can be created in: a read-only
 // tmpfs as root (for whom permissions do not apply), mode 0500 otherwise.
 func readOnlyDir(t *testing.T) string {

@@ -12,6 +12,8 @@ func smallFS(t *testing.T, size int) string {
 	return ""
 }
 
+func growFS(t *testing.T, dir string, size int) {}
+
 func readOnlyDir(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() == 0 {

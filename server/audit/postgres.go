@@ -199,6 +199,8 @@ func (s *pgStore) appendBatch(entries []row, meta map[string]string) error {
 
 func (s *pgStore) sync() error { return nil }
 
+func (s *pgStore) settle(uint64) error { return nil }
+
 func (s *pgStore) scanRow(q string, args ...any) (row, bool, error) {
 	var seq int64
 	var v string

@@ -37,6 +37,7 @@ func (l *Log) narrowToWindow(q *callQuery) (ok bool, err error) {
 // walking the table by seq instead of the index by time; without the
 // index (a damaged file) it still answers, by a scan.
 func (s *sqliteStore) timeSpan(since, until time.Time) (lo, hi uint64, ok bool, err error) {
+	s.caughtUp()
 	where := []string{`type <> 'outcome'`}
 	var args []any
 	if !since.IsZero() {

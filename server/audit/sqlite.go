@@ -138,6 +138,12 @@ type sqliteStore struct {
 	ckDone  chan struct{}
 	ckRows  int // rows appended since the last request (under wmu)
 	ckCount atomic.Int64
+
+	// j is the journal calls' entries reach first (journal.go), nil
+	// until the Log starts it; walDirty is set by a transaction written
+	// to SQLite directly, whose WAL the next sync must fsync.
+	j        *journal
+	walDirty atomic.Bool
 }
 
 var _ store = (*sqliteStore)(nil)
@@ -175,6 +181,7 @@ func openSQLite(path string, readOnly bool) (*sqliteStore, error) {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("audit: open %s: %w", path, err)
 		}
+		moveDeadJournal(path)
 	} else {
 		if err := s.openWriter(); err != nil {
 			s.close()
@@ -224,6 +231,9 @@ func (s *sqliteStore) openWriter() error {
 	}
 	if err := s.stmt.prepare(s.w); err != nil {
 		return s.openError(err)
+	}
+	if err := s.replayJournal(); err != nil {
+		return err
 	}
 	if !syncFull {
 		if s.wal, err = os.OpenFile(s.path+"-wal", os.O_RDWR|os.O_CREATE, 0o600); err != nil {
@@ -430,14 +440,21 @@ func (s *sqliteStore) write(fn func(ctx context.Context) error) error {
 	return s.writeError(err)
 }
 
+// appendBatch appends entries alone to the journal once the Log has
+// started it; anything else is one SQLite transaction, after the
+// journal's entries.
 func (s *sqliteStore) appendBatch(entries []row, meta map[string]string) error {
+	if s.j != nil && len(meta) == 0 && len(entries) > 0 {
+		return s.journalAppend(entries)
+	}
+	if err := s.flush(); err != nil {
+		return err
+	}
+	s.walDirty.Store(true)
 	return s.write(func(ctx context.Context) error {
-		for _, e := range entries {
-			if _, err := s.stmt.insert.ExecContext(ctx, int64(e.Seq), e.Value); err != nil {
-				return err
-			}
+		if err := s.insertRows(ctx, entries); err != nil {
+			return err
 		}
-		s.noteRows(len(entries))
 		for name, value := range meta {
 			if _, err := s.stmt.setMeta.ExecContext(ctx, name, value); err != nil {
 				return err
@@ -445,6 +462,34 @@ func (s *sqliteStore) appendBatch(entries []row, meta map[string]string) error {
 		}
 		return nil
 	})
+}
+
+// insert writes entries in one transaction (the indexer's and a replay's).
+func (s *sqliteStore) insert(entries []row) error {
+	return s.write(func(ctx context.Context) error { return s.insertRows(ctx, entries) })
+}
+
+func (s *sqliteStore) insertRows(ctx context.Context, entries []row) error {
+	for _, e := range entries {
+		if _, err := s.stmt.insert.ExecContext(ctx, int64(e.Seq), e.Value); err != nil {
+			return err
+		}
+	}
+	s.noteRows(len(entries))
+	return nil
+}
+
+// caughtUp waits, before a read, for the journal's entries to be in
+// SQLite, so a reader sees every entry appended: in the writer's process
+// every one, in a read-only store those of a running writer. If the
+// indexer failed, the read sees what SQLite holds.
+func (s *sqliteStore) caughtUp() {
+	switch {
+	case s.j != nil:
+		_ = s.flush()
+	case s.w == nil:
+		s.awaitJournal()
+	}
 }
 
 // writeError names what an error met while writing means.
@@ -456,10 +501,26 @@ func (s *sqliteStore) writeError(err error) error {
 	return fmt.Errorf("audit: write %s: %w", s.path, err)
 }
 
+// sync makes durable every entry appendBatch returned from: the
+// journal's, and the WAL's if anything was written to SQLite directly.
 func (s *sqliteStore) sync() error {
+	if j := s.j; j != nil {
+		if err := datasync(j.f); err != nil {
+			return fmt.Errorf("audit: fsync %s: %w", j.path, err)
+		}
+		if !s.walDirty.Load() {
+			return nil
+		}
+	}
+	return s.syncWAL()
+}
+
+// syncWAL fsyncs SQLite's WAL (synchronous=FULL: the commits did).
+func (s *sqliteStore) syncWAL() error {
 	if s.w == nil || syncFull {
 		return nil
 	}
+	s.walDirty.Store(false)
 	s.walMu.Lock()
 	defer s.walMu.Unlock()
 	// The WAL is the same file while the writer connection is open; if it
@@ -484,6 +545,7 @@ func (s *sqliteStore) sync() error {
 }
 
 func (s *sqliteStore) scanRow(q string, args ...any) (row, bool, error) {
+	s.caughtUp()
 	var seq int64
 	var v string
 	err := s.r.QueryRow(q, args...).Scan(&seq, &v)
@@ -512,6 +574,7 @@ func (s *sqliteStore) last() (row, bool, error) {
 const outcomeOfCall = `(SELECT o.entry FROM entries o WHERE o."of" = c.seq AND o.type = 'outcome' ORDER BY o.seq LIMIT 1)`
 
 func (s *sqliteStore) calls(q callQuery) ([]callRow, error) {
+	s.caughtUp()
 	var where []string
 	var args []any
 	add := func(cond string, a ...any) {
@@ -574,6 +637,7 @@ func (s *sqliteStore) calls(q callQuery) ([]callRow, error) {
 }
 
 func (s *sqliteStore) rows(q string, args ...any) ([]row, error) {
+	s.caughtUp()
 	rs, err := s.r.Query(q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: read %s: %w", s.path, err)
@@ -605,6 +669,10 @@ func (s *sqliteStore) openIntents(after uint64, limit int) ([]row, error) {
 }
 
 func (s *sqliteStore) deletePrefix(through uint64, meta map[string]string) (int, error) {
+	if err := s.flush(); err != nil {
+		return 0, err
+	}
+	s.walDirty.Store(true)
 	var n int64
 	err := s.write(func(ctx context.Context) error {
 		res, err := s.stmt.deleteTo.ExecContext(ctx, int64(through))
@@ -623,6 +691,7 @@ func (s *sqliteStore) deletePrefix(through uint64, meta map[string]string) (int,
 }
 
 func (s *sqliteStore) meta(name string) (string, bool, error) {
+	s.caughtUp()
 	var v string
 	err := s.r.QueryRow(`SELECT value FROM meta WHERE name = ?`, name).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -733,6 +802,7 @@ func schemaOf(version int) (map[string]string, error) {
 
 func (s *sqliteStore) close() error {
 	var errs []error
+	errs = append(errs, s.closeJournal())
 	if s.ck != nil {
 		close(s.ckStop)
 		<-s.ckDone

@@ -16,6 +16,10 @@ type store interface {
 	appendBatch(entries []row, meta map[string]string) error
 	// sync makes everything appendBatch returned from durable.
 	sync() error
+	// settle makes every entry through seq readable and durable where
+	// readers read it: what a checkpoint may name (SQLite's journal
+	// moves entries later; PostgreSQL has them at once).
+	settle(seq uint64) error
 	// get returns the entry at seq; ok is false when there is none.
 	get(seq uint64) (v row, ok bool, err error)
 	// outcome returns the first outcome entry that names intent as the

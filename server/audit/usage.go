@@ -115,6 +115,7 @@ func (l *Log) confirm(groups []Usage) error {
 
 // usage runs the grouping query and calls fn with each group.
 func (s *sqliteStore) usage(ctx context.Context, f UsageFilter, fn func(Usage) error) error {
+	s.caughtUp()
 	scope, grant := `scope`, `"grant"`
 	if s.version < 2 {
 		scope, grant = `json_extract(entry, '$.scope')`, `json_extract(entry, '$.grant')`
@@ -169,6 +170,7 @@ func (s *sqliteStore) usage(ctx context.Context, f UsageFilter, fn func(Usage) e
 
 // values returns the stored entries at seqs, by seq.
 func (s *sqliteStore) values(seqs []int64) (map[uint64]string, error) {
+	s.caughtUp()
 	q := `SELECT seq, entry FROM entries WHERE seq IN (?` + strings.Repeat(`, ?`, len(seqs)-1) + `)`
 	args := make([]any, len(seqs))
 	for i, v := range seqs {
@@ -305,6 +307,7 @@ func (l *Log) Calls(ctx context.Context, f CallFilter, fn func(Call) error) erro
 
 // firstEntries reads one page of first entries for Calls.
 func (s *sqliteStore) firstEntries(ctx context.Context, session string, after, through int64, limit int) ([]row, error) {
+	s.caughtUp()
 	where, args := []string{`type <> 'outcome'`, `seq > ?`}, []any{after}
 	if session != "" {
 		where, args = append(where, `session = ?`), append(args, session)

@@ -308,6 +308,12 @@ func (l *Log) checkpointer(heads <-chan checkpoint, done chan<- struct{}) {
 			timer.Stop()
 		}
 		last = time.Now()
+		if l.st.settle(head.Seq) != nil {
+			// The store cannot take the entries yet (a full disk): the
+			// writes fail closed meanwhile, and a later head is
+			// checkpointed once it can.
+			continue
+		}
 		l.cpMu.Lock()
 		err := l.writeCheckpoint(head)
 		l.cpMu.Unlock()

@@ -1,0 +1,140 @@
+package audit
+
+import (
+	"context"
+	"os"
+	"testing"
+)
+
+// killedWithJournal writes calls and copies the files as a kill -9 would
+// leave them while the calls' entries are in the journal alone: the
+// indexer is held off SQLite (its lock taken) for the whole time.
+func killedWithJournal(t *testing.T, calls int) (*fixture, []uint64) {
+	t.Helper()
+	f := newFixture(t)
+	l := f.open()
+	defer l.Close()
+	mustWrite(t, l, denied("s", "github"))
+	mustQuery(t, l, Filter{}) // the first entry is in SQLite
+	st := l.st.(*sqliteStore)
+	st.wmu.Lock()
+	var seqs []uint64
+	for range calls {
+		seqs = append(seqs, mustCall(t, l, allowed("s", "github"), 200))
+	}
+	// The dead process's checkpoint: as it was at the kill (the live
+	// one goes on to checkpoint at its Close).
+	dead := newFixture(t)
+	f.cp.mu.Lock()
+	for name, data := range f.cp.records {
+		dead.cp.records[name] = data
+	}
+	f.cp.mu.Unlock()
+	for _, suffix := range []string{"", "-wal", journalSuffix} {
+		copyFile(t, f.path+suffix, dead.path+suffix)
+	}
+	st.wmu.Unlock()
+	if fi, err := os.Stat(dead.path + journalSuffix); err != nil || fi.Size() == 0 {
+		t.Fatalf("the journal copied is empty (%v); the test checks nothing", err)
+	}
+	return dead, seqs
+}
+
+// TestJournalIsMovedAtTheNextStart: entries that reached only the journal
+// before a kill are in the log when the broker next starts, the chain
+// whole.
+func TestJournalIsMovedAtTheNextStart(t *testing.T) {
+	dead, seqs := killedWithJournal(t, 5)
+	l := dead.open()
+	defer l.Close()
+	recs := mustQuery(t, l, Filter{})
+	if len(recs) != 6 {
+		t.Fatalf("records after the start = %d, want the first and the 5 calls", len(recs))
+	}
+	for i, r := range recs[1:] {
+		if r.Seq != seqs[i] || r.Decision != Allow || r.Status != 200 {
+			t.Fatalf("record %d = %+v, want call %d allowed with its outcome", i+1, r, seqs[i])
+		}
+	}
+	if rep := mustVerify(t, l); !rep.OK || rep.Head != 11 {
+		t.Fatalf("Verify = %+v, want ok at head 11", rep)
+	}
+	if fi, err := os.Stat(dead.path + journalSuffix); err != nil || fi.Size() != 0 {
+		t.Fatalf("journal after the start: %v, %v; want it emptied", fi, err)
+	}
+}
+
+// TestReaderMovesADeadWritersJournal: a reader (keyhole audit tail after
+// the broker was killed) sees every call, not all but the last ones.
+func TestReaderMovesADeadWritersJournal(t *testing.T) {
+	dead, _ := killedWithJournal(t, 3)
+	r := dead.openReadOnly()
+	defer r.Close()
+	if recs := mustQuery(t, r, Filter{}); len(recs) != 4 {
+		t.Fatalf("a reader after the kill sees %d records, want 4", len(recs))
+	}
+	if rep := mustVerify(t, r); !rep.OK || rep.Head != 7 {
+		t.Fatalf("Verify by a reader after the kill = %+v, want ok at head 7", rep)
+	}
+}
+
+// TestJournalLineCutShortIsPassedOver: a line a crash cut short ends the
+// journal; the entries before it are moved, and the log takes writes on.
+func TestJournalLineCutShortIsPassedOver(t *testing.T) {
+	dead, _ := killedWithJournal(t, 2)
+	data, err := os.ReadFile(dead.path + journalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut the last entry (the second call's outcome) in its middle.
+	cut := data[:len(data)-40]
+	if err := os.WriteFile(dead.path+journalSuffix, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := dead.open()
+	defer l.Close()
+	recs := mustQuery(t, l, Filter{})
+	if len(recs) != 3 || recs[2].Decision != Interrupted {
+		t.Fatalf("records = %+v, want the first, a call, and the call whose outcome was cut read interrupted", recs)
+	}
+	seq := mustWrite(t, l, denied("s", "github"))
+	if rep := mustVerify(t, l); !rep.OK || rep.Head != seq {
+		t.Fatalf("Verify = %+v, want ok at head %d", rep, seq)
+	}
+}
+
+// TestReaderBesideAWriterWaitsForItsJournal: a reader in another process
+// (here another Log) sees an entry as soon as its Write has returned.
+func TestReaderBesideAWriterWaitsForItsJournal(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	defer l.Close()
+	ro := f.openReadOnly()
+	defer ro.Close()
+	for i := range 20 {
+		mustWrite(t, l, denied("s", "github"))
+		if got := len(mustQuery(t, ro, Filter{})); got != i+1 {
+			t.Fatalf("after write %d the reader sees %d records", i+1, got)
+		}
+	}
+	if _, err := l.Begin(context.Background(), allowed("s", "github")); err != nil {
+		t.Fatal(err)
+	}
+	if recs := mustQuery(t, ro, Filter{}); len(recs) != 21 || recs[20].Tool != "github" {
+		t.Fatalf("the reader sees %d records, want the 20 writes and the call begun", len(recs))
+	}
+}
+
+// TestCleanCloseLeavesNoJournal: at rest, the data dir holds what it held
+// before the journal: the log, its WAL and lock.
+func TestCleanCloseLeavesNoJournal(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	mustCall(t, l, allowed("s", "github"), 200)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(f.path + journalSuffix); !os.IsNotExist(err) {
+		t.Fatalf("journal after Close: %v, want none", err)
+	}
+}
