@@ -404,25 +404,49 @@ func moveDeadJournal(path string) {
 
 // awaitJournal, in a read-only store, waits while the log's writer is
 // running (up to a few seconds) for the entries its journal holds to
-// reach SQLite, so a reader sees every call a caller has seen return.
+// reach SQLite, so a reader sees every call a caller has seen return. A
+// journal unchanged since the last read that found SQLite caught up costs
+// one stat.
 func (s *sqliteStore) awaitJournal() {
-	want := journalTail(journalPath(s.path))
-	if want == 0 {
+	name := journalPath(s.path)
+	fi, err := os.Stat(name)
+	if err != nil || fi.Size() == 0 {
 		return
 	}
+	s.seenMu.Lock()
+	seen := s.seen
+	s.seenMu.Unlock()
+	if seen.size == fi.Size() && seen.mod.Equal(fi.ModTime()) {
+		return
+	}
+	want := journalTail(name)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var last int64
 		err := s.r.QueryRow(`SELECT coalesce(max(seq), 0) FROM entries`).Scan(&last)
-		if err != nil || uint64(last) >= want || !writerLocked(s.path) || time.Now().After(deadline) {
+		if err != nil || !writerLocked(s.path) || time.Now().After(deadline) {
+			return
+		}
+		if uint64(last) >= want {
+			s.seenMu.Lock()
+			s.seen = journalSeen{size: fi.Size(), mod: fi.ModTime()}
+			s.seenMu.Unlock()
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 }
 
+// journalSeen is a journal's size and mtime when a reader last found
+// SQLite holding all of it.
+type journalSeen struct {
+	size int64
+	mod  time.Time
+}
+
 // journalTail is the seq of the last complete entry of the journal at
-// name, 0 if it has none.
+// name, 0 if it has none. It reads the end of the file, more of it only
+// when the last entry is longer.
 func journalTail(name string) uint64 {
 	f, err := os.Open(name)
 	if err != nil {
@@ -430,18 +454,19 @@ func journalTail(name string) uint64 {
 	}
 	defer f.Close()
 	fi, err := f.Stat()
-	if err != nil || fi.Size() == 0 {
+	if err != nil {
 		return 0
 	}
-	off := max(fi.Size()-journalTailRead, 0)
-	data := make([]byte, fi.Size()-off)
-	n, _ := f.ReadAt(data, off)
-	return lastSeq(data[:n])
+	for n := int64(64 << 10); ; n *= 4 {
+		off := max(fi.Size()-n, 0)
+		data := make([]byte, fi.Size()-off)
+		m, _ := f.ReadAt(data, off)
+		data = data[:m]
+		if seq := lastSeq(data); seq != 0 || off == 0 || n >= journalMax {
+			return seq
+		}
+	}
 }
-
-// journalTailRead is how much of a journal's end journalTail reads: more
-// than any entry (each field is capped).
-const journalTailRead = 1 << 20
 
 // lastSeq is the seq of the last complete line of a journal.
 func lastSeq(data []byte) uint64 {

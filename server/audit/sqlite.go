@@ -144,6 +144,10 @@ type sqliteStore struct {
 	// to SQLite directly, whose WAL the next sync must fsync.
 	j        *journal
 	walDirty atomic.Bool
+	// seen is, in a read-only store, the writer's journal as it was when
+	// SQLite last held all of it (awaitJournal).
+	seenMu sync.Mutex
+	seen   journalSeen
 }
 
 var _ store = (*sqliteStore)(nil)
