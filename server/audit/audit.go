@@ -51,8 +51,9 @@
 // a reader that finds a dead writer's journal (journal.go). A failed
 // write or fsync of the journal makes the Log refuse every further write,
 // since what reached the disk is unknown; reopen it. While SQLite refuses
-// the journal's entries (a full disk) writes fail, and succeed again once
-// it takes them. Readers use their own read-only connections, never
+// the journal's entries (a full disk) writes fail; the indexer retries,
+// and writes succeed again once SQLite takes them (after an I/O error it
+// may take a reopen; the journal keeps them meanwhile). Readers use their own read-only connections, never
 // blocked by the writer; they first wait for the journal's entries to be
 // in SQLite, so a reader sees every entry whose write has returned.
 //
