@@ -397,10 +397,28 @@ func moveDeadJournal(path string) {
 	if !lockTells || journalTail(journalPath(path)) == 0 || writerLocked(path) {
 		return
 	}
-	w := &sqliteStore{path: path}
+	w := &sqliteStore{path: path, noLockWait: true}
 	w.openWriter() // replays the journal; any error leaves it for the writer
 	w.close()
 }
+
+// lockWriter takes the writer's lock of the log at path. A reader moving
+// a dead writer's journal holds it for milliseconds, so a writer starting
+// meanwhile waits for it (up to lockWait) rather than failing; a second
+// writer is refused with ErrInUse once that has passed.
+func lockWriter(path string, wait time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		f, err := lockFile(path)
+		if !errors.Is(err, ErrInUse) || time.Now().After(deadline) {
+			return f, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// lockWait is how long a writer waits for the lock (see lockWriter).
+const lockWait = 2 * time.Second
 
 // awaitJournal, in a read-only store, waits while the log's writer is
 // running (up to a few seconds) for the entries its journal holds to

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 )
 
 // killedWithJournal writes calls and copies the files as a kill -9 would
@@ -137,4 +138,22 @@ func TestCleanCloseLeavesNoJournal(t *testing.T) {
 	if _, err := os.Stat(f.path + journalSuffix); !os.IsNotExist(err) {
 		t.Fatalf("journal after Close: %v, want none", err)
 	}
+}
+
+// TestWriterWaitsForAReaderMovingAJournal: a broker starting while
+// keyhole audit moves a dead broker's journal (holding the writer's lock
+// for milliseconds) starts once it is done, instead of failing.
+func TestWriterWaitsForAReaderMovingAJournal(t *testing.T) {
+	f := newFixture(t)
+	f.open().Close()
+	held, err := lockFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(100*time.Millisecond, func() { held.Close() })
+	l, err := Open(f.opts)
+	if err != nil {
+		t.Fatalf("Open while a reader held the lock for 100 ms = %v, want it to wait", err)
+	}
+	l.Close()
 }

@@ -148,6 +148,9 @@ type sqliteStore struct {
 	// SQLite last held all of it (awaitJournal).
 	seenMu sync.Mutex
 	seen   journalSeen
+	// noLockWait: a reader moving a dead writer's journal does not wait
+	// for the writer's lock.
+	noLockWait bool
 }
 
 var _ store = (*sqliteStore)(nil)
@@ -214,7 +217,11 @@ func (s *sqliteStore) openWriter() error {
 		return fmt.Errorf("audit: open %s: %w", s.path, err)
 	}
 	f.Close()
-	if s.lock, err = lockFile(s.path); err != nil {
+	wait := lockWait
+	if s.noLockWait {
+		wait = 0
+	}
+	if s.lock, err = lockWriter(s.path, wait); err != nil {
 		return err
 	}
 	sync := "_pragma=synchronous(NORMAL)"
