@@ -24,6 +24,11 @@ import (
 // each a B-tree insert into the table and its indexes and a WAL frame for
 // every page touched (the profile in BENCHMARKS.md, issue 19).
 //
+// The file is reserved ahead of its end in chunks (preallocate, on
+// Linux), so an append changes neither its size nor its extents and an
+// fdatasync writes the entries alone; what follows the last line reads as
+// zeros.
+//
 // Every line is an entry exactly as SQLite stores it (its canonical JSON
 // and MAC; a sealed entry never holds a raw newline). A writable open
 // moves into SQLite every line that continues SQLite's chain (seq one
@@ -47,6 +52,8 @@ const (
 	// journalRetry is how long the indexer waits after SQLite refused a
 	// batch (a full disk) before it tries again.
 	journalRetry = 100 * time.Millisecond
+	// journalChunk is how far ahead of its end the journal is reserved.
+	journalChunk = 1 << 20
 )
 
 // journal is the pending file of a writable SQLite store and the queue of
@@ -60,7 +67,9 @@ type journal struct {
 	queue    []row      // appended, not yet in SQLite, by seq
 	appended uint64     // seq of the last entry appended
 	indexed  uint64     // seq of the last entry in SQLite
-	size     int64      // bytes in the file
+	size     int64      // bytes of entries in the file: the next append goes here
+	alloc    int64      // bytes of the file, those past size reserved (zeros)
+	noAlloc  bool       // the file system cannot reserve: the file grows with each write
 	err      error      // SQLite refused the entries queued: appends fail until it takes them
 	broken   error      // the file could not be set right: appends fail for good
 	stop     bool
@@ -151,7 +160,7 @@ func lineSeq(line []byte) (uint64, bool) {
 func (s *sqliteStore) startJournal() error {
 	name := journalPath(s.path)
 	_, statErr := os.Stat(name)
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("audit: open %s: %w", name, err)
 	}
@@ -168,7 +177,13 @@ func (s *sqliteStore) startJournal() error {
 		f.Close()
 		return s.openError(err)
 	}
-	j := &journal{f: f, path: name, appended: uint64(last), indexed: uint64(last),
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit: stat %s: %w", name, err)
+	}
+	// replayJournal emptied the file; it may still be reserved ahead.
+	j := &journal{f: f, path: name, appended: uint64(last), indexed: uint64(last), alloc: fi.Size(),
 		hurry: make(chan struct{}, 1), done: make(chan struct{})}
 	j.changed = sync.NewCond(&j.mu)
 	s.j = j
@@ -204,11 +219,13 @@ func (s *sqliteStore) journalAppend(rows []row) error {
 	j.mu.Lock()
 	size := j.size
 	j.mu.Unlock()
-	if _, err := j.f.Write(buf); err != nil {
+	j.reserve(size + int64(len(buf)))
+	if _, err := j.f.WriteAt(buf, size); err != nil {
 		// Nothing of the batch may stay: take back what was written.
 		if terr := j.f.Truncate(size); terr != nil {
 			j.fail(fmt.Errorf("audit: write %s: %w (and could not take it back: %v)", j.path, err, terr))
 		}
+		j.alloc = size
 		return s.writeError(fmt.Errorf("%s: %w", j.path, err))
 	}
 	j.mu.Lock()
@@ -218,6 +235,24 @@ func (s *sqliteStore) journalAppend(rows []row) error {
 	j.changed.Broadcast()
 	j.mu.Unlock()
 	return nil
+}
+
+// reserve makes the file's first end bytes reserved, a chunk beyond what
+// they need. It is an optimization: where the file system cannot reserve,
+// or not now (a full disk), the write that follows grows the file and
+// fails if that is what fails. Only the writer goroutine calls it.
+func (j *journal) reserve(end int64) {
+	if end <= j.alloc || j.noAlloc {
+		return
+	}
+	n := end - j.alloc + journalChunk
+	ok, err := preallocate(j.f, j.alloc, n)
+	switch {
+	case ok:
+		j.alloc += n
+	case err == nil:
+		j.noAlloc = true
+	}
 }
 
 // emptyJournal waits for every entry to be in SQLite, makes the WAL
@@ -238,6 +273,7 @@ func (s *sqliteStore) emptyJournal() error {
 	j.mu.Lock()
 	j.size = 0
 	j.mu.Unlock()
+	j.alloc = 0
 	return nil
 }
 
@@ -423,21 +459,17 @@ const lockWait = 2 * time.Second
 // awaitJournal, in a read-only store, waits while the log's writer is
 // running (up to a few seconds) for the entries its journal holds to
 // reach SQLite, so a reader sees every call a caller has seen return. A
-// journal unchanged since the last read that found SQLite caught up costs
-// one stat.
+// journal whose last entry a read already found in SQLite costs reading
+// its end (its size and times say nothing: the file is reserved ahead, and
+// its times may not change between two appends).
 func (s *sqliteStore) awaitJournal() {
-	name := journalPath(s.path)
-	fi, err := os.Stat(name)
-	if err != nil || fi.Size() == 0 {
-		return
-	}
+	want := journalTail(journalPath(s.path))
 	s.seenMu.Lock()
 	seen := s.seen
 	s.seenMu.Unlock()
-	if seen.size == fi.Size() && seen.mod.Equal(fi.ModTime()) {
+	if want <= seen {
 		return
 	}
-	want := journalTail(name)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var last int64
@@ -447,7 +479,7 @@ func (s *sqliteStore) awaitJournal() {
 		}
 		if uint64(last) >= want {
 			s.seenMu.Lock()
-			s.seen = journalSeen{size: fi.Size(), mod: fi.ModTime()}
+			s.seen = max(s.seen, want)
 			s.seenMu.Unlock()
 			return
 		}
@@ -455,16 +487,10 @@ func (s *sqliteStore) awaitJournal() {
 	}
 }
 
-// journalSeen is a journal's size and mtime when a reader last found
-// SQLite holding all of it.
-type journalSeen struct {
-	size int64
-	mod  time.Time
-}
-
 // journalTail is the seq of the last complete entry of the journal at
-// name, 0 if it has none. It reads the end of the file, more of it only
-// when the last entry is longer.
+// name, 0 if it has none. It reads the end of the file back to the last
+// entry, past the zeros of its reserved part, more of it only when the
+// last entry is longer.
 func journalTail(name string) uint64 {
 	f, err := os.Open(name)
 	if err != nil {
@@ -475,15 +501,36 @@ func journalTail(name string) uint64 {
 	if err != nil {
 		return 0
 	}
+	end := entriesEnd(f, fi.Size())
 	for n := int64(64 << 10); ; n *= 4 {
-		off := max(fi.Size()-n, 0)
-		data := make([]byte, fi.Size()-off)
+		off := max(end-n, 0)
+		data := make([]byte, end-off)
 		m, _ := f.ReadAt(data, off)
 		data = data[:m]
 		if seq := lastSeq(data); seq != 0 || off == 0 || n >= journalMax {
 			return seq
 		}
 	}
+}
+
+// entriesEnd is where the entries of a journal of size bytes end: before
+// the zeros of its reserved part.
+func entriesEnd(f *os.File, size int64) int64 {
+	buf := make([]byte, 64<<10)
+	for end := size; end > 0; {
+		off := max(end-int64(len(buf)), 0)
+		m, err := f.ReadAt(buf[:end-off], off)
+		if err != nil && m < int(end-off) {
+			return end
+		}
+		for i := m - 1; i >= 0; i-- {
+			if buf[i] != 0 {
+				return off + int64(i) + 1
+			}
+		}
+		end = off
+	}
+	return 0
 }
 
 // lastSeq is the seq of the last complete line of a journal.

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"testing"
@@ -87,8 +88,10 @@ func TestJournalLineCutShortIsPassedOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Cut the last entry (the second call's outcome) in its middle.
-	cut := data[:len(data)-40]
+	// Cut the last entry (the second call's outcome) in its middle, as a
+	// crash leaves it: the rest of the reserved file zeros.
+	entries := bytes.TrimRight(data, "\x00")
+	cut := append(bytes.Clone(entries[:len(entries)-40]), make([]byte, len(data)-len(entries)+40)...)
 	if err := os.WriteFile(dead.path+journalSuffix, cut, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -156,4 +159,36 @@ func TestWriterWaitsForAReaderMovingAJournal(t *testing.T) {
 		t.Fatalf("Open while a reader held the lock for 100 ms = %v, want it to wait", err)
 	}
 	l.Close()
+}
+
+// TestJournalIsReservedAhead: the journal is reserved a chunk ahead of its
+// entries (so an append's fdatasync writes no metadata), and a reader
+// finds its last entry behind the zeros.
+func TestJournalIsReservedAhead(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	defer l.Close()
+	var last uint64
+	for range 3 {
+		last = mustCall(t, l, allowed("s", "github"), 200) + 1 // the outcome
+	}
+	st := l.st.(*sqliteStore)
+	st.j.mu.Lock()
+	size, appended := st.j.size, st.j.appended
+	st.j.mu.Unlock()
+	if appended != last {
+		t.Fatalf("journal's last entry = %d, want %d", appended, last)
+	}
+	fi, err := os.Stat(f.path + journalSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.j.noAlloc {
+		t.Logf("this file system cannot reserve: the journal grows (%d bytes)", fi.Size())
+	} else if fi.Size() < size+journalChunk/2 {
+		t.Fatalf("journal file is %d bytes for %d of entries, want it reserved ahead", fi.Size(), size)
+	}
+	if got := journalTail(f.path + journalSuffix); got != last {
+		t.Fatalf("journalTail = %d, want %d (the last entry, behind %d bytes reserved)", got, last, fi.Size()-size)
+	}
 }

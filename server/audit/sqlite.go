@@ -144,10 +144,10 @@ type sqliteStore struct {
 	// to SQLite directly, whose WAL the next sync must fsync.
 	j        *journal
 	walDirty atomic.Bool
-	// seen is, in a read-only store, the writer's journal as it was when
-	// SQLite last held all of it (awaitJournal).
+	// seen is, in a read-only store, the seq of the last journal entry
+	// a read found in SQLite (awaitJournal).
 	seenMu sync.Mutex
-	seen   journalSeen
+	seen   uint64
 	// noLockWait: a reader moving a dead writer's journal does not wait
 	// for the writer's lock.
 	noLockWait bool
