@@ -315,6 +315,9 @@ type Log struct {
 	cpMu  sync.Mutex
 	cpN   uint64
 	cpSeq uint64 // the seq the last checkpoint names
+	// cpOwed is the last checkpoint when the log file had no room for its
+	// copy: it is copied before the next one is written to the vault.
+	cpOwed []byte
 	// danglingAfter is where Open's recovery looks for intents left
 	// without an outcome: every intent at or before it has one.
 	danglingAfter uint64

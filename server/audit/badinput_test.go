@@ -135,6 +135,102 @@ func TestFullDiskFailsTheBatchAndLosesNothing(t *testing.T) {
 	}
 }
 
+// A full disk that takes the entries but not the checkpoint's copy (the
+// last free page went to the entries) is transient like any other: the
+// copy is owed, the vault is not written ahead of it again, and the log
+// works, checkpoints and reopens once there is room. Before, the failed
+// copy ended the log for good (a flaky TestFullDiskFailsTheBatchAndLosesNothing).
+func TestFullDiskOwesTheCheckpointCopy(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	defer func() { l.Close() }()
+	mustWrite(t, l, denied("s", "github"))
+	mustQuery(t, l, Filter{}) // in SQLite
+	st := l.st.(*sqliteStore)
+	setPages := func(n string) {
+		t.Helper()
+		if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = `+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pages int
+	if err := st.w.QueryRowContext(context.Background(), `PRAGMA page_count`).Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	setPages(strconv.Itoa(pages))
+	big := denied("s", "github")
+	big.Reason = strings.Repeat("r", MaxField)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, err := l.Write(context.Background(), big); err != nil {
+			if !strings.Contains(err.Error(), "full") {
+				t.Fatalf("Write on a full disk = %q, want it to say the disk is full", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write failed in 10 s of a full disk")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	vaultN := func() uint64 {
+		t.Helper()
+		cp, none, err := l.vaultCheckpoint()
+		if err != nil || none {
+			t.Fatalf("vault checkpoint: %v (none %v)", err, none)
+		}
+		return cp.N
+	}
+	// The log's own checkpointer may meet the full disk first; either
+	// way the vault ends one checkpoint ahead of the log's copy.
+	l.cpMu.Lock()
+	cp, _, err := l.vaultCheckpoint()
+	if err != nil {
+		l.cpMu.Unlock()
+		t.Fatal(err)
+	}
+	err = l.writeCheckpoint(checkpoint{Seq: cp.Seq, MAC: cp.MAC})
+	owed := l.cpOwed != nil
+	l.cpMu.Unlock()
+	if !errors.Is(err, errFull) || !owed {
+		t.Fatalf("checkpoint on a full disk = %v (copy owed %v), want errFull and the copy owed", err, owed)
+	}
+	n := vaultN()
+	if copied, ok, err := l.checkpointCopy(); err != nil || !ok || copied.N != n-1 {
+		t.Fatalf("on a full disk the log's copy is #%d (ok %v, %v), want #%d, one behind the vault's", copied.N, ok, err, n-1)
+	}
+	l.cpMu.Lock()
+	err = l.writeCheckpoint(checkpoint{Seq: cp.Seq, MAC: cp.MAC})
+	l.cpMu.Unlock()
+	if !errors.Is(err, errFull) || vaultN() != n {
+		t.Fatalf("checkpoint with its copy owed = %v, vault #%d; want errFull and the vault left at #%d", err, vaultN(), n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("Err() on a full disk = %v, want nil: a full disk is transient", err)
+	}
+	setPages("1073741823")
+	var seq uint64
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if seq, err = l.Write(context.Background(), denied("s", "github")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Write after the disk had room again = %v, want it to succeed", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close after the disk had room again = %v", err)
+	}
+	l = f.open()
+	copied, ok, err := l.checkpointCopy()
+	if err != nil || !ok || copied.N != vaultN() {
+		t.Fatalf("after a reopen the log's copy is #%d (ok %v, %v), want the vault's #%d", copied.N, ok, err, vaultN())
+	}
+	if rep := mustVerify(t, l); !rep.OK || rep.Head < seq {
+		t.Fatalf("Verify after the disk had room again = %+v, want ok through %d", rep, seq)
+	}
+}
+
 // ENOSPC from the file system itself, on a tiny tmpfs (needs root): calls
 // fail closed once it is full, and everything reported written is in the
 // log when it is next opened with room on the disk (the journal keeps

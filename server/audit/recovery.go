@@ -123,6 +123,10 @@ func (l *Log) checkStart() error {
 		return fmt.Errorf("%w: the vault's checkpoint (#%d) is older than the one this log recorded (#%d): the vault was rolled back", ErrTampered, cp.N, cp2.N)
 	} else if !ok && cp.N > 1 {
 		return fmt.Errorf("%w: the log's copy of its checkpoint was removed", ErrTampered)
+	} else if !ok && cp.N == 1 {
+		// The first checkpoint's copy never reached the file (its disk
+		// was full): copy it before the second is written.
+		l.cpOwed = l.keyed.encodeCheckpoint(cp)
 	}
 	if cp.Seq > l.head.Seq {
 		return fmt.Errorf("%w: the log ends at seq %d, its checkpoint is at seq %d: the tail was cut", ErrTampered, l.head.Seq, cp.Seq)

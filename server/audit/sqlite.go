@@ -503,11 +503,15 @@ func (s *sqliteStore) caughtUp() {
 	}
 }
 
+// errFull marks a write SQLite had no room for. It is never the log's
+// end: the writes fail closed until there is room again.
+var errFull = errors.New("the disk is full")
+
 // writeError names what an error met while writing means.
 func (s *sqliteStore) writeError(err error) error {
 	var se *sqlite.Error
 	if errors.As(err, &se) && se.Code()&0xff == sqliteFull {
-		return fmt.Errorf("audit: write %s: the disk is full: %w", s.path, err)
+		return fmt.Errorf("audit: write %s: %w: %w", s.path, errFull, err)
 	}
 	return fmt.Errorf("audit: write %s: %w", s.path, err)
 }

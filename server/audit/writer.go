@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -317,7 +318,7 @@ func (l *Log) checkpointer(heads <-chan checkpoint, done chan<- struct{}) {
 		l.cpMu.Lock()
 		err := l.writeCheckpoint(head)
 		l.cpMu.Unlock()
-		if err != nil {
+		if err != nil && !errors.Is(err, errFull) {
 			l.fail(err)
 		}
 	}
@@ -325,7 +326,18 @@ func (l *Log) checkpointer(heads <-chan checkpoint, done chan<- struct{}) {
 
 // writeCheckpoint writes head, as the next checkpoint, to the vault, then
 // a copy to the log file and a line to the anchor file. l.cpMu is held.
+//
+// A copy the log file has no room for (errFull) is owed, not fatal: it is
+// written before the next checkpoint goes to the vault, so the copy is
+// never more than one checkpoint behind the vault's and is missing only
+// before the second, as Open checks.
 func (l *Log) writeCheckpoint(head checkpoint) error {
+	if l.cpOwed != nil {
+		if err := l.copyCheckpoint(l.cpOwed); err != nil {
+			return err
+		}
+		l.cpOwed = nil
+	}
 	if l.cpN > 0 && head.Seq < l.cpSeq {
 		return nil // a newer head is already checkpointed
 	}
@@ -336,6 +348,18 @@ func (l *Log) writeCheckpoint(head checkpoint) error {
 		return fmt.Errorf("audit: write checkpoint: %w", err)
 	}
 	l.cpN, l.cpSeq = head.N, head.Seq
+	if err := l.copyCheckpoint(data); err != nil {
+		if errors.Is(err, errFull) {
+			l.cpOwed = data
+		}
+		return err
+	}
+	return nil
+}
+
+// copyCheckpoint writes data, a checkpoint the vault holds, to the log
+// file and a line to the anchor file.
+func (l *Log) copyCheckpoint(data []byte) error {
 	if err := l.st.setMeta(metaCheckpoint, string(data)); err != nil {
 		return fmt.Errorf("audit: write checkpoint copy: %w", err)
 	}
