@@ -392,6 +392,23 @@ func (m *LiveSessions) EndRelays(reason string) {
 	}
 }
 
+// RevokeMinted, as the broker stops, revokes what the tools minted for
+// each session it holds (GitHub App installation tokens). The sessions
+// outlive the broker (the next one restores them and mints its own
+// tokens); the tokens would otherwise stay valid until they expire. What
+// ctx's deadline leaves unrevoked expires on its own.
+func (m *LiveSessions) RevokeMinted(ctx context.Context) {
+	m.mu.Lock()
+	live := make([]*Session, 0, len(m.live))
+	for _, s := range m.live {
+		live = append(live, s)
+	}
+	m.mu.Unlock()
+	for _, s := range live {
+		s.revokeMinted(ctx, m.log)
+	}
+}
+
 // List returns every session's current state, oldest first. Without all,
 // only active sessions. A record changed on disk is listed as ended.
 func (m *LiveSessions) List(all bool) ([]policy.SessionInfo, error) {

@@ -58,14 +58,17 @@ func auditCredential(rec *audit.Record, c tools.CredentialInfo) {
 // credentials minted for it (tools.SessionEnder) that the session is
 // over, once: they revoke them upstream.
 func (s *Session) endMinted(ctx context.Context, log *slog.Logger) {
-	s.ended.Do(func() {
-		ctx := context.WithoutCancel(ctx)
-		for name, t := range s.cfg.Tools {
-			if e, ok := t.(tools.SessionEnder); ok && s.Scope().HasTool(name) {
-				if err := e.EndSession(ctx, s.ID()); err != nil {
-					log.Warn("revoke session credential", LogSession, s.ID(), LogTool, name, LogError, err)
-				}
+	s.ended.Do(func() { s.revokeMinted(context.WithoutCancel(ctx), log) })
+}
+
+// revokeMinted has the session's tools revoke and forget what they minted
+// for it. The session may go on: a later call mints anew.
+func (s *Session) revokeMinted(ctx context.Context, log *slog.Logger) {
+	for name, t := range s.cfg.Tools {
+		if e, ok := t.(tools.SessionEnder); ok && s.Scope().HasTool(name) {
+			if err := e.EndSession(ctx, s.ID()); err != nil {
+				log.Warn("revoke session credential", LogSession, s.ID(), LogTool, name, LogError, err)
 			}
 		}
-	})
+	}
 }

@@ -367,6 +367,9 @@ func (p *brokerProc) shutdown() {
 	p.streams.closeAll()
 	wg.Wait()
 	p.m.EndRelays(reasonBrokerStopped)
+	rctx, rcancel := context.WithTimeout(context.Background(), timeout)
+	p.m.RevokeMinted(rctx)
+	rcancel()
 	err := p.m.Flush()
 	if err == nil && !unfinished.Load() && p.rt.shared == nil {
 		err = markCleanStop(p.rt.DataDir)

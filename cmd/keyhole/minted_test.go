@@ -263,3 +263,68 @@ scopes:
 	}
 	h.assertNoneAnywhere(api.Issued(), text, r.stdout)
 }
+
+// A broker that stops revokes the installation tokens it minted: its
+// sessions go on under the next broker, which mints its own, so the old
+// tokens would otherwise stay valid for up to an hour with no broker
+// using them.
+func TestGitHubAppTokensAreRevokedWhenTheBrokerStops(t *testing.T) {
+	api := servertest.NewGitHubAPI(t, 123, 456, "acme", []string{"api"},
+		map[string]string{"metadata": "read", "issues": "write"})
+	h := newHome(t)
+	h.ok("", "init")
+	pemFile := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(pemFile, []byte(api.PrivateKeyPEM()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.ok("", "secret", "set", "gh_app_key", "--from-file", pemFile)
+	h.writeConfig(`version: 1
+tools:
+  github:
+    kind: http
+    base_url: %[1]s
+    allow_private_network: true
+    credential:
+      secret: gh_app_key
+      inject: github_app
+      github_app: {app_id: 123, installation_id: 456, api_url: %[1]s}
+scopes:
+  triage:
+    ttl: 1h
+    grants:
+      - {tool: github, methods: [GET], paths: [/repos/acme/api/issues]}
+`, api.URL)
+	serve, url := startServe(t, h)
+	id, tok := h.newToken("triage")
+	get := map[string]any{"method": "GET", "path": "/repos/acme/api/issues"}
+	var outs []string
+	text, isErr := callTool(t, connect(t, url, tok), "github", get)
+	if isErr || !strings.Contains(text, "crash on start") {
+		t.Fatalf("GET issues = %q, want the issues", text)
+	}
+	outs = append(outs, text)
+	if toks := api.Tokens(); len(toks) != 1 || toks[0].Revoked {
+		t.Fatalf("minted tokens: %+v, want one, live", toks)
+	}
+
+	h.ok("", "stop")
+	serve.Wait()
+	if toks := api.Tokens(); len(toks) != 1 || !toks[0].Revoked {
+		t.Fatalf("after the broker stopped, minted tokens: %+v, want the one revoked", toks)
+	}
+
+	// The session goes on under the next broker, with a token of its own.
+	_, url = startServe(t, h)
+	text, isErr = callTool(t, connect(t, url, tok), "github", get)
+	if isErr || !strings.Contains(text, "crash on start") {
+		t.Fatalf("GET issues after the restart = %q, want the issues", text)
+	}
+	outs = append(outs, text)
+	if toks := api.Tokens(); len(toks) != 2 || !toks[0].Revoked || toks[1].Revoked {
+		t.Fatalf("after the restart, minted tokens: %+v, want the first revoked and a second live", toks)
+	}
+	if s := h.session(id); s.State != "active" {
+		t.Fatalf("the session after the restart = %+v, want active", s)
+	}
+	h.assertNoneAnywhere(api.Issued(), outs...)
+}
