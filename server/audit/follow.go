@@ -15,7 +15,8 @@ const followPoll = 200 * time.Millisecond
 // matching records written after them, in seq order, a batch per poll,
 // until ctx ends (then it returns nil) or fn returns an error (which it
 // returns). A call passed as running is passed again once its outcome is
-// written, or once it reads interrupted (its process is gone). It works on
+// written (before the records written after that outcome), or once it
+// reads interrupted (its process is gone). It works on
 // a read-only Log over a file another process writes: each poll reads the
 // file as it is.
 func (l *Log) Follow(ctx context.Context, f Filter, fn func([]Record) error) error {
@@ -75,6 +76,10 @@ func (l *Log) Follow(ctx context.Context, f Filter, fn func([]Record) error) err
 		if ok {
 			lastSeq = r.Seq
 		}
+		// The calls that were running are read again after the head was:
+		// an outcome written before it is seen, so a call that finished
+		// before a later one is passed before it. The new records are
+		// read up to that head; later ones wait for the next look.
 		var done []Record
 		for _, seq := range slices.Sorted(maps.Keys(running)) {
 			rec, err := l.Get(seq)
@@ -91,6 +96,9 @@ func (l *Log) Follow(ctx context.Context, f Filter, fn func([]Record) error) err
 		}
 		g := f
 		g.Limit, g.AfterSeq, g.Decision = 0, after, ""
+		if ok && (g.BeforeSeq == 0 || g.BeforeSeq > lastSeq+1) {
+			g.BeforeSeq = lastSeq + 1
+		}
 		err = l.Stream(ctx, g, func(rec Record) error {
 			after = max(after, rec.Seq)
 			if rec.Decision == Running {
