@@ -192,3 +192,37 @@ func TestJournalIsReservedAhead(t *testing.T) {
 		t.Fatalf("journalTail = %d, want %d (the last entry, behind %d bytes reserved)", got, last, fi.Size()-size)
 	}
 }
+
+// entriesEnd finds the end of the entries behind any amount of reserved
+// zeros, and the whole file when nothing is reserved.
+func TestEntriesEndFindsTheLastEntry(t *testing.T) {
+	line := `{"seq":1,"type":"call"}` + "\n"
+	zeros := func(n int) string { return string(make([]byte, n)) }
+	tests := map[string]struct {
+		data string
+		want int64
+	}{
+		"empty":                  {"", 0},
+		"only zeros":             {zeros(journalChunk), 0},
+		"entries, none reserved": {line + line, int64(2 * len(line))},
+		"one byte, then zeros":   {"x" + zeros(4095), 1},
+		"entries, a few zeros":   {line + zeros(3), int64(len(line))},
+		"entries, a megabyte":    {line + line + line + zeros(journalChunk), int64(3 * len(line))},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			path := t.TempDir() + "/j"
+			if err := os.WriteFile(path, []byte(tc.data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if got := entriesEnd(f, int64(len(tc.data))); got != tc.want {
+				t.Fatalf("entriesEnd = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
