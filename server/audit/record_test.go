@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -335,5 +337,84 @@ func TestSealerMatchesSeal(t *testing.T) {
 			}
 			prev = gotMAC
 		}
+	}
+}
+
+// outcomeHook is a store whose outcome lookup runs hook once, after it
+// has read that intent has none yet: a write landing between Follow's
+// look at a running call and its read of the records after it.
+type outcomeHook struct {
+	store
+	intent uint64
+	once   sync.Once
+	hook   func()
+}
+
+func (h *outcomeHook) outcome(intent uint64) (row, bool, error) {
+	v, ok, err := h.store.outcome(intent)
+	if intent == h.intent && !ok && err == nil {
+		h.once.Do(h.hook)
+	}
+	return v, ok, err
+}
+
+// A call passed as running is passed again, complete, before a call
+// written after its outcome, even when both are written while Follow
+// looks at the running call.
+func TestFollowPassesAFinishedCallBeforeTheCallsAfterIt(t *testing.T) {
+	f := newFixture(t)
+	w := f.open()
+	defer w.Close()
+	p, err := w.Begin(context.Background(), allowed("s1", "github"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := f.opts
+	o.ReadOnly, o.WriterAlive = true, func() bool { return true }
+	r, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var later uint64
+	r.st = &outcomeHook{store: r.st, intent: p.Seq(), hook: func() {
+		// On Follow's goroutine: t.Error, not t.Fatal.
+		if err := p.Finish(context.Background(), Record{Decision: Allow, Status: 200}); err != nil {
+			t.Error(err)
+		}
+		var err error
+		if later, err = w.Write(context.Background(), denied("s1", "github")); err != nil {
+			t.Error(err)
+		}
+		if _, err := w.Query(Filter{}); err != nil { // in SQLite, where r reads
+			t.Error(err)
+		}
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan Record, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Follow(ctx, Filter{}, func(recs []Record) error {
+			for _, rec := range recs {
+				got <- rec
+			}
+			return nil
+		})
+	}()
+	var seen []string
+	for len(seen) < 3 {
+		select {
+		case rec := <-got:
+			seen = append(seen, fmt.Sprintf("%d %s", rec.Seq, rec.Decision))
+		case err := <-done:
+			t.Fatalf("Follow returned %v; passed %q", err, seen)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("Follow passed %q, want three records", seen)
+		}
+	}
+	want := []string{fmt.Sprintf("%d running", p.Seq()), fmt.Sprintf("%d allow", p.Seq()), fmt.Sprintf("%d deny", later)}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("Follow passed %q, want %q: the finished call before the one written after it", seen, want)
 	}
 }
