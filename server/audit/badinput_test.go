@@ -231,6 +231,73 @@ func TestFullDiskOwesTheCheckpointCopy(t *testing.T) {
 	}
 }
 
+// A log whose first checkpoint's copy never reached the file (its disk
+// was full) and that is opened again on a full disk: the start copies
+// that checkpoint before it writes the second to the vault, so a failed
+// start never leaves the vault at #2 with no copy in the log, which the
+// next start would take for a removed copy (ErrTampered).
+func TestFullDiskAtStartCopiesTheFirstCheckpointFirst(t *testing.T) {
+	dir := smallFS(t, 1<<20)
+	f := newFixture(t)
+	f.path = filepath.Join(dir, "audit.sqlite")
+	f.opts.Path = f.path
+	l := f.open()
+	first := append([]byte(nil), f.cp.records[CheckpointName]...) // #1, written at the start
+	mustWrite(t, l, denied("s", "github"))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// As if the start's copy had failed: the vault at #1, no copy.
+	f.cp.records[CheckpointName] = first
+	f.tamper(func(db *sql.DB) error { _, err := db.Exec(`DELETE FROM meta WHERE name = 'checkpoint'`); return err })
+	filler := filepath.Join(dir, "filler")
+	fill, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size int64
+	for {
+		n, err := fill.Write(make([]byte, 4096))
+		size += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	fill.Close()
+	// Free a little more each time until a start gets as far as the
+	// checkpoint: it then fails on the copy it owes.
+	var reached bool
+	for free := int64(4 << 10); free <= 256<<10 && !reached; free += 4 << 10 {
+		if err := os.Truncate(filler, size-free); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(f.opts)
+		if err == nil {
+			l.Close()
+			t.Fatalf("Open with %d bytes free = nil error before any start failed on the checkpoint's copy", free)
+		}
+		t.Logf("free %d: %v", free, err)
+		reached = strings.Contains(err.Error(), "checkpoint copy")
+	}
+	if !reached {
+		t.Fatalf("no start on a nearly full disk reached the checkpoint")
+	}
+	if cp, err := newMACKey(testKey).decodeCheckpoint(f.cp.records[CheckpointName]); err != nil || cp.N != 1 {
+		t.Fatalf("after a start on a full disk the vault holds checkpoint #%d (%v), want #1: not written ahead of its copy", cp.N, err)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(f.opts)
+	if err != nil {
+		t.Fatalf("Open with room on the disk again = %v, want the log", err)
+	}
+	defer l.Close()
+	if rep := mustVerify(t, l); !rep.OK {
+		t.Fatalf("Verify = %+v, want ok", rep)
+	}
+}
+
 // ENOSPC from the file system itself, on a tiny tmpfs (needs root): calls
 // fail closed once it is full, and everything reported written is in the
 // log when it is next opened with room on the disk (the journal keeps
