@@ -325,6 +325,7 @@ type Log struct {
 	mu       sync.Mutex
 	inflight map[uint64]struct{} // intents committed, outcome not yet
 	failed   error               // sticky: set after a failed write or fsync
+	stalled  error               // set while a checkpoint finds no room; cleared when one is written
 
 	maint sync.Mutex // serializes Verify and Prune
 }

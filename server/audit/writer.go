@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -197,7 +198,9 @@ func (l *Log) syncer(in <-chan synced, done chan<- struct{}) {
 			l.fail(err)
 		}
 		for _, p := range pending {
-			wake(p.batch, durable, l.failure(), true)
+			// A stall (l.stalled) came after these were committed: it
+			// does not undo their fsync.
+			wake(p.batch, durable, l.broken(), true)
 		}
 		if err == nil && l.cp != nil {
 			// Hand the newest durable head to the checkpointer, replacing
@@ -285,12 +288,32 @@ const checkpointInterval = 100 * time.Millisecond
 // already durable in the log; the checkpoint only guards against a cut
 // tail, so it does not hold callers up and may lag (it only ever names an
 // entry the log holds). If it cannot be written the log fails closed from
-// the next write on.
+// the next write on: for good, or, when the disk has no room for it
+// (errFull), until a later try every checkpointInterval writes it.
 func (l *Log) checkpointer(heads <-chan checkpoint, done chan<- struct{}) {
 	defer close(done)
 	var last time.Time
-	for head := range heads {
-		if wait := checkpointInterval - time.Since(last); wait > 0 {
+	var owed *checkpoint // a head the disk had no room for
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		var head checkpoint
+		closing := false
+		select {
+		case h, ok := <-heads:
+			if !ok {
+				if owed == nil {
+					return
+				}
+				head, closing = *owed, true
+			} else {
+				head = h
+			}
+		case <-retry.C:
+			head = *owed
+		}
+		if wait := checkpointInterval - time.Since(last); wait > 0 && !closing {
 			// Coalesce: keep the newest head that arrives while waiting,
 			// and write at once when the log closes.
 			timer := time.NewTimer(wait)
@@ -299,6 +322,7 @@ func (l *Log) checkpointer(heads <-chan checkpoint, done chan<- struct{}) {
 				select {
 				case h, ok := <-heads:
 					if !ok {
+						closing = true
 						break linger
 					}
 					head = h
@@ -313,13 +337,31 @@ func (l *Log) checkpointer(heads <-chan checkpoint, done chan<- struct{}) {
 			// The store cannot take the entries yet (a full disk): the
 			// writes fail closed meanwhile, and a later head is
 			// checkpointed once it can.
+			if closing {
+				return
+			}
 			continue
 		}
 		l.cpMu.Lock()
 		err := l.writeCheckpoint(head)
 		l.cpMu.Unlock()
-		if err != nil && !errors.Is(err, errFull) {
+		switch {
+		case errors.Is(err, errFull):
+			l.stall(err)
+			if closing {
+				return
+			}
+			owed = &head
+			retry.Reset(checkpointInterval)
+		case err != nil:
 			l.fail(err)
+		default:
+			owed = nil
+			retry.Stop()
+			l.stall(nil)
+		}
+		if closing {
+			return
 		}
 	}
 }
@@ -345,6 +387,12 @@ func (l *Log) writeCheckpoint(head checkpoint) error {
 	head.Time = formatTime(time.Now()) // for people reading the anchor file: the wall clock
 	data := l.keyed.encodeCheckpoint(head)
 	if err := l.cp.PutRecord(l.cpName, data); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			// The vault file is rewritten whole: on a full disk it fails
+			// where SQLite, reusing its WAL, goes on. Nothing was
+			// written; the same checkpoint is tried again.
+			return fmt.Errorf("audit: write checkpoint: %w: %w", errFull, err)
+		}
 		return fmt.Errorf("audit: write checkpoint: %w", err)
 	}
 	l.cpN, l.cpSeq = head.N, head.Seq
@@ -380,11 +428,29 @@ func (l *Log) fail(err error) {
 	l.mu.Unlock()
 }
 
-// failure is the error that made the log refuse writes, or nil.
-func (l *Log) failure() error {
+// stall makes the log refuse writes while err is not nil: a checkpoint
+// found no room (errFull). stall(nil) lets them through again.
+func (l *Log) stall(err error) {
+	l.mu.Lock()
+	l.stalled = err
+	l.mu.Unlock()
+}
+
+// broken is the error that made the log refuse writes for good, or nil.
+func (l *Log) broken() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.failed
+}
+
+// failure is the error that makes the log refuse writes, or nil.
+func (l *Log) failure() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed != nil {
+		return l.failed
+	}
+	return l.stalled
 }
 
 // gather adds queued ops to batch, lingering up to MaxBatchDelay.
