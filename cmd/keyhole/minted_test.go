@@ -204,18 +204,19 @@ scopes:
 	h.assertNoneAnywhere(append(as.Issued(), e2eClientSecret), outs...)
 }
 
-func TestGitHubAppTokenPerSessionThroughTheBinary(t *testing.T) {
-	api := servertest.NewGitHubAPI(t, 123, 456, "acme", []string{"api", "billing"},
-		map[string]string{"metadata": "read", "issues": "write", "contents": "write"})
+// githubAppHome is a home whose config has one github_app tool, github,
+// against api (the App's key in the vault as gh_app_key), and a scope
+// triage that may GET /repos/acme/api/issues.
+func githubAppHome(t *testing.T, api *servertest.GitHubAPI) *home {
+	t.Helper()
 	h := newHome(t)
 	h.ok("", "init")
-	h.killBrokerAtCleanup(t)
 	pemFile := filepath.Join(t.TempDir(), "app.pem")
 	if err := os.WriteFile(pemFile, []byte(api.PrivateKeyPEM()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h.ok("", "secret", "set", "gh_app_key", "--from-file", pemFile)
-	cfg := fmt.Sprintf(`version: 1
+	h.writeConfig(`version: 1
 tools:
   github:
     kind: http
@@ -231,9 +232,14 @@ scopes:
     grants:
       - {tool: github, methods: [GET], paths: [/repos/acme/api/issues]}
 `, api.URL)
-	if err := os.WriteFile(filepath.Join(h.dir, "keyhole.yaml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return h
+}
+
+func TestGitHubAppTokenPerSessionThroughTheBinary(t *testing.T) {
+	api := servertest.NewGitHubAPI(t, 123, 456, "acme", []string{"api", "billing"},
+		map[string]string{"metadata": "read", "issues": "write", "contents": "write"})
+	h := githubAppHome(t, api)
+	h.killBrokerAtCleanup(t)
 	c := h.stdioClient(t)
 	res := servertest.CallTool(t, c, "github", map[string]any{"method": "GET", "path": "/repos/acme/api/issues"})
 	text := servertest.ResultText(res)
@@ -271,29 +277,7 @@ scopes:
 func TestGitHubAppTokensAreRevokedWhenTheBrokerStops(t *testing.T) {
 	api := servertest.NewGitHubAPI(t, 123, 456, "acme", []string{"api"},
 		map[string]string{"metadata": "read", "issues": "write"})
-	h := newHome(t)
-	h.ok("", "init")
-	pemFile := filepath.Join(t.TempDir(), "app.pem")
-	if err := os.WriteFile(pemFile, []byte(api.PrivateKeyPEM()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.ok("", "secret", "set", "gh_app_key", "--from-file", pemFile)
-	h.writeConfig(`version: 1
-tools:
-  github:
-    kind: http
-    base_url: %[1]s
-    allow_private_network: true
-    credential:
-      secret: gh_app_key
-      inject: github_app
-      github_app: {app_id: 123, installation_id: 456, api_url: %[1]s}
-scopes:
-  triage:
-    ttl: 1h
-    grants:
-      - {tool: github, methods: [GET], paths: [/repos/acme/api/issues]}
-`, api.URL)
+	h := githubAppHome(t, api)
 	serve, url := startServe(t, h)
 	id, tok := h.newToken("triage")
 	get := map[string]any{"method": "GET", "path": "/repos/acme/api/issues"}
