@@ -336,9 +336,13 @@ func (l *Log) checkpointer(heads <-chan checkpoint, done chan<- struct{}) {
 		if l.st.settle(head.Seq) != nil {
 			// The store cannot take the entries yet (a full disk): the
 			// writes fail closed meanwhile, and a later head is
-			// checkpointed once it can.
+			// checkpointed once it can. A stalled log writes no later
+			// head: try this one again.
 			if closing {
 				return
+			}
+			if owed != nil {
+				retry.Reset(checkpointInterval)
 			}
 			continue
 		}
