@@ -505,13 +505,6 @@ func isLoopbackAddr(a net.Addr) bool {
 	return err == nil && ap.Addr().IsLoopback()
 }
 
-func addrString(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	return a.String()
-}
-
 // selfAddrs are the broker's own TCP listeners, which no tool may dial.
 type selfAddrs struct {
 	mu    sync.Mutex

@@ -331,14 +331,12 @@ func TestGitHubAppRevokesATokenWiderThanAsked(t *testing.T) {
 	// A proxy in front of the API that asks for no permissions at all,
 	// which GitHub reads as every permission: a careless or hostile API.
 	target, _ := url.Parse(api.URL)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	direct := rp.Director
-	rp.Director = func(r *http.Request) {
-		direct(r)
-		if strings.HasSuffix(r.URL.Path, "/access_tokens") {
-			r.Body, r.ContentLength = io.NopCloser(strings.NewReader(`{}`)), 2
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		if strings.HasSuffix(r.Out.URL.Path, "/access_tokens") {
+			r.Out.Body, r.Out.ContentLength = io.NopCloser(strings.NewReader(`{}`)), 2
 		}
-	}
+	}}
 	proxy := httptest.NewServer(rp)
 	defer proxy.Close()
 	tool := compileTest(t, Config{BaseURL: api.URL, Credential: Credential{Secret: "gh_app_key", Inject: "github_app",

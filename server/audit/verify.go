@@ -362,16 +362,15 @@ func (v *verifier) classifyBadMAC(seq uint64, mac string, next *row) string {
 
 // checkState is what Verify knows of the checkpoint and anchor file.
 type checkState struct {
-	read_     bool
-	cp        checkpoint
-	cpNone    bool  // no checkpoint was ever stored
-	cpErr     error // it cannot be read (removed) or does not verify
-	cpForged  bool
-	copy      checkpoint // the log file's copy
-	copyOK    bool
-	copyErr   error
-	anchorN   uint64
-	anchorErr error
+	read_    bool
+	cp       checkpoint
+	cpNone   bool  // no checkpoint was ever stored
+	cpErr    error // it cannot be read (removed) or does not verify
+	cpForged bool
+	copy     checkpoint // the log file's copy
+	copyOK   bool
+	copyErr  error
+	anchorN  uint64
 }
 
 func (c *checkState) read(l *Log) {

@@ -133,6 +133,9 @@ func (r *relay) transport(ctx context.Context, first string) (*transport.Streama
 			transport.WithHTTPLogger(slog.New(demoted{r.log.Handler()})),
 		}
 		if first == string(mcp.MethodInitialize) {
+			// Only a client on a revision before 2026-07-28 initializes:
+			// its notifications come on the standalone GET stream, which
+			// this (deprecated for the new revision) option keeps open.
 			opts = append(opts, transport.WithContinuousListening())
 		}
 		tr, err := transport.NewStreamableHTTP("http://keyhole/mcp", opts...)
