@@ -57,6 +57,9 @@ lint:
 		if echo "$$out" | grep -q "fetching vulnerabilities"; then echo "govulncheck: vulnerability database unreachable; skipped"; \
 		else echo "$$out"; exit $$rc; fi; \
 	else echo "govulncheck not installed; skipped"; fi
+	@sc=$$(command -v staticcheck || echo $$($(GO) env GOPATH)/bin/staticcheck); \
+	if [ -x "$$sc" ]; then echo "staticcheck ./..."; $$sc ./...; \
+	else echo "staticcheck not installed; skipped"; fi
 
 # Each fuzz target for a short, fixed time.
 fuzz:

@@ -392,7 +392,7 @@ func (m *LiveSessions) EndRelays(reason string) {
 	}
 }
 
-// RevokeMinted, as the broker stops, revokes what the tools minted for
+// RevokeMinted revokes, as the broker stops, what the tools minted for
 // each session it holds (GitHub App installation tokens). The sessions
 // outlive the broker (the next one restores them and mints its own
 // tokens); the tokens would otherwise stay valid until they expire. What

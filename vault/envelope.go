@@ -39,8 +39,9 @@ func (e *Envelope) Seal(aad string, plain []byte) string { return sealString(e.a
 // Open opens what Seal sealed with the same aad; any change fails.
 func (e *Envelope) Open(aad, sealed string) ([]byte, error) { return openString(e.aead, aad, sealed) }
 
-// Associated data of what a store seals: a secret's value and metadata,
-// a record, the key check and the root key.
+// SecretAAD is the associated data of a secret's sealed value. With the
+// others below it names what a store seals: a secret's value and
+// metadata, a record, the key check and the root key.
 func SecretAAD(name string) string { return prefixSecret + name }
 
 // MetaAAD is the associated data of a secret's sealed metadata.

@@ -107,6 +107,7 @@ func (a *App) mcpConfigCmd() *cobra.Command {
 				return &usageError{errors.New("--http needs --token-env VAR: the environment variable holding the session token")}
 			}
 			if o.httpURL != "" && o.client == "claude-desktop" {
+				//lint:ignore ST1005 the error begins with the product's name
 				return errors.New("Claude Desktop adds remote MCP servers in Settings → Connectors, not in its config file; use --scope for a local stdio server")
 			}
 			exe, err := os.Executable()

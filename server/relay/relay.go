@@ -136,6 +136,7 @@ func (r *relay) transport(ctx context.Context, first string) (*transport.Streama
 			// Only a client on a revision before 2026-07-28 initializes:
 			// its notifications come on the standalone GET stream, which
 			// this (deprecated for the new revision) option keeps open.
+			//lint:ignore SA1019 for clients on the older revisions only
 			opts = append(opts, transport.WithContinuousListening())
 		}
 		tr, err := transport.NewStreamableHTTP("http://keyhole/mcp", opts...)

@@ -246,7 +246,7 @@ func agentOf(label, client string) string {
 	return name
 }
 
-// counted is a value and how often it was seen.
+// Counted is a value and how often it was seen.
 type Counted struct {
 	Value string `json:"value"`
 	Count int    `json:"count"`
