@@ -291,6 +291,93 @@ func TestFullDiskForTheVaultStallsTheLogUntilThereIsRoom(t *testing.T) {
 	}
 }
 
+// A log stalled by a vault with no room, whose retries find SQLite
+// refusing the entries written just before the stall (one disk, full for
+// both): the stall admits no write, so no later head comes, and the
+// checkpointer must keep retrying on its own. Once both have room the
+// stall lifts and nothing is lost.
+func TestStalledLogKeepsRetryingWhileSQLiteRefusesEntries(t *testing.T) {
+	f := newFixture(t)
+	l := f.open()
+	defer func() { l.Close() }()
+	mustWrite(t, l, denied("s", "github"))
+	mustQuery(t, l, Filter{}) // in SQLite
+	st := l.st.(*sqliteStore)
+	setPages := func(n string) {
+		t.Helper()
+		if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = `+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Hold the next checkpoint after its settle, at the vault's put.
+	hold, held := make(chan struct{}), make(chan struct{})
+	f.cp.mu.Lock()
+	f.cp.hold, f.cp.held = hold, held
+	f.cp.mu.Unlock()
+	mustWrite(t, l, denied("s", "github"))
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no checkpoint reached the vault in 10 s")
+	}
+	var pages int
+	if err := st.w.QueryRowContext(context.Background(), `PRAGMA page_count`).Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	setPages(strconv.Itoa(pages))
+	big := denied("s", "github")
+	big.Reason = strings.Repeat("r", MaxField)
+	written := 2
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no write failed in 10 s of a full SQLite")
+		}
+		if _, err := l.Write(context.Background(), big); err != nil {
+			if !strings.Contains(err.Error(), "full") {
+				t.Fatalf("Write with SQLite full = %q, want it to say the disk is full", err)
+			}
+			break
+		}
+		written++
+		time.Sleep(time.Millisecond)
+	}
+	enospc := fmt.Errorf("vault: write vault.db: %w", &os.PathError{Op: "write", Path: "vault.db.tmp", Err: syscall.ENOSPC})
+	f.cp.mu.Lock()
+	f.cp.failPut = func() error { return enospc }
+	f.cp.hold = nil
+	f.cp.mu.Unlock()
+	close(hold) // the held checkpoint meets the vault's ENOSPC: the log stalls
+	for deadline := time.Now().Add(10 * time.Second); !errors.Is(l.Err(), syscall.ENOSPC); {
+		if time.Now().After(deadline) {
+			t.Fatalf("Err() = %v 10 s after the vault refused a checkpoint, want the log stalled on ENOSPC", l.Err())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Several retries meet SQLite still full.
+	time.Sleep(5 * checkpointInterval)
+	setPages("1073741823")
+	f.cp.mu.Lock()
+	f.cp.failPut = nil
+	f.cp.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); l.Err() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Err() 10 s after SQLite and the vault had room again = %v, want nil: the checkpointer stopped retrying", l.Err())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	seq := mustWrite(t, l, denied("s", "github"))
+	if got := len(mustQuery(t, l, Filter{})); got != written+1 {
+		t.Fatalf("log holds %d records, want the %d written before the stall and one after", got, written+1)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = f.open()
+	if rep := mustVerify(t, l); !rep.OK || rep.Head < seq {
+		t.Fatalf("Verify after a reopen = %+v, want ok through %d", rep, seq)
+	}
+}
+
 // A log whose first checkpoint's copy never reached the file (its disk
 // was full) and that is opened again on a full disk: the start copies
 // that checkpoint before it writes the second to the vault, so a failed

@@ -22,17 +22,23 @@ type memCheckpoint struct {
 	mu      sync.Mutex
 	records map[string][]byte
 	failPut func() error
-	// hold, if set, is waited on (without the lock) before each put.
+	// hold, if set, is waited on (without the lock) before each put;
+	// held, if set, is closed when a put starts waiting on it.
 	hold chan struct{}
+	held chan struct{}
 }
 
 func newMemCheckpoint() *memCheckpoint { return &memCheckpoint{records: map[string][]byte{}} }
 
 func (m *memCheckpoint) PutRecord(name string, data []byte) error {
 	m.mu.Lock()
-	hold := m.hold
+	hold, held := m.hold, m.held
+	m.held = nil
 	m.mu.Unlock()
 	if hold != nil {
+		if held != nil {
+			close(held)
+		}
 		<-hold
 	}
 	m.mu.Lock()
