@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/gofrs/flock"
 )
 
 // The journal is a plain file beside the SQLite log (path + "-pending")
@@ -430,7 +432,7 @@ func (s *sqliteStore) closeJournal() error {
 // writer's lock to do so; a running writer, or a file this reader may not
 // write, leaves the journal where it is.
 func moveDeadJournal(path string) {
-	if !lockTells || journalTail(journalPath(path)) == 0 || writerLocked(path) {
+	if journalTail(journalPath(path)) == 0 || writerLocked(path) {
 		return
 	}
 	w := &sqliteStore{path: path, noLockWait: true}
@@ -442,7 +444,7 @@ func moveDeadJournal(path string) {
 // a dead writer's journal holds it for milliseconds, so a writer starting
 // meanwhile waits for it (up to lockWait) rather than failing; a second
 // writer is refused with ErrInUse once that has passed.
-func lockWriter(path string, wait time.Duration) (*os.File, error) {
+func lockWriter(path string, wait time.Duration) (*flock.Flock, error) {
 	deadline := time.Now().Add(wait)
 	for {
 		f, err := lockFile(path)

@@ -3,7 +3,9 @@ package audit
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -225,4 +227,41 @@ func TestEntriesEndFindsTheLastEntry(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWriterLockTellsARunningWriter: the writer's lock is exclusive, a
+// reader can tell it is held without taking it from the writer, and a
+// reader never creates the lock file.
+func TestWriterLockTellsARunningWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.sqlite")
+	if writerLocked(path) {
+		t.Fatal("writerLocked with no lock file = true, want false")
+	}
+	if _, err := os.Stat(path + ".lock"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("writerLocked created the lock file (stat: %v)", err)
+	}
+	held, err := lockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !writerLocked(path) {
+		t.Fatal("writerLocked while a writer holds the lock = false, want true")
+	}
+	if _, err := lockFile(path); !errors.Is(err, ErrInUse) {
+		t.Fatalf("a second lockFile = %v, want ErrInUse", err)
+	}
+	if !writerLocked(path) {
+		t.Fatal("writerLocked after a refused second writer = false, want the first still holding it")
+	}
+	if err := held.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if writerLocked(path) {
+		t.Fatal("writerLocked after the writer let go = true, want false")
+	}
+	again, err := lockFile(path)
+	if err != nil {
+		t.Fatalf("lockFile after the writer let go = %v", err)
+	}
+	again.Close()
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gofrs/flock"
 	"modernc.org/sqlite"
 )
 
@@ -118,7 +119,7 @@ type sqliteStore struct {
 	w    *sql.Conn // the one writer connection
 	wdb  *sql.DB
 	r    *sql.DB // read-only connections
-	lock *os.File
+	lock *flock.Flock
 
 	// version is the file's schema version (readers take older ones).
 	version int
