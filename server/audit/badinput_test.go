@@ -67,6 +67,58 @@ func TestOpenRefusesFilesThatAreNotLogs(t *testing.T) {
 	}
 }
 
+// fillSQLite lets the log's SQLite file grow no more: SQLite reports a
+// database at its page limit exactly as a full disk. roomForSQLite lifts
+// the limit.
+func fillSQLite(t *testing.T, st *sqliteStore) {
+	t.Helper()
+	var pages int
+	if err := st.w.QueryRowContext(context.Background(), `PRAGMA page_count`).Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	maxPages(t, st, strconv.Itoa(pages))
+}
+
+func roomForSQLite(t *testing.T, st *sqliteStore) { t.Helper(); maxPages(t, st, "1073741823") }
+
+func maxPages(t *testing.T, st *sqliteStore, n string) {
+	t.Helper()
+	if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = `+n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitHealthy waits up to 10 s for l.Err() to be nil again, after what
+// happened.
+func waitHealthy(t *testing.T, l *Log, after string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); l.Err() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("Err() 10 s after %s = %v, want nil", after, l.Err())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// reopenVerifies closes l, opens the log again and checks that it
+// verifies through seq; it returns the reopened Log.
+func reopenVerifies(t *testing.T, f *fixture, l *Log, seq uint64) *Log {
+	t.Helper()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = f.open()
+	if rep := mustVerify(t, l); !rep.OK || rep.Head < seq {
+		t.Fatalf("Verify after a reopen = %+v, want ok through %d", rep, seq)
+	}
+	return l
+}
+
+// vaultFull is the error of a vault with no room to rewrite its file.
+func vaultFull() error {
+	return fmt.Errorf("vault: write vault.db: %w", &os.PathError{Op: "write", Path: "vault.db.tmp", Err: syscall.ENOSPC})
+}
+
 // A full disk: once SQLite refuses the journal's entries, every Write and
 // Begin fails (Begin returns no Pending, so the upstream is never called)
 // until SQLite takes them; nothing reported written is lost, and the log
@@ -78,14 +130,7 @@ func TestFullDiskFailsTheBatchAndLosesNothing(t *testing.T) {
 	mustWrite(t, l, denied("s", "github"))
 	mustQuery(t, l, Filter{}) // in SQLite
 	st := l.st.(*sqliteStore)
-	var pages int
-	if err := st.w.QueryRowContext(context.Background(), `PRAGMA page_count`).Scan(&pages); err != nil {
-		t.Fatal(err)
-	}
-	// SQLite reports a database at its page limit exactly as a full disk.
-	if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = `+strconv.Itoa(pages)); err != nil {
-		t.Fatal(err)
-	}
+	fillSQLite(t, st)
 	big := denied("s", "github")
 	big.Reason = strings.Repeat("r", MaxField)
 	big.Path = strings.Repeat("p", MaxField)
@@ -112,9 +157,7 @@ func TestFullDiskFailsTheBatchAndLosesNothing(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = 1073741823`); err != nil {
-		t.Fatal(err)
-	}
+	roomForSQLite(t, st)
 	// The indexer retries: writes succeed again once SQLite has taken
 	// what the journal held.
 	var seq uint64
@@ -149,17 +192,7 @@ func TestFullDiskOwesTheCheckpointCopy(t *testing.T) {
 	mustWrite(t, l, denied("s", "github"))
 	mustQuery(t, l, Filter{}) // in SQLite
 	st := l.st.(*sqliteStore)
-	setPages := func(n string) {
-		t.Helper()
-		if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = `+n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var pages int
-	if err := st.w.QueryRowContext(context.Background(), `PRAGMA page_count`).Scan(&pages); err != nil {
-		t.Fatal(err)
-	}
-	setPages(strconv.Itoa(pages))
+	fillSQLite(t, st)
 	big := denied("s", "github")
 	big.Reason = strings.Repeat("r", MaxField)
 	for deadline := time.Now().Add(10 * time.Second); ; {
@@ -206,7 +239,7 @@ func TestFullDiskOwesTheCheckpointCopy(t *testing.T) {
 	if !errors.Is(err, errFull) || vaultN() != n {
 		t.Fatalf("checkpoint with its copy owed = %v, vault #%d; want errFull and the vault left at #%d", err, vaultN(), n)
 	}
-	setPages("1073741823")
+	roomForSQLite(t, st)
 	var seq uint64
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if seq, err = l.Write(context.Background(), denied("s", "github")); err == nil {
@@ -219,12 +252,7 @@ func TestFullDiskOwesTheCheckpointCopy(t *testing.T) {
 	}
 	// The log's checkpointer, stalled by the full disk, writes its
 	// checkpoint once there is room; writes go through again.
-	for deadline := time.Now().Add(10 * time.Second); l.Err() != nil; {
-		if time.Now().After(deadline) {
-			t.Fatalf("Err() 10 s after the disk had room again = %v, want nil", l.Err())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitHealthy(t, l, "the disk had room again")
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close after the disk had room again = %v", err)
 	}
@@ -248,10 +276,7 @@ func TestFullDiskForTheVaultStallsTheLogUntilThereIsRoom(t *testing.T) {
 	l := f.open()
 	defer func() { l.Close() }()
 	mustWrite(t, l, denied("s", "github"))
-	enospc := fmt.Errorf("vault: write vault.db: %w", &os.PathError{Op: "write", Path: "vault.db.tmp", Err: syscall.ENOSPC})
-	f.cp.mu.Lock()
-	f.cp.failPut = func() error { return enospc }
-	f.cp.mu.Unlock()
+	f.cp.refuse(vaultFull())
 	written := 1
 	for deadline := time.Now().Add(10 * time.Second); l.Err() == nil; {
 		if time.Now().After(deadline) {
@@ -269,26 +294,13 @@ func TestFullDiskForTheVaultStallsTheLogUntilThereIsRoom(t *testing.T) {
 		t.Fatalf("Begin while the log is stalled = %v, want a refusal saying the disk is full", err)
 	}
 	n := len(mustQuery(t, l, Filter{}))
-	f.cp.mu.Lock()
-	f.cp.failPut = nil
-	f.cp.mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); l.Err() != nil; {
-		if time.Now().After(deadline) {
-			t.Fatalf("Err() 10 s after the vault had room again = %v, want nil", l.Err())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	f.cp.refuse(nil)
+	waitHealthy(t, l, "the vault had room again")
 	seq := mustWrite(t, l, denied("s", "github"))
 	if got := len(mustQuery(t, l, Filter{})); got != n+1 || n != written {
 		t.Fatalf("log holds %d records, then %d; want the %d written while the vault refused, then one more", n, got, written)
 	}
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	l = f.open()
-	if rep := mustVerify(t, l); !rep.OK || rep.Head < seq {
-		t.Fatalf("Verify after a reopen = %+v, want ok through %d", rep, seq)
-	}
+	l = reopenVerifies(t, f, l, seq)
 }
 
 // A log stalled by a vault with no room, whose retries find SQLite
@@ -303,12 +315,6 @@ func TestStalledLogKeepsRetryingWhileSQLiteRefusesEntries(t *testing.T) {
 	mustWrite(t, l, denied("s", "github"))
 	mustQuery(t, l, Filter{}) // in SQLite
 	st := l.st.(*sqliteStore)
-	setPages := func(n string) {
-		t.Helper()
-		if _, err := st.w.ExecContext(context.Background(), `PRAGMA max_page_count = `+n); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Hold the next checkpoint after its settle, at the vault's put.
 	hold, held := make(chan struct{}), make(chan struct{})
 	f.cp.mu.Lock()
@@ -320,11 +326,7 @@ func TestStalledLogKeepsRetryingWhileSQLiteRefusesEntries(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no checkpoint reached the vault in 10 s")
 	}
-	var pages int
-	if err := st.w.QueryRowContext(context.Background(), `PRAGMA page_count`).Scan(&pages); err != nil {
-		t.Fatal(err)
-	}
-	setPages(strconv.Itoa(pages))
+	fillSQLite(t, st)
 	big := denied("s", "github")
 	big.Reason = strings.Repeat("r", MaxField)
 	written := 2
@@ -341,9 +343,8 @@ func TestStalledLogKeepsRetryingWhileSQLiteRefusesEntries(t *testing.T) {
 		written++
 		time.Sleep(time.Millisecond)
 	}
-	enospc := fmt.Errorf("vault: write vault.db: %w", &os.PathError{Op: "write", Path: "vault.db.tmp", Err: syscall.ENOSPC})
+	f.cp.refuse(vaultFull())
 	f.cp.mu.Lock()
-	f.cp.failPut = func() error { return enospc }
 	f.cp.hold = nil
 	f.cp.mu.Unlock()
 	close(hold) // the held checkpoint meets the vault's ENOSPC: the log stalls
@@ -355,27 +356,14 @@ func TestStalledLogKeepsRetryingWhileSQLiteRefusesEntries(t *testing.T) {
 	}
 	// Several retries meet SQLite still full.
 	time.Sleep(5 * checkpointInterval)
-	setPages("1073741823")
-	f.cp.mu.Lock()
-	f.cp.failPut = nil
-	f.cp.mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); l.Err() != nil; {
-		if time.Now().After(deadline) {
-			t.Fatalf("Err() 10 s after SQLite and the vault had room again = %v, want nil: the checkpointer stopped retrying", l.Err())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	roomForSQLite(t, st)
+	f.cp.refuse(nil)
+	waitHealthy(t, l, "SQLite and the vault had room again") // else the checkpointer stopped retrying
 	seq := mustWrite(t, l, denied("s", "github"))
 	if got := len(mustQuery(t, l, Filter{})); got != written+1 {
 		t.Fatalf("log holds %d records, want the %d written before the stall and one after", got, written+1)
 	}
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	l = f.open()
-	if rep := mustVerify(t, l); !rep.OK || rep.Head < seq {
-		t.Fatalf("Verify after a reopen = %+v, want ok through %d", rep, seq)
-	}
+	l = reopenVerifies(t, f, l, seq)
 }
 
 // A log whose first checkpoint's copy never reached the file (its disk

@@ -30,6 +30,17 @@ type memCheckpoint struct {
 
 func newMemCheckpoint() *memCheckpoint { return &memCheckpoint{records: map[string][]byte{}} }
 
+// refuse makes every put fail with err from now on; nil lets them succeed.
+func (m *memCheckpoint) refuse(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err == nil {
+		m.failPut = nil
+		return
+	}
+	m.failPut = func() error { return err }
+}
+
 func (m *memCheckpoint) PutRecord(name string, data []byte) error {
 	m.mu.Lock()
 	hold, held := m.hold, m.held

@@ -296,9 +296,7 @@ func TestCheckpointFailureFailsTheNextBegin(t *testing.T) {
 	l := f.open()
 	defer l.Close()
 	boom := errors.New("vault is read-only")
-	f.cp.mu.Lock()
-	f.cp.failPut = func() error { return boom }
-	f.cp.mu.Unlock()
+	f.cp.refuse(boom)
 	p, err := l.Begin(context.Background(), allowed("s", "github"))
 	if err != nil {
 		t.Fatalf("Begin = %v, want the intent made durable", err)
@@ -315,9 +313,7 @@ func TestCheckpointFailureFailsTheNextBegin(t *testing.T) {
 	if err := p.Finish(context.Background(), Record{Decision: Allow, Status: 200}); !errors.Is(err, boom) {
 		t.Fatalf("Finish after a failed checkpoint = %v, want %v (fail closed)", err, boom)
 	}
-	f.cp.mu.Lock()
-	f.cp.failPut = nil
-	f.cp.mu.Unlock()
+	f.cp.refuse(nil)
 	recs := mustQuery(t, l, Filter{})
 	if len(recs) != 1 || recs[0].Decision != Running {
 		t.Fatalf("records = %+v, want the one intent, still running", recs)
